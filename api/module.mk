@@ -1,3 +1,6 @@
 # api/: the wire contract shared by every binary (types, JSON codecs, validation, HTTP wrappers).
 API_SRCS := $(sort $(wildcard api/*.c))
 $(eval $(call cd_lib,api,$(API_SRCS)))
+
+# apicodec: JSON body parsing, names, JobSpec and Pipeline codecs.
+$(eval $(call cd_test,test_api_json,tests/unit/test_api_json.c,api cdlib))
