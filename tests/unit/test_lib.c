@@ -7,7 +7,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -17,6 +19,7 @@
 #include "lib/fs.h"
 #include "lib/id.h"
 #include "lib/log.h"
+#include "lib/sdnotify.h"
 #include "lib/str.h"
 
 /* Fault injection: make fsync fail on demand (SQLite's habit of testing failure paths). */
@@ -369,6 +372,34 @@ static void test_cleanup_macros(void **state)
 	assert_int_equal(RET_NERRNO(open("/nonexistent", O_RDONLY)), -ENOENT);
 }
 
+static void test_sd_notify(void **state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char path[128], buf[64];
+	int fd;
+	ssize_t n;
+
+	unsetenv("NOTIFY_SOCKET");
+	assert_int_equal(sd_notify_send("READY=1"), 0);
+	setenv("NOTIFY_SOCKET", "relative/path", 1);
+	assert_int_equal(sd_notify_send("READY=1"), -EINVAL);
+	snprintf(path, sizeof(path), "%s/notify", tmpdir);
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	setenv("NOTIFY_SOCKET", path, 1);
+	assert_int_equal(sd_notify_send("READY=1\nSTATUS=up"), 1);
+	n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+	assert_int_equal(n, 17);
+	buf[n] = 0;
+	assert_string_equal(buf, "READY=1\nSTATUS=up");
+	close(fd);
+	unlink(path);
+	assert_int_equal(sd_notify_send("READY=1"), -ENOENT);
+	unsetenv("NOTIFY_SOCKET");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +422,7 @@ int main(void)
 		cmocka_unit_test(test_parse_numbers),
 		cmocka_unit_test(test_error_buffer),
 		cmocka_unit_test(test_cleanup_macros),
+		cmocka_unit_test_setup_teardown(test_sd_notify, setup_tmp, teardown_tmp),
 	};
 	return cmocka_run_group_tests_name("lib", tests, NULL, NULL);
 }
