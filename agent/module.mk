@@ -1,0 +1,5 @@
+# agent/: taskd (host daemon), taskd-shim (per-task supervisor that outlives taskd), taskctl.
+AGENT_LIB_SRCS := agent/state.c
+$(eval $(call cd_lib,agent,$(AGENT_LIB_SRCS)))
+
+$(eval $(call cd_test,test_agent_state,tests/unit/test_agent_state.c,agent cdlib))
