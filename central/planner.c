@@ -354,6 +354,15 @@ static int plan_topo(struct action_dag *dag, struct cd_error *err)
 	return 0;
 }
 
+static struct action_dag *dag_alloc(size_t n_nodes)
+{
+	struct action_dag *dag = calloc(1, sizeof(*dag));
+
+	if (dag)
+		dag->n_nodes = n_nodes;
+	return dag;
+}
+
 int planner_plan(const char *pipeline_id, const json_t *schema, struct action_dag **ret,
 		 struct cd_error *err)
 {
@@ -370,23 +379,17 @@ int planner_plan(const char *pipeline_id, const json_t *schema, struct action_da
 		return cd_error_set(err, -EINVAL, "schema has more than %d stages",
 				    PLANNER_MAX_STAGES);
 
-	dag = calloc(1, sizeof(*dag));
+	dag = dag_alloc(n);
 	if (!dag)
 		return -ENOMEM;
 	dag->schema = json_deep_copy(schema);
-	if (!dag->schema)
-		return -ENOMEM;
-	if (pipeline_id) {
+	if (pipeline_id)
 		dag->pipeline_id = strdup(pipeline_id);
-		if (!dag->pipeline_id)
-			return -ENOMEM;
-	}
-	dag->n_nodes = n;
 	dag->nodes = calloc(n, sizeof(*dag->nodes));
 	while (cap < 2 * n)
 		cap <<= 1;
 	dag->table = calloc(cap, sizeof(*dag->table));
-	if (!dag->nodes || !dag->table)
+	if (!dag->schema || (pipeline_id && !dag->pipeline_id) || !dag->nodes || !dag->table)
 		return -ENOMEM;
 	dag->table_mask = cap - 1;
 	dag->start = (struct action_node){
