@@ -20,7 +20,10 @@ BINDIR ?= $(PREFIX)/bin
 SBINDIR ?= $(PREFIX)/sbin
 LIBEXECDIR ?= $(PREFIX)/libexec/codedeploy
 MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share
 SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 DESTDIR ?=
 FUZZ_SECONDS ?= 30
 
@@ -73,16 +76,17 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)./demo.sh
 
-install: $(PROGS) $(INSTALL_DEPS)
+install: install-bin $(INSTALL_TARGETS)
+
+install-bin: $(PROGS)
 	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBEXECDIR)
 	$(Q)$(foreach p,$(INSTALL_BIN),install -m 0755 $(BUILD)/$(p) $(DESTDIR)$(BINDIR)/$(p);)
 	$(Q)$(foreach p,$(INSTALL_SBIN),install -m 0755 $(BUILD)/$(p) $(DESTDIR)$(SBINDIR)/$(p);)
 	$(Q)$(foreach p,$(INSTALL_LIBEXEC),install -m 0755 $(BUILD)/$(p) $(DESTDIR)$(LIBEXECDIR)/$(p);)
-	$(INSTALL_EXTRA)
 
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test selftest fuzz check check-run lint format bench demo install clean deps
+.PHONY: all test selftest fuzz check check-run lint format bench demo install install-bin clean deps
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
