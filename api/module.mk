@@ -4,3 +4,4 @@ $(eval $(call cd_lib,api,$(API_SRCS)))
 
 # apicodec: JSON body parsing, names, JobSpec and Pipeline codecs.
 $(eval $(call cd_test,test_api_json,tests/unit/test_api_json.c,api cdlib))
+$(eval $(call cd_test,test_api_names,tests/unit/test_api_names.c,api cdlib))
