@@ -442,7 +442,7 @@ int job_url_from_parts(const char *region, const char *zone, const char *name, s
 int job_url_parse(const char *s, struct job_url *ret, struct cd_error *err)
 {
 	static const char *const what[] = { "region", "zone", "job name" };
-	struct job_url u;
+	struct job_url u = { 0 };
 	char *const parts[] = { u.region, u.zone, u.name };
 	const size_t sizes[] = { sizeof(u.region), sizeof(u.zone), sizeof(u.name) };
 	const char *rest;
@@ -482,7 +482,7 @@ bool job_url_equal(const struct job_url *a, const struct job_url *b)
 int task_url_parse(const char *s, struct task_url *ret, struct cd_error *err)
 {
 	static const char *const what[] = { "region", "zone", "job name", "task id" };
-	struct task_url u;
+	struct task_url u = { 0 };
 	char *const parts[] = { u.job.region, u.job.zone, u.job.name, u.task_id };
 	const size_t sizes[] = { sizeof(u.job.region), sizeof(u.job.zone), sizeof(u.job.name),
 				 sizeof(u.task_id) };
