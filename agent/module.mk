@@ -1,5 +1,6 @@
 # agent/: taskd (host daemon), taskd-shim (per-task supervisor that outlives taskd), taskctl.
-AGENT_LIB_SRCS := agent/state.c
+AGENT_LIB_SRCS := agent/state.c agent/config.c agent/restart.c
 $(eval $(call cd_lib,agent,$(AGENT_LIB_SRCS)))
 
 $(eval $(call cd_test,test_agent_state,tests/unit/test_agent_state.c,agent cdlib))
+$(eval $(call cd_test,test_agent_config,tests/unit/test_agent_config.c,agent cdlib))

@@ -409,7 +409,7 @@ static int read_task(sqlite3_stmt *s, struct task_record *ret)
 	const char *v;
 
 	v = (const char *)sqlite3_column_text(s, 0);
-	if (!v || strlen(v) > ID_LEN)
+	if (!v || strlen(v) >= TASK_ID_BUF)
 		return -EUCLEAN;
 	strcpy(t.task_id, v);
 	if (column_dup(s, 1, &t.request_id) < 0 || column_dup(s, 2, &t.job_url) < 0 ||

@@ -33,6 +33,7 @@ int task_state_from_string(const char *s, enum task_state *ret);
 
 #define TASK_REASON_MAX 32
 #define REQUEST_ID_MAX 128
+#define TASK_ID_BUF 65 /* api/names.h TASK_ID_MAX + NUL */
 
 /*
  * One task as stored. Strings are owned by the record (task_record_release frees them).
@@ -41,7 +42,7 @@ int task_state_from_string(const char *s, enum task_state *ret);
  * outlives taskd (pid + start time in clock ticks since boot, so a recycled pid is detected).
  */
 struct task_record {
-	char task_id[ID_LEN + 1];
+	char task_id[TASK_ID_BUF];
 	char *request_id; /* client-supplied idempotency key; may be NULL */
 	char *job_url;	  /* job://region/zone/name */
 	unsigned task_index;
@@ -73,7 +74,7 @@ int task_record_copy(const struct task_record *src, struct task_record *ret);
 struct state_event {
 	uint64_t seq;
 	usec_t ts;
-	char task_id[ID_LEN + 1];
+	char task_id[TASK_ID_BUF];
 	char type[32];
 	char *data; /* JSON object text */
 };
@@ -82,9 +83,9 @@ void state_event_array_free(struct state_event *v, size_t n);
 struct outbox_msg {
 	uint64_t id; /* local sequence, strictly increasing: delivery order */
 	char msg_id[ID_LEN + 1];
-	char task_id[ID_LEN + 1]; /* "" for host-level messages */
-	char kind[32];		  /* "task_state" */
-	char *body;		  /* JSON text */
+	char task_id[TASK_ID_BUF]; /* "" for host-level messages */
+	char kind[32];		   /* "task_state" */
+	char *body;		   /* JSON text */
 	unsigned attempts;
 	usec_t next_attempt_at; /* realtime */
 };
