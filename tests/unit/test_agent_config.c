@@ -192,7 +192,7 @@ static void test_config_flag_errors(void **state)
 	cd_error_reset(&err);
 	/* non-loopback listen needs an explicit token file */
 	assert_int_equal(args(&c, &a, &err, "--config", "/dev/null", "--listen", "0.0.0.0:7411",
-			      NULL),
+			      (char *)NULL),
 			 -EINVAL);
 	assert_non_null(strstr(err.msg, "--token-file"));
 	cd_error_reset(&err);
