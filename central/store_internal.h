@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * store_internal.h — what the store's own translation units share: the migration list, the
+ * locked connection and the sqlite rc → -errno mapping. Only central/store*.c and a feature
+ * area's own SQL file (e.g. central/pipeline_store.c) include this; everyone else uses store.h.
+ */
+#pragma once
+
+#include <sqlite3.h>
+
+#include "central/store.h"
+
+/*
+ * Schema migrations, applied in order at store_open(), each in its own transaction together
+ * with `PRAGMA user_version = version`. Versions are 1, 2, 3, ... without gaps; a migration, once
+ * released, never changes — add a new one instead. Feature areas append their entries here.
+ */
+struct store_migration {
+	int version;
+	const char *description;
+	const char *sql; /* one or more statements */
+};
+extern const struct store_migration store_migrations[];
+extern const size_t store_migrations_n;
+
+/*
+ * Take the connection for one operation. write=true opens (or joins) a write transaction; the
+ * matching store_leave() commits it when it is the outermost one and r >= 0, rolls back when
+ * outermost and r < 0, and otherwise only unlocks. Returns r (or the commit error).
+ */
+sqlite3 *store_enter(struct store *s, bool write, int *ret_r, struct cd_error *err);
+int store_leave(struct store *s, bool write, int r, struct cd_error *err);
+
+/* Map a sqlite result code (with the connection's message) to -errno and fill err with
+ * "<what>: <sqlite message>". */
+int store_map_rc(sqlite3 *db, int rc, struct cd_error *err, const char *what);
+
+/* Prepare one statement; on failure maps the error. */
+int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret, struct cd_error *err);
+static inline void sqlite3_finalizep(sqlite3_stmt **st)
+{
+	if (*st)
+		sqlite3_finalize(*st);
+}
+#define _cleanup_stmt_ _cleanup_(sqlite3_finalizep)
+
+/* Bind helpers: NULL strings bind SQL NULL. Return 0 or a mapped error. */
+int store_bind_text(sqlite3_stmt *st, int i, const char *v);
+int store_bind_int64(sqlite3_stmt *st, int i, int64_t v);
+
+/* Column helpers. col_strdup returns -ENOMEM or 0 and stores NULL for SQL NULL. */
+int store_col_strdup(sqlite3_stmt *st, int i, char **ret);
+void store_col_strcpy(sqlite3_stmt *st, int i, char *buf, size_t size);
