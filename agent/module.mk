@@ -1,6 +1,7 @@
 # agent/: taskd (host daemon), taskd-shim (per-task supervisor that outlives taskd), taskctl.
-AGENT_LIB_SRCS := agent/state.c agent/config.c agent/restart.c
+AGENT_LIB_SRCS := agent/state.c agent/config.c agent/restart.c agent/logfile.c
 $(eval $(call cd_lib,agent,$(AGENT_LIB_SRCS)))
 
 $(eval $(call cd_test,test_agent_state,tests/unit/test_agent_state.c,agent cdlib))
 $(eval $(call cd_test,test_agent_config,tests/unit/test_agent_config.c,agent cdlib))
+$(eval $(call cd_test,test_agent_logfile,tests/unit/test_agent_logfile.c,agent cdlib))
