@@ -118,11 +118,12 @@ struct store_task {
 	bool pushed;	  /* taskd acknowledged PutTask */
 	bool removed;	  /* taskd acknowledged DELETE (row kept for history) */
 	/* resources reserved on host_id (copied from the spec's reqs at placement) */
-	int vcpus;
+	int millicpus;
 	int64_t memory_mb, storage_mb;
 	char *ports; /* JSON array of port numbers, "[]" when none */
 	usec_t created_at, updated_at;
 	usec_t healthy_since; /* 0 when not healthy */
+	usec_t state_since;   /* when state last changed */
 };
 void store_task_release(struct store_task *t);
 void store_task_list_free(struct store_task *v, size_t n);

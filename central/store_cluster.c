@@ -371,8 +371,8 @@ int store_job_list(struct store *s, const char *zone, const char *after_zone,
 #define TASK_COLS                                                                                  \
 	"t.task_id, t.job_id, t.idx, t.version, t.host_id, t.desired, t.state, t.reason, "         \
 	"t.message, t.healthy, t.exit_code, t.signal, t.restarts, t.last_seq, t.pushed, "          \
-	"t.removed, t.vcpus, t.memory_mb, t.storage_mb, t.ports, t.created_at, t.updated_at, "     \
-	"t.healthy_since "
+	"t.removed, t.millicpus, t.memory_mb, t.storage_mb, t.ports, t.created_at, t.updated_at, " \
+	"t.healthy_since, t.state_since "
 
 void store_task_release(struct store_task *t)
 {
@@ -414,12 +414,13 @@ static int task_row(sqlite3_stmt *st, void *elem)
 	t->last_seq = sqlite3_column_int64(st, 13);
 	t->pushed = sqlite3_column_int(st, 14) != 0;
 	t->removed = sqlite3_column_int(st, 15) != 0;
-	t->vcpus = sqlite3_column_int(st, 16);
+	t->millicpus = sqlite3_column_int(st, 16);
 	t->memory_mb = sqlite3_column_int64(st, 17);
 	t->storage_mb = sqlite3_column_int64(st, 18);
 	t->created_at = (usec_t)sqlite3_column_int64(st, 20);
 	t->updated_at = (usec_t)sqlite3_column_int64(st, 21);
 	t->healthy_since = (usec_t)sqlite3_column_int64(st, 22);
+	t->state_since = (usec_t)sqlite3_column_int64(st, 23);
 	if (store_col_strdup(st, 7, &t->reason) < 0 || store_col_strdup(st, 8, &t->message) < 0 ||
 	    store_col_strdup(st, 19, &t->ports) < 0)
 		return -ENOMEM;
@@ -447,12 +448,13 @@ static int bind_task(sqlite3_stmt *st, const void *ctx)
 	r |= store_bind_int64(st, 14, t->last_seq);
 	r |= store_bind_int64(st, 15, t->pushed);
 	r |= store_bind_int64(st, 16, t->removed);
-	r |= store_bind_int64(st, 17, t->vcpus);
+	r |= store_bind_int64(st, 17, t->millicpus);
 	r |= store_bind_int64(st, 18, t->memory_mb);
 	r |= store_bind_int64(st, 19, t->storage_mb);
 	r |= store_bind_text(st, 20, t->ports ?: "[]");
 	r |= store_bind_int64(st, 21, (int64_t)t->updated_at);
 	r |= store_bind_int64(st, 22, (int64_t)t->healthy_since);
+	r |= store_bind_int64(st, 23, (int64_t)t->state_since);
 	return r ? -ENOMEM : 0;
 }
 
@@ -473,9 +475,9 @@ int store_task_insert(struct store *s, const struct store_task *t, struct cd_err
 		s,
 		"INSERT INTO tasks (task_id, job_id, idx, version, host_id, desired, state, "
 		"reason, message, healthy, exit_code, signal, restarts, last_seq, pushed, "
-		"removed, vcpus, memory_mb, storage_mb, ports, updated_at, healthy_since, "
-		"created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,"
-		"?17,?18,?19,?20,?21,?22,?21)",
+		"removed, millicpus, memory_mb, storage_mb, ports, updated_at, healthy_since, "
+		"state_since, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,"
+		"?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?21)",
 		bind_task, t, NULL, err, "insert task");
 }
 
@@ -485,13 +487,14 @@ int store_task_update(struct store *s, const struct store_task *t, struct cd_err
 
 	if (r < 0)
 		return r;
-	r = run_exec(s,
-		     "UPDATE tasks SET job_id = ?2, idx = ?3, version = ?4, host_id = ?5, "
-		     "desired = ?6, state = ?7, reason = ?8, message = ?9, healthy = ?10, "
-		     "exit_code = ?11, signal = ?12, restarts = ?13, last_seq = ?14, pushed = ?15, "
-		     "removed = ?16, vcpus = ?17, memory_mb = ?18, storage_mb = ?19, ports = ?20, "
-		     "updated_at = ?21, healthy_since = ?22 WHERE task_id = ?1",
-		     bind_task, t, &changes, err, "update task");
+	r = run_exec(
+		s,
+		"UPDATE tasks SET job_id = ?2, idx = ?3, version = ?4, host_id = ?5, "
+		"desired = ?6, state = ?7, reason = ?8, message = ?9, healthy = ?10, "
+		"exit_code = ?11, signal = ?12, restarts = ?13, last_seq = ?14, pushed = ?15, "
+		"removed = ?16, millicpus = ?17, memory_mb = ?18, storage_mb = ?19, ports = ?20, "
+		"updated_at = ?21, healthy_since = ?22, state_since = ?23 WHERE task_id = ?1",
+		bind_task, t, &changes, err, "update task");
 	if (r >= 0 && changes == 0)
 		return cd_error_set(err, -ENOENT, "no task %s", t->task_id);
 	return r;

@@ -77,7 +77,7 @@ static void make_task(struct store_task *t, const char *job_id, int index)
 	t->version = 1;
 	strcpy(t->desired, "RUNNING");
 	strcpy(t->state, "PENDING");
-	t->vcpus = 1;
+	t->millicpus = 1000;
 	t->memory_mb = 64;
 	t->updated_at = clock_real_usec();
 }
