@@ -1,0 +1,12 @@
+# fetcher/: content-addressed artifact fetch, verified cache, secure unpack; cdfetch CLI.
+FETCHER_SRCS := fetcher/cas.c fetcher/transfer.c fetcher/fetcher.c fetcher/unpack.c
+$(eval $(call cd_lib,fetcher,$(FETCHER_SRCS)))
+$(eval $(call cd_prog,cdfetch,fetcher/cdfetch.c,fetcher cdlib))
+INSTALL_BIN += cdfetch
+
+$(eval $(call cd_test,test_fetcher,tests/unit/test_fetcher.c,fetcher cdlib))
+$(eval $(call cd_fuzz,fuzz_unpack,tests/fuzz/fuzz_unpack.c,fetcher cdlib))
+
+# End-to-end tests start their own nginx on loopback; the disk-full case mounts a tmpfs.
+E2E_TESTS += tests/e2e/fetcher.sh
+DEPS_PKGS += nginx

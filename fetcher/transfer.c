@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "fetcher/transfer.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "fetcher/cas.h"
+#include "lib/clock.h"
+#include "lib/id.h"
+#include "lib/macro.h"
+
+/* Per-attempt state the callbacks share. */
+struct attempt {
+	struct transfer_state *st;
+	const struct fetch_options *o;
+	CURL *easy;
+	uint64_t start;       /* offset requested with Range (0 = none) */
+	bool body_started;    /* first body byte of this response seen */
+	bool have_range;      /* Content-Range seen in the current response */
+	uint64_t range_first; /* its first byte */
+	uint64_t total;       /* expected size, 0 when unknown */
+	int local_err;        /* set when a callback aborted the transfer */
+	char local_msg[256];
+};
+
+int transfer_reset(struct transfer_state *st)
+{
+	if (ftruncate(st->fd, 0) < 0)
+		return -errno;
+	if (EVP_DigestInit_ex(st->md, EVP_sha256(), NULL) != 1)
+		return -ENOMEM;
+	st->offset = 0;
+	return 0;
+}
+
+static size_t header_cb(char *buf, size_t size, size_t n, void *userdata)
+{
+	struct attempt *a = userdata;
+	size_t len = size * n;
+
+	/* A new status line (redirect, 100-continue) starts a new header block. */
+	if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+		a->have_range = false;
+		return len;
+	}
+	if (len > 14 && strncasecmp(buf, "Content-Range:", 14) == 0) {
+		char value[128];
+		uint64_t first, last, total;
+		size_t vlen = MIN(len - 14, sizeof(value) - 1);
+
+		memcpy(value, buf + 14, vlen);
+		value[vlen] = '\0';
+		if (cas_parse_content_range(value, &first, &last, &total) == 0) {
+			a->have_range = true;
+			a->range_first = first;
+			if (total != UINT64_MAX)
+				a->total = total;
+		}
+	}
+	return len;
+}
+
+static size_t abort_write(struct attempt *a, int code, const char *msg)
+{
+	a->local_err = code;
+	snprintf(a->local_msg, sizeof(a->local_msg), "%s", msg);
+	return CURL_WRITEFUNC_ERROR;
+}
+
+/* First body byte: decide whether this response continues our file or replaces it. */
+static size_t begin_body(struct attempt *a)
+{
+	struct transfer_state *st = a->st;
+	curl_off_t clen = -1;
+	long code = 0;
+
+	a->body_started = true;
+	curl_easy_getinfo(a->easy, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_getinfo(a->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
+	if (code == 206) {
+		if (!a->have_range || a->range_first != st->offset)
+			return abort_write(a, -EPROTO, "206 response without a matching Content-Range");
+		st->ranges++;
+	} else if (code == 200) {
+		if (st->offset > 0) {
+			/* The server ignored Range: start over with the full body. */
+			int r = transfer_reset(st);
+
+			if (r < 0)
+				return abort_write(a, r, "cannot truncate the download file");
+			st->restarts++;
+		}
+		a->total = clen >= 0 ? (uint64_t)clen : 0;
+	} else {
+		char msg[64];
+
+		snprintf(msg, sizeof(msg), "unexpected HTTP status %ld", code);
+		return abort_write(a, -EPROTO, msg);
+	}
+	if (a->total > a->o->max_size)
+		return abort_write(a, -EFBIG, "blob exceeds the size limit");
+	return 0;
+}
+
+static size_t write_cb(char *buf, size_t size, size_t n, void *userdata)
+{
+	struct attempt *a = userdata;
+	struct transfer_state *st = a->st;
+	size_t len = size * n, done = 0;
+
+	if (!a->body_started && begin_body(a) != 0)
+		return CURL_WRITEFUNC_ERROR;
+	if (len > a->o->max_size || st->offset > a->o->max_size - len)
+		return abort_write(a, -EFBIG, "blob exceeds the size limit");
+	while (done < len) {
+		ssize_t w = pwrite(st->fd, buf + done, len - done, (off_t)(st->offset + done));
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return abort_write(a, -errno, "cannot write the download file");
+		}
+		done += (size_t)w;
+	}
+	if (EVP_DigestUpdate(st->md, buf, len) != 1)
+		return abort_write(a, -ENOMEM, "sha256 update failed");
+	st->offset += len;
+	if (a->o->progress)
+		a->o->progress(a->o->userdata, st->offset, a->total);
+	return len;
+}
+
+static bool transient(int r)
+{
+	return r == -ETIMEDOUT || r == -ECONNREFUSED || r == -ECONNRESET || r == -EAGAIN ||
+	       r == -EHOSTUNREACH;
+}
+
+/* Map the outcome of one curl_easy_perform() to -errno and a message. */
+static int classify(struct attempt *a, CURLcode cc, const char *url, const char *errbuf,
+		    struct cd_error *err)
+{
+	long code = 0;
+
+	curl_easy_getinfo(a->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (a->local_err)
+		return cd_error_set(err, a->local_err, "%s: %s (%s)", url, a->local_msg,
+				    strerror(-a->local_err));
+	switch (cc) {
+	case CURLE_OK:
+		if (!a->body_started && code != 200 && code != 206)
+			return cd_error_set(err, -EPROTO, "%s: unexpected HTTP status %ld", url,
+					    code);
+		if (!a->body_started && a->start > 0 && code == 200) {
+			/* Resume answered with an empty full body: the blob is empty. */
+			int r = transfer_reset(a->st);
+
+			if (r < 0)
+				return cd_error_set(err, r, "cannot truncate the download file");
+		}
+		return 0;
+	case CURLE_HTTP_RETURNED_ERROR:
+		if (code == 404)
+			return cd_error_set(err, -ENOENT, "%s: 404 not found", url);
+		if (code == 401 || code == 403)
+			return cd_error_set(err, -EACCES, "%s: HTTP %ld", url, code);
+		if (code == 416)
+			return cd_error_set(err, -ERANGE, "%s: range not satisfiable", url);
+		if (code == 408 || code == 429 || code >= 500)
+			return cd_error_set(err, -EAGAIN, "%s: HTTP %ld", url, code);
+		return cd_error_set(err, -EPROTO, "%s: HTTP %ld", url, code);
+	case CURLE_FILESIZE_EXCEEDED:
+		return cd_error_set(err, -EFBIG, "%s: blob exceeds the size limit of %llu bytes",
+				    url, (unsigned long long)a->o->max_size);
+	case CURLE_OPERATION_TIMEDOUT:
+		return cd_error_set(err, -ETIMEDOUT, "%s: %s", url, errbuf[0] ? errbuf : "timeout");
+	case CURLE_COULDNT_CONNECT:
+		return cd_error_set(err, -ECONNREFUSED, "%s: %s", url,
+				    errbuf[0] ? errbuf : "cannot connect");
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return cd_error_set(err, -EHOSTUNREACH, "%s: %s", url,
+				    errbuf[0] ? errbuf : "cannot resolve");
+	case CURLE_PARTIAL_FILE:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+		return cd_error_set(err, -ECONNRESET, "%s: %s", url,
+				    errbuf[0] ? errbuf : curl_easy_strerror(cc));
+	case CURLE_OUT_OF_MEMORY:
+		return cd_error_set(err, -ENOMEM, "%s: out of memory", url);
+	case CURLE_URL_MALFORMAT:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		return cd_error_set(err, -EINVAL, "%s: %s", url, curl_easy_strerror(cc));
+	default:
+		return cd_error_set(err, -EPROTO, "%s: %s", url,
+				    errbuf[0] ? errbuf : curl_easy_strerror(cc));
+	}
+}
+
+static void setup(CURL *easy, const char *url, struct attempt *a, char *errbuf)
+{
+	const struct fetch_options *o = a->o;
+
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(easy, CURLOPT_FAILONERROR, 1L);
+	curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "codedeploy-fetcher/" CD_VERSION);
+	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 512L * 1024);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, (long)o->low_speed_limit);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long)o->low_speed_time_s);
+	curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
+			 (curl_off_t)MIN(o->max_size, (uint64_t)INT64_MAX));
+	curl_easy_setopt(easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)a->start);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, a);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, a);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+}
+
+int transfer_get(CURL *easy, const char *url, struct transfer_state *st,
+		 const struct fetch_options *o, struct cd_error *err)
+{
+	unsigned attempt = 0;
+
+	for (;;) {
+		struct attempt a = { .st = st, .o = o, .easy = easy, .start = st->offset };
+		struct cd_error e = { 0 };
+		char errbuf[CURL_ERROR_SIZE] = "";
+		CURLcode cc;
+		int r;
+
+		setup(easy, url, &a, errbuf);
+		cc = curl_easy_perform(easy);
+		r = classify(&a, cc, url, errbuf, &e);
+		if (r >= 0)
+			return 0;
+		if (r == -ERANGE && st->offset > 0) {
+			/* Our offset is beyond what the server has: start over. */
+			int q = transfer_reset(st);
+
+			if (q < 0)
+				return cd_error_set(err, q, "cannot truncate the download file");
+			st->restarts++;
+			r = -ECONNRESET;
+		}
+		if (!transient(r))
+			return cd_error_set(err, r, "%s", e.msg);
+		if (st->offset > a.start && st->resumes > 0) {
+			/* Progress before the drop: resume right away without using an attempt. */
+			st->resumes--;
+			continue;
+		}
+		if (++attempt >= MAX(o->attempts, 1u))
+			return cd_error_set(err, r, "%s", e.msg);
+		{
+			uint32_t rnd = 0;
+
+			(void)id_random_bytes(&rnd, sizeof(rnd));
+			clock_sleep_usec(cas_backoff_ms(attempt - 1, o->backoff_base_ms,
+							o->backoff_max_ms, rnd) *
+					 USEC_PER_MSEC);
+		}
+	}
+}

@@ -1,0 +1,151 @@
+#!/bin/sh
+# End-to-end test of cdfetch against a private nginx on loopback (TAP).
+# Covers the CLI contract (help, version, usage errors), a verified fetch, unpack, and 50
+# concurrent cdfetch processes of one digest causing exactly one GET in nginx's access log.
+# Library-level cases (resume, stalls, disk full, malicious archives) live in test_fetcher_e2e.
+set -u
+BUILD=${BUILD:-build}
+CDFETCH=${CDFETCH:-$BUILD/cdfetch}
+NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+n=0
+fail=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
+check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+
+if [ ! -x "$CDFETCH" ]; then echo "1..0 # SKIP $CDFETCH not built"; exit 77; fi
+if [ ! -x "$NGINX" ]; then echo "1..0 # SKIP nginx not installed"; exit 77; fi
+
+T=$(mktemp -d /tmp/cd-fetcher-e2e.XXXXXX)
+NGINX_PID=
+cleanup() {
+	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+	rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_nginx() {
+	mkdir -p "$T/www/cas" "$T/www/slow/cas" "$T/ngx/tmp"
+	for try in 1 2 3 4 5; do
+		PORT=$(free_port)
+		cat >"$T/ngx/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $T/ngx/nginx.pid;
+error_log $T/ngx/error.log warn;
+events { worker_connections 1024; }
+http {
+	log_format cas '\$request_method \$uri \$status range=\$http_range';
+	access_log $T/ngx/access.log cas;
+	client_body_temp_path $T/ngx/tmp/body;
+	proxy_temp_path $T/ngx/tmp/proxy;
+	fastcgi_temp_path $T/ngx/tmp/fastcgi;
+	uwsgi_temp_path $T/ngx/tmp/uwsgi;
+	scgi_temp_path $T/ngx/tmp/scgi;
+	server {
+		listen 127.0.0.1:$PORT;
+		root $T/www;
+		location /slow/ { limit_rate 16m; }
+	}
+}
+CONF
+		"$NGINX" -p "$T/ngx" -c "$T/ngx/nginx.conf" -e "$T/ngx/error.log" &
+		NGINX_PID=$!
+		for _ in $(seq 50); do
+			if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then return 0; fi
+			kill -0 "$NGINX_PID" 2>/dev/null || break
+			sleep 0.05
+		done
+		kill "$NGINX_PID" 2>/dev/null
+		wait "$NGINX_PID" 2>/dev/null
+		NGINX_PID=
+	done
+	return 1
+}
+
+# put FILE [SUBDIR]: store FILE under its digest, print the hex
+put() {
+	h=$(sha256sum "$1" | cut -d' ' -f1)
+	cp "$1" "$T/www/${2:-}${2:+/}cas/$h"
+	echo "$h"
+}
+
+echo "1..14"
+if ! start_nginx; then
+	echo "# cannot start nginx"; cat "$T/ngx/error.log" 2>/dev/null | sed 's/^/# /'
+	exit 1
+fi
+URL="http://127.0.0.1:$PORT"
+
+# CLI contract
+"$CDFETCH" --help >"$T/out" 2>&1
+check "--help exits 0 and prints usage" '[ $? = 0 ] && grep -q "^Usage: cdfetch" "$T/out"'
+"$CDFETCH" --version >"$T/out" 2>&1
+check "--version" '[ $? = 0 ] && grep -q "^cdfetch [0-9]" "$T/out"'
+"$CDFETCH" sha256:xyz --from "$URL" --cache "$T/c" >"$T/out" 2>"$T/err"
+rc=$?
+check "bad digest: exit 2, one line" '[ $rc = 2 ] && [ "$(wc -l <"$T/err")" = 1 ] && grep -q "invalid digest" "$T/err"'
+"$CDFETCH" --bogus >"$T/out" 2>"$T/err"
+rc=$?
+check "unknown option: exit 2, one line" '[ $rc = 2 ] && [ "$(wc -l <"$T/err")" = 1 ]' "$(cat "$T/err")"
+"$CDFETCH" "sha256:$(printf %064d 0)" --cache "$T/c" >"$T/out" 2>"$T/err"
+rc=$?
+check "no --from: exit 2" '[ $rc = 2 ]'
+
+# normal fetch
+head -c 3000000 /dev/urandom >"$T/blob"
+H=$(put "$T/blob")
+"$CDFETCH" "sha256:$H" --from "$URL" --cache "$T/c" >"$T/out" 2>"$T/err"
+rc=$?
+check "fetch prints the cached blob path" '[ $rc = 0 ] && [ "$(cat "$T/out")" = "$T/c/sha256/$H" ]' "$(cat "$T/err")"
+check "cached blob is byte-identical and read-only" 'cmp -s "$T/blob" "$T/c/sha256/$H" && [ "$(stat -c %a "$T/c/sha256/$H")" = 444 ]'
+
+# 404 on the first mirror, second mirror has it
+head -c 1000 /dev/urandom >"$T/b2"
+H2=$(put "$T/b2")
+"$CDFETCH" "$H2" --from "$URL/nothing-here" --from "$URL" --cache "$T/c" -q >"$T/out" 2>"$T/err"
+rc=$?
+check "404 then second mirror" '[ $rc = 0 ] && cmp -s "$T/b2" "$(cat "$T/out")"' "$(cat "$T/err")"
+
+# mismatch: serve other bytes under H3's name
+head -c 5000 /dev/urandom >"$T/b3"
+H3=$(sha256sum "$T/b3" | cut -d' ' -f1)
+head -c 5000 /dev/urandom >"$T/www/cas/$H3"
+"$CDFETCH" "$H3" --from "$URL" --cache "$T/c" >"$T/out" 2>"$T/err"
+rc=$?
+check "digest mismatch refused, names both digests" '[ $rc = 1 ] && grep -q "expected sha256:$H3, got sha256:" "$T/err"' "$(cat "$T/err")"
+check "mismatched blob not published, no tmp leftovers" '[ ! -e "$T/c/sha256/$H3" ] && [ -z "$(ls "$T/c/tmp" | grep -v "\.lock$")" ]'
+
+# unpack a tar.gz
+mkdir -p "$T/tree/bin" && echo hello >"$T/tree/bin/hello.txt" && chmod 4755 "$T/tree/bin/hello.txt"
+tar -C "$T/tree" -czf "$T/app.tgz" .
+H4=$(put "$T/app.tgz")
+"$CDFETCH" "$H4" --from "$URL" --cache "$T/c" --unpack >"$T/out" 2>"$T/err"
+rc=$?
+check "--unpack prints the tree, setuid stripped" '[ $rc = 0 ] && [ "$(cat "$T/out")" = "$T/c/unpacked/$H4" ] && [ "$(cat "$T/c/unpacked/$H4/bin/hello.txt")" = hello ] && [ "$(stat -c %a "$T/c/unpacked/$H4/bin/hello.txt")" = 755 ]' "$(cat "$T/err")"
+
+# 50 concurrent processes, one digest, slow enough that they overlap: exactly one GET
+head -c 8000000 /dev/urandom >"$T/big"
+H5=$(put "$T/big" slow)
+pids=
+for i in $(seq 50); do
+	"$CDFETCH" "$H5" --from "$URL/slow" --cache "$T/c" -q >"$T/out.$i" 2>&1 &
+	pids="$pids $!"
+done
+bad=0
+for p in $pids; do wait "$p" || bad=$((bad + 1)); done
+check "50 concurrent cdfetch all succeed" '[ $bad = 0 ]' "$bad failed: $(cat "$T"/out.* | grep -v "^/" | head -3)"
+gets=$(grep -c "^GET /slow/cas/$H5 " "$T/ngx/access.log")
+check "exactly one GET for 50 concurrent fetches" '[ "$gets" = 1 ]' "nginx saw $gets GETs"
+
+# gc keeps live data, removes leftovers
+: >"$T/c/tmp/$H5.deadbeef.part"
+"$CDFETCH" --gc --cache "$T/c" >"$T/out" 2>"$T/err"
+rc=$?
+check "--gc removes a crashed leftover" '[ $rc = 0 ] && [ ! -e "$T/c/tmp/$H5.deadbeef.part" ] && [ -e "$T/c/sha256/$H5" ]' "$(cat "$T/out" "$T/err")"
+exit $fail
