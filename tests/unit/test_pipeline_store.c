@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for central/store_pipelines on a real SQLite file: pipelines, schema versions,
+ * runs (idempotency, supersede, one active run), the action queue (idempotent enqueue, leases,
+ * expiry and re-claim, fencing), approval, cancel and retry, and reopening the database. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "central/store_pipelines.h"
+#include "lib/fs.h"
+#include "lib/str.h"
+
+static char tmpdir[64];
+static char dbpath[128];
+static struct store *st;
+
+static const char schema1[] = "[{\"name\":\"a\",\"type\":\"wait\",\"seconds\":0}]";
+static const usec_t T0 = 1700000000ULL * USEC_PER_SEC;
+#define LEASE (30 * USEC_PER_SEC)
+
+static void open_store(void)
+{
+	struct cd_error err = { 0 };
+
+	if (store_open(dbpath, &st, &err) < 0)
+		fail_msg("store_open: %s", cd_error_message(&err));
+	if (store_pipelines_migrate(st, &err) < 0)
+		fail_msg("migrate: %s", cd_error_message(&err));
+}
+
+static int setup(void **state)
+{
+	strcpy(tmpdir, "/tmp/cd-test-pstore.XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	snprintf(dbpath, sizeof(dbpath), "%s/deployd.db", tmpdir);
+	open_store();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	store_free(st);
+	st = NULL;
+	assert_int_equal(fs_rm_rf_at(AT_FDCWD, tmpdir), 0);
+	return 0;
+}
+
+static void create_pipeline(const char *name, const char *owner, char id[static ID_LEN + 1])
+{
+	struct cd_error err = { 0 };
+
+	if (store_pipeline_create(st, name, owner, NULL, NULL, schema1, "team:foo", T0, id, &err) <
+	    0)
+		fail_msg("create: %s", cd_error_message(&err));
+}
+
+static int64_t new_run(const char *id, const char *commit, const char *key, bool *created)
+{
+	struct store_run r = { 0 };
+	struct cd_error err = { 0 };
+	bool c = false;
+	int64_t n;
+
+	if (store_run_create(st, id, commit, key, "api", "team:foo", T0, &r, &c, &err) < 0)
+		fail_msg("run create: %s", cd_error_message(&err));
+	if (created)
+		*created = c;
+	n = r.run;
+	store_run_release(&r);
+	return n;
+}
+
+static void test_pipeline_crud_and_list(void **state)
+{
+	char a[ID_LEN + 1], b[ID_LEN + 1], c[ID_LEN + 1], dup[ID_LEN + 1];
+	struct store_pipeline p = { 0 }, *v = NULL;
+	struct cd_error err = { 0 };
+	size_t n = 0;
+
+	create_pipeline("FooService", "foo_team", a);
+	create_pipeline("BarService", "bar_team", b);
+	create_pipeline("FooWorker", "foo_team", c);
+	assert_int_equal(store_pipeline_create(st, "FooService", "x", NULL, NULL, schema1, NULL, T0,
+					       dup, &err),
+			 -EEXIST);
+	assert_non_null(strstr(cd_error_message(&err), "FooService"));
+
+	assert_int_equal(store_pipeline_get(st, a, &p, NULL), 0);
+	assert_string_equal(p.pipeline_id, a);
+	assert_string_equal(p.name, "FooService");
+	assert_string_equal(p.owner, "foo_team");
+	assert_null(p.repo);
+	assert_int_equal(p.active_version, 1);
+	assert_int_equal(p.latest_version, 1);
+	assert_int_equal(p.created_at, T0);
+	assert_string_equal(p.created_by, "team:foo");
+	store_pipeline_release(&p);
+	assert_int_equal(store_pipeline_get(st, "nope", &p, NULL), -ENOENT);
+
+	/* by owner, paginated by id (ids made in the same millisecond sort randomly, so check
+	 * the pages cover both without overlap) */
+	{
+		char first[ID_LEN + 1];
+
+		assert_int_equal(store_pipeline_list(st, "foo_team", NULL, 1, &v, &n, NULL), 0);
+		assert_int_equal(n, 1);
+		assert_true(streq(v[0].pipeline_id, a) || streq(v[0].pipeline_id, c));
+		assert_string_equal(v[0].owner, "foo_team");
+		strcpy(first, v[0].pipeline_id);
+		store_pipeline_list_free(v, n);
+		assert_int_equal(store_pipeline_list(st, "foo_team", first, 1, &v, &n, NULL), 0);
+		assert_int_equal(n, 1);
+		assert_string_equal(v[0].pipeline_id, streq(first, a) ? c : a);
+		assert_true(strcmp(v[0].pipeline_id, first) > 0);
+		store_pipeline_list_free(v, n);
+		assert_int_equal(store_pipeline_list(st, "foo_team", streq(first, a) ? c : a, 1, &v,
+						     &n, NULL),
+				 0);
+		assert_int_equal(n, 0);
+		store_pipeline_list_free(v, n);
+	}
+	assert_int_equal(store_pipeline_list(st, NULL, NULL, 0, &v, &n, NULL), 0);
+	assert_int_equal(n, 3);
+	store_pipeline_list_free(v, n);
+}
+
+static void test_polled_pipelines(void **state)
+{
+	char a[ID_LEN + 1], b[ID_LEN + 1];
+	struct store_pipeline *v = NULL;
+	size_t n = 0;
+
+	create_pipeline("NoRepo", "t", a);
+	assert_int_equal(store_pipeline_create(st, "WithRepo", "t", "/srv/git/foo", "main", schema1,
+					       NULL, T0, b, NULL),
+			 0);
+	assert_int_equal(store_pipeline_list_polled(st, &v, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(v[0].repo, "/srv/git/foo");
+	assert_string_equal(v[0].branch, "main");
+	assert_null(v[0].last_polled_commit);
+	store_pipeline_list_free(v, n);
+	assert_int_equal(store_pipeline_set_polled(st, b, "abc", NULL), 0);
+	assert_int_equal(store_pipeline_set_polled(st, "zz", "abc", NULL), -ENOENT);
+	assert_int_equal(store_pipeline_list_polled(st, &v, &n, NULL), 0);
+	assert_string_equal(v[0].last_polled_commit, "abc");
+	store_pipeline_list_free(v, n);
+}
+
+static void test_schema_versions(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_schema v = { 0 };
+	struct cd_error err = { 0 };
+	int64_t ver = 0;
+
+	create_pipeline("P", "t", id);
+	assert_int_equal(store_schema_get(st, id, 0, &v, NULL), 0);
+	assert_int_equal(v.version, 1);
+	assert_string_equal(v.state, "active");
+	assert_string_equal(v.schema, schema1);
+	store_schema_release(&v);
+
+	/* PutSchema: new draft, If-Match checked against the latest version */
+	assert_int_equal(store_schema_put(st, id, 1, "[2]", "u", T0 + 1, &ver, NULL), 0);
+	assert_int_equal(ver, 2);
+	assert_int_equal(store_schema_put(st, id, 1, "[3]", "u", T0 + 2, &ver, &err), -ESTALE);
+	assert_non_null(strstr(cd_error_message(&err), "latest schema version is 2"));
+	assert_int_equal(store_schema_put(st, id, -1, "[3]", "u", T0 + 2, &ver, NULL), 0);
+	assert_int_equal(ver, 3);
+	assert_int_equal(store_schema_put(st, "nope", -1, "[3]", "u", T0, &ver, NULL), -ENOENT);
+
+	assert_int_equal(store_schema_get(st, id, 2, &v, NULL), 0);
+	assert_string_equal(v.state, "draft");
+	assert_string_equal(v.schema, "[2]");
+	store_schema_release(&v);
+	assert_int_equal(store_schema_get(st, id, 0, &v, NULL), 0);
+	assert_int_equal(v.version, 1); /* drafts do not change the active version */
+	store_schema_release(&v);
+
+	/* activate: the previous active one becomes inactive */
+	assert_int_equal(store_schema_activate(st, id, 2, NULL), 0);
+	assert_int_equal(store_schema_get(st, id, 0, &v, NULL), 0);
+	assert_int_equal(v.version, 2);
+	store_schema_release(&v);
+	assert_int_equal(store_schema_get(st, id, 1, &v, NULL), 0);
+	assert_string_equal(v.state, "inactive");
+	store_schema_release(&v);
+	/* re-activating the active one is a no-op; unknown versions are refused */
+	assert_int_equal(store_schema_activate(st, id, 2, NULL), 0);
+	assert_int_equal(store_schema_activate(st, id, 9, NULL), -ENOENT);
+	assert_int_equal(store_schema_get(st, id, 9, &v, NULL), -ENOENT);
+	/* roll back to version 1 */
+	assert_int_equal(store_schema_activate(st, id, 1, NULL), 0);
+	assert_int_equal(store_schema_get(st, id, 2, &v, NULL), 0);
+	assert_string_equal(v.state, "inactive");
+	store_schema_release(&v);
+}
+
+static void test_runs_idempotency_and_supersede(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_run r = { 0 }, *v = NULL;
+	bool created;
+	size_t n = 0;
+
+	create_pipeline("P", "t", id);
+	assert_int_equal(store_run_get(st, id, 0, &r, NULL), -ENOENT);
+	assert_int_equal(new_run(id, "c1", "key-1", &created), 1);
+	assert_true(created);
+	/* the same key again: same run, nothing new */
+	assert_int_equal(new_run(id, "c-other", "key-1", &created), 1);
+	assert_false(created);
+	assert_int_equal(new_run(id, "c2", NULL, &created), 2);
+	assert_true(created);
+
+	/* run 1 was PENDING when run 2 arrived: superseded */
+	assert_int_equal(store_run_get(st, id, 1, &r, NULL), 0);
+	assert_int_equal(r.state, RUN_SUPERSEDED);
+	assert_string_equal(r.error_message, "superseded by run 2");
+	assert_string_equal(r.commit, "c1");
+	assert_string_equal(r.idempotency_key, "key-1");
+	store_run_release(&r);
+
+	/* one run active per pipeline */
+	assert_int_equal(store_run_start_next(st, id, T0, &r, NULL), 1);
+	assert_int_equal(r.run, 2);
+	assert_int_equal(r.state, RUN_IN_PROGRESS);
+	assert_int_equal(r.schema_version, 1);
+	assert_int_equal(r.attempt, 1);
+	store_run_release(&r);
+	assert_int_equal(new_run(id, "c3", NULL, NULL), 3);
+	assert_int_equal(store_run_start_next(st, id, T0, &r, NULL), 0);
+	assert_int_equal(store_run_set_state(st, id, 2, RUN_FINISHED, NULL, T0, NULL), 0);
+	assert_int_equal(store_run_start_next(st, id, T0, &r, NULL), 1);
+	assert_int_equal(r.run, 3);
+	store_run_release(&r);
+
+	assert_int_equal(store_run_get(st, id, 0, &r, NULL), 0);
+	assert_int_equal(r.run, 3);
+	store_run_release(&r);
+	assert_int_equal(store_run_list(st, id, 0, 2, &v, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(v[0].run, 3);
+	assert_int_equal(v[1].run, 2);
+	store_run_list_free(v, n);
+	assert_int_equal(store_run_list(st, id, 2, 0, &v, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(v[0].run, 1);
+	store_run_list_free(v, n);
+	assert_int_equal(store_run_list_by_state(st, RUN_IN_PROGRESS, &v, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(v[0].run, 3);
+	store_run_list_free(v, n);
+
+	assert_int_equal(store_run_create(st, "nope", "c", NULL, "api", NULL, T0, &r, &created,
+					  NULL),
+			 -ENOENT);
+	assert_int_equal(store_run_set_state(st, id, 99, RUN_ERROR, NULL, T0, NULL), -ENOENT);
+}
+
+static void test_queue_idempotent_enqueue(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_claim c = { 0 };
+	struct store_stage sg = { 0 };
+	int64_t len = -1;
+
+	create_pipeline("P", "t", id);
+	new_run(id, "c1", NULL, NULL);
+	assert_int_equal(store_action_enqueue(st, id, 1, "a", 1, T0, T0, NULL), 1);
+	assert_int_equal(store_action_enqueue(st, id, 1, "a", 1, T0, T0, NULL), 0);
+	assert_int_equal(store_action_queue_len(st, &len, NULL), 0);
+	assert_int_equal(len, 1);
+
+	assert_int_equal(store_action_claim(st, "r1", T0, LEASE, &c, NULL), 1);
+	assert_int_equal(
+		store_action_finish(st, &c, ACTION_FINISHED, NULL, "{\"x\":1}", T0 + 5, NULL), 0);
+	store_claim_release(&c);
+	/* a finished attempt is never queued again */
+	assert_int_equal(store_action_enqueue(st, id, 1, "a", 1, T0, T0 + 6, NULL), 0);
+	assert_int_equal(store_action_claim(st, "r1", T0 + 7, LEASE, &c, NULL), 0);
+	assert_int_equal(store_stage_get(st, id, 1, "a", &sg, NULL), 0);
+	assert_int_equal(sg.state, ACTION_FINISHED);
+	assert_int_equal(sg.claims, 1);
+	assert_false(sg.queued);
+	assert_string_equal(sg.result, "{\"x\":1}");
+	assert_int_equal(sg.started_at, T0);
+	assert_int_equal(sg.last_update, T0 + 5);
+	store_stage_release(&sg);
+	/* a new attempt is a new action */
+	assert_int_equal(store_action_enqueue(st, id, 1, "a", 2, T0, T0 + 8, NULL), 1);
+	assert_int_equal(store_stage_get(st, id, 1, "a", &sg, NULL), 0);
+	assert_int_equal(sg.attempt, 2);
+	assert_int_equal(sg.state, ACTION_PENDING);
+	assert_true(sg.queued);
+	store_stage_release(&sg);
+	assert_int_equal(store_stage_get(st, id, 1, "b", &sg, NULL), -ENOENT);
+}
+
+static void test_queue_lease_expiry_and_fencing(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_claim c1 = { 0 }, c2 = { 0 }, c3 = { 0 };
+	struct store_stage sg = { 0 };
+	struct cd_error err = { 0 };
+
+	create_pipeline("P", "t", id);
+	new_run(id, "c1", NULL, NULL);
+	assert_int_equal(store_action_enqueue(st, id, 1, "a", 1, T0, T0, NULL), 1);
+	assert_int_equal(store_action_claim(st, "runner-1", T0, LEASE, &c1, NULL), 1);
+	assert_string_equal(c1.stage, "a");
+	assert_int_equal(c1.run, 1);
+	assert_int_equal(c1.attempt, 1);
+	assert_int_equal(c1.claims, 1);
+	assert_int_equal(c1.lease_expires, T0 + LEASE);
+	assert_int_equal(store_stage_get(st, id, 1, "a", &sg, NULL), 0);
+	assert_int_equal(sg.state, ACTION_IN_PROGRESS);
+	store_stage_release(&sg);
+
+	/* leased: nobody else gets it, not even just before expiry */
+	assert_int_equal(store_action_claim(st, "runner-2", T0 + LEASE - 1, LEASE, &c2, NULL), 0);
+	/* extending moves the expiry */
+	assert_int_equal(store_action_extend(st, &c1, T0 + 10 * USEC_PER_SEC, LEASE, NULL), 0);
+	assert_int_equal(store_action_claim(st, "runner-2", T0 + LEASE, LEASE, &c2, NULL), 0);
+
+	/* runner-1 "crashes": after expiry runner-2 re-claims the same attempt */
+	assert_int_equal(store_action_claim(st, "runner-2", T0 + 10 * USEC_PER_SEC + LEASE, LEASE,
+					    &c2, NULL),
+			 1);
+	assert_string_equal(c2.stage, "a");
+	assert_int_equal(c2.attempt, 1);
+	assert_int_equal(c2.claims, 2);
+	assert_int_equal(c2.started_at, T0); /* the attempt's first claim, for its timeout */
+	assert_true(c2.lease_token > c1.lease_token);
+
+	/* the old holder is fenced off: it can neither extend, defer nor finish */
+	assert_int_equal(store_action_extend(st, &c1, T0 + 50 * USEC_PER_SEC, LEASE, &err),
+			 -ESTALE);
+	assert_int_equal(store_action_finish(st, &c1, ACTION_ERROR, "late", NULL,
+					     T0 + 50 * USEC_PER_SEC, NULL),
+			 -ESTALE);
+	assert_int_equal(store_action_defer(st, &c1, T0, true, NULL, NULL, T0, NULL), -ESTALE);
+	assert_int_equal(store_action_finish(st, &c2, ACTION_FINISHED, NULL, NULL,
+					     T0 + 51 * USEC_PER_SEC, NULL),
+			 0);
+	assert_int_equal(store_stage_get(st, id, 1, "a", &sg, NULL), 0);
+	assert_int_equal(sg.state, ACTION_FINISHED);
+	assert_null(sg.error_message);
+	assert_int_equal(sg.claims, 2);
+	store_stage_release(&sg);
+	/* finishing twice is refused too */
+	assert_int_equal(store_action_finish(st, &c2, ACTION_FINISHED, NULL, NULL, T0, NULL),
+			 -ESTALE);
+	assert_int_equal(
+		store_action_claim(st, "runner-3", T0 + 100 * USEC_PER_SEC, LEASE, &c3, NULL), 0);
+	assert_int_equal(store_action_finish(st, &c2, ACTION_PENDING, NULL, NULL, T0, NULL),
+			 -EINVAL);
+	store_claim_release(&c1);
+	store_claim_release(&c2);
+}
+
+static void test_queue_defer_and_order(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_claim c = { 0 };
+	struct store_stage sg = { 0 };
+
+	create_pipeline("P", "t", id);
+	new_run(id, "c1", NULL, NULL);
+	/* not_before orders the queue and hides what is not due */
+	assert_int_equal(store_action_enqueue(st, id, 1, "late", 1, T0 + 100, T0, NULL), 1);
+	assert_int_equal(store_action_enqueue(st, id, 1, "early", 1, T0 + 10, T0, NULL), 1);
+	assert_int_equal(store_action_claim(st, "r", T0 + 5, LEASE, &c, NULL), 0);
+	assert_int_equal(store_action_claim(st, "r", T0 + 200, LEASE, &c, NULL), 1);
+	assert_string_equal(c.stage, "early");
+
+	/* defer = give back with a backoff; tries counted, result kept for the next claim */
+	assert_int_equal(store_action_defer(st, &c, T0 + 1000, true,
+					    "transient: connection refused", "{\"step\":1}",
+					    T0 + 200, NULL),
+			 0);
+	store_claim_release(&c);
+	assert_int_equal(store_stage_get(st, id, 1, "early", &sg, NULL), 0);
+	assert_int_equal(sg.state, ACTION_IN_PROGRESS);
+	assert_string_equal(sg.error_message, "transient: connection refused");
+	assert_true(sg.queued);
+	store_stage_release(&sg);
+	assert_int_equal(store_action_claim(st, "r", T0 + 500, LEASE, &c, NULL), 1);
+	assert_string_equal(c.stage, "late");
+	assert_int_equal(store_action_finish(st, &c, ACTION_FINISHED, NULL, NULL, T0 + 500, NULL),
+			 0);
+	store_claim_release(&c);
+	assert_int_equal(store_action_claim(st, "r", T0 + 999, LEASE, &c, NULL), 0);
+	assert_int_equal(store_action_claim(st, "r", T0 + 1000, LEASE, &c, NULL), 1);
+	assert_string_equal(c.stage, "early");
+	assert_int_equal(c.tries, 1);
+	assert_string_equal(c.result, "{\"step\":1}");
+	assert_int_equal(store_action_finish(st, &c, ACTION_ERROR, "build failed", NULL, T0 + 1001,
+					     NULL),
+			 0);
+	store_claim_release(&c);
+	assert_int_equal(store_stage_get(st, id, 1, "early", &sg, NULL), 0);
+	assert_int_equal(sg.state, ACTION_ERROR);
+	assert_string_equal(sg.error_message, "build failed");
+	assert_string_equal(sg.result, "{\"step\":1}");
+	store_stage_release(&sg);
+}
+
+static void test_approval(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_claim c = { 0 };
+	struct cd_error err = { 0 };
+
+	create_pipeline("P", "t", id);
+	new_run(id, "c1", NULL, NULL);
+	assert_int_equal(store_stage_approve(st, id, 1, "gate", "alice", T0, &err), -ENOENT);
+	assert_int_equal(store_action_enqueue(st, id, 1, "gate", 1, T0, T0, NULL), 1);
+	assert_int_equal(store_action_claim(st, "r", T0, LEASE, &c, NULL), 1);
+	assert_null(c.approved_by);
+	/* the approval executor parks the action until someone approves */
+	assert_int_equal(store_action_defer(st, &c, INT64_MAX, false, "waiting for approval", NULL,
+					    T0, NULL),
+			 0);
+	store_claim_release(&c);
+	assert_int_equal(store_action_claim(st, "r", T0 + 1000 * USEC_PER_SEC, LEASE, &c, NULL), 0);
+	assert_int_equal(store_stage_approve(st, id, 1, "gate", "alice", T0 + 5, NULL), 0);
+	assert_int_equal(store_stage_approve(st, id, 1, "gate", "bob", T0 + 6, &err), -EALREADY);
+	assert_int_equal(store_action_claim(st, "r", T0 + 5, LEASE, &c, NULL), 1);
+	assert_string_equal(c.approved_by, "alice");
+	assert_int_equal(store_action_finish(st, &c, ACTION_FINISHED, NULL, NULL, T0 + 6, NULL), 0);
+	store_claim_release(&c);
+	assert_int_equal(store_stage_approve(st, id, 1, "gate", "bob", T0 + 7, NULL), -EALREADY);
+}
+
+static void test_cancel_and_retry(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_claim c = { 0 };
+	struct store_stage *v = NULL;
+	struct store_run r = { 0 };
+	int64_t attempt = 0;
+	size_t n = 0;
+
+	create_pipeline("P", "t", id);
+	new_run(id, "c1", NULL, NULL);
+	assert_int_equal(store_run_start_next(st, id, T0, &r, NULL), 1);
+	store_run_release(&r);
+	assert_int_equal(store_action_enqueue(st, id, 1, "a", 1, T0, T0, NULL), 1);
+	assert_int_equal(store_action_enqueue(st, id, 1, "b", 1, T0, T0, NULL), 1);
+	assert_int_equal(store_action_claim(st, "r", T0, LEASE, &c, NULL), 1);
+
+	/* cannot retry what is running; cancel kills the queue and the lease */
+	assert_int_equal(store_run_retry(st, id, 1, T0, &attempt, NULL), -EALREADY);
+	assert_int_equal(store_run_cancel(st, id, 1, "alice", T0 + 1, NULL), 0);
+	assert_int_equal(store_run_cancel(st, id, 1, "alice", T0 + 1, NULL), -EALREADY);
+	assert_int_equal(store_run_cancel(st, id, 7, "alice", T0 + 1, NULL), -ENOENT);
+	assert_int_equal(store_action_finish(st, &c, ACTION_FINISHED, NULL, NULL, T0 + 2, NULL),
+			 -ESTALE);
+	store_claim_release(&c);
+	assert_int_equal(store_action_claim(st, "r", T0 + 3, LEASE, &c, NULL), 0);
+	assert_int_equal(store_stage_list(st, id, 1, &v, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(v[i].state, ACTION_ERROR);
+		assert_string_equal(v[i].error_message, "cancelled by alice");
+		assert_false(v[i].queued);
+	}
+	store_stage_list_free(v, n);
+	assert_int_equal(store_run_get(st, id, 1, &r, NULL), 0);
+	assert_int_equal(r.state, RUN_CANCELLED);
+	store_run_release(&r);
+
+	/* retry: attempt 2, IN_PROGRESS; a second run in progress blocks it */
+	new_run(id, "c2", NULL, NULL);
+	assert_int_equal(store_run_start_next(st, id, T0, &r, NULL), 1);
+	assert_int_equal(r.run, 2);
+	store_run_release(&r);
+	assert_int_equal(store_run_retry(st, id, 1, T0, &attempt, NULL), -EBUSY);
+	assert_int_equal(store_run_set_state(st, id, 2, RUN_ERROR, "x", T0, NULL), 0);
+	assert_int_equal(store_run_retry(st, id, 1, T0 + 10, &attempt, NULL), 0);
+	assert_int_equal(attempt, 2);
+	assert_int_equal(store_run_get(st, id, 1, &r, NULL), 0);
+	assert_int_equal(r.state, RUN_IN_PROGRESS);
+	assert_int_equal(r.attempt, 2);
+	assert_null(r.error_message);
+	store_run_release(&r);
+}
+
+/* Everything above is on disk: a second process (here: a reopen) sees the same queue, and the
+ * lease of a holder that died is claimable after expiry. */
+static void test_reopen_keeps_queue(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_claim c = { 0 };
+
+	create_pipeline("P", "t", id);
+	new_run(id, "c1", NULL, NULL);
+	assert_int_equal(store_action_enqueue(st, id, 1, "a", 1, T0, T0, NULL), 1);
+	assert_int_equal(store_action_claim(st, "dead", T0, LEASE, &c, NULL), 1);
+	store_claim_release(&c);
+	store_free(st);
+	st = NULL;
+	open_store(); /* migrations are idempotent */
+	assert_int_equal(store_action_claim(st, "alive", T0 + 1, LEASE, &c, NULL), 0);
+	assert_int_equal(store_action_claim(st, "alive", T0 + LEASE, LEASE, &c, NULL), 1);
+	assert_string_equal(c.stage, "a");
+	assert_int_equal(c.claims, 2);
+	store_claim_release(&c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_pipeline_crud_and_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_polled_pipelines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_runs_idempotency_and_supersede, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_queue_idempotent_enqueue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_lease_expiry_and_fencing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_queue_defer_and_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_approval, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_and_retry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_keeps_queue, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
