@@ -1,6 +1,10 @@
 # agent/: taskd (host daemon), taskd-shim (per-task supervisor that outlives taskd), taskctl.
-AGENT_LIB_SRCS := agent/state.c agent/config.c agent/restart.c agent/logfile.c
+AGENT_LIB_SRCS := agent/state.c agent/config.c agent/restart.c agent/logfile.c agent/taskdir.c \
+	agent/runtime.c
 $(eval $(call cd_lib,agent,$(AGENT_LIB_SRCS)))
+
+$(eval $(call cd_prog,taskd-shim,agent/shim.c,agent sandbox cdlib))
+INSTALL_LIBEXEC += taskd-shim
 
 $(eval $(call cd_test,test_agent_state,tests/unit/test_agent_state.c,agent cdlib))
 $(eval $(call cd_test,test_agent_config,tests/unit/test_agent_config.c,agent cdlib))

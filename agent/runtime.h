@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * runtime.h — the narrow interface taskd-shim starts and stops one task incarnation through:
+ * create the task's cgroup with its limits, launch the command sandboxed (tiny init as pid 1,
+ * namespaces, read-only /app, masked paths) with stdout/stderr on given fds, signal it, kill the
+ * whole cgroup, read usage, remove everything. Implemented over sandbox/ (runtime.c).
+ * Owns one struct runtime_task per launch; the shim is the only user (one thread).
+ * Errors: -errno with a message in err.
+ */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent/taskdir.h"
+#include "lib/error.h"
+
+struct runtime_task;
+
+struct runtime_usage {
+	uint64_t memory_bytes; /* UINT64_MAX when unknown */
+	uint64_t memory_peak_bytes;
+	uint64_t cpu_usage_ns;
+	uint64_t pids;
+	uint64_t oom_kills;
+};
+
+/*
+ * Create the cgroup spec->cgroup_parent/spec->cgroup_name, and start spec->argv in it with
+ * stdout_fd/stderr_fd (stdin is /dev/null). On success the task runs and *ret holds it; on
+ * failure nothing is left behind (no cgroup, no process).
+ */
+int runtime_start(const struct launch_spec *spec, int stdout_fd, int stderr_fd,
+		  struct runtime_task **ret, struct cd_error *err);
+
+/* The task's first process as seen from the host (its pid 1), and a pidfd for it (owned by rt:
+ * becomes readable when it exits). */
+pid_t runtime_pid(const struct runtime_task *rt);
+int runtime_pidfd(const struct runtime_task *rt);
+
+/* Send sig to the task's pid 1 (the init forwards it to the command). */
+int runtime_signal(struct runtime_task *rt, int sig);
+
+/*
+ * Reap the task's pid 1 once runtime_pidfd() is readable: *ret_code is the exit status (0..255)
+ * and *ret_signal the killing signal (0 when it exited). -EAGAIN when it has not exited.
+ */
+int runtime_wait(struct runtime_task *rt, int *ret_code, int *ret_signal);
+
+/* SIGKILL everything left in the task's cgroup and wait until it is empty. */
+int runtime_kill(struct runtime_task *rt);
+int runtime_usage(const struct runtime_task *rt, struct runtime_usage *ret);
+/* Kill leftovers, remove cgroups (and whatever else the launch created) and free rt. */
+int runtime_destroy(struct runtime_task *rt, struct cd_error *err);
+
+/*
+ * Remove leftovers of a launch whose shim died (killed -9 or crashed): kill and remove the
+ * cgroup parent/name if it still exists. -ENOENT is success.
+ */
+int runtime_cleanup(const char *cgroup_parent, const char *cgroup_name, struct cd_error *err);
+
+/* Usage of a running task by cgroup name (taskd reads it for GetTaskState). -ENOENT if none. */
+int runtime_usage_by_name(const char *cgroup_parent, const char *cgroup_name,
+			  struct runtime_usage *ret);
