@@ -4,7 +4,7 @@ $(eval $(call cd_lib,fetcher,$(FETCHER_SRCS)))
 $(eval $(call cd_prog,cdfetch,fetcher/cdfetch.c,fetcher cdlib))
 INSTALL_BIN += cdfetch
 
-$(eval $(call cd_test,test_fetcher,tests/unit/test_fetcher.c,fetcher cdlib))
+$(eval $(call cd_test,test_fetcher,tests/unit/test_fetcher.c tests/unit/test_fetcher_util.c,fetcher cdlib))
 $(eval $(call cd_fuzz,fuzz_unpack,tests/fuzz/fuzz_unpack.c,fetcher cdlib))
 
 # End-to-end tests start their own nginx on loopback; the disk-full case mounts a tmpfs.
