@@ -3,7 +3,7 @@
 CENTRAL_SRCS := $(filter-out central/main.c,$(sort $(wildcard central/*.c)))
 $(eval $(call cd_lib,central,$(CENTRAL_SRCS)))
 # deployd: added once central/main.c lands
-$(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central api cdlib))
+$(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central cdlib))
 $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central cdlib))
 
 

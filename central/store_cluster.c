@@ -118,7 +118,7 @@ static int check_len(const char *v, size_t max)
 #define JOB_COLS                                                                                   \
 	"j.job_id, j.region, j.zone, j.name, j.version, j.stable_version, v.spec, j.spec_hash, "   \
 	"j.desired, j.state, j.reason, j.rollout, j.max_unavailable, j.min_healthy_s, "            \
-	"j.auto_rollback, j.updated_by, j.created_at, j.updated_at "
+	"j.auto_rollback, j.updated_by, j.created_at, j.updated_at, j.rollout_reason "
 #define JOB_FROM                                                                                   \
 	" FROM jobs j JOIN job_versions v ON v.job_id = j.job_id AND v.version = j.version "
 
@@ -127,6 +127,7 @@ void store_job_release(struct store_job *j)
 	free(j->spec);
 	free(j->reason);
 	free(j->updated_by);
+	free(j->rollout_reason);
 	memset(j, 0, sizeof(*j));
 }
 
@@ -162,7 +163,8 @@ static int job_row(sqlite3_stmt *st, void *elem)
 	j->created_at = (usec_t)sqlite3_column_int64(st, 16);
 	j->updated_at = (usec_t)sqlite3_column_int64(st, 17);
 	if (store_col_strdup(st, 6, &j->spec) < 0 || store_col_strdup(st, 10, &j->reason) < 0 ||
-	    store_col_strdup(st, 15, &j->updated_by) < 0)
+	    store_col_strdup(st, 15, &j->updated_by) < 0 ||
+	    store_col_strdup(st, 18, &j->rollout_reason) < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -215,7 +217,8 @@ static int bind_job(sqlite3_stmt *st, const void *ctx)
 	    store_bind_int64(st, 13, j->min_healthy_s) < 0 ||
 	    store_bind_int64(st, 14, j->auto_rollback) < 0 ||
 	    store_bind_text(st, 15, j->updated_by) < 0 ||
-	    store_bind_int64(st, 16, (int64_t)j->updated_at) < 0)
+	    store_bind_int64(st, 16, (int64_t)j->updated_at) < 0 ||
+	    store_bind_text(st, 17, j->rollout_reason) < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -255,8 +258,8 @@ int store_job_insert(struct store *s, const struct store_job *j, struct cd_error
 	r = run_exec(s,
 		     "INSERT INTO jobs (job_id, region, zone, name, version, stable_version, "
 		     "spec_hash, desired, state, reason, rollout, max_unavailable, min_healthy_s, "
-		     "auto_rollback, updated_by, updated_at, created_at) "
-		     "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?16)",
+		     "auto_rollback, updated_by, updated_at, rollout_reason, created_at) "
+		     "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?16)",
 		     bind_job, j, NULL, err, "insert job");
 	if (r >= 0)
 		r = run_exec(s,
@@ -285,7 +288,7 @@ int store_job_update(struct store *s, const struct store_job *j, struct cd_error
 		     "stable_version = ?6, spec_hash = ?7, desired = ?8, state = ?9, "
 		     "reason = ?10, rollout = ?11, max_unavailable = ?12, "
 		     "min_healthy_s = ?13, auto_rollback = ?14, updated_by = ?15, "
-		     "updated_at = ?16 WHERE job_id = ?1",
+		     "updated_at = ?16, rollout_reason = ?17 WHERE job_id = ?1",
 		     bind_job, j, &changes, err, "update job");
 	if (r >= 0 && changes == 0)
 		r = cd_error_set(err, -ENOENT, "no job %s", j->job_id);

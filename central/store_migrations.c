@@ -22,6 +22,7 @@ const struct store_migration store_migrations[] = {
 		"  reason TEXT,"
 		"  rollout TEXT NOT NULL DEFAULT ''"
 		"    CHECK (rollout IN ('','rolling','halted','rolled_back')),"
+		"  rollout_reason TEXT,"
 		"  max_unavailable INTEGER NOT NULL DEFAULT 1 CHECK (max_unavailable >= 1),"
 		"  min_healthy_s INTEGER NOT NULL DEFAULT 0 CHECK (min_healthy_s >= 0),"
 		"  auto_rollback INTEGER NOT NULL DEFAULT 1,"
