@@ -11,3 +11,4 @@ $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central
 # Sources are picked up by the central/*.c wildcard above; only tests and scripts are listed here.
 $(eval $(call cd_test,test_planner,tests/unit/test_planner.c,central api cdlib))
 $(eval $(call cd_test,test_pipeline_store,tests/unit/test_pipeline_store.c,central api cdlib))
+$(eval $(call cd_test,test_pipeline_runner,tests/unit/test_pipeline_runner.c,central api cdlib))

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "central/pipeline_run.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/macro.h"
+
+void pipeline_run_step(const struct action_dag *dag, const struct store_stage *stages, size_t n,
+		       int64_t attempt, size_t *ready, size_t *ret_n_ready,
+		       enum run_state *ret_state, const struct store_stage **ret_failed)
+{
+	size_t nn = dag_n_nodes(dag), n_ready = 0, n_finished = 0;
+	const struct store_stage **by_node = calloc(nn, sizeof(*by_node));
+	const struct store_stage *failed = NULL;
+	bool running = false;
+
+	*ret_failed = NULL;
+	*ret_n_ready = 0;
+	if (!by_node) {
+		/* Nothing decided: the caller retries later. */
+		*ret_state = RUN_IN_PROGRESS;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct action_node *node = dag_find_node(dag, stages[i].name);
+
+		/* Rows of stages the schema no longer has cannot exist for this run's version;
+		 * ignore them rather than trust them. */
+		if (!node)
+			continue;
+		/* An ERROR from an older attempt is what a retry re-runs: not started. */
+		if (stages[i].state == ACTION_ERROR && stages[i].attempt < attempt)
+			continue;
+		by_node[node_index(node)] = &stages[i];
+	}
+	for (size_t i = 0; i < nn; i++) {
+		const struct store_stage *sg = by_node[i];
+
+		if (!sg)
+			continue;
+		if (sg->state == ACTION_FINISHED)
+			n_finished++;
+		else if (sg->state == ACTION_ERROR) {
+			if (!failed)
+				failed = sg;
+		} else
+			running = true;
+	}
+	if (!failed) {
+		for (size_t i = 0; i < nn; i++) {
+			const struct action_node *node = dag_node(dag, i);
+			const struct action_node *const *deps;
+			size_t k;
+			bool ok = true;
+
+			if (by_node[i])
+				continue;
+			deps = node_dependencies(node, &k);
+			for (size_t j = 0; j < k && ok; j++) {
+				const struct store_stage *d = by_node[node_index(deps[j])];
+
+				ok = d && d->state == ACTION_FINISHED;
+			}
+			if (ok)
+				ready[n_ready++] = i;
+		}
+	}
+	free(by_node);
+	*ret_n_ready = n_ready;
+	if (n_finished == nn)
+		*ret_state = RUN_FINISHED;
+	else if (failed && !running) {
+		*ret_state = RUN_ERROR;
+		*ret_failed = failed;
+	} else
+		*ret_state = RUN_IN_PROGRESS;
+}
+
+int pipeline_run_plan(struct store *s, const char *pipeline_id, int64_t schema_version,
+		      struct action_dag **ret, struct cd_error *err)
+{
+	struct store_schema sv = { 0 };
+	json_error_t jerr;
+	json_t *j;
+	int r;
+
+	r = store_schema_get(s, pipeline_id, schema_version, &sv, err);
+	if (r < 0)
+		return r;
+	j = json_loads(sv.schema, JSON_DECODE_ANY, &jerr);
+	store_schema_release(&sv);
+	if (!j)
+		return cd_error_set(err, -EINVAL, "stored schema version %lld is not JSON: %s",
+				    (long long)schema_version, jerr.text);
+	r = planner_plan(pipeline_id, j, ret, err);
+	json_decref(j);
+	return r;
+}
+
+static int advance_locked(struct store *s, const struct store_run *run, usec_t now,
+			  enum run_state *ret_state, struct cd_error *err)
+{
+	_cleanup_dag_ struct action_dag *dag = NULL;
+	struct store_stage *stages = NULL;
+	const struct store_stage *failed = NULL;
+	_cleanup_free_ size_t *ready = NULL;
+	size_t n = 0, n_ready = 0;
+	enum run_state state;
+	int r;
+
+	r = pipeline_run_plan(s, run->pipeline_id, run->schema_version, &dag, err);
+	if (r == -EINVAL) {
+		/* A schema that cannot be planned can never run: end the run, say why. */
+		char msg[sizeof(err->msg) + 32];
+
+		snprintf(msg, sizeof(msg), "cannot plan schema: %s", cd_error_message(err));
+		r = store_run_set_state(s, run->pipeline_id, run->run, RUN_ERROR, msg, now, NULL);
+		if (ret_state)
+			*ret_state = RUN_ERROR;
+		return r < 0 ? r : -EINVAL;
+	}
+	if (r < 0)
+		return r;
+	r = store_stage_list(s, run->pipeline_id, run->run, &stages, &n, err);
+	if (r < 0)
+		return r;
+	ready = calloc(dag_n_nodes(dag), sizeof(*ready));
+	if (!ready) {
+		store_stage_list_free(stages, n);
+		return -ENOMEM;
+	}
+	pipeline_run_step(dag, stages, n, run->attempt, ready, &n_ready, &state, &failed);
+	for (size_t i = 0; i < n_ready && r >= 0; i++)
+		r = store_action_enqueue(s, run->pipeline_id, run->run,
+					 node_name(dag_node(dag, ready[i])), run->attempt, now, now,
+					 err);
+	if (r >= 0 && state == RUN_FINISHED)
+		r = store_run_set_state(s, run->pipeline_id, run->run, RUN_FINISHED, NULL, now,
+					err);
+	else if (r >= 0 && state == RUN_ERROR) {
+		_cleanup_free_ char *msg = NULL;
+
+		if (asprintf(&msg, "stage \"%s\": %s", failed->name,
+			     failed->error_message ? failed->error_message : "failed") < 0)
+			r = -ENOMEM;
+		else
+			r = store_run_set_state(s, run->pipeline_id, run->run, RUN_ERROR, msg, now,
+						err);
+	}
+	store_stage_list_free(stages, n);
+	if (r >= 0 && ret_state)
+		*ret_state = state;
+	return r < 0 ? r : 0;
+}
+
+int pipeline_run_advance(struct store *s, const char *pipeline_id, int64_t run, usec_t now,
+			 enum run_state *ret_state, struct cd_error *err)
+{
+	struct store_run v = { 0 };
+	enum run_state state;
+	int r;
+
+	/* One transaction: the decision and its effects land together, and two deployds
+	 * advancing the same run serialise on it. */
+	r = store_begin(s, err);
+	if (r < 0)
+		return r;
+	r = store_run_get(s, pipeline_id, run, &v, err);
+	if (r >= 0) {
+		state = v.state;
+		if (v.state == RUN_IN_PROGRESS)
+			r = advance_locked(s, &v, now, &state, err);
+	}
+	if (r < 0 && r != -EINVAL) {
+		store_rollback(s);
+		store_run_release(&v);
+		return r;
+	}
+	{
+		int c = store_commit(s, err);
+
+		if (c < 0) {
+			store_rollback(s);
+			store_run_release(&v);
+			return c;
+		}
+	}
+	store_run_release(&v);
+	if (ret_state)
+		*ret_state = state;
+	if (run_state_is_terminal(state)) {
+		int q = pipeline_run_start_next(s, pipeline_id, now, err);
+
+		if (q < 0)
+			return q;
+	}
+	return r;
+}
+
+int pipeline_run_start_next(struct store *s, const char *pipeline_id, usec_t now,
+			    struct cd_error *err)
+{
+	struct store_run v = { 0 };
+	int r = store_run_start_next(s, pipeline_id, now, &v, err);
+	int64_t run;
+
+	if (r <= 0)
+		return r;
+	run = v.run;
+	store_run_release(&v);
+	r = pipeline_run_advance(s, pipeline_id, run, now, NULL, err);
+	/* A run that failed to plan is ERROR now; the pipeline is not stuck. */
+	return r < 0 && r != -EINVAL ? r : 1;
+}

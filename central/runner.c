@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "central/runner.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "central/pipeline_run.h"
+#include "lib/macro.h"
+
+struct runner {
+	struct runner_config cfg;
+	char owner[64];
+	pthread_t *threads;
+	size_t n_threads;
+	pthread_t reconciler;
+	bool reconciler_started;
+	atomic_bool stopping;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned kicks;
+};
+
+static void runner_log(struct runner *r, const char *msg, const char *detail)
+{
+	if (r->cfg.log)
+		r->cfg.log(msg, detail, r->cfg.log_userdata);
+}
+
+int runner_new(const struct runner_config *config, struct runner **ret, struct cd_error *err)
+{
+	struct runner *r;
+
+	if (!config->store || !config->owner || !*config->owner)
+		return cd_error_set(err, -EINVAL, "runner needs a store and an owner");
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->cfg = *config;
+	snprintf(r->owner, sizeof(r->owner), "%s", config->owner);
+	r->cfg.owner = r->owner;
+	if (!r->cfg.threads)
+		r->cfg.threads = 2;
+	if (!r->cfg.lease)
+		r->cfg.lease = 30 * USEC_PER_SEC;
+	if (!r->cfg.poll)
+		r->cfg.poll = 200 * USEC_PER_MSEC;
+	if (!r->cfg.reconcile)
+		r->cfg.reconcile = 2 * USEC_PER_SEC;
+	if (!r->cfg.max_tries)
+		r->cfg.max_tries = 5;
+	if (!r->cfg.backoff_base)
+		r->cfg.backoff_base = USEC_PER_SEC;
+	if (!r->cfg.backoff_max)
+		r->cfg.backoff_max = 60 * USEC_PER_SEC;
+	if (!r->cfg.exec[ACTION_WAIT])
+		r->cfg.exec[ACTION_WAIT] = runner_exec_wait;
+	if (!r->cfg.exec[ACTION_APPROVAL])
+		r->cfg.exec[ACTION_APPROVAL] = runner_exec_approval;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	*ret = r;
+	return 0;
+}
+
+/* ---- built-in stage types ------------------------------------------------------------------ */
+
+int runner_exec_wait(struct exec_ctx *ctx, struct exec_result *res)
+{
+	/* The end is fixed by the attempt's first claim, so a re-claim after a crash does not
+	 * restart the wait. */
+	usec_t until = ctx->claim->started_at + (usec_t)node_wait_seconds(ctx->node) * USEC_PER_SEC;
+
+	if (ctx->now >= until) {
+		res->outcome = EXEC_FINISHED;
+		return 0;
+	}
+	res->outcome = EXEC_DEFER;
+	res->not_before = until;
+	snprintf(res->message, sizeof(res->message), "waiting %llds",
+		 (long long)node_wait_seconds(ctx->node));
+	return 0;
+}
+
+int runner_exec_approval(struct exec_ctx *ctx, struct exec_result *res)
+{
+	if (ctx->claim->approved_by) {
+		res->outcome = EXEC_FINISHED;
+		snprintf(res->message, sizeof(res->message), "approved by %s",
+			 ctx->claim->approved_by);
+		return 0;
+	}
+	/* Parked until POST .../approve makes it ready again. */
+	res->outcome = EXEC_DEFER;
+	res->not_before = (usec_t)INT64_MAX;
+	snprintf(res->message, sizeof(res->message), "waiting for approval");
+	return 0;
+}
+
+/* ---- one claim ----------------------------------------------------------------------------- */
+
+int runner_keepalive(struct exec_ctx *ctx)
+{
+	struct runner *r = ctx->runner;
+	usec_t now = clock_real_usec();
+
+	if (r && atomic_load(&r->stopping))
+		return -ECANCELED;
+	if (ctx->deadline && now > ctx->deadline)
+		return -ETIMEDOUT;
+	if (!r)
+		return 0;
+	/* Renew when a third of the lease is left: never lose it to a slow step. */
+	if (ctx->claim->lease_expires > now + r->cfg.lease * 2 / 3)
+		return 0;
+	return store_action_extend(ctx->store, (struct store_claim *)ctx->claim, now, r->cfg.lease,
+				   NULL);
+}
+
+static usec_t backoff(const struct runner *r, int tries)
+{
+	usec_t d = r->cfg.backoff_base;
+
+	for (int i = 0; i < tries && d < r->cfg.backoff_max; i++)
+		d *= 2;
+	return MIN(d, r->cfg.backoff_max);
+}
+
+static usec_t stage_timeout(const struct runner *r, const struct action_node *node)
+{
+	int64_t t = node_timeout_seconds(node);
+
+	if (t > 0)
+		return (usec_t)t * USEC_PER_SEC;
+	return r->cfg.default_timeout[node_type(node)];
+}
+
+/* Run the claim's executor (or decide without it: run gone, schema unplannable, timed out).
+ * Returns 0 with *res filled, or < 0 when nothing may be recorded (-ESTALE, -ECANCELED, store
+ * errors). */
+static int decide(struct runner *r, struct store_claim *c, const struct store_run *run, usec_t now,
+		  struct exec_result *res, struct cd_error *err)
+{
+	_cleanup_dag_ struct action_dag *dag = NULL;
+	const struct action_node *node;
+	struct cd_error xerr = { 0 };
+	stage_exec_fn fn;
+	usec_t timeout;
+	int q;
+
+	res->outcome = EXEC_FAILED;
+	if (run->state != RUN_IN_PROGRESS) {
+		snprintf(res->message, sizeof(res->message), "run is %s",
+			 run_state_to_string(run->state));
+		return 0;
+	}
+	q = pipeline_run_plan(r->cfg.store, c->pipeline_id, run->schema_version, &dag, &xerr);
+	if (q == -EINVAL) {
+		snprintf(res->message, sizeof(res->message), "cannot plan schema: %s",
+			 cd_error_message(&xerr));
+		return 0;
+	}
+	if (q < 0)
+		return cd_error_set(err, q, "%s", cd_error_message(&xerr));
+	node = dag_find_node(dag, c->stage);
+	if (!node) {
+		snprintf(res->message, sizeof(res->message), "stage not in schema version %lld",
+			 (long long)run->schema_version);
+		return 0;
+	}
+	timeout = stage_timeout(r, node);
+	if (timeout && now > c->started_at + timeout) {
+		snprintf(res->message, sizeof(res->message), "timed out after %llus",
+			 (unsigned long long)(timeout / USEC_PER_SEC));
+		return 0;
+	}
+	fn = r->cfg.exec[node_type(node)];
+	if (!fn) {
+		snprintf(res->message, sizeof(res->message),
+			 "no executor for stage type \"%s\" in this deployd (role not enabled)",
+			 action_type_to_string(node_type(node)));
+		return 0;
+	}
+	struct exec_ctx ctx = {
+		.runner = r,
+		.store = r->cfg.store,
+		.claim = c,
+		.run = run,
+		.node = node,
+		.now = now,
+		.deadline = timeout ? c->started_at + timeout : 0,
+		.data = r->cfg.exec_data,
+	};
+	q = fn(&ctx, res);
+	if (q == -ESTALE || q == -ECANCELED)
+		/* Lease lost (cancel, take-over) or shutting down: whoever holds the action now
+		 * decides; a stopping runner leaves it to lease expiry. */
+		return q;
+	if (q == -ETIMEDOUT) {
+		res->outcome = EXEC_FAILED;
+		snprintf(res->message, sizeof(res->message), "timed out after %llus",
+			 (unsigned long long)(timeout / USEC_PER_SEC));
+	} else if (q < 0) {
+		res->outcome = EXEC_RETRY;
+		snprintf(res->message, sizeof(res->message), "internal error: %s", strerror(-q));
+	}
+	return 0;
+}
+
+/* Decide and record the outcome of one claim, then advance its run. */
+static int execute(struct runner *r, struct store_claim *c, usec_t now, struct cd_error *err)
+{
+	struct exec_result res = { .outcome = EXEC_FAILED };
+	struct store_run run = { 0 };
+	char msg[sizeof(res.message) + 64];
+	int q;
+
+	q = store_run_get(r->cfg.store, c->pipeline_id, c->run, &run, err);
+	if (q < 0)
+		return q;
+	q = decide(r, c, &run, now, &res, err);
+	store_run_release(&run);
+	if (q < 0) {
+		free(res.result);
+		return q;
+	}
+	switch (res.outcome) {
+	case EXEC_FINISHED:
+		q = store_action_finish(r->cfg.store, c, ACTION_FINISHED,
+					res.message[0] ? res.message : NULL, res.result, now, err);
+		break;
+	case EXEC_FAILED:
+		q = store_action_finish(r->cfg.store, c, ACTION_ERROR, res.message, res.result, now,
+					err);
+		break;
+	case EXEC_DEFER:
+		q = store_action_defer(r->cfg.store, c, res.not_before, false,
+				       res.message[0] ? res.message : NULL, res.result, now, err);
+		break;
+	case EXEC_RETRY:
+		if ((unsigned)c->tries + 1 >= r->cfg.max_tries) {
+			snprintf(msg, sizeof(msg), "gave up after %u tries: %s", r->cfg.max_tries,
+				 res.message);
+			q = store_action_finish(r->cfg.store, c, ACTION_ERROR, msg, res.result, now,
+						err);
+		} else {
+			snprintf(msg, sizeof(msg), "retrying (try %d of %u): %s", c->tries + 2,
+				 r->cfg.max_tries, res.message);
+			q = store_action_defer(r->cfg.store, c, now + backoff(r, c->tries), true,
+					       msg, res.result, now, err);
+		}
+		break;
+	}
+	free(res.result);
+	if (q >= 0)
+		q = pipeline_run_advance(r->cfg.store, c->pipeline_id, c->run, now, NULL, err);
+	return q == -EINVAL ? 0 : q;
+}
+
+int runner_step(struct runner *r, usec_t now, struct cd_error *err)
+{
+	struct store_claim c = { 0 };
+	int q = store_action_claim(r->cfg.store, r->owner, now, r->cfg.lease, &c, err);
+
+	if (q <= 0)
+		return q;
+	q = execute(r, &c, now, err);
+	if (q == -ESTALE) {
+		char detail[256];
+
+		snprintf(detail, sizeof(detail), "pipeline=%s run=%lld stage=\"%s\"", c.pipeline_id,
+			 (long long)c.run, c.stage);
+		runner_log(r, "lease lost while executing; result dropped", detail);
+		q = 0;
+	}
+	store_claim_release(&c);
+	return q < 0 ? q : 1;
+}
+
+int runner_reconcile(struct runner *r, usec_t now, struct cd_error *err)
+{
+	struct store_run *v = NULL;
+	size_t n = 0;
+	int q, first = 0;
+
+	q = store_run_list_by_state(r->cfg.store, RUN_IN_PROGRESS, &v, &n, err);
+	if (q < 0)
+		return q;
+	for (size_t i = 0; i < n; i++) {
+		q = pipeline_run_advance(r->cfg.store, v[i].pipeline_id, v[i].run, now, NULL, NULL);
+		if (q < 0 && q != -EINVAL && first == 0)
+			first = q;
+	}
+	store_run_list_free(v, n);
+	q = store_run_list_by_state(r->cfg.store, RUN_PENDING, &v, &n, err);
+	if (q < 0)
+		return q;
+	for (size_t i = 0; i < n; i++) {
+		q = pipeline_run_start_next(r->cfg.store, v[i].pipeline_id, now, NULL);
+		if (q < 0 && first == 0)
+			first = q;
+	}
+	store_run_list_free(v, n);
+	return first;
+}
+
+/* ---- threads ------------------------------------------------------------------------------- */
+
+static void wait_kick(struct runner *r, usec_t timeout, unsigned *seen)
+{
+	struct timespec ts;
+	usec_t until;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	until = (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000 + timeout;
+	ts.tv_sec = (time_t)(until / USEC_PER_SEC);
+	ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
+	pthread_mutex_lock(&r->lock);
+	while (*seen == r->kicks && !atomic_load(&r->stopping))
+		if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)
+			break;
+	*seen = r->kicks;
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct runner *r = arg;
+	unsigned seen = 0;
+
+	while (!atomic_load(&r->stopping)) {
+		struct cd_error err = { 0 };
+		int q = runner_step(r, clock_real_usec(), &err);
+
+		if (q < 0 && q != -ECANCELED)
+			runner_log(r, "runner step failed", cd_error_message(&err));
+		if (q <= 0)
+			wait_kick(r, r->cfg.poll, &seen);
+	}
+	return NULL;
+}
+
+static void *reconciler_main(void *arg)
+{
+	struct runner *r = arg;
+	unsigned seen = 0;
+
+	while (!atomic_load(&r->stopping)) {
+		struct cd_error err = { 0 };
+
+		if (runner_reconcile(r, clock_real_usec(), &err) < 0)
+			runner_log(r, "reconcile failed", cd_error_message(&err));
+		wait_kick(r, r->cfg.reconcile, &seen);
+	}
+	return NULL;
+}
+
+int runner_start(struct runner *r, struct cd_error *err)
+{
+	int q;
+
+	r->threads = calloc(r->cfg.threads, sizeof(*r->threads));
+	if (!r->threads)
+		return -ENOMEM;
+	q = pthread_create(&r->reconciler, NULL, reconciler_main, r);
+	if (q != 0)
+		return cd_error_set(err, -q, "starting the reconciler thread");
+	r->reconciler_started = true;
+	for (; r->n_threads < r->cfg.threads; r->n_threads++) {
+		q = pthread_create(&r->threads[r->n_threads], NULL, worker_main, r);
+		if (q != 0)
+			return cd_error_set(err, -q, "starting runner thread %zu", r->n_threads);
+	}
+	return 0;
+}
+
+void runner_kick(struct runner *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->kicks++;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void runner_free(struct runner *r)
+{
+	if (!r)
+		return;
+	atomic_store(&r->stopping, true);
+	runner_kick(r);
+	for (size_t i = 0; i < r->n_threads; i++)
+		pthread_join(r->threads[i], NULL);
+	if (r->reconciler_started)
+		pthread_join(r->reconciler, NULL);
+	free(r->threads);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	free(r);
+}
