@@ -1,0 +1,615 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * taskwatch.c — the watcher: mode selection (BPF, else fallback), targets, one epoll fd over the
+ * ring buffer and the per-target fds, and event delivery with main/init flags resolved here in
+ * user space (so a caller may name the init or main pid after the task started, as long as it
+ * does so before consuming).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "ebpf/taskwatch.h"
+#include "ebpf/taskwatch_internal.h"
+#include "lib/macro.h"
+#include "lib/str.h"
+#include "taskwatch.skel.h"
+
+#define DEFAULT_RINGBUF_BYTES (4u << 20)
+#define DEFAULT_MAX_TARGETS 16384u
+
+struct taskwatch {
+	bool bpf;
+	char why[512];
+	int epfd;
+	struct taskwatch_bpf *skel;
+	struct ring_buffer *rb;
+	struct tw_source src_ringbuf;
+	uint64_t lost_seen[TASKWATCH_EV__MAX];
+
+	struct tw_target **targets;
+	size_t n_targets, alloc_targets;
+	uint32_t max_targets;
+
+	/* during taskwatch_consume() */
+	bool in_consume;
+	taskwatch_event_fn cb;
+	void *userdata;
+	int cb_ret;
+	int delivered;
+};
+
+/* libbpf's print hook is process-global; it is pointed here only while we open and load, so
+ * the reason for a fallback can carry libbpf's own words (e.g. the verifier's last line). */
+static char libbpf_last_msg[256];
+
+static int libbpf_capture(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char line[256];
+	size_t n;
+
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
+		line[--n] = '\0';
+	if (n > 0)
+		memcpy(libbpf_last_msg, line, n + 1);
+	return 0;
+}
+
+static uint32_t round_pow2(uint32_t v, uint32_t min)
+{
+	uint32_t r = min;
+
+	while (r < v && r < (1u << 30))
+		r <<= 1;
+	return r;
+}
+
+static int ringbuf_sample(void *ctx, void *data, size_t size);
+
+static int bpf_setup(struct taskwatch *tw, const struct taskwatch_opts *opts)
+{
+	libbpf_print_fn_t old;
+	uint32_t rb_bytes = opts && opts->ringbuf_bytes ? opts->ringbuf_bytes :
+							  DEFAULT_RINGBUF_BYTES;
+	long page = sysconf(_SC_PAGESIZE);
+	struct epoll_event ev = { .events = EPOLLIN };
+	int r;
+
+	if (access("/sys/kernel/btf/vmlinux", R_OK) < 0) {
+		snprintf(tw->why, sizeof(tw->why), "no kernel BTF (/sys/kernel/btf/vmlinux: %s)",
+			 strerror(errno));
+		return -errno;
+	}
+
+	libbpf_last_msg[0] = '\0';
+	old = libbpf_set_print(libbpf_capture);
+	tw->skel = taskwatch_bpf__open();
+	if (!tw->skel) {
+		r = -errno;
+		snprintf(tw->why, sizeof(tw->why), "BPF open failed: %s", strerror(-r));
+		goto out;
+	}
+	r = bpf_map__set_max_entries(tw->skel->maps.events,
+				     round_pow2(rb_bytes, page > 0 ? (uint32_t)page : 4096));
+	if (r >= 0)
+		r = bpf_map__set_max_entries(tw->skel->maps.watched, tw->max_targets);
+	if (r < 0) {
+		snprintf(tw->why, sizeof(tw->why), "BPF map sizing failed: %s", strerror(-r));
+		goto out;
+	}
+	r = taskwatch_bpf__load(tw->skel);
+	if (r < 0) {
+		snprintf(tw->why, sizeof(tw->why), "BPF load failed (%s)%s%s",
+			 r == -EPERM ? "no CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN" : strerror(-r),
+			 libbpf_last_msg[0] ? ": " : "", libbpf_last_msg);
+		goto out;
+	}
+	r = taskwatch_bpf__attach(tw->skel);
+	if (r < 0) {
+		snprintf(tw->why, sizeof(tw->why), "BPF attach failed (%s)%s%s", strerror(-r),
+			 libbpf_last_msg[0] ? ": " : "", libbpf_last_msg);
+		goto out;
+	}
+	tw->rb = ring_buffer__new(bpf_map__fd(tw->skel->maps.events), ringbuf_sample, tw, NULL);
+	if (!tw->rb) {
+		r = -errno;
+		snprintf(tw->why, sizeof(tw->why), "ring buffer setup failed: %s", strerror(-r));
+		goto out;
+	}
+	tw->src_ringbuf.kind = TW_SRC_RINGBUF;
+	ev.data.ptr = &tw->src_ringbuf;
+	if (epoll_ctl(tw->epfd, EPOLL_CTL_ADD, bpf_map__fd(tw->skel->maps.events), &ev) < 0) {
+		r = -errno;
+		snprintf(tw->why, sizeof(tw->why), "epoll on ring buffer failed: %s", strerror(-r));
+		goto out;
+	}
+	r = 0;
+out:
+	libbpf_set_print(old);
+	if (r < 0) {
+		ring_buffer__free(tw->rb);
+		tw->rb = NULL;
+		taskwatch_bpf__destroy(tw->skel);
+		tw->skel = NULL;
+	}
+	return r;
+}
+
+int taskwatch_new(const struct taskwatch_opts *opts, struct taskwatch **ret)
+{
+	struct taskwatch *tw;
+	const char *env = getenv("TASKWATCH_FALLBACK");
+
+	tw = calloc(1, sizeof(*tw));
+	if (!tw)
+		return -ENOMEM;
+	tw->max_targets = opts && opts->max_targets ? opts->max_targets : DEFAULT_MAX_TARGETS;
+	tw->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (tw->epfd < 0) {
+		int r = -errno;
+
+		free(tw);
+		return r;
+	}
+	if (opts && opts->force_fallback)
+		snprintf(tw->why, sizeof(tw->why), "forced by caller");
+	else if (env && streq(env, "1"))
+		snprintf(tw->why, sizeof(tw->why), "forced by TASKWATCH_FALLBACK=1");
+	else if (bpf_setup(tw, opts) >= 0)
+		tw->bpf = true;
+	*ret = tw;
+	return 0;
+}
+
+struct taskwatch *taskwatch_free(struct taskwatch *tw)
+{
+	if (!tw)
+		return NULL;
+	for (size_t i = 0; i < tw->n_targets; i++) {
+		tw_target_close(tw->targets[i], tw->epfd);
+		free(tw->targets[i]);
+	}
+	free(tw->targets);
+	ring_buffer__free(tw->rb);
+	taskwatch_bpf__destroy(tw->skel);
+	safe_close(tw->epfd);
+	free(tw);
+	return NULL;
+}
+
+const char *taskwatch_mode(const struct taskwatch *tw, const char **ret_why)
+{
+	if (ret_why)
+		*ret_why = tw->bpf ? "" : tw->why;
+	return tw->bpf ? "bpf" : "fallback";
+}
+
+bool taskwatch_is_bpf(const struct taskwatch *tw)
+{
+	return tw->bpf;
+}
+
+int taskwatch_fd(const struct taskwatch *tw)
+{
+	return tw->epfd;
+}
+
+static struct tw_target *target_find(struct taskwatch *tw, uint64_t cgroup_id, size_t *ret_idx)
+{
+	for (size_t i = 0; i < tw->n_targets; i++)
+		if (tw->targets[i]->cgroup_id == cgroup_id && !tw->targets[i]->removed) {
+			if (ret_idx)
+				*ret_idx = i;
+			return tw->targets[i];
+		}
+	return NULL;
+}
+
+static void target_free(struct taskwatch *tw, struct tw_target *t)
+{
+	tw_target_close(t, tw->epfd);
+	free(t);
+}
+
+static int set_init(struct taskwatch *tw, struct tw_target *t, pid_t pid, int pidfd);
+
+int taskwatch_add(struct taskwatch *tw, const struct taskwatch_target *spec)
+{
+	struct tw_target *t;
+	int r;
+
+	if (!spec || spec->cgroup_id == 0 || spec->main_kind > TASKWATCH_MAIN_PID ||
+	    (spec->main_kind == TASKWATCH_MAIN_PID && spec->main_pid <= 0) || spec->init_pid < 0)
+		return -EINVAL;
+	if (target_find(tw, spec->cgroup_id, NULL))
+		return -EEXIST;
+	if (tw->n_targets >= tw->max_targets)
+		return -ENOSPC;
+	if (tw->n_targets == tw->alloc_targets) {
+		size_t n = tw->alloc_targets ? tw->alloc_targets * 2 : 16;
+		struct tw_target **v = reallocarray(tw->targets, n, sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		tw->targets = v;
+		tw->alloc_targets = n;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->cgroup_id = spec->cgroup_id;
+	t->cookie = spec->cookie;
+	t->main_kind = spec->main_kind;
+	t->main_pid = spec->main_kind == TASKWATCH_MAIN_PID ? spec->main_pid : 0;
+	t->init_pidfd = t->oom_fd = t->oom_ctl_fd = t->cgevents_fd = -EBADF;
+
+	if (spec->cgroup_path) {
+		r = tw_target_open_cgevents(t, tw->epfd, spec->cgroup_path);
+		if (r < 0)
+			goto fail;
+	}
+	if (!tw->bpf && spec->memory_path) {
+		r = tw_target_open_oom(t, tw->epfd, spec->memory_path);
+		if (r < 0)
+			goto fail;
+	}
+	if (spec->init_pid > 0 || spec->init_pidfd >= 0) {
+		r = set_init(tw, t, spec->init_pid, spec->init_pidfd);
+		if (r < 0)
+			goto fail;
+	}
+	if (tw->bpf) {
+		struct {
+			uint64_t cookie;
+		} val = { spec->cookie };
+
+		r = bpf_map_update_elem(bpf_map__fd(tw->skel->maps.watched), &spec->cgroup_id, &val,
+					BPF_NOEXIST);
+		if (r < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	tw->targets[tw->n_targets++] = t;
+	return 0;
+fail:
+	target_free(tw, t);
+	return r;
+}
+
+static int set_init(struct taskwatch *tw, struct tw_target *t, pid_t pid, int pidfd)
+{
+	int r;
+
+	if (pid < 0)
+		return -EINVAL;
+	if (!tw->bpf) {
+		r = tw_target_open_init(t, tw->epfd, pid, pidfd);
+		if (r < 0)
+			return r;
+		/* tw_target_open_init resolves pid from pidfd when pid is 0 */
+		pid = t->init_pid;
+	}
+	t->init_pid = pid;
+	if (t->main_kind == TASKWATCH_MAIN_INIT)
+		t->main_pid = pid;
+	return 0;
+}
+
+int taskwatch_set_init(struct taskwatch *tw, uint64_t cgroup_id, pid_t init_pid, int init_pidfd)
+{
+	struct tw_target *t = target_find(tw, cgroup_id, NULL);
+
+	if (!t)
+		return -ENOENT;
+	if (init_pid <= 0 && init_pidfd < 0)
+		return -EINVAL;
+	return set_init(tw, t, init_pid, init_pidfd);
+}
+
+int taskwatch_set_main(struct taskwatch *tw, uint64_t cgroup_id, pid_t main_pid)
+{
+	struct tw_target *t = target_find(tw, cgroup_id, NULL);
+
+	if (!t)
+		return -ENOENT;
+	if (main_pid <= 0)
+		return -EINVAL;
+	t->main_kind = TASKWATCH_MAIN_PID;
+	t->main_pid = main_pid;
+	return 0;
+}
+
+static void sweep_removed(struct taskwatch *tw)
+{
+	for (size_t i = 0; i < tw->n_targets;) {
+		if (tw->targets[i]->removed) {
+			target_free(tw, tw->targets[i]);
+			tw->targets[i] = tw->targets[--tw->n_targets];
+		} else {
+			i++;
+		}
+	}
+}
+
+int taskwatch_remove(struct taskwatch *tw, uint64_t cgroup_id)
+{
+	size_t idx;
+	struct tw_target *t = target_find(tw, cgroup_id, &idx);
+
+	if (!t)
+		return -ENOENT;
+	if (tw->bpf && bpf_map_delete_elem(bpf_map__fd(tw->skel->maps.watched), &cgroup_id) < 0 &&
+	    errno != ENOENT)
+		return -errno;
+	/* From a callback, the target loop of taskwatch_consume() still walks the array: only
+	 * mark it; the sweep at the end of consume frees it. Its fds leave epoll now. */
+	tw_target_close(t, tw->epfd);
+	t->removed = true;
+	if (!tw->in_consume)
+		sweep_removed(tw);
+	return 0;
+}
+
+/* Resolve main/init flags for an event about process ev->tgid in target t. */
+static void classify_flags(struct tw_target *t, struct taskwatch_event *ev)
+{
+	if (!t)
+		return;
+	if (ev->type == TASKWATCH_EV_FORK && t->main_kind == TASKWATCH_MAIN_INIT_CHILD &&
+	    t->main_pid == 0 && t->init_pid > 0 && (pid_t)ev->ppid == t->init_pid)
+		t->main_pid = (pid_t)ev->tgid;
+	if (t->main_pid > 0 && (pid_t)ev->tgid == t->main_pid)
+		ev->flags |= TASKWATCH_F_MAIN;
+	if (ev->type == TASKWATCH_EV_EXIT && t->init_pid > 0 && (pid_t)ev->tgid == t->init_pid)
+		ev->flags |= TASKWATCH_F_INIT;
+}
+
+static int deliver(struct taskwatch *tw, const struct taskwatch_event *ev)
+{
+	int r = tw->cb(ev, tw->userdata);
+
+	tw->delivered++;
+	if (r != 0)
+		tw->cb_ret = r;
+	return r;
+}
+
+static int ringbuf_sample(void *ctx, void *data, size_t size)
+{
+	struct taskwatch *tw = ctx;
+	struct taskwatch_event ev;
+
+	if (size < sizeof(ev))
+		return 0; /* not ours: cannot happen with a matching skeleton */
+	memcpy(&ev, data, sizeof(ev));
+	classify_flags(target_find(tw, ev.cgroup_id, NULL), &ev);
+	/* A negative value stops libbpf's loop; the callback's own value is kept in cb_ret. */
+	return deliver(tw, &ev) != 0 ? -ECANCELED : 0;
+}
+
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void event_init(struct taskwatch_event *ev, enum taskwatch_event_type type,
+		       const struct tw_target *t)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->type = type;
+	ev->ts_ns = monotonic_ns();
+	if (t) {
+		ev->cgroup_id = t->cgroup_id;
+		ev->cookie = t->cookie;
+	}
+}
+
+static int report_lost(struct taskwatch *tw)
+{
+	uint64_t total = 0;
+
+	if (!tw->bpf)
+		return 0;
+	for (size_t i = 0; i < TASKWATCH_EV__MAX; i++) {
+		uint64_t now = __atomic_load_n(&tw->skel->bss->lost_events[i], __ATOMIC_RELAXED);
+
+		total += now - tw->lost_seen[i];
+		tw->lost_seen[i] = now;
+	}
+	if (total > 0) {
+		struct taskwatch_event ev;
+
+		event_init(&ev, TASKWATCH_EV_LOST, NULL);
+		ev.lost.count = total;
+		return deliver(tw, &ev);
+	}
+	return 0;
+}
+
+uint64_t taskwatch_lost(struct taskwatch *tw, uint64_t per_type[TASKWATCH_EV__MAX])
+{
+	uint64_t total = 0;
+
+	for (size_t i = 0; i < TASKWATCH_EV__MAX; i++) {
+		uint64_t v = tw->bpf ? __atomic_load_n(&tw->skel->bss->lost_events[i],
+						       __ATOMIC_RELAXED) :
+				       0;
+
+		if (per_type)
+			per_type[i] = v;
+		total += v;
+	}
+	return total;
+}
+
+/* Fallback: OOM first, then the init's exit, so the classifier sees the cause before the
+ * effect even though the two notifications race. */
+static int handle_fallback_target(struct taskwatch *tw, struct tw_target *t)
+{
+	struct taskwatch_event ev;
+	uint64_t delta = 0;
+	int r;
+
+	if (t->src_oom.ready || (t->src_init.ready && t->oom_fd >= 0)) {
+		t->src_oom.ready = false;
+		r = tw_target_read_oom(t, &delta);
+		if (r < 0)
+			return r;
+		if (delta > 0) {
+			event_init(&ev, TASKWATCH_EV_OOM_KILL, t);
+			ev.flags |= TASKWATCH_F_FALLBACK;
+			ev.oom.count = delta;
+			r = deliver(tw, &ev);
+			if (r != 0)
+				return r;
+		}
+	}
+	if (t->src_init.ready) {
+		t->src_init.ready = false;
+		event_init(&ev, TASKWATCH_EV_EXIT, t);
+		r = tw_target_read_init_exit(t, &ev);
+		if (r < 0)
+			return r;
+		if (r > 0) {
+			ev.flags |= TASKWATCH_F_FALLBACK;
+			classify_flags(t, &ev);
+			r = deliver(tw, &ev);
+			if (r != 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static int consume(struct taskwatch *tw);
+
+int taskwatch_consume(struct taskwatch *tw, taskwatch_event_fn cb, void *userdata)
+{
+	int r;
+
+	if (!cb || tw->in_consume)
+		return -EINVAL;
+	tw->in_consume = true;
+	tw->cb = cb;
+	tw->userdata = userdata;
+	r = consume(tw);
+	tw->in_consume = false;
+	tw->cb = NULL;
+	sweep_removed(tw);
+	return r;
+}
+
+static int consume(struct taskwatch *tw)
+{
+	struct epoll_event evs[64];
+	int n, r;
+
+	tw->cb_ret = 0;
+	tw->delivered = 0;
+
+	/* Collect readiness first: a cgroup that reads empty now had all its exits committed
+	 * to the ring buffer before, so consuming the ring next keeps exits before emptiness. */
+	do {
+		n = epoll_wait(tw->epfd, evs, ARRAY_SIZE(evs), 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (int i = 0; i < n; i++) {
+			struct tw_source *s = evs[i].data.ptr;
+
+			s->ready = true;
+		}
+	} while (n == (int)ARRAY_SIZE(evs));
+
+	if (tw->bpf) {
+		tw->src_ringbuf.ready = false;
+		r = ring_buffer__consume(tw->rb);
+		if (tw->cb_ret != 0)
+			return tw->cb_ret;
+		if (r < 0)
+			return r;
+		r = report_lost(tw);
+		if (r != 0)
+			return r;
+	}
+
+	for (size_t i = 0; i < tw->n_targets; i++) {
+		struct tw_target *t = tw->targets[i];
+
+		if (t->removed)
+			continue;
+		r = handle_fallback_target(tw, t);
+		if (r != 0)
+			return r;
+		if (t->src_cgevents.ready) {
+			t->src_cgevents.ready = false;
+			r = tw_target_read_empty(t);
+			if (r < 0)
+				return r;
+			if (r == 0) {
+				t->empty_reported = false; /* repopulated: report the next one */
+			} else if (!t->empty_reported) {
+				struct taskwatch_event ev;
+
+				t->empty_reported = true;
+				event_init(&ev, TASKWATCH_EV_CGROUP_EMPTY, t);
+				if (!tw->bpf)
+					ev.flags |= TASKWATCH_F_FALLBACK;
+				r = deliver(tw, &ev);
+				if (r != 0)
+					return r;
+			}
+		}
+	}
+	return tw->delivered;
+}
+
+int taskwatch_cgroup_id(const char *path, uint64_t *ret)
+{
+	union {
+		struct file_handle fh;
+		char buf[sizeof(struct file_handle) + sizeof(uint64_t)];
+	} h = { .fh.handle_bytes = sizeof(uint64_t) };
+	int mount_id;
+
+	/* kernfs encodes the node id as the file handle: the id BPF sees (cgroup_id). */
+	if (name_to_handle_at(AT_FDCWD, path, &h.fh, &mount_id, 0) < 0)
+		return -errno;
+	if (h.fh.handle_bytes != sizeof(uint64_t))
+		return -EOPNOTSUPP;
+	memcpy(ret, h.fh.f_handle, sizeof(*ret));
+	return 0;
+}
+
+const char *taskwatch_event_type_to_string(enum taskwatch_event_type t)
+{
+	static const char *const names[TASKWATCH_EV__MAX] = {
+		[TASKWATCH_EV_EXEC] = "exec",	      [TASKWATCH_EV_FORK] = "fork",
+		[TASKWATCH_EV_EXIT] = "exit",	      [TASKWATCH_EV_FATAL_SIGNAL] = "fatal_signal",
+		[TASKWATCH_EV_OOM_KILL] = "oom_kill", [TASKWATCH_EV_CGROUP_EMPTY] = "cgroup_empty",
+		[TASKWATCH_EV_LOST] = "lost",
+	};
+
+	if ((unsigned)t >= TASKWATCH_EV__MAX || !names[t])
+		return "unknown";
+	return names[t];
+}
