@@ -148,10 +148,11 @@ static int check_params(const json_t *stage, enum action_type type, size_t i, st
 			return cd_error_set(err, -EINVAL, "stage %zu: spec must be a target", i);
 		break;
 	case ACTION_WAIT:
-		v = json_object_get(stage, "seconds");
+		v = json_object_get(json_object_get(stage, "wait"), "seconds");
 		if (!json_is_integer(v) || json_integer_value(v) < 0)
-			return cd_error_set(err, -EINVAL,
-					    "stage %zu: seconds must be a non-negative integer", i);
+			return cd_error_set(
+				err, -EINVAL,
+				"stage %zu: wait.seconds must be a non-negative integer", i);
 		break;
 	case ACTION_APPROVAL:
 	case ACTION_START:
@@ -502,7 +503,8 @@ const char *node_build_target(const struct action_node *n, size_t i)
 
 int64_t node_wait_seconds(const struct action_node *n)
 {
-	const json_t *v = n->params ? json_object_get(n->params, "seconds") : NULL;
+	const json_t *v =
+		n->params ? json_object_get(json_object_get(n->params, "wait"), "seconds") : NULL;
 
 	return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
 }

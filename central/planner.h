@@ -57,8 +57,8 @@ struct action_node;
  *
  * Checked (each failure -EINVAL, message in err): array of objects, 1..PLANNER_MAX_STAGES
  * stages, non-empty unique names, known type, params of the right JSON type for the stage type
- * (build_targets non-empty array of strings, test_target string, spec string, seconds
- * non-negative integer for wait), depends_on an array of distinct known names, no cycle (the
+ * (build_targets non-empty array of strings, test_target string, spec string, wait.seconds
+ * non-negative integer for wait: {"wait": {"seconds": N}} as api/pipeline.h), depends_on an array of distinct known names, no cycle (the
  * message names it: "a -> b -> a", read "a depends on b ..."). -ENOMEM on allocation failure.
  */
 int planner_plan(const char *pipeline_id, const json_t *schema, struct action_dag **ret,

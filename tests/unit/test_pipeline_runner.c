@@ -174,7 +174,7 @@ static void assert_calls(const char *want)
 
 static const char chain[] =
 	"[{\"name\":\"build\",\"type\":\"build\",\"build_targets\":[\"//a:b\"]},"
-	"{\"name\":\"w\",\"type\":\"wait\",\"seconds\":0},"
+	"{\"name\":\"w\",\"type\":\"wait\",\"wait\":{\"seconds\":0}},"
 	"{\"name\":\"ship\",\"type\":\"build\",\"build_targets\":[\"//a:c\"]}]";
 
 static void test_chain_runs_in_order_once(void **state)
@@ -303,7 +303,7 @@ static void test_wait_stage_survives_reclaim(void **state)
 {
 	int64_t run;
 
-	create("[{\"name\":\"w\",\"type\":\"wait\",\"seconds\":60}]");
+	create("[{\"name\":\"w\",\"type\":\"wait\",\"wait\":{\"seconds\":60}}]");
 	run = trigger("c1", T0);
 	assert_int_equal(drain(T0), 1);
 	assert_stage(run, "w", ACTION_IN_PROGRESS, 1);
@@ -362,7 +362,7 @@ static void test_cancel_mid_run(void **state)
 	int64_t run, r2;
 
 	create("[{\"name\":\"build\",\"type\":\"build\",\"build_targets\":[\"//a:b\"]},"
-	       "{\"name\":\"w\",\"type\":\"wait\",\"seconds\":100},"
+	       "{\"name\":\"w\",\"type\":\"wait\",\"wait\":{\"seconds\":100}},"
 	       "{\"name\":\"ship\",\"type\":\"build\",\"build_targets\":[\"//a:c\"]}]");
 	run = trigger("c1", T0);
 	drain(T0);
@@ -477,8 +477,8 @@ static void test_threads(void **state)
 	struct cd_error err = { 0 };
 	int64_t run;
 
-	create("[{\"name\":\"a\",\"type\":\"wait\",\"seconds\":0},"
-	       "{\"name\":\"b\",\"type\":\"wait\",\"seconds\":0}]");
+	create("[{\"name\":\"a\",\"type\":\"wait\",\"wait\":{\"seconds\":0}},"
+	       "{\"name\":\"b\",\"type\":\"wait\",\"wait\":{\"seconds\":0}}]");
 	{
 		struct store_run r = { 0 };
 		bool created;

@@ -154,9 +154,9 @@ static void test_diamond(void **state)
 	 * schema order */
 	_cleanup_dag_ struct action_dag *dag = plan_ok(
 		"[{\"name\":\"a\",\"type\":\"approval\"},"
-		"{\"name\":\"b\",\"type\":\"wait\",\"seconds\":0},"
-		"{\"name\":\"d\",\"type\":\"wait\",\"seconds\":1,\"depends_on\":[\"c\",\"b\"]},"
-		"{\"name\":\"c\",\"type\":\"wait\",\"seconds\":2,\"depends_on\":[\"a\"]}]");
+		"{\"name\":\"b\",\"type\":\"wait\",\"wait\":{\"seconds\":0}},"
+		"{\"name\":\"d\",\"type\":\"wait\",\"wait\":{\"seconds\":1},\"depends_on\":[\"c\",\"b\"]},"
+		"{\"name\":\"c\",\"type\":\"wait\",\"wait\":{\"seconds\":2},\"depends_on\":[\"a\"]}]");
 	const struct action_node *d = dag_find_node(dag, "d");
 
 	assert_next(dag_start(dag), "a");
@@ -172,10 +172,10 @@ static void test_diamond(void **state)
 static void test_multiple_roots(void **state)
 {
 	/* depends_on: [] makes a stage a root; the start node fans out to every root */
-	_cleanup_dag_ struct action_dag *dag =
-		plan_ok("[{\"name\":\"x\",\"type\":\"wait\",\"seconds\":0},"
-			"{\"name\":\"y\",\"type\":\"wait\",\"seconds\":0,\"depends_on\":[]},"
-			"{\"name\":\"z\",\"type\":\"wait\",\"seconds\":0}]");
+	_cleanup_dag_ struct action_dag *dag = plan_ok(
+		"[{\"name\":\"x\",\"type\":\"wait\",\"wait\":{\"seconds\":0}},"
+		"{\"name\":\"y\",\"type\":\"wait\",\"wait\":{\"seconds\":0},\"depends_on\":[]},"
+		"{\"name\":\"z\",\"type\":\"wait\",\"wait\":{\"seconds\":0}}]");
 
 	assert_next(dag_start(dag), "x,y");
 	assert_deps(dag_find_node(dag, "y"), "");
@@ -187,10 +187,10 @@ static void test_multiple_roots(void **state)
 static void test_explicit_overrides_implicit(void **state)
 {
 	/* c depends on a only (not on b, listed before it) */
-	_cleanup_dag_ struct action_dag *dag =
-		plan_ok("[{\"name\":\"a\",\"type\":\"wait\",\"seconds\":0},"
-			"{\"name\":\"b\",\"type\":\"wait\",\"seconds\":0},"
-			"{\"name\":\"c\",\"type\":\"wait\",\"seconds\":0,\"depends_on\":[\"a\"]}]");
+	_cleanup_dag_ struct action_dag *dag = plan_ok(
+		"[{\"name\":\"a\",\"type\":\"wait\",\"wait\":{\"seconds\":0}},"
+		"{\"name\":\"b\",\"type\":\"wait\",\"wait\":{\"seconds\":0}},"
+		"{\"name\":\"c\",\"type\":\"wait\",\"wait\":{\"seconds\":0},\"depends_on\":[\"a\"]}]");
 
 	assert_deps(dag_find_node(dag, "c"), "a");
 	assert_next(dag_find_node(dag, "a"), "b,c");
@@ -201,8 +201,8 @@ static void test_forward_reference(void **state)
 {
 	/* depends_on may name a stage listed later */
 	_cleanup_dag_ struct action_dag *dag = plan_ok(
-		"[{\"name\":\"late\",\"type\":\"wait\",\"seconds\":0,\"depends_on\":[\"early\"]},"
-		"{\"name\":\"early\",\"type\":\"wait\",\"seconds\":0,\"depends_on\":[]}]");
+		"[{\"name\":\"late\",\"type\":\"wait\",\"wait\":{\"seconds\":0},\"depends_on\":[\"early\"]},"
+		"{\"name\":\"early\",\"type\":\"wait\",\"wait\":{\"seconds\":0},\"depends_on\":[]}]");
 
 	assert_next(dag_start(dag), "early");
 	assert_names(dag_topological(dag), 2, "early,late");
@@ -227,9 +227,9 @@ static void test_types_roundtrip(void **state)
 
 static void test_timeout_param(void **state)
 {
-	_cleanup_dag_ struct action_dag *dag =
-		plan_ok("[{\"name\":\"a\",\"type\":\"wait\",\"seconds\":0,\"timeout_s\":30},"
-			"{\"name\":\"b\",\"type\":\"approval\"}]");
+	_cleanup_dag_ struct action_dag *dag = plan_ok(
+		"[{\"name\":\"a\",\"type\":\"wait\",\"wait\":{\"seconds\":0},\"timeout_s\":30},"
+		"{\"name\":\"b\",\"type\":\"approval\"}]");
 
 	assert_int_equal(node_timeout_seconds(dag_find_node(dag, "a")), 30);
 	assert_int_equal(node_timeout_seconds(dag_find_node(dag, "b")), 0);
@@ -260,8 +260,9 @@ static void test_refusals(void **state)
 	plan_fails("[{\"name\":\"a\",\"type\":\"test\",\"test_target\":[]}]",
 		   "test_target must be");
 	plan_fails("[{\"name\":\"a\",\"type\":\"job\",\"spec\":\"\"}]", "spec must be");
-	plan_fails("[{\"name\":\"a\",\"type\":\"wait\"}]", "seconds must be");
-	plan_fails("[{\"name\":\"a\",\"type\":\"wait\",\"seconds\":-1}]", "seconds must be");
+	plan_fails("[{\"name\":\"a\",\"type\":\"wait\"}]", "wait.seconds must be");
+	plan_fails("[{\"name\":\"a\",\"type\":\"wait\",\"wait\":{\"seconds\":-1}}]",
+		   "wait.seconds must be");
 	plan_fails("[{\"name\":\"a\",\"type\":\"approval\",\"depends_on\":\"b\"}]",
 		   "depends_on must be an array");
 	plan_fails("[{\"name\":\"a\",\"type\":\"approval\",\"depends_on\":[\"nope\"]}]",
@@ -317,7 +318,8 @@ static void test_large_dag(void **state)
 		json_t *st;
 
 		snprintf(name, sizeof(name), "stage-%zu", i);
-		st = json_pack("{s:s, s:s, s:i}", "name", name, "type", "wait", "seconds", 0);
+		st = json_pack("{s:s, s:s, s:{s:i}}", "name", name, "type", "wait", "wait",
+			       "seconds", 0);
 		assert_non_null(st);
 		if (i % 1000 == 999)
 			assert_int_equal(json_array_append_new(last_deps, json_string(name)), 0);
