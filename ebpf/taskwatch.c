@@ -470,8 +470,12 @@ static int handle_fallback_target(struct taskwatch *tw, struct tw_target *t)
 	if (t->src_oom.ready || (t->src_init.ready && t->oom_fd >= 0)) {
 		t->src_oom.ready = false;
 		r = tw_target_read_oom(t, &delta);
-		if (r < 0)
-			return r;
+		if (r < 0) {
+			/* The memory cgroup was removed under us (-ENODEV): nothing more to
+			 * learn from it; one dead target must not stop the others. */
+			tw_target_close_oom(t, tw->epfd);
+			delta = 0;
+		}
 		if (delta > 0) {
 			event_init(&ev, TASKWATCH_EV_OOM_KILL, t);
 			ev.flags |= TASKWATCH_F_FALLBACK;
@@ -563,8 +567,11 @@ static int consume(struct taskwatch *tw)
 		if (t->src_cgevents.ready) {
 			t->src_cgevents.ready = false;
 			r = tw_target_read_empty(t);
-			if (r < 0)
-				return r;
+			if (r < 0) {
+				/* removed cgroup (-ENODEV): it can only be removed when empty */
+				tw_target_close_cgevents(t, tw->epfd);
+				r = 1;
+			}
 			if (r == 0) {
 				t->empty_reported = false; /* repopulated: report the next one */
 			} else if (!t->empty_reported) {

@@ -54,6 +54,19 @@ static int close_source(int epfd, int fd)
 	return -EBADF;
 }
 
+void tw_target_close_oom(struct tw_target *t, int epfd)
+{
+	t->oom_fd = close_source(epfd, t->oom_fd);
+	t->oom_ctl_fd = safe_close(t->oom_ctl_fd);
+	t->src_oom.ready = false;
+}
+
+void tw_target_close_cgevents(struct tw_target *t, int epfd)
+{
+	t->cgevents_fd = close_source(epfd, t->cgevents_fd);
+	t->src_cgevents.ready = false;
+}
+
 void tw_target_close(struct tw_target *t, int epfd)
 {
 	t->init_pidfd = close_source(epfd, t->init_pidfd);

@@ -54,6 +54,8 @@ int tw_target_open_init(struct tw_target *t, int epfd, pid_t pid, int pidfd);
 int tw_target_open_oom(struct tw_target *t, int epfd, const char *memory_path);
 int tw_target_open_cgevents(struct tw_target *t, int epfd, const char *cgroup_path);
 void tw_target_close(struct tw_target *t, int epfd);
+void tw_target_close_oom(struct tw_target *t, int epfd);
+void tw_target_close_cgevents(struct tw_target *t, int epfd);
 /* Re-read the OOM counter; *ret_delta = kills since the previous read. */
 int tw_target_read_oom(struct tw_target *t, uint64_t *ret_delta);
 /* 1 when cgroup.events says "populated 0", 0 when populated, -errno. */

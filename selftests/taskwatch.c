@@ -43,6 +43,8 @@ struct run {
 };
 
 static char coredir[64];
+/* main_kind for the next run_start() (tests of the tiny-init layout set it) */
+static enum taskwatch_main next_main_kind = TASKWATCH_MAIN_INIT;
 
 static int collect(const struct taskwatch_event *ev, void *userdata)
 {
@@ -128,6 +130,8 @@ static bool run_start(struct run *r, struct taskwatch *tw, const char *name, uin
 	t.cookie = 0xc0de0000u + r->cg.id;
 	t.cgroup_path = r->cg.unified;
 	t.memory_path = r->cg.memory[0] ? r->cg.memory : NULL;
+	t.main_kind = next_main_kind;
+	next_main_kind = TASKWATCH_MAIN_INIT;
 	e = taskwatch_add(tw, &t);
 	if (e < 0) {
 		tap_diag("%s: taskwatch_add: %s", name, strerror(-e));
@@ -291,6 +295,46 @@ static int child_storm(void *arg)
 	return 0;
 }
 
+/* taskd's layout: a tiny init runs the command as its child and exits with its status the
+ * way shells do (128 + signal), so only the command's own death tells the real reason. */
+struct init_arg {
+	int (*cmd)(void *);
+	void *arg;
+};
+
+static int child_init(void *p)
+{
+	const struct init_arg *a = p;
+	int st;
+	pid_t c;
+
+	(void)prctl(PR_SET_NAME, "tw-init");
+	c = fork();
+	if (c == 0)
+		_exit(a->cmd(a->arg));
+	if (c < 0 || waitpid(c, &st, 0) != c)
+		return 99;
+	return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+}
+
+static pid_t first_child(pid_t pid)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	unsigned v;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+	for (int i = 0; i < 500; i++) {
+		free(text);
+		text = NULL;
+		if (fs_read_file_at(AT_FDCWD, path, 4096, &text, NULL) == 0 &&
+		    sscanf(text, "%u", &v) == 1)
+			return (pid_t)v;
+		usleep(10 * 1000);
+	}
+	return -1;
+}
+
 /* ---- cases ---- */
 
 static void case_exit0(struct taskwatch *tw)
@@ -412,6 +456,70 @@ static void case_oom(struct taskwatch *tw)
 		tap_ok(ok && rs.oom_victim_pid == r.main_pid,
 		       "%s: OOM victim matched by its cgroup2 id (pid %d)", r.mode,
 		       (int)rs.oom_victim_pid);
+	run_finish(&r);
+}
+
+static void case_init_oom(struct taskwatch *tw)
+{
+	struct init_arg a = { child_oom, NULL };
+	struct run r;
+	struct taskwatch_reason rs;
+	char buf[160];
+	bool ok;
+
+	if (access(CG_MEMORY_ROOT "/memory.limit_in_bytes", F_OK) < 0) {
+		tap_skip("no v1 memory controller", "%s: init + OOM", taskwatch_mode(tw, NULL));
+		if (taskwatch_is_bpf(tw))
+			tap_skip("no v1 memory controller", "bpf: init + OOM victim");
+		return;
+	}
+	next_main_kind = TASKWATCH_MAIN_INIT_CHILD;
+	ok = run_task(&r, tw, "init-oom", 32 << 20, child_init, &a, &rs, buf, sizeof(buf));
+	/* the init itself exits 137: without the OOM event this would read "exited(137)" */
+	tap_ok(ok && rs.kind == TASKWATCH_REASON_OOM_KILLED,
+	       "%s: tiny init, command OOM-killed, init exits 137 -> %s", r.mode, buf);
+	if (taskwatch_is_bpf(tw))
+		tap_ok(ok && rs.main_pid > 0 && rs.main_pid != r.main_pid &&
+			       rs.oom_victim_pid == rs.main_pid && rs.signal == SIGKILL &&
+			       !rs.uncertain,
+		       "%s: main = the init's child (pid %d), it was the OOM victim", r.mode,
+		       (int)rs.main_pid);
+	run_finish(&r);
+}
+
+static void case_init_sigkill(struct taskwatch *tw)
+{
+	struct init_arg a = { child_sleep, NULL };
+	struct run r;
+	struct taskwatch_reason rs = { 0 };
+	char buf[160] = "(none)";
+	pid_t killer = -1, cmd = -1;
+	bool ok;
+
+	next_main_kind = TASKWATCH_MAIN_INIT_CHILD;
+	ok = run_start(&r, tw, "init-kill", 0, child_init, &a);
+	if (ok) {
+		cmd = first_child(r.main_pid);
+		killer = cmd > 0 ? test_spawn(NULL, child_killer, &cmd, NULL) : -1;
+		ok = killer > 0 && pump(&r, until_ended, PUMP_TIMEOUT_MS) &&
+		     taskwatch_reason_get(&r.cls, &rs) == 0;
+		taskwatch_reason_format(&rs, buf, sizeof(buf));
+	}
+	if (taskwatch_is_bpf(tw)) {
+		tap_ok(ok && rs.kind == TASKWATCH_REASON_SIGNALED && rs.signal == SIGKILL,
+		       "%s: tiny init, command SIGKILLed, init exits 137 -> %s", r.mode, buf);
+		tap_ok(ok && rs.main_pid == cmd && rs.sender_pid == killer && !rs.uncertain,
+		       "%s: reason taken from the command (pid %d), sender %d", r.mode, (int)cmd,
+		       (int)rs.sender_pid);
+	} else {
+		/* documented limit: the fallback only sees the init's status */
+		tap_ok(ok && rs.kind == TASKWATCH_REASON_EXITED && rs.exit_code == 137 &&
+			       rs.uncertain,
+		       "%s: tiny init, command SIGKILLed -> %s (init's status, marked uncertain)",
+		       r.mode, buf);
+	}
+	if (killer > 0)
+		waitpid(killer, NULL, 0);
 	run_finish(&r);
 }
 
@@ -575,12 +683,14 @@ static void run_mode(struct taskwatch *tw)
 	case_orphan(tw);
 	case_storm(tw);
 	case_outside(tw);
+	case_init_oom(tw);
+	case_init_sigkill(tw);
 }
 
-/* tests per mode: exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1, children 2/1, orphan 2,
- * storm 2/1, outside 1 */
-#define TESTS_BPF 17
-#define TESTS_FALLBACK 12
+/* tests per mode (bpf/fallback): exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
+ * children 2/1, orphan 2, storm 2/1, outside 1, init-oom 2/1, init-kill 2/1 */
+#define TESTS_BPF 21
+#define TESTS_FALLBACK 14
 
 int main(void)
 {
