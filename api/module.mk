@@ -9,3 +9,4 @@ $(eval $(call cd_test,test_api_names,tests/unit/test_api_names.c,api cdlib))
 # apihttp: HTTP server (civetweb) and client (libcurl) wrappers.
 $(eval $(call cd_test,test_api_http,tests/unit/test_api_http.c,api cdlib))
 $(eval $(call cd_test,test_api_jobspec,tests/unit/test_api_jobspec.c,api cdlib))
+$(eval $(call cd_test,test_api_pipeline,tests/unit/test_api_pipeline.c,api cdlib))
