@@ -244,8 +244,8 @@ int main(int argc, char **argv)
 			return usage_error("--gc takes no digest");
 	} else {
 		if (optind + 1 != argc)
-			return usage_error("%s", optind == argc ? "missing digest"
-								: "more than one digest given");
+			return usage_error("%s", optind == argc ? "missing digest" :
+								  "more than one digest given");
 		if (cas_digest_parse(argv[optind], hex) < 0)
 			return usage_error("invalid digest \"%s\" (want sha256:<64 hex>)",
 					   argv[optind]);
@@ -290,13 +290,14 @@ int main(int argc, char **argv)
 		fo.progress = show_progress;
 		fo.userdata = &prog;
 	}
-	r = n_mirrors > 0 ? fetcher_fetch(f, hex, mirrors, n_mirrors, &fo, &path, &err)
-			  : fetcher_lookup(f, hex, &path);
+	r = n_mirrors > 0 ? fetcher_fetch(f, hex, mirrors, n_mirrors, &fo, &path, &err) :
+			    fetcher_lookup(f, hex, &path);
 	if (prog.shown)
 		fputc('\n', stderr);
 	if (r < 0) {
 		if (n_mirrors == 0)
-			cd_error_set(&err, r, "sha256:%s is not cached and no --from was given", hex);
+			cd_error_set(&err, r, "sha256:%s is not cached and no --from was given",
+				     hex);
 		fprintf(stderr, "cdfetch: %s\n", cd_error_message(&err));
 		return 1;
 	}

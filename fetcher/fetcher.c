@@ -130,7 +130,8 @@ int fetcher_new(const char *dir, uint64_t budget_bytes, struct fetcher **ret, st
 	}
 	f->dir_fd = fs_open_dir_at(AT_FDCWD, f->dir);
 	if (f->dir_fd < 0) {
-		r = cd_error_set(err, f->dir_fd, "cannot open %s: %s", f->dir, strerror(-f->dir_fd));
+		r = cd_error_set(err, f->dir_fd, "cannot open %s: %s", f->dir,
+				 strerror(-f->dir_fd));
 		goto fail;
 	}
 	if ((r = open_subdir(f, "sha256", &f->blobs_fd, err)) < 0 ||
@@ -210,8 +211,8 @@ static int digest_lock(struct fetcher *f, const char *hex, bool *ret_waited)
 		}
 		if (fstat(fd, &a) < 0)
 			return -errno;
-		if (fstatat(f->tmp_fd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
-		    a.st_dev == b.st_dev) {
+		if (fstatat(f->tmp_fd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
 			*ret_waited = waited;
 			return TAKE_FD(fd);
 		}
@@ -221,8 +222,8 @@ static int digest_lock(struct fetcher *f, const char *hex, bool *ret_waited)
 /* The metadata lock: pins and eviction. */
 static int meta_lock(struct fetcher *f)
 {
-	_cleanup_close_ int fd = openat(f->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-					0600);
+	_cleanup_close_ int fd =
+		openat(f->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 
 	if (fd < 0)
 		return -errno;
@@ -439,10 +440,9 @@ int fetcher_fetch(struct fetcher *f, const char *digest, const char *const *mirr
 	}
 	/* Over budget is not this fetch's failure: gc reports eviction problems. */
 	(void)enforce_budget(f, hex);
-	return cache_hit(f, hex, ret_path) < 0 ? cd_error_set(err, -ENOENT,
-							      "sha256:%s vanished after publication",
-							      hex)
-					       : 0;
+	return cache_hit(f, hex, ret_path) < 0 ?
+		       cd_error_set(err, -ENOENT, "sha256:%s vanished after publication", hex) :
+		       0;
 }
 
 /* ---- pins ---------------------------------------------------------------------------------- */
@@ -484,7 +484,8 @@ static int pin_adjust(struct fetcher *f, const char *digest, int delta, struct c
 	int r;
 
 	if (cas_digest_parse(digest, hex) < 0)
-		return cd_error_set(err, -EINVAL, "invalid digest \"%s\"", digest ? digest : "(null)");
+		return cd_error_set(err, -EINVAL, "invalid digest \"%s\"",
+				    digest ? digest : "(null)");
 	lock = meta_lock(f);
 	if (lock < 0)
 		return cd_error_set(err, lock, "cannot lock %s/lock: %s", f->dir, strerror(-lock));
@@ -758,8 +759,7 @@ enum fetcher_kind fetcher_sniff(const void *head, size_t len)
 
 static bool exe_name_valid(const char *s)
 {
-	return *s && !strchr(s, '/') && !streq(s, ".") && !streq(s, "..") &&
-	       strlen(s) <= NAME_MAX;
+	return *s && !strchr(s, '/') && !streq(s, ".") && !streq(s, "..") && strlen(s) <= NAME_MAX;
 }
 
 static int sniff_blob(int fd, enum fetcher_kind *ret)
@@ -809,7 +809,8 @@ static int publish_tree(struct fetcher *f, const char *tmp, const char *hex, uin
 		return cd_error_set(err, -errno, "cannot publish %s/unpacked/%s: %m", f->dir, hex);
 	r = fs_fsync_dir(f->unpacked_fd);
 	if (r < 0)
-		return cd_error_set(err, r, "fsync of %s/unpacked failed: %s", f->dir, strerror(-r));
+		return cd_error_set(err, r, "fsync of %s/unpacked failed: %s", f->dir,
+				    strerror(-r));
 	return 0;
 }
 
@@ -901,7 +902,8 @@ int fetcher_materialize(struct fetcher *f, const char *digest, enum fetcher_kind
 	int r;
 
 	if (cas_digest_parse(digest, hex) < 0)
-		return cd_error_set(err, -EINVAL, "invalid digest \"%s\"", digest ? digest : "(null)");
+		return cd_error_set(err, -EINVAL, "invalid digest \"%s\"",
+				    digest ? digest : "(null)");
 	if (kind != FETCHER_KIND_EXECUTABLE)
 		exe_name = NULL;
 	else if (!exe_name)

@@ -30,15 +30,15 @@ struct fetcher;
 typedef void (*fetcher_progress_fn)(void *userdata, uint64_t done, uint64_t total);
 
 struct fetch_options {
-	const char *instance;         /* bazel-remote instance name, NULL or "" for none */
-	uint64_t max_size;            /* refuse blobs larger than this (-EFBIG) */
+	const char *instance;	      /* bazel-remote instance name, NULL or "" for none */
+	uint64_t max_size;	      /* refuse blobs larger than this (-EFBIG) */
 	unsigned connect_timeout_ms;  /* TCP (+TLS) connect */
 	unsigned low_speed_limit;     /* bytes/s; below it for low_speed_time_s → timeout */
 	unsigned low_speed_time_s;    /* 0 disables the stall timeout */
-	unsigned attempts;            /* tries per mirror for transient errors (>= 1) */
+	unsigned attempts;	      /* tries per mirror for transient errors (>= 1) */
 	unsigned backoff_base_ms;     /* first retry delay, doubled per retry, with jitter */
 	unsigned backoff_max_ms;      /* cap of one delay */
-	unsigned max_resumes;         /* Range resumes after dropped connections, per fetch */
+	unsigned max_resumes;	      /* Range resumes after dropped connections, per fetch */
 	fetcher_progress_fn progress; /* may be NULL */
 	void *userdata;
 };
@@ -94,10 +94,10 @@ int fetcher_unpin(struct fetcher *f, const char *digest, struct cd_error *err);
 int fetcher_pin_count(struct fetcher *f, const char *digest, unsigned *ret);
 
 struct fetcher_gc_stats {
-	unsigned tmp_removed;     /* leftover .part files, lock files and unpack temp dirs */
-	unsigned evicted;         /* digests evicted to meet the budget */
-	uint64_t bytes_evicted;   /* blob + unpacked bytes of those */
-	uint64_t bytes_in_use;    /* blob + unpacked bytes left in the cache */
+	unsigned tmp_removed;	/* leftover .part files, lock files and unpack temp dirs */
+	unsigned evicted;	/* digests evicted to meet the budget */
+	uint64_t bytes_evicted; /* blob + unpacked bytes of those */
+	uint64_t bytes_in_use;	/* blob + unpacked bytes left in the cache */
 };
 /*
  * Remove leftovers of crashed fetches and unpacks (only those no live process holds), then
@@ -107,8 +107,8 @@ struct fetcher_gc_stats {
 int fetcher_gc(struct fetcher *f, struct fetcher_gc_stats *ret, struct cd_error *err);
 
 enum fetcher_kind {
-	FETCHER_KIND_AUTO,       /* sniff: tar/gzip/zstd magic → archive, anything else → program */
-	FETCHER_KIND_ARCHIVE,    /* tar, tar.gz or tar.zst */
+	FETCHER_KIND_AUTO, /* sniff: tar/gzip/zstd magic → archive, anything else → program */
+	FETCHER_KIND_ARCHIVE,	 /* tar, tar.gz or tar.zst */
 	FETCHER_KIND_EXECUTABLE, /* one file, materialised as <dir>/<name> with mode 0555 */
 };
 

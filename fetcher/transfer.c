@@ -18,12 +18,12 @@ struct attempt {
 	struct transfer_state *st;
 	const struct fetch_options *o;
 	CURL *easy;
-	uint64_t start;       /* offset requested with Range (0 = none) */
+	uint64_t start;	      /* offset requested with Range (0 = none) */
 	bool body_started;    /* first body byte of this response seen */
 	bool have_range;      /* Content-Range seen in the current response */
 	uint64_t range_first; /* its first byte */
-	uint64_t total;       /* expected size, 0 when unknown */
-	int local_err;        /* set when a callback aborted the transfer */
+	uint64_t total;	      /* expected size, 0 when unknown */
+	int local_err;	      /* set when a callback aborted the transfer */
 	char local_msg[256];
 };
 
@@ -83,7 +83,8 @@ static size_t begin_body(struct attempt *a)
 	curl_easy_getinfo(a->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
 	if (code == 206) {
 		if (!a->have_range || a->range_first != st->offset)
-			return abort_write(a, -EPROTO, "206 response without a matching Content-Range");
+			return abort_write(a, -EPROTO,
+					   "206 response without a matching Content-Range");
 		st->ranges++;
 	} else if (code == 200) {
 		if (st->offset > 0) {
@@ -204,7 +205,8 @@ static int classify(struct attempt *a, CURLcode cc, const char *url, const char 
 	}
 }
 
-static void setup(CURL *easy, const char *url, struct attempt *a, char *errbuf)
+static void setup(CURL *easy, const char *url, struct attempt *a, char *errbuf,
+		  char range[static 32])
 {
 	const struct fetch_options *o = a->o;
 
@@ -224,7 +226,14 @@ static void setup(CURL *easy, const char *url, struct attempt *a, char *errbuf)
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long)o->low_speed_time_s);
 	curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
 			 (curl_off_t)MIN(o->max_size, (uint64_t)INT64_MAX));
-	curl_easy_setopt(easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)a->start);
+	/* CURLOPT_RANGE rather than RESUME_FROM: curl would fail a 200 answer to a resume itself,
+	 * while we want to restart with that full body. */
+	if (a->start > 0) {
+		snprintf(range, 32, "%llu-", (unsigned long long)a->start);
+		curl_easy_setopt(easy, CURLOPT_RANGE, range);
+	} else {
+		curl_easy_setopt(easy, CURLOPT_RANGE, NULL);
+	}
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, a);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
@@ -240,11 +249,11 @@ int transfer_get(CURL *easy, const char *url, struct transfer_state *st,
 	for (;;) {
 		struct attempt a = { .st = st, .o = o, .easy = easy, .start = st->offset };
 		struct cd_error e = { 0 };
-		char errbuf[CURL_ERROR_SIZE] = "";
+		char errbuf[CURL_ERROR_SIZE] = "", range[32];
 		CURLcode cc;
 		int r;
 
-		setup(easy, url, &a, errbuf);
+		setup(easy, url, &a, errbuf, range);
 		cc = curl_easy_perform(easy);
 		r = classify(&a, cc, url, errbuf, &e);
 		if (r >= 0)

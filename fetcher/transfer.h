@@ -15,12 +15,12 @@
 #include "fetcher/fetcher.h"
 
 struct transfer_state {
-	int fd;             /* output, written with pwrite() at offset */
-	EVP_MD_CTX *md;     /* fed with exactly the bytes at [0, offset) */
-	uint64_t offset;    /* bytes written and hashed so far */
-	unsigned resumes;   /* Range resumes left for the whole fetch */
-	unsigned restarts;  /* how often a resume was answered with 200 (statistics, tests) */
-	unsigned ranges;    /* how often a 206 was accepted */
+	int fd;		   /* output, written with pwrite() at offset */
+	EVP_MD_CTX *md;	   /* fed with exactly the bytes at [0, offset) */
+	uint64_t offset;   /* bytes written and hashed so far */
+	unsigned resumes;  /* Range resumes left for the whole fetch */
+	unsigned restarts; /* how often a resume was answered with 200 (statistics, tests) */
+	unsigned ranges;   /* how often a 206 was accepted */
 };
 
 /* Reset st to an empty file and a fresh hash. Returns 0 or -errno. */

@@ -187,15 +187,15 @@ static int copy_data(struct unpack_ctx *c, const char *name, bool counted)
 static int handle_entry(struct unpack_ctx *c, struct archive_entry *e)
 {
 	const char *why = NULL, *hardlink, *symlink = NULL;
-	/* A copy: setting the pathname below frees the entry's own string. */
-	_cleanup_free_ char *name = strdup(entry_name(e));
+	/* A copy (truncated for messages only): setting the pathname below frees the entry's
+	 * own string. */
+	char name[1024];
 	_cleanup_free_ char *norm = NULL, *link_norm = NULL, *full = NULL, *full_link = NULL;
 	mode_t type = archive_entry_filetype(e);
 	bool counted = false;
 	int r;
 
-	if (!name)
-		return cd_error_set(c->err, -ENOMEM, "out of memory");
+	snprintf(name, sizeof(name), "%s", entry_name(e));
 	if (++c->entries > c->l->max_entries)
 		return cd_error_set(c->err, -EFBIG,
 				    "archive entry \"%s\" refused: more than %llu entries", name,
@@ -263,8 +263,7 @@ static int handle_entry(struct unpack_ctx *c, struct archive_entry *e)
 	 * traversable by their owner so extraction of their children cannot fail. */
 	archive_entry_set_perm(e, (archive_entry_perm(e) & 0755) | (type == AE_IFDIR ? 0700 : 0));
 	if (archive_write_header(c->aw, e) < ARCHIVE_WARN)
-		return cd_error_set(c->err, -EPERM, "archive entry \"%s\" refused: %s",
-				    name,
+		return cd_error_set(c->err, -EPERM, "archive entry \"%s\" refused: %s", name,
 				    archive_error_string(c->aw) ?: "cannot create");
 	if (symlink && has_dotdot(symlink)) {
 		char **n = reallocarray(c->recheck, c->n_recheck + 1, sizeof(char *));
@@ -294,7 +293,8 @@ static int run(struct unpack_ctx *c)
 		if (r == ARCHIVE_EOF)
 			return 0;
 		if (r < ARCHIVE_WARN)
-			return cd_error_set(c->err, -EINVAL, "malformed archive after %llu entries: %s",
+			return cd_error_set(c->err, -EINVAL,
+					    "malformed archive after %llu entries: %s",
 					    (unsigned long long)c->entries,
 					    archive_error_string(c->ar) ?: "unknown error");
 		r = handle_entry(c, e);

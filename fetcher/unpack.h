@@ -17,9 +17,9 @@
 struct archive;
 
 struct unpack_limits {
-	uint64_t max_entries;     /* entries in the archive, directories included */
+	uint64_t max_entries;	  /* entries in the archive, directories included */
 	uint64_t max_total_bytes; /* sum of regular file sizes once extracted */
-	size_t max_path;          /* bytes of one entry's path or link target */
+	size_t max_path;	  /* bytes of one entry's path or link target */
 };
 /* Defaults: 1,000,000 entries, 16 GiB, 4096 bytes. */
 void unpack_limits_init(struct unpack_limits *l);

@@ -54,14 +54,16 @@ static int teardown_tmp(void **state)
 static void test_digest_parse(void **state)
 {
 	char hex[CAS_HEX_LEN + 1];
-	const char *upper = "sha256:ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+	const char *upper =
+		"sha256:ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
 	assert_int_equal(cas_digest_parse("sha256:" HEX_A, hex), 0);
 	assert_string_equal(hex, HEX_A);
 	assert_int_equal(cas_digest_parse(HEX_B, hex), 0);
 	assert_string_equal(hex, HEX_B);
 	assert_int_equal(cas_digest_parse(upper, hex), 0);
-	assert_string_equal(hex, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
+	assert_string_equal(hex,
+			    "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
 	assert_true(cas_hex_valid(hex));
 	assert_int_equal(cas_digest_parse("sha512:" HEX_A, hex), -EINVAL);
 	assert_int_equal(cas_digest_parse("sha256:" HEX_A "a", hex), -EINVAL);
@@ -69,7 +71,8 @@ static void test_digest_parse(void **state)
 	assert_int_equal(cas_digest_parse("sha256:g" HEX_A + 1, hex), -EINVAL);
 	assert_int_equal(cas_digest_parse("", hex), -EINVAL);
 	assert_int_equal(cas_digest_parse(NULL, hex), -EINVAL);
-	assert_false(cas_hex_valid("ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789"));
+	assert_false(
+		cas_hex_valid("ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789"));
 	assert_false(cas_hex_valid(HEX_A "0"));
 }
 
@@ -193,7 +196,10 @@ static void test_sniff(void **state)
 	memcpy(buf + 257, "ustar", 5);
 	assert_int_equal(fetcher_sniff(buf, sizeof(buf)), FETCHER_KIND_ARCHIVE);
 	assert_int_equal(fetcher_sniff(buf, 200), FETCHER_KIND_EXECUTABLE);
-	memcpy(buf, "\x7f" "ELF", 4);
+	memcpy(buf,
+	       "\x7f"
+	       "ELF",
+	       4);
 	memset(buf + 257, 0, 5);
 	assert_int_equal(fetcher_sniff(buf, sizeof(buf)), FETCHER_KIND_EXECUTABLE);
 	assert_int_equal(fetcher_sniff("#!/bin/sh\n", 10), FETCHER_KIND_EXECUTABLE);
@@ -237,14 +243,19 @@ static void test_scan_policy(void **state)
 	};
 	const struct tentry abs[] = { { .path = "/etc/evil", .type = 'f', .data = "x" } };
 	const struct tentry dotdot[] = { { .path = "a/../../evil", .type = 'f', .data = "x" } };
-	const struct tentry sym_abs[] = { { .path = "ok", .type = 'f', .data = "x" }, { .path = "lnk", .type = 'l', .data = "/etc/passwd" } };
+	const struct tentry sym_abs[] = { { .path = "ok", .type = 'f', .data = "x" },
+					  { .path = "lnk", .type = 'l', .data = "/etc/passwd" } };
 	const struct tentry sym_up[] = { { .path = "d/lnk", .type = 'l', .data = "../../etc" } };
 	const struct tentry hard_out[] = { { .path = "hl", .type = 'h', .data = "../outside" } };
 	const struct tentry hard_abs[] = { { .path = "hl", .type = 'h', .data = "/etc/shadow" } };
 	const struct tentry dev[] = { { .path = "dev/null0", .type = 'c' } };
 	const struct tentry fifo[] = { { .path = "pipe", .type = 'p' } };
-	const struct tentry bomb[] = { { .path = "zeros", .type = 'f', .data = NULL, .mode = 0, .zeros = 4u << 20 } };
-	const struct tentry many[] = { { .path = "a", .type = 'f', .data = "1" }, { .path = "b", .type = 'f', .data = "2" }, { .path = "c", .type = 'f', .data = "3" } };
+	const struct tentry bomb[] = {
+		{ .path = "zeros", .type = 'f', .data = NULL, .mode = 0, .zeros = 4u << 20 }
+	};
+	const struct tentry many[] = { { .path = "a", .type = 'f', .data = "1" },
+				       { .path = "b", .type = 'f', .data = "2" },
+				       { .path = "c", .type = 'f', .data = "3" } };
 
 	scan_expect(good, ARRAY_SIZE(good), 0, NULL, 0, NULL);
 	scan_expect(good, ARRAY_SIZE(good), 'g', NULL, 0, NULL);
@@ -336,10 +347,14 @@ static void test_extract_good(void **state)
 static void test_extract_refusals(void **state)
 {
 	/* Each link is confined on its own; together "b" resolves to the parent of the tree. */
-	const struct tentry chain[] = { { .path = "a", .type = 'l', .data = "." }, { .path = "b", .type = 'l', .data = "a/.." } };
+	const struct tentry chain[] = { { .path = "a", .type = 'l', .data = "." },
+					{ .path = "b", .type = 'l', .data = "a/.." } };
 	/* Writing through a symlink to a directory is refused too. */
-	const struct tentry through[] = { { .path = "sub", .type = 'd' }, { .path = "l", .type = 'l', .data = "sub" }, { .path = "l/f", .type = 'f', .data = "x" } };
-	const struct tentry dev[] = { { .path = "ok", .type = 'f', .data = "x" }, { .path = "dev/sda", .type = 'c' } };
+	const struct tentry through[] = { { .path = "sub", .type = 'd' },
+					  { .path = "l", .type = 'l', .data = "sub" },
+					  { .path = "l/f", .type = 'f', .data = "x" } };
+	const struct tentry dev[] = { { .path = "ok", .type = 'f', .data = "x" },
+				      { .path = "dev/sda", .type = 'c' } };
 	char p[256];
 	struct cd_error err = { 0 };
 
@@ -511,9 +526,9 @@ static void test_materialize_executable(void **state)
 	snprintf(p, sizeof(p), "%s/srv", dir);
 	assert_int_equal(access(p, X_OK), 0);
 	free(dir);
-	assert_int_equal(
-		fetcher_materialize(f, HEX_A, FETCHER_KIND_EXECUTABLE, "../x", NULL, &dir, &err),
-		-EINVAL);
+	assert_int_equal(fetcher_materialize(f, HEX_A, FETCHER_KIND_EXECUTABLE, "../x", NULL, &dir,
+					     &err),
+			 -EINVAL);
 	fetcher_free(f);
 }
 
@@ -552,8 +567,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pins_persist, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_eviction_spares_pins, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_gc_leftovers, setup_tmp, teardown_tmp),
-		cmocka_unit_test_setup_teardown(test_materialize_executable, setup_tmp, teardown_tmp),
-		cmocka_unit_test_setup_teardown(test_fetch_without_mirrors, setup_tmp, teardown_tmp),
+		cmocka_unit_test_setup_teardown(test_materialize_executable, setup_tmp,
+						teardown_tmp),
+		cmocka_unit_test_setup_teardown(test_fetch_without_mirrors, setup_tmp,
+						teardown_tmp),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

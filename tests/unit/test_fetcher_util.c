@@ -13,10 +13,10 @@
 
 struct tentry {
 	const char *path;
-	char type;        /* f file, d dir, l symlink, h hardlink, c char device, p fifo */
+	char type;	  /* f file, d dir, l symlink, h hardlink, c char device, p fifo */
 	const char *data; /* file contents, or link target */
-	unsigned mode;    /* permission bits (0 → 0644/0755) */
-	size_t zeros;     /* for 'f' without data: this many zero bytes */
+	unsigned mode;	  /* permission bits (0 → 0644/0755) */
+	size_t zeros;	  /* for 'f' without data: this many zero bytes */
 };
 
 int tar_build(const struct tentry *e, size_t n, char filter, void **ret, size_t *ret_len);
