@@ -1,3 +1,4 @@
 # sandbox/: launch a process tree in cgroups + namespaces + seccomp (see docs/sandbox.md).
-SANDBOX_SRCS := sandbox/cgroup.c sandbox/seccomp.c
+SANDBOX_SRCS := sandbox/cgroup.c sandbox/seccomp.c sandbox/netns.c sandbox/launch.c
 $(eval $(call cd_lib,sandbox,$(SANDBOX_SRCS)))
+$(eval $(call cd_prog,sandbox-run,sandbox/sandbox_run.c,sandbox cdlib))

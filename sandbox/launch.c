@@ -1,0 +1,1188 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "sandbox/launch.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lib/clock.h"
+#include "lib/fs.h"
+#include "lib/str.h"
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+/* The task's root is assembled on a tmpfs mounted over /tmp inside the task's own mount
+ * namespace (the host's /tmp is untouched), then pivot_root()ed into. */
+#define STAGE "/tmp"
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MAX_HOST_ENTRIES 16
+
+/* Host top-level entries the task sees read-only (directories bound, symlinks recreated). The
+ * rest of the host (/root, /home, /run, /tmp, /mnt, ...) is not visible at all. */
+static const char *const host_entries[] = {
+	"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "opt", "srv", "var",
+};
+
+static const int forwarded_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+
+/* Error record the child writes to the CLOEXEC pipe; one write < PIPE_BUF. */
+struct child_error {
+	int32_t err;
+	char step[44];
+};
+
+struct host_entry {
+	char name[16];
+	char link[PATH_MAX]; /* symlink target, "" for a directory */
+};
+
+/* Everything the child needs, prepared by the parent: the child never allocates. */
+struct plan {
+	const struct sandbox_config *cfg;
+	int sync_r, err_w, status_w, status_file;
+	int fd_in, fd_out, fd_err, app_fd;
+	int new_cgroupns;
+	char tmpfs_opts[64];
+	const char *work_dir;
+	const char *cwd;
+	struct host_entry host[MAX_HOST_ENTRIES];
+	size_t n_host;
+	char *const *envp;
+	const char *path_env;
+	struct sandbox_bpf bpf;
+	int last_cap;
+};
+
+/* ---- async-signal-safe helpers for the child ---- */
+
+static size_t s_len(const char *s)
+{
+	size_t n = 0;
+
+	while (s[n])
+		n++;
+	return n;
+}
+
+/* dst = a + b (b may be NULL); truncation leaves a path that will simply not exist. */
+static char *s_join(char *dst, size_t size, const char *a, const char *b)
+{
+	size_t i = 0;
+
+	for (const char *p = a; *p && i + 1 < size; p++)
+		dst[i++] = *p;
+	for (const char *p = b; p && *p && i + 1 < size; p++)
+		dst[i++] = *p;
+	dst[i] = '\0';
+	return dst;
+}
+
+static void s_copy(char *dst, size_t size, const char *src)
+{
+	s_join(dst, size, src, NULL);
+}
+
+static _noreturn_ void child_fail(const struct plan *p, const char *step, int err)
+{
+	struct child_error ce = { .err = err > 0 ? err : EIO };
+
+	s_copy(ce.step, sizeof(ce.step), step);
+	(void)!write(p->err_w, &ce, sizeof(ce));
+	_exit(127);
+}
+
+static void check(const struct plan *p, int r, const char *step)
+{
+	if (r < 0)
+		child_fail(p, step, errno);
+}
+
+static int sys_mount_setattr(int dfd, const char *path, unsigned flags, uint64_t set)
+{
+	struct mount_attr attr = { .attr_set = set };
+
+	return (int)syscall(SYS_mount_setattr, dfd, path, flags, &attr, sizeof(attr));
+}
+
+/* Bind src onto dst and make the whole subtree read-only, nosuid, nodev. */
+static void bind_ro(const struct plan *p, const char *src, const char *dst, const char *step)
+{
+	check(p, mount(src, dst, NULL, MS_BIND | MS_REC, NULL), step);
+	check(p,
+	      sys_mount_setattr(AT_FDCWD, dst, AT_RECURSIVE,
+				MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
+	      step);
+}
+
+static void touch(const struct plan *p, const char *path, const char *step)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+
+	if (fd < 0)
+		child_fail(p, step, errno);
+	close(fd);
+}
+
+static void setup_dev(const struct plan *p)
+{
+	static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+	static const char *const links[][2] = {
+		{ "fd", "/proc/self/fd" },	 { "stdin", "/proc/self/fd/0" },
+		{ "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" },
+		{ "ptmx", "pts/ptmx" },
+	};
+	char src[64], dst[PATH_MAX];
+
+	check(p, mkdir(STAGE "/dev", 0755), "mount-dev");
+	for (size_t i = 0; i < ARRAY_SIZE(nodes); i++) {
+		s_join(src, sizeof(src), "/dev/", nodes[i]);
+		s_join(dst, sizeof(dst), STAGE "/dev/", nodes[i]);
+		touch(p, dst, "mount-dev");
+		check(p, mount(src, dst, NULL, MS_BIND, NULL), "mount-dev");
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
+		s_join(dst, sizeof(dst), STAGE "/dev/", links[i][0]);
+		check(p, symlink(links[i][1], dst), "mount-dev");
+	}
+	check(p, mkdir(STAGE "/dev/shm", 01777), "mount-dev");
+	check(p, chmod(STAGE "/dev/shm", 01777), "mount-dev");
+	check(p, mkdir(STAGE "/dev/pts", 0755), "mount-dev");
+	check(p, mkdir(STAGE "/dev/mqueue", 0755), "mount-dev");
+}
+
+static void setup_proc(const struct plan *p)
+{
+	static const char *const hide[] = { "kcore",	   "keys",	    "timer_list",
+					    "sched_debug", "sysrq-trigger", "latency_stats",
+					    "config.gz" };
+	static const char *const ro[] = { "sys", "irq", "bus", "fs", "acpi", "scsi" };
+	char dst[PATH_MAX];
+
+	check(p, mkdir(STAGE "/proc", 0555), "mount-proc");
+	check(p, mount("proc", STAGE "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
+	      "mount-proc");
+	for (size_t i = 0; i < ARRAY_SIZE(hide); i++) {
+		s_join(dst, sizeof(dst), STAGE "/proc/", hide[i]);
+		if (access(dst, F_OK) == 0)
+			check(p, mount("/dev/null", dst, NULL, MS_BIND, NULL), "mount-proc");
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(ro); i++) {
+		s_join(dst, sizeof(dst), STAGE "/proc/", ro[i]);
+		if (access(dst, F_OK) == 0)
+			bind_ro(p, dst, dst, "mount-proc");
+	}
+}
+
+static void setup_masks(const struct plan *p)
+{
+	const char *const *m = p->cfg->mask_paths;
+	char dst[PATH_MAX];
+	struct stat st;
+
+	for (; m && *m; m++) {
+		s_join(dst, sizeof(dst), STAGE, *m);
+		if (lstat(dst, &st) < 0)
+			continue; /* not visible in the task anyway */
+		if (S_ISDIR(st.st_mode)) {
+			check(p,
+			      mount("tmpfs", dst, "tmpfs",
+				    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+				    "size=0,mode=000"),
+			      "mask");
+		} else {
+			check(p, mount("/dev/null", dst, NULL, MS_BIND, NULL), "mask");
+			check(p,
+			      sys_mount_setattr(AT_FDCWD, dst, 0,
+						MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+							MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
+			      "mask");
+		}
+	}
+}
+
+/* A writable directory of the root tmpfs: bound onto itself so it stays writable when the root
+ * becomes read-only. */
+static void writable_dir(const struct plan *p, const char *dst, mode_t mode, uid_t uid, gid_t gid)
+{
+	if (mkdir(dst, mode) < 0 && errno != EEXIST)
+		child_fail(p, "mount-writable", errno);
+	check(p, chmod(dst, mode), "mount-writable");
+	check(p, chown(dst, uid, gid), "mount-writable");
+	check(p, mount(dst, dst, NULL, MS_BIND, NULL), "mount-writable");
+}
+
+static void child_setup_fs(const struct plan *p)
+{
+	const struct sandbox_config *cfg = p->cfg;
+	char src[PATH_MAX], dst[PATH_MAX];
+	int app_tree = -1;
+
+	check(p, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "mount-private");
+	if (p->app_fd >= 0) {
+		/* clone the artifact tree first: it may live under the host's /tmp, which the
+		 * stage covers next */
+		app_tree = (int)syscall(SYS_open_tree, p->app_fd, "",
+					OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
+						AT_RECURSIVE);
+		check(p, app_tree, "mount-app");
+		check(p,
+		      sys_mount_setattr(app_tree, "", AT_EMPTY_PATH | AT_RECURSIVE,
+					MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
+		      "mount-app");
+	}
+	check(p, mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, p->tmpfs_opts), "mount-root");
+
+	for (size_t i = 0; i < p->n_host; i++) {
+		const struct host_entry *h = &p->host[i];
+
+		s_join(dst, sizeof(dst), STAGE "/", h->name);
+		if (h->link[0]) {
+			check(p, symlink(h->link, dst), "mount-host");
+			continue;
+		}
+		check(p, mkdir(dst, 0755), "mount-host");
+		s_join(src, sizeof(src), "/", h->name);
+		bind_ro(p, src, dst, "mount-host");
+	}
+	if (app_tree >= 0) {
+		check(p, mkdir(STAGE "/app", 0755), "mount-app");
+		check(p,
+		      (int)syscall(SYS_move_mount, app_tree, "", AT_FDCWD, STAGE "/app",
+				   MOVE_MOUNT_F_EMPTY_PATH),
+		      "mount-app");
+		close(app_tree);
+	}
+	setup_dev(p);
+	setup_proc(p);
+	check(p, mkdir(STAGE "/sys", 0555), "mount-sys");
+	if (mount("sysfs", STAGE "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  NULL) < 0)
+		/* sysfs refuses a mount from a netns we do not own (host mode in a user ns) */
+		bind_ro(p, "/sys", STAGE "/sys", "mount-sys");
+	check(p, mkdir(STAGE "/run", 0755), "mount-root");
+
+	writable_dir(p, STAGE "/tmp", 01777, 0, 0);
+	writable_dir(p, STAGE "/dev/shm", 01777, 0, 0);
+	s_join(dst, sizeof(dst), STAGE, p->work_dir);
+	writable_dir(p, dst, 0755, cfg->uid, cfg->gid);
+	setup_masks(p);
+
+	/* everything else of the root tmpfs (the skeleton) is read-only */
+	check(p, sys_mount_setattr(AT_FDCWD, STAGE, 0, MOUNT_ATTR_RDONLY), "mount-root");
+	check(p, chdir(STAGE), "pivot-root");
+	check(p, (int)syscall(SYS_pivot_root, ".", "."), "pivot-root");
+	check(p, umount2(".", MNT_DETACH), "pivot-root");
+	check(p, chdir("/"), "pivot-root");
+}
+
+static void drop_caps(const struct plan *p)
+{
+	uint64_t keep = p->cfg->caps;
+
+	for (int c = 0; c <= p->last_cap; c++)
+		if (!(keep & (UINT64_C(1) << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 &&
+		    errno != EINVAL)
+			child_fail(p, "caps", errno);
+}
+
+static void set_caps(const struct plan *p)
+{
+	uint64_t keep = p->cfg->caps;
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2] = {
+		{ (uint32_t)keep, (uint32_t)keep, (uint32_t)keep },
+		{ (uint32_t)(keep >> 32), (uint32_t)(keep >> 32), (uint32_t)(keep >> 32) },
+	};
+
+	check(p, (int)syscall(SYS_capset, &h, d), "caps");
+	check(p, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "caps");
+	if (p->cfg->uid != 0)
+		/* a non-root command keeps its capabilities across exec only as ambient ones */
+		for (int c = 0; c <= p->last_cap; c++)
+			if (keep & (UINT64_C(1) << c))
+				check(p, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0),
+				      "caps");
+}
+
+static int move_fd_high(const struct plan *p, int fd)
+{
+	int n = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+
+	if (n < 0)
+		child_fail(p, "stdio", errno);
+	return n;
+}
+
+/* The command: credentials, limits, seccomp, exec. Never returns. */
+static _noreturn_ void child_exec(const struct plan *p)
+{
+	const struct sandbox_config *cfg = p->cfg;
+	const char *file = cfg->argv[0];
+	sigset_t none;
+	int in, out, err, last_errno = ENOENT;
+
+	check(p, setsid(), "setsid");
+	in = move_fd_high(p, p->fd_in);
+	out = move_fd_high(p, p->fd_out);
+	err = move_fd_high(p, p->fd_err);
+	check(p, dup2(in, 0), "stdio");
+	check(p, dup2(out, 1), "stdio");
+	check(p, dup2(err, 2), "stdio");
+	/* every other fd (the error pipe included) goes away at exec */
+	check(p, (int)syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC), "stdio");
+	check(p, chdir(p->cwd), "chdir");
+	for (size_t i = 0; i < cfg->n_rlimits; i++) {
+		struct rlimit rl = { cfg->rlimits[i].cur, cfg->rlimits[i].max };
+
+		check(p, setrlimit(cfg->rlimits[i].resource, &rl), "rlimit");
+	}
+	drop_caps(p);
+	if (cfg->caps && cfg->uid != 0)
+		check(p, prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "caps");
+	check(p, (int)syscall(SYS_setgroups, cfg->n_groups, cfg->groups), "setgroups");
+	check(p, (int)syscall(SYS_setresgid, cfg->gid, cfg->gid, cfg->gid), "setgid");
+	check(p, (int)syscall(SYS_setresuid, cfg->uid, cfg->uid, cfg->uid), "setuid");
+	set_caps(p);
+	check(p, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no-new-privs");
+	if (p->bpf.len) {
+		int r = sandbox_seccomp_load(&p->bpf);
+
+		if (r < 0)
+			child_fail(p, "seccomp", -r);
+	}
+	sigemptyset(&none);
+	check(p, sigprocmask(SIG_SETMASK, &none, NULL), "sigmask");
+
+	if (strchr(file, '/')) {
+		execve(file, cfg->argv, p->envp);
+		child_fail(p, "exec", errno);
+	}
+	/* PATH search without malloc (execvpe may allocate) */
+	for (const char *dir = p->path_env; dir;) {
+		const char *colon = strchr(dir, ':');
+		size_t dlen = colon ? (size_t)(colon - dir) : s_len(dir);
+		char path[PATH_MAX];
+
+		if (dlen + 1 + s_len(file) < sizeof(path)) {
+			memcpy(path, dlen ? dir : ".", dlen ? dlen : 1);
+			path[dlen ? dlen : 1] = '/';
+			s_copy(path + (dlen ? dlen : 1) + 1, sizeof(path) - dlen - 2, file);
+			execve(path, cfg->argv, p->envp);
+			if (errno == EACCES)
+				last_errno = EACCES;
+			else if (errno != ENOENT && errno != ENOTDIR)
+				child_fail(p, "exec", errno);
+		}
+		dir = colon ? colon + 1 : NULL;
+	}
+	child_fail(p, "exec", last_errno);
+}
+
+/* Decimal without printf. */
+static char *fmt_uint(char *end, unsigned v)
+{
+	*--end = '\0';
+	do
+		*--end = (char)('0' + v % 10);
+	while (v /= 10);
+	return end;
+}
+
+static void write_status(const struct plan *p, int wstatus)
+{
+	char rec[48], num[16];
+	size_t n;
+
+	if (WIFSIGNALED(wstatus)) {
+		s_join(rec, sizeof(rec), "signaled ",
+		       fmt_uint(num + sizeof(num), WTERMSIG(wstatus)));
+		s_join(rec, sizeof(rec), rec, WCOREDUMP(wstatus) ? " core\n" : "\n");
+	} else {
+		s_join(rec, sizeof(rec), "exited ",
+		       fmt_uint(num + sizeof(num), WEXITSTATUS(wstatus)));
+		s_join(rec, sizeof(rec), rec, "\n");
+	}
+	n = s_len(rec);
+	(void)!write(p->status_w, rec, n);
+	if (p->status_file >= 0) {
+		(void)!pwrite(p->status_file, rec, n, 0);
+		(void)!ftruncate(p->status_file, (off_t)n);
+		(void)fsync(p->status_file);
+	}
+}
+
+/* pid 1 of the task: forward signals, reap everything, mirror the command's status. */
+static _noreturn_ void child_init_loop(const struct plan *p, pid_t cmd)
+{
+	sigset_t set;
+	int cmd_status = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	for (size_t i = 0; i < ARRAY_SIZE(forwarded_signals); i++)
+		sigaddset(&set, forwarded_signals[i]);
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&set, &si);
+		bool done = false;
+
+		if (sig < 0)
+			continue;
+		if (sig != SIGCHLD) {
+			(void)kill(cmd, sig);
+			continue;
+		}
+		for (;;) {
+			int st;
+			pid_t w = waitpid(-1, &st, WNOHANG);
+
+			if (w <= 0)
+				break;
+			if (w == cmd) {
+				cmd_status = st;
+				done = true;
+			}
+		}
+		if (done)
+			break;
+	}
+	write_status(p, cmd_status);
+	/* leaving takes the rest of the pid namespace with us (the kernel SIGKILLs it) */
+	_exit(WIFSIGNALED(cmd_status) ? 128 + WTERMSIG(cmd_status) : WEXITSTATUS(cmd_status));
+}
+
+/* Close every fd but keep[]; async-signal-safe. */
+static void close_all_except(const struct plan *p, int *keep, size_t n)
+{
+	unsigned next = 0;
+
+	for (size_t i = 1; i < n; i++) /* insertion sort: no libc call that could allocate */
+		for (size_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+			int tmp = keep[j];
+
+			keep[j] = keep[j - 1];
+			keep[j - 1] = tmp;
+		}
+	for (size_t i = 0; i < n; i++) {
+		if (keep[i] < 0 || (unsigned)keep[i] < next)
+			continue;
+		if ((unsigned)keep[i] > next)
+			check(p, (int)syscall(SYS_close_range, next, (unsigned)keep[i] - 1, 0),
+			      "close-fds");
+		next = (unsigned)keep[i] + 1;
+	}
+	check(p, (int)syscall(SYS_close_range, next, ~0U, 0), "close-fds");
+}
+
+static _noreturn_ void child_main(const struct plan *p)
+{
+	int keep[] = { p->sync_r, p->err_w,  p->status_w, p->status_file,
+		       p->fd_in,  p->fd_out, p->fd_err,	  p->app_fd };
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	char c;
+	pid_t cmd;
+
+	/* the caller's handlers mean nothing here; signals stay blocked until exec / sigwait */
+	for (int sig = 1; sig < _NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)sigaction(sig, &dfl, NULL);
+	close_all_except(p, keep, ARRAY_SIZE(keep));
+	if (read(p->sync_r, &c, 1) != 1)
+		_exit(1); /* the caller gave up: nothing to report to */
+	close(p->sync_r);
+	if (p->new_cgroupns)
+		/* after the caller moved us into every hierarchy: the task's cgroup is its root */
+		check(p, unshare(CLONE_NEWCGROUP), "cgroupns");
+	check(p, sethostname(p->cfg->task_id, s_len(p->cfg->task_id)), "hostname");
+	child_setup_fs(p);
+	if (p->app_fd >= 0)
+		close(p->app_fd);
+	if (p->cfg->no_init)
+		child_exec(p);
+
+	cmd = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
+	if (cmd < 0)
+		child_fail(p, "fork", errno);
+	if (cmd == 0) {
+		close(p->status_w);
+		if (p->status_file >= 0)
+			close(p->status_file);
+		child_exec(p);
+	}
+	/* the command holds the error pipe until exec; the init lets go of everything else */
+	close(p->err_w);
+	close(p->fd_in);
+	close(p->fd_out);
+	close(p->fd_err);
+	child_init_loop(p, cmd);
+}
+
+/* ---- parent side ---- */
+
+void sandbox_config_init(struct sandbox_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->net = SANDBOX_NET_NONE;
+	cfg->stdin_fd = cfg->stdout_fd = cfg->stderr_fd = cfg->status_fd = -1;
+}
+
+static bool abs_path_ok(const char *p)
+{
+	return p && p[0] == '/' && strlen(p) < 256 && !strstr(p, "/../") && !endswith(p, "/..");
+}
+
+int sandbox_config_validate(const struct sandbox_config *cfg, struct cd_error *err)
+{
+	int r = 0;
+
+	if (!cfg->task_id || strlen(cfg->task_id) > SANDBOX_TASK_ID_MAX ||
+	    cg_name_validate(cfg->task_id, false) < 0)
+		r = cd_error_set(err, -EINVAL, "invalid task id \"%s\" (1-64 of [A-Za-z0-9._:@-])",
+				 cfg->task_id ? cfg->task_id : "");
+	if (cfg->cgroup_parent && cg_name_validate(cfg->cgroup_parent, true) < 0)
+		r = cd_error_set(err, -EINVAL, "invalid cgroup parent \"%s\"", cfg->cgroup_parent);
+	if (!cfg->argv || !cfg->argv[0] || !cfg->argv[0][0])
+		r = cd_error_set(err, -EINVAL, "missing command");
+	else if (strlen(cfg->argv[0]) >= PATH_MAX)
+		r = cd_error_set(err, -ENAMETOOLONG, "command path too long");
+	if (cg_limits_validate(&cfg->limits, err) < 0)
+		r = -EINVAL;
+	if (cfg->work_dir && (!abs_path_ok(cfg->work_dir) || streq(cfg->work_dir, "/") ||
+			      strchr(cfg->work_dir + 1, '/') || streq(cfg->work_dir, "/app") ||
+			      streq(cfg->work_dir, "/tmp") || streq(cfg->work_dir, "/proc") ||
+			      streq(cfg->work_dir, "/dev") || streq(cfg->work_dir, "/sys")))
+		r = cd_error_set(
+			err, -EINVAL,
+			"invalid work dir \"%s\" (one new top-level directory, like /task)",
+			cfg->work_dir);
+	for (size_t i = 0; cfg->work_dir && i < ARRAY_SIZE(host_entries); i++)
+		if (streq(cfg->work_dir + 1, host_entries[i]))
+			r = cd_error_set(err, -EINVAL, "work dir \"%s\" would hide the host's",
+					 cfg->work_dir);
+	if (cfg->cwd && !abs_path_ok(cfg->cwd))
+		r = cd_error_set(err, -EINVAL, "invalid working directory \"%s\"", cfg->cwd);
+	if (cfg->storage_bytes && cfg->storage_bytes < (1ULL << 20))
+		r = cd_error_set(err, -EINVAL, "storage %" PRIu64 " bytes is below 1 MiB",
+				 cfg->storage_bytes);
+	if (cfg->net != SANDBOX_NET_NONE && cfg->net != SANDBOX_NET_HOST &&
+	    cfg->net != SANDBOX_NET_BRIDGE)
+		r = cd_error_set(err, -EINVAL, "invalid network mode %d", (int)cfg->net);
+	if (cfg->n_groups > 64 || (cfg->n_groups && !cfg->groups))
+		r = cd_error_set(err, -EINVAL, "invalid supplementary groups");
+	if (cfg->n_rlimits > SANDBOX_MAX_RLIMITS || (cfg->n_rlimits && !cfg->rlimits))
+		r = cd_error_set(err, -EINVAL, "invalid rlimits");
+	for (size_t i = 0; i < cfg->n_rlimits && cfg->rlimits; i++)
+		if (cfg->rlimits[i].resource < 0 || cfg->rlimits[i].resource >= RLIM_NLIMITS ||
+		    cfg->rlimits[i].cur > cfg->rlimits[i].max)
+			r = cd_error_set(err, -EINVAL, "invalid rlimit #%zu", i);
+	if (cfg->caps >> (CAP_LAST_CAP + 1))
+		r = cd_error_set(err, -EINVAL, "unknown capability bits in 0x%" PRIx64, cfg->caps);
+	if (cfg->mask_paths) {
+		size_t n = 0;
+
+		for (const char *const *m = cfg->mask_paths; *m; m++, n++)
+			if (!abs_path_ok(*m) || streq(*m, "/"))
+				r = cd_error_set(err, -EINVAL, "invalid mask path \"%s\"", *m);
+		if (n > SANDBOX_MAX_MASKS)
+			r = cd_error_set(err, -EINVAL, "too many mask paths (%zu > %d)", n,
+					 SANDBOX_MAX_MASKS);
+	}
+	if (cfg->app_dir) {
+		struct stat st;
+
+		if (!abs_path_ok(cfg->app_dir))
+			r = cd_error_set(err, -EINVAL, "invalid artifact dir \"%s\"", cfg->app_dir);
+		else if (stat(cfg->app_dir, &st) < 0)
+			r = cd_error_set(err, -errno, "artifact dir %s: %m", cfg->app_dir);
+		else if (!S_ISDIR(st.st_mode))
+			r = cd_error_set(err, -ENOTDIR, "artifact dir %s is not a directory",
+					 cfg->app_dir);
+		else if (access(cfg->app_dir, R_OK | X_OK) < 0)
+			r = cd_error_set(err, -errno, "artifact dir %s is not readable: %m",
+					 cfg->app_dir);
+	}
+	return r;
+}
+
+static int read_last_cap(void)
+{
+	_cleanup_free_ char *s = NULL;
+	unsigned v;
+
+	if (fs_read_file_at(AT_FDCWD, "/proc/sys/kernel/cap_last_cap", 64, &s, NULL) < 0)
+		return CAP_LAST_CAP;
+	s[strcspn(s, "\n")] = '\0';
+	if (parse_uint(s, 63, &v) < 0)
+		return CAP_LAST_CAP;
+	return (int)v;
+}
+
+static int plan_host_entries(struct plan *p)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(host_entries); i++) {
+		struct host_entry *h = &p->host[p->n_host];
+		char path[32];
+		struct stat st;
+
+		snprintf(path, sizeof(path), "/%s", host_entries[i]);
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISLNK(st.st_mode)) {
+			ssize_t n = readlink(path, h->link, sizeof(h->link) - 1);
+
+			if (n <= 0)
+				continue;
+			h->link[n] = '\0';
+		} else if (S_ISDIR(st.st_mode)) {
+			h->link[0] = '\0';
+		} else {
+			continue;
+		}
+		snprintf(h->name, sizeof(h->name), "%s", host_entries[i]);
+		p->n_host++;
+	}
+	return 0;
+}
+
+int sandbox_proc_start_time(pid_t pid, uint64_t *ret)
+{
+	char path[64];
+	_cleanup_free_ char *s = NULL;
+	char *p;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	r = fs_read_file_at(AT_FDCWD, path, 4096, &s, NULL);
+	if (r < 0)
+		return r == -ENOENT ? -ESRCH : r;
+	/* comm may hold spaces and ')': fields restart after the last ')' (field 3 = state) */
+	p = strrchr(s, ')');
+	if (!p)
+		return -EIO;
+	p++;
+	for (int field = 2; field < 22; field++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EIO;
+	}
+	return parse_u64(strndupa(p + 1, strcspn(p + 1, " ")), ret);
+}
+
+static void plan_release(struct plan *p)
+{
+	safe_close(p->sync_r);
+	safe_close(p->err_w);
+	safe_close(p->status_w);
+	safe_close(p->app_fd);
+	sandbox_bpf_release(&p->bpf);
+}
+
+struct clone_args_v2 {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+		set_tid_size, cgroup;
+};
+
+/* clone3 into the cgroup when we can; the documented fallbacks otherwise. Returns pid (0 in
+ * the child). */
+static pid_t do_clone(uint64_t ns_flags, int cgroup_fd, int *ret_pidfd, bool *ret_into)
+{
+	struct clone_args_v2 args = {
+		.flags = ns_flags | CLONE_PIDFD,
+		.pidfd = (uint64_t)(uintptr_t)ret_pidfd,
+		.exit_signal = SIGCHLD,
+	};
+	long pid;
+
+	if (cgroup_fd >= 0) {
+		args.flags |= CLONE_INTO_CGROUP;
+		args.cgroup = (uint64_t)cgroup_fd;
+		pid = syscall(SYS_clone3, &args, sizeof(args));
+		if (pid >= 0) {
+			*ret_into = true;
+			return (pid_t)pid;
+		}
+		if (errno != EINVAL && errno != E2BIG && errno != EOPNOTSUPP && errno != ENOSYS)
+			return -1;
+		args.flags &= ~CLONE_INTO_CGROUP;
+		args.cgroup = 0;
+	}
+	*ret_into = false;
+	pid = syscall(SYS_clone3, &args, sizeof(args.flags) * 8);
+	if (pid >= 0 || errno != ENOSYS)
+		return (pid_t)pid;
+	/* kernel < 5.3: clone(2) returns the pidfd through parent_tid (x86_64 argument order) */
+	return (pid_t)syscall(SYS_clone, (unsigned long)(ns_flags | CLONE_PIDFD | SIGCHLD), NULL,
+			      ret_pidfd, NULL, 0);
+}
+
+static void kill_and_reap(pid_t pid, int pidfd)
+{
+	if (pidfd >= 0)
+		(void)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+	else if (pid > 0)
+		(void)kill(pid, SIGKILL);
+	if (pid > 0)
+		(void)waitpid(pid, NULL, __WALL);
+}
+
+int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg,
+		   struct sandbox_task **ret, struct cd_error *err)
+{
+	usec_t t0 = clock_mono_usec();
+	struct plan p = {
+		.cfg = cfg, .sync_r = -EBADF, .err_w = -EBADF, .status_w = -EBADF, .app_fd = -EBADF
+	};
+	_cleanup_close_ int sync_w = -EBADF, err_r = -EBADF, status_r = -EBADF, devnull = -EBADF,
+			    pidfd = -EBADF;
+	struct sandbox_task *t = NULL;
+	struct task_cgroup *cg = NULL;
+	struct netns_lease lease = { 0 };
+	const char *parent = cfg->cgroup_parent ? cfg->cgroup_parent :
+						  SANDBOX_DEFAULT_CGROUP_PARENT;
+	uint64_t ns_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
+	sigset_t all, old;
+	bool into = false;
+	int fds[2], r, cgfd;
+	pid_t pid;
+
+	r = sandbox_config_validate(cfg, err);
+	if (r < 0)
+		return r;
+
+	/* ---- prepare everything the child needs ---- */
+	p.status_file = cfg->status_fd;
+	p.work_dir = cfg->work_dir ? cfg->work_dir : SANDBOX_DEFAULT_WORK_DIR;
+	p.cwd = cfg->cwd ? cfg->cwd : p.work_dir;
+	snprintf(p.tmpfs_opts, sizeof(p.tmpfs_opts), "size=%llu,mode=0755",
+		 (unsigned long long)(cfg->storage_bytes ? cfg->storage_bytes :
+							   SANDBOX_DEFAULT_STORAGE_BYTES));
+	p.envp = cfg->envp;
+	if (!p.envp) {
+		static char *const default_env[] = { "PATH=" DEFAULT_PATH, NULL };
+		p.envp = default_env;
+	}
+	p.path_env = DEFAULT_PATH;
+	for (char *const *e = p.envp; *e; e++)
+		if (startswith(*e, "PATH="))
+			p.path_env = *e + 5;
+	p.last_cap = read_last_cap();
+	plan_host_entries(&p);
+	if (cfg->app_dir) {
+		p.app_fd = open(cfg->app_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (p.app_fd < 0)
+			return cd_error_set(err, -errno, "artifact dir %s: %m", cfg->app_dir);
+	}
+	if (!cfg->no_seccomp) {
+		r = sandbox_seccomp_build(&cfg->seccomp, &p.bpf, err);
+		if (r < 0)
+			goto out;
+	}
+	if (cfg->stdin_fd < 0 || cfg->stdout_fd < 0 || cfg->stderr_fd < 0) {
+		devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (devnull < 0) {
+			r = cd_error_set(err, -errno, "/dev/null: %m");
+			goto out;
+		}
+	}
+	p.fd_in = cfg->stdin_fd >= 0 ? cfg->stdin_fd : devnull;
+	p.fd_out = cfg->stdout_fd >= 0 ? cfg->stdout_fd : devnull;
+	p.fd_err = cfg->stderr_fd >= 0 ? cfg->stderr_fd : devnull;
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		goto fail_errno;
+	p.sync_r = fds[0];
+	sync_w = fds[1];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		goto fail_errno;
+	err_r = fds[0];
+	p.err_w = fds[1];
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+		goto fail_errno;
+	status_r = fds[0];
+	p.status_w = fds[1];
+
+	r = task_cgroup_create(sys, parent, cfg->task_id, &cfg->limits, &cg, err);
+	if (r < 0)
+		goto out;
+
+	if (cfg->net != SANDBOX_NET_HOST)
+		ns_flags |= CLONE_NEWNET;
+	p.new_cgroupns = 1;
+	cgfd = task_cgroup_fd(cg, CG_UNIFIED);
+
+	/* block everything so the child starts with no handler running on its copied stack */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid = do_clone(ns_flags, cgfd, &pidfd, &into);
+	if (pid == 0)
+		child_main(&p);
+	r = pid < 0 ? -errno : 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0) {
+		cd_error_set(err, r, "clone: %s", strerror(-r));
+		goto fail_cgroup;
+	}
+	p.sync_r = safe_close(p.sync_r);
+	p.err_w = safe_close(p.err_w);
+	p.status_w = safe_close(p.status_w);
+
+	/* ---- the child waits on the sync pipe: finish its cgroup and network ---- */
+	r = task_cgroup_attach(cg, pid, into);
+	if (r < 0) {
+		cd_error_set(err, r, "cannot move the task into its cgroup: %s", strerror(-r));
+		goto fail_child;
+	}
+	if (cfg->net == SANDBOX_NET_NONE)
+		r = netns_setup_none(pidfd, err);
+	else if (cfg->net == SANDBOX_NET_BRIDGE)
+		r = netns_setup_bridge(pidfd, pid, cfg->task_id, &cfg->bridge, &lease, err);
+	if (r < 0)
+		goto fail_child;
+	if (write(sync_w, "g", 1) != 1) {
+		r = cd_error_set(err, -errno, "cannot start the task: %m");
+		goto fail_child;
+	}
+	sync_w = safe_close(sync_w);
+
+	/* ---- EOF: exec happened; a record: errno + step ---- */
+	{
+		struct child_error ce;
+		ssize_t n;
+
+		do
+			n = read(err_r, &ce, sizeof(ce));
+		while (n < 0 && errno == EINTR);
+		if (n < 0) {
+			r = cd_error_set(err, -errno, "reading the task's start report: %m");
+			goto fail_child;
+		}
+		if (n > 0) {
+			ce.step[sizeof(ce.step) - 1] = '\0';
+			if (streq(ce.step, "exec"))
+				r = cd_error_set(err, -ce.err, "exec %s: %s (step exec)",
+						 cfg->argv[0], strerror(ce.err));
+			else
+				r = cd_error_set(err, -ce.err, "task setup failed at step %s: %s",
+						 ce.step, strerror(ce.err));
+			goto fail_child;
+		}
+	}
+
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		r = -ENOMEM;
+		goto fail_child;
+	}
+	t->ident.pid = pid;
+	(void)sandbox_proc_start_time(pid, &t->ident.start_time);
+	snprintf(t->ident.task_id, sizeof(t->ident.task_id), "%s", cfg->task_id);
+	snprintf(t->ident.cgroup_parent, sizeof(t->ident.cgroup_parent), "%s", parent);
+	t->ident.net = cfg->net;
+	t->ident.lease = lease;
+	t->pidfd = TAKE_FD(pidfd);
+	(void)task_cgroup_id(cg, &t->cgroup_id);
+	t->into_cgroup = into;
+	t->is_child = true;
+	t->cg = cg;
+	t->status_pipe = TAKE_FD(status_r);
+	t->launch_usec = clock_mono_usec() - t0;
+	*ret = t;
+	plan_release(&p);
+	return 0;
+
+fail_errno:
+	r = cd_error_set(err, -errno, "pipe: %m");
+	goto out;
+fail_child:
+	kill_and_reap(pid, pidfd);
+	(void)netns_teardown(&lease, NULL);
+fail_cgroup:
+	(void)task_cgroup_kill(cg, 1000000);
+	(void)task_cgroup_destroy(cg, NULL);
+	task_cgroup_free(cg);
+out:
+	plan_release(&p);
+	return r;
+}
+
+int sandbox_status_parse(const char *s, struct sandbox_status *ret)
+{
+	struct sandbox_status st = { 0 };
+	const char *rest;
+	char num[16];
+	size_t n;
+	unsigned v;
+
+	if (!s || !*s)
+		return -ENODATA;
+	if ((rest = startswith(s, "exited ")))
+		st.signaled = false;
+	else if ((rest = startswith(s, "signaled ")))
+		st.signaled = true;
+	else
+		return -EINVAL;
+	n = strspn(rest, "0123456789");
+	if (n == 0 || n >= sizeof(num))
+		return -EINVAL;
+	memcpy(num, rest, n);
+	num[n] = '\0';
+	if (parse_uint(num, st.signaled ? 64 : 255, &v) < 0)
+		return -EINVAL;
+	st.code = (int)v;
+	rest += n;
+	if (st.signaled && startswith(rest, " core"))
+		st.core_dumped = true;
+	*ret = st;
+	return 0;
+}
+
+int sandbox_status_exit_code(const struct sandbox_status *st)
+{
+	return st->signaled ? 128 + st->code : st->code;
+}
+
+static int status_from_pipe(struct sandbox_task *t, struct sandbox_status *st)
+{
+	char buf[64];
+	ssize_t n;
+
+	if (t->status_pipe < 0)
+		return -ENODATA;
+	n = read(t->status_pipe, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return -ENODATA;
+	buf[n] = '\0';
+	return sandbox_status_parse(buf, st);
+}
+
+static int status_from_file(int fd, struct sandbox_status *st)
+{
+	char buf[64];
+	ssize_t n;
+
+	if (fd < 0)
+		return -ENODATA;
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return -ENODATA;
+	buf[n] = '\0';
+	return sandbox_status_parse(buf, st);
+}
+
+int sandbox_wait(struct sandbox_task *t, uint64_t timeout_usec, int status_fd,
+		 struct sandbox_status *ret)
+{
+	struct pollfd pfd = { .fd = t->pidfd, .events = POLLIN };
+	usec_t deadline = timeout_usec == UINT64_MAX ? UINT64_MAX :
+						       clock_mono_usec() + timeout_usec;
+
+	if (t->reaped) {
+		if (ret)
+			*ret = t->status;
+		return 1;
+	}
+	for (;;) {
+		usec_t now = clock_mono_usec();
+		int ms = deadline == UINT64_MAX ? -1 :
+			 now >= deadline	? 0 :
+						  (int)MIN((deadline - now + 999) / 1000, INT_MAX);
+		int r = poll(&pfd, 1, ms);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return 0;
+		break;
+	}
+	if (t->is_child) {
+		siginfo_t si = { 0 };
+
+		if (waitid((idtype_t)P_PIDFD, (id_t)t->pidfd, &si, WEXITED) < 0)
+			return -errno;
+		if (status_from_pipe(t, &t->status) < 0) {
+			/* no record: the init itself was killed, or it is the command (no_init) */
+			t->status.signaled = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED;
+			t->status.core_dumped = si.si_code == CLD_DUMPED;
+			t->status.code = si.si_status;
+		}
+	} else {
+		int r = status_from_file(status_fd, &t->status);
+
+		if (r < 0)
+			return r;
+	}
+	t->reaped = true;
+	if (ret)
+		*ret = t->status;
+	return 1;
+}
+
+int sandbox_signal(struct sandbox_task *t, int sig)
+{
+	if (t->reaped)
+		return -ESRCH;
+	if (syscall(SYS_pidfd_send_signal, t->pidfd, sig, NULL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int sandbox_stop(struct sandbox_task *t, uint64_t grace_usec)
+{
+	int r;
+
+	if (!t->reaped) {
+		r = sandbox_signal(t, SIGTERM);
+		if (r < 0 && r != -ESRCH)
+			return r;
+		r = sandbox_wait(t, grace_usec, -1, NULL);
+		if (r < 0 && r != -ENODATA)
+			return r;
+	}
+	r = task_cgroup_kill(t->cg, 5 * USEC_PER_SEC);
+	if (r < 0)
+		return r;
+	if (!t->reaped && t->is_child) {
+		r = sandbox_wait(t, 5 * USEC_PER_SEC, -1, NULL);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int sandbox_destroy(struct sandbox_task *t, struct cd_error *err)
+{
+	int r, ret = 0;
+
+	if (!t->cg)
+		return 0;
+	r = task_cgroup_kill(t->cg, 5 * USEC_PER_SEC);
+	if (r < 0)
+		ret = cd_error_set(err, r, "cannot empty cgroup %s: %s", task_cgroup_name(t->cg),
+				   strerror(-r));
+	if (t->is_child && !t->reaped)
+		(void)sandbox_wait(t, 5 * USEC_PER_SEC, -1, NULL);
+	r = task_cgroup_destroy(t->cg, err);
+	if (r < 0 && ret == 0)
+		ret = r;
+	r = netns_teardown(&t->ident.lease, err);
+	if (r < 0 && ret == 0)
+		ret = r;
+	if (ret == 0)
+		memset(&t->ident.lease, 0, sizeof(t->ident.lease));
+	return ret;
+}
+
+void sandbox_task_free(struct sandbox_task *t)
+{
+	if (!t)
+		return;
+	safe_close(t->pidfd);
+	safe_close(t->status_pipe);
+	task_cgroup_free(t->cg);
+	free(t);
+}
+
+/* Is pid in the task cgroup? Checked through /proc/<pid>/cgroup (any hierarchy line). */
+static bool pid_in_cgroup(pid_t pid, const char *name)
+{
+	char path[64], want[256];
+	_cleanup_free_ char *s = NULL;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	if (fs_read_file_at(AT_FDCWD, path, 65536, &s, NULL) < 0)
+		return false;
+	snprintf(want, sizeof(want), ":/%s\n", name);
+	return strstr(s, want) != NULL;
+}
+
+int sandbox_adopt(const struct cg_system *sys, const struct sandbox_ident *ident,
+		  struct sandbox_task **ret, struct cd_error *err)
+{
+	_cleanup_close_ int pidfd = -EBADF;
+	struct task_cgroup *cg = NULL;
+	struct sandbox_task *t;
+	uint64_t start;
+	int r;
+
+	pidfd = (int)syscall(SYS_pidfd_open, ident->pid, 0);
+	if (pidfd < 0)
+		return cd_error_set(err, -errno, "task %s: pid %d: %m", ident->task_id,
+				    (int)ident->pid);
+	/* the pidfd pins the pid: checks below cannot race with pid reuse */
+	r = sandbox_proc_start_time(ident->pid, &start);
+	if (r < 0 || start != ident->start_time)
+		return cd_error_set(err, -ESRCH, "task %s: pid %d is another process now",
+				    ident->task_id, (int)ident->pid);
+	r = task_cgroup_open(sys, ident->cgroup_parent, ident->task_id, &cg, err);
+	if (r < 0)
+		return r;
+	if (!pid_in_cgroup(ident->pid, task_cgroup_name(cg))) {
+		task_cgroup_free(cg);
+		return cd_error_set(err, -ESRCH, "task %s: pid %d is not in cgroup %s",
+				    ident->task_id, (int)ident->pid, ident->cgroup_parent);
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		task_cgroup_free(cg);
+		return -ENOMEM;
+	}
+	t->ident = *ident;
+	t->pidfd = TAKE_FD(pidfd);
+	t->status_pipe = -EBADF;
+	(void)task_cgroup_id(cg, &t->cgroup_id);
+	t->cg = cg;
+	*ret = t;
+	return 0;
+}
+
+int sandbox_gc(const struct cg_system *sys, const char *parent, const char *const *keep,
+	       const char *ipam_dir, struct cd_error *err)
+{
+	_cleanup_strv_free_ char **names = NULL;
+	int r, n = 0;
+
+	if (!parent)
+		parent = SANDBOX_DEFAULT_CGROUP_PARENT;
+	r = cg_list_children(sys, parent, &names);
+	if (r < 0)
+		return cd_error_set(err, r, "cannot list cgroups under %s: %s", parent,
+				    strerror(-r));
+	for (char **name = names; *name; name++) {
+		struct task_cgroup *cg = NULL;
+		bool kept = false;
+
+		for (const char *const *k = keep; k && *k; k++)
+			kept = kept || streq(*k, *name);
+		if (kept || cg_name_validate(*name, false) < 0)
+			continue;
+		if (task_cgroup_open(sys, parent, *name, &cg, NULL) < 0)
+			continue;
+		r = task_cgroup_kill(cg, 5 * USEC_PER_SEC);
+		if (r == 0)
+			r = task_cgroup_destroy(cg, err);
+		task_cgroup_free(cg);
+		if (r == 0)
+			n++;
+	}
+	(void)netns_gc(ipam_dir);
+	return n;
+}

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * launch.h — start one task's process tree in its own cgroup and namespaces, watch it, stop it,
+ * clean up after it, and find it again after the launcher restarted.
+ * Owns: the task cgroup (via cgroup.h), the host veth and address lease (via netns.h), the
+ * task's init process (pid 1 of the task's pid namespace) and the fds in struct sandbox_task.
+ * Does not own: the caller's stdio fds (duplicated into the task, never closed here), the
+ * cg_system (must outlive every task), the artifact directory (bound read-only, never written).
+ *
+ * The process tree: sandbox_launch() clone3()s the init directly into the task's cgroup
+ * (CLONE_INTO_CGROUP | CLONE_PIDFD, new pid/mnt/uts/ipc/cgroup and, per mode, net namespaces).
+ * The init builds the file system view, then forks the command (pid 2), which switches uid/gid,
+ * drops capabilities, sets no_new_privs and rlimits, loads the seccomp profile and execs.
+ * The init forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the command, reaps every
+ * orphan, and exits when the command exits; the kernel then SIGKILLs what is left in the pid
+ * namespace. The init is a clone of the caller, not a separate binary: no extra exec on the
+ * start path (see docs/sandbox.md for the measured costs); it closes every inherited fd but the
+ * few it needs, and never allocates memory.
+ * Fallbacks: without clone3 (kernel < 5.3) or CLONE_INTO_CGROUP (< 5.7, or pure v1) the init is
+ * created with clone(2) and moved into every hierarchy through cgroup.procs by the caller
+ * while it waits on a sync pipe, so nothing of the task runs outside its cgroup either way.
+ *
+ * Final status (sandbox_wait()): a pid-namespace init cannot die by a signal it raises itself
+ * (the kernel protects it, pid_namespaces(7)), so the init reports the command's status in a
+ * record "exited N\n" or "signaled S[ core]\n", written to an internal pipe and, when
+ * cfg->status_fd >= 0, with pwrite() at offset 0 of that file, then exits with N or 128 + S.
+ * sandbox_wait() returns the record; when there is none (the init itself was SIGKILLed by
+ * cgroup kill or the OOM killer) it returns the init's own wait status. With no_init the
+ * command is pid 1 and its wait status is returned as it is.
+ *
+ * Re-adoption after the caller restarts: the init outlives the caller. Persist
+ * struct sandbox_ident (pid, start time from /proc/<pid>/stat field 22, task id, cgroup parent,
+ * net lease); sandbox_adopt() checks pid + start time + cgroup membership, opens a pidfd and
+ * the cgroup. An adopted task is not the caller's child: its exit is seen by polling the pidfd,
+ * its status by reading the status file given as cfg->status_fd (sandbox_status_parse()).
+ *
+ * Errors: -errno + message in struct cd_error. A failure inside the task before exec (mount,
+ * setuid, seccomp, exec itself) is reported by errno and step name through a CLOEXEC pipe:
+ * sandbox_launch() returns that errno and a message like "exec /bin/nope: No such file or
+ * directory (step exec)" — never a silent exit 127. Nothing is left behind on failure.
+ * Thread-safety: a struct sandbox_task is used by one thread at a time. sandbox_launch() may run
+ * concurrently in several threads (it blocks signals on the calling thread only).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include "lib/error.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/netns.h"
+#include "sandbox/seccomp.h"
+
+#define SANDBOX_DEFAULT_CGROUP_PARENT "codedeploy"
+#define SANDBOX_DEFAULT_WORK_DIR "/task"
+#define SANDBOX_DEFAULT_STORAGE_BYTES (64ULL << 20)
+#define SANDBOX_TASK_ID_MAX 64
+#define SANDBOX_MAX_MASKS 32
+#define SANDBOX_MAX_RLIMITS 16
+
+struct sandbox_rlimit {
+	int resource; /* RLIMIT_* */
+	rlim_t cur, max;
+};
+
+struct sandbox_config {
+	const char *task_id;	   /* required: [A-Za-z0-9._:@-], <= 64; hostname, cgroup leaf */
+	const char *cgroup_parent; /* NULL = SANDBOX_DEFAULT_CGROUP_PARENT */
+	char *const *argv;	   /* required; argv[0] without '/' is looked up in PATH inside */
+	char *const *envp;	   /* NULL = only a default PATH */
+	const char *cwd;	   /* inside the sandbox; NULL = work_dir */
+	const char *app_dir;	   /* host directory bound read-only at /app; NULL = none */
+	const char *work_dir;	   /* writable work dir inside; NULL = SANDBOX_DEFAULT_WORK_DIR */
+	uint64_t storage_bytes;	   /* tmpfs size shared by /tmp, work dir, /dev/shm; 0 = 64 MiB */
+	struct cg_limits limits;
+	enum sandbox_net_mode net;
+	struct netns_bridge_config bridge; /* bridge mode only */
+	uid_t uid;			   /* the command's uid/gid (the init stays root) */
+	gid_t gid;
+	const gid_t *groups; /* supplementary groups, n_groups entries (none by default) */
+	size_t n_groups;
+	uint64_t caps; /* capabilities kept, bit (1 << CAP_X); 0 = none (default) */
+	/* host paths hidden from the task (taskd's state dir, token, config, runtime dir):
+	 * a directory becomes an empty read-only mode-000 tmpfs, a file is covered by /dev/null */
+	const char *const *mask_paths; /* NULL-terminated, absolute; missing paths are skipped */
+	const struct sandbox_rlimit *rlimits;
+	size_t n_rlimits;
+	bool no_init;	 /* run the command itself as pid 1 (it then ignores SIGTERM unless it
+			  * installs a handler) */
+	bool no_seccomp; /* skip the default seccomp profile */
+	struct sandbox_seccomp_opts seccomp;
+	int stdin_fd; /* duplicated into the task; -1 = /dev/null */
+	int stdout_fd;
+	int stderr_fd;
+	int status_fd; /* optional file the init writes its final status record to; -1 = none */
+};
+/* Set every fd to -1 and everything else to its default. */
+void sandbox_config_init(struct sandbox_config *cfg);
+/* Check a config without side effects: every problem found is reported in err (the first
+ * decides the return code, -EINVAL or -errno of an unusable app_dir). */
+int sandbox_config_validate(const struct sandbox_config *cfg, struct cd_error *err);
+
+/* What a restarted caller needs to find a running task again. Plain data: persist as is. */
+struct sandbox_ident {
+	pid_t pid;	     /* the init, in the caller's pid namespace */
+	uint64_t start_time; /* /proc/<pid>/stat field 22 */
+	char task_id[SANDBOX_TASK_ID_MAX + 1];
+	char cgroup_parent[201];
+	enum sandbox_net_mode net;
+	struct netns_lease lease;
+};
+
+struct sandbox_status {
+	bool signaled;	  /* false: exited with code; true: killed by signal */
+	int code;	  /* exit code, or the signal number */
+	bool core_dumped; /* signaled only */
+};
+
+struct sandbox_task {
+	struct sandbox_ident ident;
+	int pidfd;	    /* owned; polls readable when the init exits */
+	uint64_t cgroup_id; /* cgroup2 id for eBPF filtering; 0 on pure v1 */
+	bool into_cgroup;   /* started with CLONE_INTO_CGROUP (false: moved via cgroup.procs) */
+	bool is_child;	    /* the caller is the init's parent (false after sandbox_adopt()) */
+	bool reaped;
+	struct sandbox_status status; /* valid once reaped */
+	struct task_cgroup *cg;	      /* owned */
+	int status_pipe;	      /* owned: read end of the init's status record */
+	uint64_t launch_usec;	      /* monotonic time sandbox_launch() took, for metrics */
+};
+
+/*
+ * Launch. On success *ret is owned by the caller: sandbox_wait()/sandbox_stop(), then
+ * sandbox_destroy() (removes cgroups and veth) and sandbox_task_free().
+ * Errors: -EINVAL (config), -EEXIST (a task with this id exists: cgroup or veth), -ENOSPC
+ * (subnet exhausted), -errno of the failing step inside the task (message names the step).
+ */
+int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg,
+		   struct sandbox_task **ret, struct cd_error *err);
+
+/*
+ * Wait for the init to exit (timeout_usec 0 = poll once, UINT64_MAX = forever) and fill
+ * *ret (may be NULL). Returns 1 when it has exited, 0 on timeout, -errno. For a child the
+ * init is reaped; for an adopted task the status comes from status_fd's file if given
+ * (sandbox_status_parse) — without it -ENODATA is returned after the exit.
+ */
+int sandbox_wait(struct sandbox_task *t, uint64_t timeout_usec, int status_fd,
+		 struct sandbox_status *ret);
+/* Send a signal to the init (which forwards the forwardable ones to the command). */
+int sandbox_signal(struct sandbox_task *t, int sig);
+/*
+ * Stop: SIGTERM, wait grace_usec for the init to exit, then SIGKILL the whole cgroup and wait
+ * for it to empty. The task is reaped when it is a child. Returns 0 or -errno.
+ */
+int sandbox_stop(struct sandbox_task *t, uint64_t grace_usec);
+/* Kill whatever is left, remove the cgroups and the veth + lease. Idempotent. */
+int sandbox_destroy(struct sandbox_task *t, struct cd_error *err);
+void sandbox_task_free(struct sandbox_task *t);
+
+/* Find a task again after a restart. -ESRCH when the pid is gone or is another process. */
+int sandbox_adopt(const struct cg_system *sys, const struct sandbox_ident *ident,
+		  struct sandbox_task **ret, struct cd_error *err);
+
+/*
+ * Remove leftovers of a crash under parent: every task cgroup whose name is not in keep
+ * (NULL-terminated task ids, may be NULL) is killed and removed; stale address leases in
+ * ipam_dir (NULL = default) whose veth is gone are released. Returns the number of cgroups
+ * removed. Call at daemon start, before launching anything.
+ */
+int sandbox_gc(const struct cg_system *sys, const char *parent, const char *const *keep,
+	       const char *ipam_dir, struct cd_error *err);
+
+/* Parse a status record ("exited 3", "signaled 9 core"). -EINVAL / -ENODATA (empty). */
+int sandbox_status_parse(const char *s, struct sandbox_status *ret);
+/* Exit code a CLI should mirror: code, or 128 + signal. */
+int sandbox_status_exit_code(const struct sandbox_status *st);
+/* Start time (field 22 of /proc/<pid>/stat) of a process. */
+int sandbox_proc_start_time(pid_t pid, uint64_t *ret);
