@@ -5,8 +5,14 @@ $(eval $(call cd_lib,api,$(API_SRCS)))
 # apicodec: JSON body parsing, names, JobSpec and Pipeline codecs.
 $(eval $(call cd_test,test_api_json,tests/unit/test_api_json.c,api cdlib))
 $(eval $(call cd_test,test_api_names,tests/unit/test_api_names.c,api cdlib))
+$(eval $(call cd_test,test_api_jobspec,tests/unit/test_api_jobspec.c,api cdlib))
+$(eval $(call cd_test,test_api_pipeline,tests/unit/test_api_pipeline.c,api cdlib))
+# The codec fuzzers link the codec sources directly, not the whole fuzz libapi.a: they do not
+# need (or wait for) the HTTP wrappers.
+APICODEC_SRCS := api/json.c api/names.c api/jobspec.c api/pipeline.c api/problem.c
+$(eval $(call cd_fuzz,fuzz_jobspec,tests/fuzz/fuzz_jobspec.c $(APICODEC_SRCS),cdlib))
+$(eval $(call cd_fuzz,fuzz_pipeline,tests/fuzz/fuzz_pipeline.c $(APICODEC_SRCS),cdlib))
+$(eval $(call cd_fuzz,fuzz_names,tests/fuzz/fuzz_names.c $(APICODEC_SRCS),cdlib))
 
 # apihttp: HTTP server (civetweb) and client (libcurl) wrappers.
 $(eval $(call cd_test,test_api_http,tests/unit/test_api_http.c,api cdlib))
-$(eval $(call cd_test,test_api_jobspec,tests/unit/test_api_jobspec.c,api cdlib))
-$(eval $(call cd_test,test_api_pipeline,tests/unit/test_api_pipeline.c,api cdlib))
