@@ -5,6 +5,7 @@ $(eval $(call cd_lib,central,$(CENTRAL_SRCS)))
 # deployd: added once central/main.c lands
 $(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central cdlib))
 $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central cdlib))
+$(eval $(call cd_test,test_central_cluster,tests/unit/test_central_cluster.c,central api cdlib))
 
 
 # ---- pipelines (engineer "pipelines"): planner, action queue store, runner, builder, REST ----
@@ -12,3 +13,4 @@ $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central
 $(eval $(call cd_test,test_planner,tests/unit/test_planner.c,central api cdlib))
 $(eval $(call cd_test,test_pipeline_store,tests/unit/test_pipeline_store.c,central api cdlib))
 $(eval $(call cd_test,test_pipeline_runner,tests/unit/test_pipeline_runner.c,central api cdlib))
+$(eval $(call cd_test,test_pipeline_api,tests/unit/test_pipeline_api.c,central api cdlib))
