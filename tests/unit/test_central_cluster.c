@@ -241,7 +241,7 @@ static void notify(const struct store_task *t, const char *state, const char *re
 		.task_id = t->task_id,
 		.host_id = t->host_id,
 		.state = state,
-		.seq = seq++,
+		.seq = seq,
 		.reason = reason,
 		.healthy = healthy,
 		.restarts = restarts,
@@ -249,6 +249,7 @@ static void notify(const struct store_task *t, const char *state, const char *re
 	bool applied = false;
 	struct problem p;
 
+	seq++;
 	problem_init(&p, 0, NULL, NULL);
 	assert_int_equal(cluster_notify(cl, "agent", &n, &applied, &p), 0);
 	assert_true(applied);
