@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,22 +138,93 @@ const char *problem_pointer_index(char *buf, size_t size, const char *base, size
 	return problem_pointer(buf, size, base, idx);
 }
 
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when s does not start one (stray
+ * continuation byte, overlong form, surrogate, beyond U+10FFFF, truncated). */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+	size_t n;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80) /* also stops at the NUL */
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/*
+ * json_string() refuses invalid UTF-8, and one bad byte in one message must not cost the client
+ * the whole problem document: such bytes become U+FFFD. Messages are ours, but some quote input.
+ */
+static json_t *json_string_lossy(const char *s)
+{
+	json_t *j = json_string(s);
+	struct {
+		char *buf;
+		size_t len;
+	} out = { 0 };
+	size_t cap;
+
+	if (j || !s)
+		return j;
+	cap = strlen(s) * 3 + 1;
+	out.buf = malloc(cap);
+	if (!out.buf)
+		return NULL;
+	for (const unsigned char *c = (const unsigned char *)s; *c;) {
+		size_t n = utf8_seq_len(c);
+
+		if (n == 0) {
+			memcpy(out.buf + out.len, "\xef\xbf\xbd", 3);
+			out.len += 3;
+			c++;
+		} else {
+			memcpy(out.buf + out.len, c, n);
+			out.len += n;
+			c += n;
+		}
+	}
+	out.buf[out.len] = '\0';
+	j = json_string(out.buf);
+	free(out.buf);
+	return j;
+}
+
 json_t *problem_to_json(const struct problem *p)
 {
 	json_t *o = json_object(), *errs;
-	int status = p->oom ? 500 : p->status;
+	/* a status outside 100..599 is a caller bug; never put it on the wire */
+	int status = p->oom || p->status < 100 || p->status > 599 ? 500 : p->status;
 	int r = 0;
 
 	if (!o)
 		return NULL;
-	r |= json_object_set_new(o, "type", json_string(p->type ? p->type : "about:blank"));
-	r |= json_object_set_new(o, "title", json_string(p->title ? p->title : "Error"));
+	r |= json_object_set_new(o, "type", json_string_lossy(p->type ? p->type : "about:blank"));
+	r |= json_object_set_new(o, "title", json_string_lossy(p->title ? p->title : "Error"));
 	r |= json_object_set_new(o, "status", json_integer(status));
 	if (p->oom)
 		r |= json_object_set_new(o, "detail",
 					 json_string("out of memory while reporting the error"));
 	else if (p->detail)
-		r |= json_object_set_new(o, "detail", json_string(p->detail));
+		r |= json_object_set_new(o, "detail", json_string_lossy(p->detail));
 	if (p->n_errors > 0 || p->n_dropped > 0) {
 		errs = json_array();
 		if (!errs) {
@@ -160,9 +232,10 @@ json_t *problem_to_json(const struct problem *p)
 			return NULL;
 		}
 		for (size_t i = 0; i < p->n_errors; i++)
-			r |= json_array_append_new(errs, json_pack("{s:s, s:s}", "pointer",
-								   p->errors[i].pointer, "message",
-								   p->errors[i].message));
+			r |= json_array_append_new(
+				errs, json_pack("{s:o, s:o}", "pointer",
+						json_string_lossy(p->errors[i].pointer), "message",
+						json_string_lossy(p->errors[i].message)));
 		r |= json_object_set_new(o, "errors", errs);
 		if (p->n_dropped)
 			r |= json_object_set_new(o, "errors_omitted",
@@ -211,6 +284,9 @@ int problem_from_json(const json_t *j, struct problem *ret)
 		if (msg)
 			problem_add_error(ret, ptr ? ptr : "", "%s", msg);
 	}
+	if (json_is_integer(json_object_get(j, "errors_omitted")) &&
+	    json_integer_value(json_object_get(j, "errors_omitted")) > 0)
+		ret->n_dropped += (size_t)json_integer_value(json_object_get(j, "errors_omitted"));
 	if (ret->oom) {
 		problem_release(ret);
 		return -ENOMEM;
