@@ -11,7 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,7 +36,12 @@ struct taskwatch {
 	char why[512];
 	int epfd;
 	struct taskwatch_bpf *skel;
-	struct ring_buffer *rb;
+	/* our own ring buffer consumer (see ringbuf_open()) */
+	size_t page;
+	uint64_t rb_mask;
+	unsigned long *rb_consumer; /* RW page: consumer position */
+	void *rb_producer;	    /* RO: producer page + data mapped twice */
+	size_t rb_producer_len;
 	struct tw_source src_ringbuf;
 	uint64_t lost_seen[TASKWATCH_EV__MAX];
 
@@ -77,14 +86,86 @@ static uint32_t round_pow2(uint32_t v, uint32_t min)
 	return r;
 }
 
+/*
+ * The ring buffer is mapped here rather than through libbpf's ring_buffer (whose mappings are
+ * out of reach in libbpf 1.1) so it can be MADV_DONTFORK: the data pages are mapped twice and
+ * with VM_MIXEDMAP, so every fork() of the owning process (taskd starting a task) would copy
+ * their page tables — measured +250 us per fork+exec with a 4 MiB ring.
+ */
+static int ringbuf_open(struct taskwatch *tw)
+{
+	int fd = bpf_map__fd(tw->skel->maps.events);
+	uint32_t size = bpf_map__max_entries(tw->skel->maps.events);
+	void *p;
+
+	tw->rb_mask = size - 1;
+	p = mmap(NULL, tw->page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	tw->rb_consumer = p;
+	tw->rb_producer_len = tw->page + 2 * (size_t)size;
+	p = mmap(NULL, tw->rb_producer_len, PROT_READ, MAP_SHARED, fd, (off_t)tw->page);
+	if (p == MAP_FAILED)
+		return -errno;
+	tw->rb_producer = p;
+	if (madvise(tw->rb_consumer, tw->page, MADV_DONTFORK) < 0 ||
+	    madvise(tw->rb_producer, tw->rb_producer_len, MADV_DONTFORK) < 0)
+		return -errno;
+	/* the skeleton's mapping of lost_events[]: same reason, smaller */
+	if (tw->skel->bss && madvise(tw->skel->bss, tw->page, MADV_DONTFORK) < 0)
+		return -errno;
+	return 0;
+}
+
+static void ringbuf_close(struct taskwatch *tw)
+{
+	if (tw->rb_consumer)
+		munmap(tw->rb_consumer, tw->page);
+	if (tw->rb_producer)
+		munmap(tw->rb_producer, tw->rb_producer_len);
+	tw->rb_consumer = NULL;
+	tw->rb_producer = NULL;
+}
+
 static int ringbuf_sample(void *ctx, void *data, size_t size);
+
+/* Hand every committed record to ringbuf_sample(); stops early when it returns non-zero. */
+static int ringbuf_consume(struct taskwatch *tw)
+{
+	const unsigned long *producer = tw->rb_producer;
+	const char *data = (const char *)tw->rb_producer + tw->page;
+	unsigned long cons = __atomic_load_n(tw->rb_consumer, __ATOMIC_ACQUIRE);
+	bool progress;
+
+	do {
+		unsigned long prod = __atomic_load_n(producer, __ATOMIC_ACQUIRE);
+
+		progress = false;
+		while (cons < prod) {
+			const uint32_t *hdr = (const uint32_t *)(data + (cons & tw->rb_mask));
+			uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
+			int r = 0;
+
+			if (len & BPF_RINGBUF_BUSY_BIT)
+				return 0; /* reserved, not committed yet: the next wakeup brings it */
+			if (!(len & BPF_RINGBUF_DISCARD_BIT))
+				r = ringbuf_sample(tw, (void *)(hdr + 2), len);
+			len &= ~(uint32_t)BPF_RINGBUF_DISCARD_BIT;
+			cons += (len + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
+			__atomic_store_n(tw->rb_consumer, cons, __ATOMIC_RELEASE);
+			progress = true;
+			if (r != 0)
+				return r;
+		}
+	} while (progress);
+	return 0;
+}
 
 static int bpf_setup(struct taskwatch *tw, const struct taskwatch_opts *opts)
 {
 	libbpf_print_fn_t old;
 	uint32_t rb_bytes = opts && opts->ringbuf_bytes ? opts->ringbuf_bytes :
 							  DEFAULT_RINGBUF_BYTES;
-	long page = sysconf(_SC_PAGESIZE);
 	struct epoll_event ev = { .events = EPOLLIN };
 	int r;
 
@@ -103,7 +184,7 @@ static int bpf_setup(struct taskwatch *tw, const struct taskwatch_opts *opts)
 		goto out;
 	}
 	r = bpf_map__set_max_entries(tw->skel->maps.events,
-				     round_pow2(rb_bytes, page > 0 ? (uint32_t)page : 4096));
+				     round_pow2(rb_bytes, (uint32_t)tw->page));
 	if (r >= 0)
 		r = bpf_map__set_max_entries(tw->skel->maps.watched, tw->max_targets);
 	if (r < 0) {
@@ -123,9 +204,8 @@ static int bpf_setup(struct taskwatch *tw, const struct taskwatch_opts *opts)
 			 libbpf_last_msg[0] ? ": " : "", libbpf_last_msg);
 		goto out;
 	}
-	tw->rb = ring_buffer__new(bpf_map__fd(tw->skel->maps.events), ringbuf_sample, tw, NULL);
-	if (!tw->rb) {
-		r = -errno;
+	r = ringbuf_open(tw);
+	if (r < 0) {
 		snprintf(tw->why, sizeof(tw->why), "ring buffer setup failed: %s", strerror(-r));
 		goto out;
 	}
@@ -140,8 +220,7 @@ static int bpf_setup(struct taskwatch *tw, const struct taskwatch_opts *opts)
 out:
 	libbpf_set_print(old);
 	if (r < 0) {
-		ring_buffer__free(tw->rb);
-		tw->rb = NULL;
+		ringbuf_close(tw);
 		taskwatch_bpf__destroy(tw->skel);
 		tw->skel = NULL;
 	}
@@ -157,6 +236,7 @@ int taskwatch_new(const struct taskwatch_opts *opts, struct taskwatch **ret)
 	if (!tw)
 		return -ENOMEM;
 	tw->max_targets = opts && opts->max_targets ? opts->max_targets : DEFAULT_MAX_TARGETS;
+	tw->page = (size_t)sysconf(_SC_PAGESIZE);
 	tw->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (tw->epfd < 0) {
 		int r = -errno;
@@ -183,7 +263,7 @@ struct taskwatch *taskwatch_free(struct taskwatch *tw)
 		free(tw->targets[i]);
 	}
 	free(tw->targets);
-	ring_buffer__free(tw->rb);
+	ringbuf_close(tw);
 	taskwatch_bpf__destroy(tw->skel);
 	safe_close(tw->epfd);
 	free(tw);
@@ -397,7 +477,7 @@ static int ringbuf_sample(void *ctx, void *data, size_t size)
 		return 0; /* not ours: cannot happen with a matching skeleton */
 	memcpy(&ev, data, sizeof(ev));
 	classify_flags(target_find(tw, ev.cgroup_id, NULL), &ev);
-	/* A negative value stops libbpf's loop; the callback's own value is kept in cb_ret. */
+	/* the callback's own value is kept in cb_ret */
 	return deliver(tw, &ev) != 0 ? -ECANCELED : 0;
 }
 
@@ -546,7 +626,7 @@ static int consume(struct taskwatch *tw)
 
 	if (tw->bpf) {
 		tw->src_ringbuf.ready = false;
-		r = ring_buffer__consume(tw->rb);
+		r = ringbuf_consume(tw);
 		if (tw->cb_ret != 0)
 			return tw->cb_ret;
 		if (r < 0)
@@ -592,18 +672,18 @@ static int consume(struct taskwatch *tw)
 
 int taskwatch_cgroup_id(const char *path, uint64_t *ret)
 {
-	union {
-		struct file_handle fh;
-		char buf[sizeof(struct file_handle) + sizeof(uint64_t)];
-	} h = { .fh.handle_bytes = sizeof(uint64_t) };
-	int mount_id;
+	struct statfs sfs;
+	struct stat st;
 
-	/* kernfs encodes the node id as the file handle: the id BPF sees (cgroup_id). */
-	if (name_to_handle_at(AT_FDCWD, path, &h.fh, &mount_id, 0) < 0)
+	/* cgroup2 is kernfs: a directory's inode number is its node id, the cgroup id BPF sees
+	 * (also true of the root, which name_to_handle_at() refuses). */
+	if (statfs(path, &sfs) < 0 || stat(path, &st) < 0)
 		return -errno;
-	if (h.fh.handle_bytes != sizeof(uint64_t))
-		return -EOPNOTSUPP;
-	memcpy(ret, h.fh.f_handle, sizeof(*ret));
+	if (sfs.f_type != CGROUP2_SUPER_MAGIC)
+		return -EMEDIUMTYPE;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	*ret = (uint64_t)st.st_ino;
 	return 0;
 }
 

@@ -186,7 +186,8 @@ int taskwatch_consume(struct taskwatch *tw, taskwatch_event_fn cb, void *userdat
 /* Total events dropped because the ring buffer was full, per type (NULL for the sum). */
 uint64_t taskwatch_lost(struct taskwatch *tw, uint64_t per_type[TASKWATCH_EV__MAX]);
 
-/* cgroup2 id of a cgroup directory (what bpf_get_current_cgroup_id() reports for it). */
+/* cgroup2 id of a cgroup directory (what bpf_get_current_cgroup_id() reports for it).
+ * -EMEDIUMTYPE when path is not on a cgroup2 mount. */
 int taskwatch_cgroup_id(const char *path, uint64_t *ret);
 
 const char *taskwatch_event_type_to_string(enum taskwatch_event_type t);

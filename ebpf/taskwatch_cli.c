@@ -118,7 +118,8 @@ int main(int argc, char **argv)
 		{},
 	};
 	const char *cgroups[MAX_CGROUPS];
-	const char *memory = NULL, *why = NULL;
+	const char *memory = NULL, *why = NULL, *mode;
+	char q[600];
 	struct taskwatch_opts opts = { 0 };
 	_cleanup_taskwatch_ struct taskwatch *tw = NULL;
 	_cleanup_close_ int sfd = -EBADF;
@@ -187,11 +188,14 @@ int main(int argc, char **argv)
 		log_error_errno(r, "cannot create watcher");
 		return 1;
 	}
-	log_info("watching", "mode=%s why=\"%s\"", taskwatch_mode(tw, &why), why);
+	mode = taskwatch_mode(tw, &why);
+	if (taskwatch_is_bpf(tw))
+		log_info("watching", "mode=%s", mode);
+	else
+		log_info("watching", "mode=%s why=%s", mode, log_quote(why, q, sizeof(q)));
 
 	for (int i = 0; i < n_cgroups; i++) {
 		struct taskwatch_target t = TASKWATCH_TARGET_INIT;
-		char q[300];
 
 		r = taskwatch_cgroup_id(cgroups[i], &t.cgroup_id);
 		if (r < 0) {

@@ -655,6 +655,38 @@ static void case_outside(struct taskwatch *tw)
 	run_finish(&r);
 }
 
+static int child_count_bpf_maps(void *arg)
+{
+	_cleanup_free_ char *maps = NULL;
+	int n = 0;
+
+	if (fs_read_file_at(AT_FDCWD, "/proc/self/maps", 1 << 22, &maps, NULL) < 0)
+		return 255;
+	for (const char *p = maps; (p = strstr(p, "bpf-map")); p++)
+		n++;
+	return MIN(n, 254);
+}
+
+/* taskd forks every task from the process that owns the watcher: the ring buffer's mappings
+ * (VM_MIXEDMAP, data mapped twice) must not be copied into each child. */
+static void case_ringbuf_not_inherited(struct taskwatch *tw)
+{
+	_cleanup_free_ char *maps = NULL;
+	int in_parent = 0, st = -1;
+	pid_t pid;
+
+	if (fs_read_file_at(AT_FDCWD, "/proc/self/maps", 1 << 22, &maps, NULL) == 0)
+		for (const char *p = maps; (p = strstr(p, "bpf-map")); p++)
+			in_parent++;
+	pid = test_spawn(NULL, child_count_bpf_maps, NULL, NULL);
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+	tap_ok(in_parent >= 2 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	       "bpf: ring buffer mapped in the watcher (%d mappings), none inherited by a fork "
+	       "(%d)",
+	       in_parent, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 static void case_forced_env(void)
 {
 	_cleanup_taskwatch_ struct taskwatch *tw = NULL;
@@ -715,7 +747,8 @@ int main(void)
 		return 77;
 	}
 
-	tap_plan(TESTS_BPF + 1 + TESTS_FALLBACK + 1 + 1);
+	/* + load, + overflow, + not inherited; + forced by env */
+	tap_plan(1 + TESTS_BPF + 2 + TESTS_FALLBACK + 1);
 	e = taskwatch_new(NULL, &bpf);
 	if (e < 0) {
 		tap_ok(false, "taskwatch_new: %s", strerror(-e));
@@ -727,8 +760,9 @@ int main(void)
 	if (taskwatch_is_bpf(bpf)) {
 		run_mode(bpf);
 		case_storm_overflow();
+		case_ringbuf_not_inherited(bpf);
 	} else {
-		for (int i = 0; i < TESTS_BPF + 1; i++)
+		for (int i = 0; i < TESTS_BPF + 2; i++)
 			tap_skip("BPF mode unavailable", "bpf case %d", i + 1);
 	}
 
