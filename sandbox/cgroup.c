@@ -775,6 +775,25 @@ int task_cgroup_attach(const struct task_cgroup *cg, pid_t pid, bool skip_unifie
 	return 0;
 }
 
+int task_cgroup_enter_v1_self(const struct task_cgroup *cg)
+{
+	for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX; h++) {
+		int fd, r = 0;
+
+		if (cg->fd[h] < 0 || v1_is_duplicate(cg->sys, h))
+			continue;
+		fd = openat(cg->fd[h], "tasks", O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		if (write(fd, "0", 1) != 1)
+			r = -errno;
+		close(fd);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int first_procs_fd(const struct task_cgroup *cg)
 {
 	for (int h = 0; h < _CG_HIER_MAX; h++)

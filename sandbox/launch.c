@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -60,6 +61,8 @@ struct plan {
 	int sync_r, err_w, status_w, status_file;
 	int fd_in, fd_out, fd_err, app_fd;
 	int new_cgroupns;
+	const struct task_cgroup *cg; /* the child enters its v1 hierarchies itself */
+	int cg_fds[_CG_HIER_MAX];
 	char tmpfs_opts[64];
 	const char *work_dir;
 	const char *cwd;
@@ -494,20 +497,29 @@ static void close_all_except(const struct plan *p, int *keep, size_t n)
 
 static _noreturn_ void child_main(const struct plan *p)
 {
-	int keep[] = { p->sync_r, p->err_w,  p->status_w, p->status_file,
-		       p->fd_in,  p->fd_out, p->fd_err,	  p->app_fd };
+	int keep[8 + _CG_HIER_MAX] = { p->sync_r, p->err_w,  p->status_w, p->status_file,
+				       p->fd_in,  p->fd_out, p->fd_err,	  p->app_fd };
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	char c;
 	pid_t cmd;
+	int r;
 
 	/* the caller's handlers mean nothing here; signals stay blocked until exec / sigwait */
 	for (int sig = 1; sig < _NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			(void)sigaction(sig, &dfl, NULL);
+	for (int h = 0; h < _CG_HIER_MAX; h++)
+		keep[8 + h] = p->cg_fds[h];
 	close_all_except(p, keep, ARRAY_SIZE(keep));
+	r = task_cgroup_enter_v1_self(p->cg);
+	if (r < 0)
+		child_fail(p, "cgroup-attach", -r);
+	for (int h = 0; h < _CG_HIER_MAX; h++)
+		if (p->cg_fds[h] >= 0)
+			close(p->cg_fds[h]);
+	/* "g": the caller finished our cgroup membership (unified tree on fallback paths) */
 	if (read(p->sync_r, &c, 1) != 1)
 		_exit(1); /* the caller gave up: nothing to report to */
-	close(p->sync_r);
 	if (p->new_cgroupns)
 		/* after the caller moved us into every hierarchy: the task's cgroup is its root */
 		check(p, unshare(CLONE_NEWCGROUP), "cgroupns");
@@ -515,6 +527,10 @@ static _noreturn_ void child_main(const struct plan *p)
 	child_setup_fs(p);
 	if (p->app_fd >= 0)
 		close(p->app_fd);
+	/* "n": the caller finished the network (set up in parallel with our mounts) */
+	if (read(p->sync_r, &c, 1) != 1)
+		_exit(1);
+	close(p->sync_r);
 	if (p->cfg->no_init)
 		child_exec(p);
 
@@ -733,6 +749,20 @@ static pid_t do_clone(uint64_t ns_flags, int cgroup_fd, int *ret_pidfd, bool *re
 			      ret_pidfd, NULL, 0);
 }
 
+static int write_pid(int cgfd, pid_t pid)
+{
+	char buf[16];
+	_cleanup_close_ int fd = openat(cgfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+	int n;
+
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%d", (int)pid);
+	if (write(fd, buf, (size_t)n) != n)
+		return -errno;
+	return 0;
+}
+
 static void kill_and_reap(pid_t pid, int pidfd)
 {
 	if (pidfd >= 0)
@@ -805,7 +835,8 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	p.fd_in = cfg->stdin_fd >= 0 ? cfg->stdin_fd : devnull;
 	p.fd_out = cfg->stdout_fd >= 0 ? cfg->stdout_fd : devnull;
 	p.fd_err = cfg->stderr_fd >= 0 ? cfg->stderr_fd : devnull;
-	if (pipe2(fds, O_CLOEXEC) < 0)
+	/* a socket, so a dead child means EPIPE from send(MSG_NOSIGNAL), never SIGPIPE */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
 		goto fail_errno;
 	p.sync_r = fds[0];
 	sync_w = fds[1];
@@ -825,6 +856,12 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	if (cfg->net != SANDBOX_NET_HOST)
 		ns_flags |= CLONE_NEWNET;
 	p.new_cgroupns = 1;
+	p.cg = cg;
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
+		int fd = task_cgroup_fd(cg, h);
+
+		p.cg_fds[h] = fd >= 0 ? fd : -1;
+	}
 	cgfd = task_cgroup_fd(cg, CG_UNIFIED);
 
 	/* block everything so the child starts with no handler running on its copied stack */
@@ -843,19 +880,28 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	p.err_w = safe_close(p.err_w);
 	p.status_w = safe_close(p.status_w);
 
-	/* ---- the child waits on the sync pipe: finish its cgroup and network ---- */
-	r = task_cgroup_attach(cg, pid, into);
-	if (r < 0) {
-		cd_error_set(err, r, "cannot move the task into its cgroup: %s", strerror(-r));
+	/* ---- the child moved itself into the v1 hierarchies; the unified one is ours to do when
+	 * clone3 could not place it there ---- */
+	if (!into && cgfd >= 0) {
+		r = write_pid(cgfd, pid);
+		if (r < 0) {
+			cd_error_set(err, r, "cannot move the task into its cgroup: %s",
+				     strerror(-r));
+			goto fail_child;
+		}
+	}
+	if (send(sync_w, "g", 1, MSG_NOSIGNAL) != 1) {
+		r = cd_error_set(err, -errno, "cannot start the task: %m");
 		goto fail_child;
 	}
+	/* the network, while the child builds its file system view */
 	if (cfg->net == SANDBOX_NET_NONE)
 		r = netns_setup_none(pidfd, err);
 	else if (cfg->net == SANDBOX_NET_BRIDGE)
 		r = netns_setup_bridge(pidfd, pid, cfg->task_id, &cfg->bridge, &lease, err);
 	if (r < 0)
 		goto fail_child;
-	if (write(sync_w, "g", 1) != 1) {
+	if (send(sync_w, "n", 1, MSG_NOSIGNAL) != 1) {
 		r = cd_error_set(err, -errno, "cannot start the task: %m");
 		goto fail_child;
 	}
