@@ -350,12 +350,16 @@ static void print_ratio(const char *what, uint64_t *off, uint64_t *on, size_t ro
 static int bench_overhead(struct helper *h, size_t ops, size_t rounds)
 {
 	uint64_t *v = calloc(4 * rounds, sizeof(uint64_t));
-	uint64_t *off = v, *on = v + rounds, *own_off = v + 2 * rounds, *own_on = v + 3 * rounds;
+	uint64_t *off, *on, *own_off, *own_on;
 	char cgpath[128];
 	int r = 0;
 
 	if (!v)
 		return -ENOMEM;
+	off = v;
+	on = v + rounds;
+	own_off = v + 2 * rounds;
+	own_on = v + 3 * rounds;
 	/* a watched cgroup exists (non-empty map), the workload runs outside it */
 	snprintf(cgpath, sizeof(cgpath), "/sys/fs/cgroup/unified/cd-ebpf-bench-ovh-%d",
 		 (int)getpid());
