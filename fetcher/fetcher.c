@@ -293,31 +293,26 @@ static void easy_cleanupp(CURL **e)
 		curl_easy_cleanup(*e);
 }
 
-static void md_freep(EVP_MD_CTX **m)
-{
-	EVP_MD_CTX_free(*m);
-}
-
 /* Download into part_fd from the mirrors until one yields the expected digest. */
 static int download(struct fetcher *f, const char *hex, int part_fd, const char *const *mirrors,
 		    size_t n_mirrors, const struct fetch_options *o, struct cd_error *err)
 {
 	_cleanup_(easy_cleanupp) CURL *easy = curl_easy_init();
-	_cleanup_(md_freep) EVP_MD_CTX *md = EVP_MD_CTX_new();
+	_cleanup_(transfer_state_release) struct transfer_state st = { 0 };
 	_cleanup_strbuf_ struct strbuf msgs = STRBUF_INIT;
-	struct transfer_state st = { .fd = part_fd, .md = md, .resumes = o->max_resumes };
-	int best = 0;
+	int best = 0, r;
 
-	if (!easy || !md)
+	if (!easy)
 		return cd_error_set(err, -ENOMEM, "out of memory");
+	r = transfer_state_init(&st, part_fd, o->max_resumes);
+	if (r < 0)
+		return cd_error_set(err, r, "cannot start the download writer: %s", strerror(-r));
 	curl_easy_setopt(easy, CURLOPT_SHARE, f->share);
 	for (size_t i = 0; i < n_mirrors; i++) {
 		_cleanup_free_ char *url = NULL;
 		struct cd_error e = { 0 };
-		unsigned char sum[EVP_MAX_MD_SIZE];
-		unsigned sum_len = 0;
+		unsigned char sum[32];
 		char got[CAS_HEX_LEN + 1];
-		int r;
 
 		r = cas_blob_url(mirrors[i], o->instance, hex, &url);
 		if (r < 0)
@@ -328,8 +323,10 @@ static int download(struct fetcher *f, const char *hex, int part_fd, const char 
 					    strerror(-r));
 		r = transfer_get(easy, url, &st, o, &e);
 		if (r >= 0) {
-			if (EVP_DigestFinal_ex(md, sum, &sum_len) != 1 || sum_len != 32)
-				return cd_error_set(err, -ENOMEM, "sha256 finalisation failed");
+			r = transfer_finish(&st, sum);
+			if (r < 0)
+				return cd_error_set(err, r, "cannot write the download file: %s",
+						    strerror(-r));
 			if (streq(hex_of(sum, got), hex))
 				return 0;
 			r = cd_error_set(&e, -EBADMSG,

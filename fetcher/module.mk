@@ -12,3 +12,12 @@ E2E_TESTS += tests/e2e/fetcher.sh
 DEPS_PKGS += nginx
 # Needs nginx (skips without it); the disk-full case needs root (skips without it).
 $(eval $(call cd_test,test_fetcher_e2e,tests/unit/test_fetcher_e2e.c tests/unit/test_fetcher_util.c,fetcher cdlib))
+
+# bench/fetch: cached materialisation (+ read-only bind mount) of an unpacked artifact.
+$(BUILD)/bench/bench_materialize: $(call objs,obj,bench/fetch/bench_materialize.c) \
+		$(BUILD)/libfetcher.a $(BUILD)/libcdlib.a
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+ALL_SRCS += bench/fetch/bench_materialize.c
+BENCH_DEPS += $(BUILD)/bench/bench_materialize

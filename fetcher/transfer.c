@@ -2,8 +2,11 @@
 #include "fetcher/transfer.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -27,11 +30,205 @@ struct attempt {
 	char local_msg[256];
 };
 
+#define PL_BUFS 4
+#define PL_BUF_SIZE ((size_t)1 << 20)
+
+struct transfer_pipeline {
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int fd;
+	EVP_MD_CTX *md;
+	char *bufs[PL_BUFS];
+	size_t lens[PL_BUFS];
+	uint64_t offs[PL_BUFS];
+	unsigned head;	 /* next buffer for the worker */
+	unsigned queued; /* filled buffers handed to the worker, not yet done */
+	unsigned fill;	 /* the buffer being filled; only the producer touches fill/cur_* */
+	size_t cur_len;	 /* bytes in it */
+	uint64_t cur_off;
+	int error; /* first write/hash failure, sticky until reset */
+	bool stop;
+};
+
+static int pwrite_all(int fd, const char *buf, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t w = pwrite(fd, buf, len, (off_t)off);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += w;
+		len -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	return 0;
+}
+
+static void *pipeline_run(void *arg)
+{
+	struct transfer_pipeline *pl = arg;
+
+	pthread_mutex_lock(&pl->mu);
+	for (;;) {
+		unsigned i;
+		int r = 0;
+
+		while (pl->queued == 0 && !pl->stop)
+			pthread_cond_wait(&pl->cv, &pl->mu);
+		if (pl->queued == 0)
+			break;
+		i = pl->head;
+		pthread_mutex_unlock(&pl->mu);
+		if (!pl->error) {
+			if (EVP_DigestUpdate(pl->md, pl->bufs[i], pl->lens[i]) != 1)
+				r = -ENOMEM;
+			else
+				r = pwrite_all(pl->fd, pl->bufs[i], pl->lens[i], pl->offs[i]);
+		}
+		pthread_mutex_lock(&pl->mu);
+		if (r < 0 && !pl->error)
+			pl->error = r;
+		pl->head = (pl->head + 1) % PL_BUFS;
+		pl->queued--;
+		pthread_cond_broadcast(&pl->cv);
+	}
+	pthread_mutex_unlock(&pl->mu);
+	return NULL;
+}
+
+/* Hand the buffer being filled to the worker; wait for a free one. Returns the sticky error. */
+static int pipeline_submit(struct transfer_pipeline *pl)
+{
+	int r;
+
+	pthread_mutex_lock(&pl->mu);
+	if (pl->cur_len > 0) {
+		unsigned i = pl->fill;
+
+		pl->fill = (pl->fill + 1) % PL_BUFS;
+		pl->lens[i] = pl->cur_len;
+		pl->offs[i] = pl->cur_off;
+		pl->cur_off += pl->cur_len;
+		pl->cur_len = 0;
+		pl->queued++;
+		pthread_cond_broadcast(&pl->cv);
+	}
+	while (pl->queued == PL_BUFS)
+		pthread_cond_wait(&pl->cv, &pl->mu);
+	r = pl->error;
+	pthread_mutex_unlock(&pl->mu);
+	return r;
+}
+
+static int pipeline_drain(struct transfer_pipeline *pl)
+{
+	int r = pipeline_submit(pl);
+
+	pthread_mutex_lock(&pl->mu);
+	while (pl->queued > 0)
+		pthread_cond_wait(&pl->cv, &pl->mu);
+	r = pl->error;
+	pthread_mutex_unlock(&pl->mu);
+	return r;
+}
+
+static int pipeline_put(struct transfer_pipeline *pl, const char *data, size_t len)
+{
+	while (len > 0) {
+		/* Slot fill is free: pipeline_submit() waited for one before returning. */
+		char *buf = pl->bufs[pl->fill];
+		size_t k = MIN(len, PL_BUF_SIZE - pl->cur_len);
+
+		memcpy(buf + pl->cur_len, data, k);
+		pl->cur_len += k;
+		data += k;
+		len -= k;
+		if (pl->cur_len == PL_BUF_SIZE) {
+			int r = pipeline_submit(pl);
+
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int transfer_state_init(struct transfer_state *st, int fd, unsigned resumes)
+{
+	struct transfer_pipeline *pl = calloc(1, sizeof(*pl));
+	int r;
+
+	*st = (struct transfer_state){ .fd = fd, .resumes = resumes, .pl = pl };
+	if (!pl)
+		return -ENOMEM;
+	pl->fd = fd;
+	pthread_mutex_init(&pl->mu, NULL);
+	pthread_cond_init(&pl->cv, NULL);
+	pl->md = EVP_MD_CTX_new();
+	if (!pl->md || EVP_DigestInit_ex(pl->md, EVP_sha256(), NULL) != 1)
+		return -ENOMEM;
+	for (size_t i = 0; i < PL_BUFS; i++) {
+		pl->bufs[i] = malloc(PL_BUF_SIZE);
+		if (!pl->bufs[i])
+			return -ENOMEM;
+	}
+	r = pthread_create(&pl->thread, NULL, pipeline_run, pl);
+	if (r != 0)
+		return -r;
+	pl->thread_started = true;
+	return 0;
+}
+
+void transfer_state_release(struct transfer_state *st)
+{
+	struct transfer_pipeline *pl = st->pl;
+
+	if (!pl)
+		return;
+	if (pl->thread_started) {
+		pthread_mutex_lock(&pl->mu);
+		pl->stop = true;
+		pthread_cond_broadcast(&pl->cv);
+		pthread_mutex_unlock(&pl->mu);
+		pthread_join(pl->thread, NULL);
+	}
+	for (size_t i = 0; i < PL_BUFS; i++)
+		free(pl->bufs[i]);
+	EVP_MD_CTX_free(pl->md);
+	pthread_cond_destroy(&pl->cv);
+	pthread_mutex_destroy(&pl->mu);
+	free(pl);
+	st->pl = NULL;
+}
+
+int transfer_finish(struct transfer_state *st, unsigned char md[static 32])
+{
+	unsigned len = 0;
+	int r = pipeline_drain(st->pl);
+
+	if (r < 0)
+		return r;
+	if (EVP_DigestFinal_ex(st->pl->md, md, &len) != 1 || len != 32)
+		return -ENOMEM;
+	return 0;
+}
+
 int transfer_reset(struct transfer_state *st)
 {
+	struct transfer_pipeline *pl = st->pl;
+
+	(void)pipeline_drain(pl);
+	pl->error = 0;
+	pl->cur_len = 0;
+	pl->cur_off = 0;
 	if (ftruncate(st->fd, 0) < 0)
 		return -errno;
-	if (EVP_DigestInit_ex(st->md, EVP_sha256(), NULL) != 1)
+	if (EVP_DigestInit_ex(pl->md, EVP_sha256(), NULL) != 1)
 		return -ENOMEM;
 	st->offset = 0;
 	return 0;
@@ -111,24 +308,18 @@ static size_t write_cb(char *buf, size_t size, size_t n, void *userdata)
 {
 	struct attempt *a = userdata;
 	struct transfer_state *st = a->st;
-	size_t len = size * n, done = 0;
+	size_t len = size * n;
 
 	if (!a->body_started && begin_body(a) != 0)
 		return CURL_WRITEFUNC_ERROR;
 	if (len > a->o->max_size || st->offset > a->o->max_size - len)
 		return abort_write(a, -EFBIG, "blob exceeds the size limit");
-	while (done < len) {
-		ssize_t w = pwrite(st->fd, buf + done, len - done, (off_t)(st->offset + done));
+	{
+		int r = pipeline_put(st->pl, buf, len);
 
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return abort_write(a, -errno, "cannot write the download file");
-		}
-		done += (size_t)w;
+		if (r < 0)
+			return abort_write(a, r, "cannot write the download file");
 	}
-	if (EVP_DigestUpdate(st->md, buf, len) != 1)
-		return abort_write(a, -ENOMEM, "sha256 update failed");
 	st->offset += len;
 	if (a->o->progress)
 		a->o->progress(a->o->userdata, st->offset, a->total);
@@ -255,6 +446,10 @@ int transfer_get(CURL *easy, const char *url, struct transfer_state *st,
 
 		setup(easy, url, &a, errbuf, range);
 		cc = curl_easy_perform(easy);
+		r = pipeline_drain(st->pl);
+		if (r < 0)
+			return cd_error_set(err, r, "%s: cannot write the download file (%s)", url,
+					    strerror(-r));
 		r = classify(&a, cc, url, errbuf, &e);
 		if (r >= 0)
 			return 0;

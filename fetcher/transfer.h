@@ -9,21 +9,34 @@
 #pragma once
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 #include <stdint.h>
 
 #include "fetcher/fetcher.h"
 
+struct transfer_pipeline;
+
+/*
+ * The download file and its hash. Bytes accepted by the callbacks are copied into 1 MiB buffers
+ * that a helper thread hashes and pwrite()s in order, so receiving overlaps hashing and writing
+ * (what `curl | openssl dgst` gets from being two processes).
+ */
 struct transfer_state {
-	int fd;		   /* output, written with pwrite() at offset */
-	EVP_MD_CTX *md;	   /* fed with exactly the bytes at [0, offset) */
-	uint64_t offset;   /* bytes written and hashed so far */
+	int fd;		   /* output, written with pwrite() at the right offset */
+	uint64_t offset;   /* bytes accepted so far (hashed and written once drained) */
 	unsigned resumes;  /* Range resumes left for the whole fetch */
 	unsigned restarts; /* how often a resume was answered with 200 (statistics, tests) */
 	unsigned ranges;   /* how often a 206 was accepted */
+	struct transfer_pipeline *pl;
 };
 
-/* Reset st to an empty file and a fresh hash. Returns 0 or -errno. */
+/* Start the helper thread for fd. Returns 0, -ENOMEM or -errno of pthread_create. */
+int transfer_state_init(struct transfer_state *st, int fd, unsigned resumes);
+/* Stop the thread and free everything (st->fd is not closed). Safe after a failed init. */
+void transfer_state_release(struct transfer_state *st);
+/* Wait until every accepted byte is hashed and written; finalise the SHA-256 into md[32]. */
+int transfer_finish(struct transfer_state *st, unsigned char md[static 32]);
+
+/* Reset st to an empty file and a fresh hash (drains first). Returns 0 or -errno. */
 int transfer_reset(struct transfer_state *st);
 
 /*
