@@ -245,7 +245,7 @@ static int decode_reqs(const json_t *obj, const char *base, struct jobspec_reqs 
 		double m = vcpus * 1000.0;
 
 		/* at most three decimals; tolerate binary rounding (0.1 * 1000 = 100.00000000000001) */
-		if (fabs(m - round(m)) > 1e-6 * MAX(1.0, m))
+		if (fabs(m - round(m)) > 1e-6)
 			problem_add_error(
 				p, problem_pointer(pb, sizeof(pb), base, "vcpus"),
 				"must have at most 3 decimals (millicpu resolution), is %g", vcpus);

@@ -78,7 +78,9 @@ static int check_depth(const char *buf, size_t len, unsigned max_depth, struct p
 	for (size_t i = 0; i < len; i++) {
 		char c = buf[i];
 
-		col++;
+		/* columns count characters, as jansson's do: not UTF-8 continuation bytes */
+		if (((unsigned char)c & 0xc0) != 0x80)
+			col++;
 		if (c == '\n') {
 			line++;
 			col = 0;

@@ -334,6 +334,12 @@ static void test_vcpus_resolution(void **state)
 	decode_bad(MIN_SPEC ",\"reqs\":{\"vcpus\":1.2345}}",
 		   { "/reqs/vcpus", "at most 3 decimals" });
 	decode_bad(MIN_SPEC ",\"reqs\":{\"vcpus\":0.0005}}", { "/reqs/vcpus", "between 0.001" });
+	/* resolution holds at the top of the range too */
+	s = decode_ok(MIN_SPEC ",\"reqs\":{\"vcpus\":1023.999}}");
+	assert_int_equal(s->reqs.millicpus, 1023999);
+	jobspec_free(s);
+	decode_bad(MIN_SPEC ",\"reqs\":{\"vcpus\":1023.9995}}",
+		   { "/reqs/vcpus", "at most 3 decimals" });
 }
 
 static void test_unknown_fields(void **state)

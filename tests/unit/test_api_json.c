@@ -120,6 +120,21 @@ static void test_parse_depth(void **state)
 	expect_parse_error(buf, n, -EINVAL, 400,
 			   "column 33: nesting depth exceeds the limit of 32");
 
+	/* columns count characters, not bytes, like jansson's */
+	{
+		char u[128];
+		size_t k = 0;
+
+		for (unsigned i = 0; i < 3; i++)
+			u[k++] = '[';
+		memcpy(u + k, "\"\xc3\xa9\xc3\xa9\",", 7);
+		k += 7;
+		for (unsigned i = 3; i <= API_JSON_MAX_DEPTH; i++)
+			u[k++] = '[';
+		u[k] = '\0';
+		expect_parse_error(u, k, -EINVAL, 400, "line 1, column 38: nesting depth");
+	}
+
 	/* brackets inside strings do not count */
 	j = parse_ok("{\"a\": \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\"[[[[[[[[\"}");
 	json_decref(j);
