@@ -384,6 +384,7 @@ static int set_init(struct taskwatch *tw, struct tw_target *t, pid_t pid, int pi
 		pid = t->init_pid;
 	}
 	t->init_pid = pid;
+	t->populated_seen = true; /* the init ran in it */
 	if (t->main_kind == TASKWATCH_MAIN_INIT)
 		t->main_pid = pid;
 	return 0;
@@ -472,11 +473,15 @@ static int ringbuf_sample(void *ctx, void *data, size_t size)
 {
 	struct taskwatch *tw = ctx;
 	struct taskwatch_event ev;
+	struct tw_target *t;
 
 	if (size < sizeof(ev))
 		return 0; /* not ours: cannot happen with a matching skeleton */
 	memcpy(&ev, data, sizeof(ev));
-	classify_flags(target_find(tw, ev.cgroup_id, NULL), &ev);
+	t = target_find(tw, ev.cgroup_id, NULL);
+	if (t)
+		t->populated_seen = true; /* even if cgroup.events only shows the end state */
+	classify_flags(t, &ev);
 	/* the callback's own value is kept in cb_ret */
 	return deliver(tw, &ev) != 0 ? -ECANCELED : 0;
 }
@@ -653,11 +658,12 @@ static int consume(struct taskwatch *tw)
 				r = 1;
 			}
 			if (r == 0) {
-				t->empty_reported = false; /* repopulated: report the next one */
-			} else if (!t->empty_reported) {
+				t->populated_seen = true;
+			} else if (t->populated_seen) {
 				struct taskwatch_event ev;
 
-				t->empty_reported = true;
+				/* one event per populated -> empty transition */
+				t->populated_seen = false;
 				event_init(&ev, TASKWATCH_EV_CGROUP_EMPTY, t);
 				if (!tw->bpf)
 					ev.flags |= TASKWATCH_F_FALLBACK;

@@ -237,6 +237,12 @@ int tw_target_open_cgevents(struct tw_target *t, int epfd, const char *cgroup_pa
 	if (r < 0)
 		return r;
 	t->cgevents_fd = TAKE_FD(fd);
+	/* A fresh open polls as changed: read once so only later transitions wake us, and an
+	 * empty cgroup at add time (the normal case: add, then spawn) is not an "empty" event. */
+	r = tw_target_read_empty(t);
+	if (r < 0)
+		return r;
+	t->populated_seen = r == 0;
 	return 0;
 }
 

@@ -45,7 +45,7 @@ struct tw_target {
 	struct tw_source src_oom;
 
 	int cgevents_fd;
-	bool empty_reported;
+	bool populated_seen; /* since the last cgroup_empty: arms the next one */
 	struct tw_source src_cgevents;
 };
 

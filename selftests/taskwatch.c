@@ -337,6 +337,43 @@ static pid_t first_child(pid_t pid)
 
 /* ---- cases ---- */
 
+/* Adding a still-empty cgroup (add, then spawn: the normal order) is not an "empty" event. */
+static void case_empty_at_add(struct taskwatch *tw)
+{
+	struct run r;
+	struct pollfd p;
+	size_t before;
+	bool ok;
+
+	ok = run_start(&r, tw, "empty-at-add", 0, child_true, NULL);
+	/* run_start spawned already; drop that and look at a second, idle cgroup */
+	if (ok)
+		ok = pump(&r, until_ended, PUMP_TIMEOUT_MS);
+	before = r.n_evs;
+	{
+		struct test_cgroup idle;
+		struct taskwatch_target t = TASKWATCH_TARGET_INIT;
+		bool spurious = false;
+
+		ok = ok && test_cgroup_create(&idle, "idle", 0) == 0;
+		if (ok) {
+			t.cgroup_id = idle.id;
+			t.cgroup_path = idle.unified;
+			ok = taskwatch_add(tw, &t) == 0;
+			p = (struct pollfd){ .fd = taskwatch_fd(tw), .events = POLLIN };
+			(void)poll(&p, 1, 50);
+			ok = ok && taskwatch_consume(tw, collect, &r) >= 0;
+			for (size_t i = before; i < r.n_evs; i++)
+				if (r.evs[i].cgroup_id == idle.id)
+					spurious = true;
+			(void)taskwatch_remove(tw, idle.id);
+			test_cgroup_destroy(&idle);
+		}
+		tap_ok(ok && !spurious, "%s: adding an empty cgroup reports nothing", r.mode);
+	}
+	run_finish(&r);
+}
+
 static void case_exit0(struct taskwatch *tw)
 {
 	struct run r;
@@ -706,6 +743,7 @@ static void case_forced_env(void)
 
 static void run_mode(struct taskwatch *tw)
 {
+	case_empty_at_add(tw);
 	case_exit0(tw);
 	case_exit3(tw);
 	case_segv(tw);
@@ -719,10 +757,10 @@ static void run_mode(struct taskwatch *tw)
 	case_init_sigkill(tw);
 }
 
-/* tests per mode (bpf/fallback): exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
+/* tests per mode (bpf/fallback): empty-at-add 1, exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
  * children 2/1, orphan 2, storm 2/1, outside 1, init-oom 2/1, init-kill 2/1 */
-#define TESTS_BPF 21
-#define TESTS_FALLBACK 14
+#define TESTS_BPF 22
+#define TESTS_FALLBACK 15
 
 int main(void)
 {
