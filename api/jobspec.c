@@ -675,10 +675,17 @@ int jobspec_to_json(const struct jobspec *s, json_t **ret)
 	json_t *o = NULL, *ports, *env, *health = NULL;
 	int r = 0;
 
-	if (artifact_format(&s->target, target, sizeof(target)) < 0 ||
+	/* Refuse what the decoder would refuse, so canonical text always decodes again. */
+	if (dns_label_check(s->name, "job name", NULL) < 0 ||
+	    artifact_format(&s->target, target, sizeof(target)) < 0 || !s->command ||
+	    !s->command[0] || !s->command[0][0] ||
 	    !jobspec_net_mode_to_string(s->reqs.networking.mode) ||
 	    !jobspec_restart_policy_to_string(s->restart.policy) ||
-	    (unsigned)s->health.type >= _JOBSPEC_HEALTH_MAX)
+	    (unsigned)s->health.type >= _JOBSPEC_HEALTH_MAX ||
+	    (s->health.type == JOBSPEC_HEALTH_EXEC &&
+	     (!s->health.command || !s->health.command[0])) ||
+	    ((s->health.type == JOBSPEC_HEALTH_HTTP || s->health.type == JOBSPEC_HEALTH_TCP) &&
+	     s->health.port == 0))
 		return -EINVAL;
 
 	ports = json_array();

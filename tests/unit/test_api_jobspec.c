@@ -654,6 +654,21 @@ static void test_to_json_rejects_invalid_struct(void **state)
 	strcpy(s->target.target.name, "..");
 	assert_int_equal(jobspec_to_json(s, &j), -EINVAL);
 	assert_null(j);
+	strcpy(s->target.target.name, "main");
+	assert_int_equal(jobspec_to_json(s, &j), 0);
+	json_decref(j);
+	j = NULL;
+	s->name[0] = '\0';
+	assert_int_equal(jobspec_to_json(s, &j), -EINVAL);
+	strcpy(s->name, "foo");
+	s->health.type = JOBSPEC_HEALTH_TCP; /* port 0 */
+	assert_int_equal(jobspec_to_json(s, &j), -EINVAL);
+	s->health.type = JOBSPEC_HEALTH_EXEC; /* no command */
+	assert_int_equal(jobspec_to_json(s, &j), -EINVAL);
+	s->health.type = JOBSPEC_HEALTH_NONE;
+	s->command[0][0] = '\0';
+	assert_int_equal(jobspec_to_json(s, &j), -EINVAL);
+	assert_null(j);
 	jobspec_free(s);
 	jobspec_free(NULL);
 }
