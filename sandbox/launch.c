@@ -59,7 +59,7 @@ struct host_entry {
 struct plan {
 	const struct sandbox_config *cfg;
 	int sync_r, err_w, status_w, status_file;
-	int fd_in, fd_out, fd_err, app_fd;
+	int fd_in, fd_out, fd_err;
 	int new_cgroupns;
 	const struct task_cgroup *cg; /* the child enters its v1 hierarchies itself */
 	int cg_fds[_CG_HIER_MAX];
@@ -239,12 +239,11 @@ static void child_setup_fs(const struct plan *p)
 	int app_tree = -1;
 
 	check(p, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "mount-private");
-	if (p->app_fd >= 0) {
+	if (cfg->app_dir) {
 		/* clone the artifact tree first: it may live under the host's /tmp, which the
-		 * stage covers next */
-		app_tree = (int)syscall(SYS_open_tree, p->app_fd, "",
-					OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
-						AT_RECURSIVE);
+		 * stage covers next. By path: a mount of the caller's namespace cannot be cloned */
+		app_tree = (int)syscall(SYS_open_tree, AT_FDCWD, cfg->app_dir,
+					OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 		check(p, app_tree, "mount-app");
 		check(p,
 		      sys_mount_setattr(app_tree, "", AT_EMPTY_PATH | AT_RECURSIVE,
@@ -498,7 +497,7 @@ static void close_all_except(const struct plan *p, int *keep, size_t n)
 static _noreturn_ void child_main(const struct plan *p)
 {
 	int keep[8 + _CG_HIER_MAX] = { p->sync_r, p->err_w,  p->status_w, p->status_file,
-				       p->fd_in,  p->fd_out, p->fd_err,	  p->app_fd };
+				       p->fd_in,  p->fd_out, p->fd_err,	  -1 };
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	char c;
 	pid_t cmd;
@@ -525,8 +524,6 @@ static _noreturn_ void child_main(const struct plan *p)
 		check(p, unshare(CLONE_NEWCGROUP), "cgroupns");
 	check(p, sethostname(p->cfg->task_id, s_len(p->cfg->task_id)), "hostname");
 	child_setup_fs(p);
-	if (p->app_fd >= 0)
-		close(p->app_fd);
 	/* "n": the caller finished the network (set up in parallel with our mounts) */
 	if (read(p->sync_r, &c, 1) != 1)
 		_exit(1);
@@ -707,7 +704,6 @@ static void plan_release(struct plan *p)
 	safe_close(p->sync_r);
 	safe_close(p->err_w);
 	safe_close(p->status_w);
-	safe_close(p->app_fd);
 	sandbox_bpf_release(&p->bpf);
 }
 
@@ -777,9 +773,7 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 		   struct sandbox_task **ret, struct cd_error *err)
 {
 	usec_t t0 = clock_mono_usec();
-	struct plan p = {
-		.cfg = cfg, .sync_r = -EBADF, .err_w = -EBADF, .status_w = -EBADF, .app_fd = -EBADF
-	};
+	struct plan p = { .cfg = cfg, .sync_r = -EBADF, .err_w = -EBADF, .status_w = -EBADF };
 	_cleanup_close_ int sync_w = -EBADF, err_r = -EBADF, status_r = -EBADF, devnull = -EBADF,
 			    pidfd = -EBADF;
 	struct sandbox_task *t = NULL;
@@ -815,11 +809,6 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 			p.path_env = *e + 5;
 	p.last_cap = read_last_cap();
 	plan_host_entries(&p);
-	if (cfg->app_dir) {
-		p.app_fd = open(cfg->app_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (p.app_fd < 0)
-			return cd_error_set(err, -errno, "artifact dir %s: %m", cfg->app_dir);
-	}
 	if (!cfg->no_seccomp) {
 		r = sandbox_seccomp_build(&cfg->seccomp, &p.bpf, err);
 		if (r < 0)
@@ -958,6 +947,18 @@ fail_errno:
 	goto out;
 fail_child:
 	kill_and_reap(pid, pidfd);
+	/* a parent-side failure (EPIPE, ESRCH) is often the echo of the child's own: prefer it */
+	{
+		struct child_error ce;
+
+		p.err_w = safe_close(p.err_w);
+		if (read(err_r, &ce, sizeof(ce)) == (ssize_t)sizeof(ce)) {
+			ce.step[sizeof(ce.step) - 1] = '\0';
+			cd_error_reset(err);
+			r = cd_error_set(err, -ce.err, "task setup failed at step %s: %s", ce.step,
+					 strerror(ce.err));
+		}
+	}
 	(void)netns_teardown(&lease, NULL);
 fail_cgroup:
 	(void)task_cgroup_kill(cg, 1000000);

@@ -2,3 +2,4 @@
 SANDBOX_SRCS := sandbox/cgroup.c sandbox/seccomp.c sandbox/netns.c sandbox/launch.c
 $(eval $(call cd_lib,sandbox,$(SANDBOX_SRCS)))
 $(eval $(call cd_prog,sandbox-run,sandbox/sandbox_run.c,sandbox cdlib))
+$(eval $(call cd_selftest,sandbox,selftests/sandbox.c,sandbox cdlib))

@@ -1,0 +1,1066 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sandbox selftest: real tasks through sandbox/launch.h on this kernel. TAP on stdout, exit 77
+ * when not root or no cgroup hierarchy. Every cgroup lives under a parent unique to this run
+ * ("codedeploy-selftest-<pid>", removed at the end); bridge tests run in a private network
+ * namespace of this process, so the host's network is never touched.
+ * The same binary is its own in-sandbox helper ("--helper ACTION"): it is copied into the
+ * artifact dir and runs as /app/helper to make raw syscalls the shell cannot.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/clock.h"
+#include "lib/fs.h"
+#include "lib/str.h"
+#include "sandbox/launch.h"
+
+/* ---------------- helper side (runs inside the sandbox) ---------------- */
+
+static void report(const char *name, long r)
+{
+	printf("%s=%s\n", name, r < 0 ? strerrorname_np(errno) : "OK");
+}
+
+static volatile sig_atomic_t got_sig;
+static void on_sig(int sig)
+{
+	got_sig = sig;
+}
+
+static int helper(int argc, char **argv)
+{
+	const char *a = argv[2];
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	if (streq(a, "syscalls")) {
+		struct timespec ts = { 0 };
+		long r;
+
+		report("mount", mount("none", "/tmp", "tmpfs", 0, NULL));
+		report("umount2", umount2("/tmp", 0));
+		report("unshare_user", unshare(CLONE_NEWUSER));
+		report("unshare_user_mount", unshare(CLONE_NEWUSER | CLONE_NEWNS));
+		report("bpf", syscall(SYS_bpf, 0, NULL, 0));
+		report("keyctl", syscall(SYS_keyctl, 0, 0, 0, 0, 0));
+		report("add_key", syscall(SYS_add_key, "user", "x", "y", 1, 0));
+		report("perf_event_open", syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0));
+		report("ptrace_attach_init", ptrace(PTRACE_ATTACH, 1, NULL, NULL));
+		report("clock_settime", clock_settime(CLOCK_REALTIME, &ts));
+		report("init_module", syscall(SYS_init_module, NULL, 0, ""));
+		report("kexec_load", syscall(SYS_kexec_load, 0, 0, NULL, 0));
+		report("reboot", syscall(SYS_reboot, 0, 0, 0, NULL));
+		report("swapon", syscall(SYS_swapon, "/x", 0));
+		report("pivot_root", syscall(SYS_pivot_root, "/", "/"));
+		report("open_by_handle_at", syscall(SYS_open_by_handle_at, -1, NULL, 0));
+		report("clone3", syscall(SYS_clone3, NULL, 0));
+		report("setns_any", syscall(SYS_setns, 0, 0));
+		report("mkdir_sys_cgroup", mkdir("/sys/fs/cgroup/escape", 0755));
+		report("getpid", getpid());
+#if defined(__x86_64__)
+		/* the i386 ABI is not in the profile's arch list */
+		__asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+		errno = r < 0 ? (int)-r : 0;
+		report("i386_getpid", r < 0 ? -1 : 0);
+#endif
+		return 0;
+	}
+	if (streq(a, "kill") && argc > 3) {
+		report("kill_host_pid", kill((pid_t)atoi(argv[3]), SIGKILL));
+		return 0;
+	}
+	if (streq(a, "forkbomb")) {
+		int n = 0;
+
+		for (int i = 0; i < 40; i++) {
+			pid_t pid = fork();
+
+			if (pid == 0) {
+				pause();
+				_exit(0);
+			}
+			if (pid > 0)
+				n++;
+		}
+		printf("forked=%d\n", n);
+		kill(0, SIGKILL); /* the whole session, this helper included */
+		return 0;
+	}
+	if (streq(a, "sigwait")) {
+		struct sigaction sa = { .sa_handler = on_sig };
+
+		sigaction(SIGTERM, &sa, NULL);
+		sigaction(SIGUSR1, &sa, NULL);
+		printf("ready\n");
+		while (!got_sig)
+			pause();
+		printf("got %d\n", (int)got_sig);
+		return 0;
+	}
+	if (streq(a, "udp-echo")) {
+		int s = socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(5000) };
+		char buf[64];
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t n;
+
+		if (s < 0 || bind(s, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+			return 1;
+		printf("ready\n");
+		n = recvfrom(s, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
+		if (n > 0)
+			sendto(s, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+		return 0;
+	}
+	if (streq(a, "udp-ping") && argc > 3) {
+		int s = socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(5000) };
+		struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
+		char buf[64];
+
+		inet_pton(AF_INET, argv[3], &to.sin_addr);
+		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		for (int i = 0; i < 20; i++) {
+			sendto(s, "ping", 4, 0, (struct sockaddr *)&to, sizeof(to));
+			if (recv(s, buf, sizeof(buf), 0) == 4) {
+				printf("pong\n");
+				return 0;
+			}
+		}
+		printf("no reply\n");
+		return 1;
+	}
+	if (streq(a, "ifaddr")) {
+		struct ifreq ifr = { 0 };
+		int s = socket(AF_INET, SOCK_DGRAM, 0);
+
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", argc > 3 ? argv[3] : "eth0");
+		if (ioctl(s, SIOCGIFADDR, &ifr) < 0)
+			return 1;
+		printf("%s\n", inet_ntoa(((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr));
+		return 0;
+	}
+	fprintf(stderr, "unknown helper action %s\n", a);
+	return 2;
+}
+
+/* ---------------- test side ---------------- */
+
+static int n_test, n_fail;
+static struct cg_system *sys;
+static char parent[64], appdir[128], helper_path[256];
+static int seq;
+
+static _printf_(2, 3) void ok(bool cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("%sok %d - ", cond ? "" : "not ", ++n_test);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	if (!cond)
+		n_fail++;
+}
+
+static void skip(const char *name, const char *why)
+{
+	printf("ok %d - %s # SKIP %s\n", ++n_test, name, why);
+}
+
+static void diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
+struct run {
+	struct sandbox_config cfg;
+	char id[64];
+	int out; /* memfd: stdout + stderr of the task */
+	struct sandbox_task *t;
+	struct cd_error err;
+	int r;
+};
+
+static void run_init(struct run *x, char *const *argv)
+{
+	memset(x, 0, sizeof(*x));
+	sandbox_config_init(&x->cfg);
+	snprintf(x->id, sizeof(x->id), "st%d-%d", (int)getpid(), ++seq);
+	x->cfg.task_id = x->id;
+	x->cfg.cgroup_parent = parent;
+	x->cfg.argv = argv;
+	x->cfg.app_dir = appdir;
+	x->out = memfd_create("out", MFD_CLOEXEC);
+	x->cfg.stdout_fd = x->out;
+	x->cfg.stderr_fd = x->out;
+}
+
+static int run_start(struct run *x)
+{
+	x->r = sandbox_launch(sys, &x->cfg, &x->t, &x->err);
+	if (x->r < 0)
+		diag("launch %s: %s", x->id, cd_error_message(&x->err));
+	return x->r;
+}
+
+static char *run_output(struct run *x)
+{
+	static char buf[65536];
+	ssize_t n = pread(x->out, buf, sizeof(buf) - 1, 0);
+
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}
+
+/* Wait until the output contains s (5 s at most). */
+static bool run_wait_output(struct run *x, const char *s)
+{
+	for (int i = 0; i < 500; i++) {
+		if (strstr(run_output(x), s))
+			return true;
+		clock_sleep_usec(10000);
+	}
+	return false;
+}
+
+static int run_wait(struct run *x, struct sandbox_status *st)
+{
+	int r = sandbox_wait(x->t, 20 * USEC_PER_SEC, -1, st);
+
+	if (r == 0)
+		diag("%s: timeout", x->id);
+	return r;
+}
+
+static void run_end(struct run *x)
+{
+	if (x->t) {
+		struct cd_error e = { 0 };
+
+		if (sandbox_destroy(x->t, &e) < 0)
+			diag("destroy %s: %s", x->id, cd_error_message(&e));
+		sandbox_task_free(x->t);
+		x->t = NULL;
+	}
+	safe_close(x->out);
+}
+
+/* Run to completion; returns the output (static buffer) and the status. */
+static char *run_full(struct run *x, struct sandbox_status *st)
+{
+	if (run_start(x) < 0)
+		return NULL;
+	if (run_wait(x, st) != 1)
+		return NULL;
+	return run_output(x);
+}
+
+static bool cgroup_gone(const char *id)
+{
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
+		char path[PATH_MAX];
+		const char *root = cg_system_hier_path(sys, h);
+
+		if (!root)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/%s", root, parent, id);
+		if (access(path, F_OK) == 0)
+			return false;
+	}
+	return true;
+}
+
+static bool read_cg(const struct run *x, enum cg_hier h, const char *file, char *buf, size_t size)
+{
+	int fd = task_cgroup_fd(x->t->cg, h), f;
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	f = openat(fd, file, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return false;
+	n = read(f, buf, size - 1);
+	close(f);
+	if (n < 0)
+		return false;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return true;
+}
+
+#define SH(...) ((char *[]){ "/bin/sh", "-c", __VA_ARGS__, NULL })
+#define HELPER(...) ((char *[]){ "/app/helper", "--helper", __VA_ARGS__, NULL })
+
+static void test_namespaces(void)
+{
+	struct run x;
+	struct sandbox_status st;
+	char *out, host_ns[6][64] = { 0 };
+	static const char *const ns[] = { "pid", "mnt", "uts", "ipc", "net", "cgroup" };
+	char cmd[512];
+
+	for (size_t i = 0; i < ARRAY_SIZE(ns); i++) {
+		char path[64];
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", ns[i]);
+		n = readlink(path, host_ns[i], sizeof(host_ns[i]) - 1);
+		if (n > 0)
+			host_ns[i][n] = '\0';
+	}
+	snprintf(cmd, sizeof(cmd),
+		 "echo pid=$$; echo host=$(cat /proc/sys/kernel/hostname); "
+		 "for n in pid mnt uts ipc net cgroup; do echo ns_$n=$(readlink /proc/self/ns/$n); "
+		 "done; echo procs=$(ls /proc | grep -cE '^[0-9]+$'); cat /proc/self/cgroup");
+	run_init(&x, SH(cmd));
+	out = run_full(&x, &st);
+	ok(out && !st.signaled && st.code == 0, "namespaces: task ran (exit 0)");
+	if (!out) {
+		run_end(&x);
+		return;
+	}
+	ok(strstr(out, "pid=2\n") != NULL, "pid ns: the command is pid 2 under our init");
+	/* init, sh and the pipeline's few children: never the host's hundreds */
+	{
+		const char *p = strstr(out, "procs=");
+		int procs = p ? atoi(p + 6) : 999;
+		ok(procs >= 2 && procs <= 6, "pid ns: only the task's processes are visible (%d)",
+		   procs);
+	}
+	{
+		char want[128];
+		snprintf(want, sizeof(want), "host=%s\n", x.id);
+		ok(strstr(out, want) != NULL, "uts ns: hostname is the task id");
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(ns); i++) {
+		char key[32];
+		const char *p;
+
+		snprintf(key, sizeof(key), "ns_%s=", ns[i]);
+		p = strstr(out, key);
+		ok(p && strncmp(p + strlen(key), host_ns[i], strlen(host_ns[i])) != 0 &&
+			   p[strlen(key)] != '\n',
+		   "%s namespace differs from the host's", ns[i]);
+	}
+	ok(strstr(out, "0::/\n") != NULL, "cgroup ns: the task's cgroup is its root");
+	run_end(&x);
+}
+
+static void test_limits_visible(void)
+{
+	struct run x;
+	char buf[128], pidbuf[32];
+	bool found = false;
+	int r;
+
+	run_init(&x, SH("sleep 30"));
+	x.cfg.limits.memory_bytes = 64ULL << 20;
+	x.cfg.limits.cpu_millis = 500;
+	x.cfg.limits.pids_max = 32;
+	if (run_start(&x) < 0) {
+		ok(false, "limits: launch");
+		run_end(&x);
+		return;
+	}
+	ok(read_cg(&x, CG_V1_MEMORY, "memory.limit_in_bytes", buf, sizeof(buf)) &&
+		   streq(buf, "67108864"),
+	   "memory.limit_in_bytes = 64 MiB (%s)", buf);
+	ok(read_cg(&x, CG_V1_MEMORY, "memory.memsw.limit_in_bytes", buf, sizeof(buf)) &&
+		   streq(buf, "67108864"),
+	   "memory.memsw.limit_in_bytes = limit (no swap)");
+	ok(read_cg(&x, CG_V1_CPU, "cpu.cfs_quota_us", buf, sizeof(buf)) && streq(buf, "50000"),
+	   "cpu.cfs_quota_us = 50000 for 0.5 vcpu");
+	ok(read_cg(&x, CG_V1_PIDS, "pids.max", buf, sizeof(buf)) && streq(buf, "32"),
+	   "pids.max = 32");
+	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)x.t->ident.pid);
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
+		char procs[4096];
+		int fd = task_cgroup_fd(x.t->cg, h), f;
+		ssize_t n;
+
+		if (fd < 0)
+			continue;
+		f = openat(fd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+		n = f >= 0 ? read(f, procs, sizeof(procs) - 1) : -1;
+		safe_close(f);
+		procs[n > 0 ? n : 0] = '\0';
+		found = strstr(procs, pidbuf) != NULL;
+		if (!found) {
+			diag("init %s missing from %s", pidbuf, cg_hier_to_string(h));
+			break;
+		}
+	}
+	ok(found, "the init is in the task cgroup of every hierarchy");
+	{
+		uint64_t id = 0;
+		struct stat s;
+		char path[PATH_MAX];
+
+		task_cgroup_path(x.t->cg, CG_UNIFIED, path, sizeof(path));
+		bool good = task_cgroup_id(x.t->cg, &id) == 0 && stat(path, &s) == 0 &&
+			    id == s.st_ino && id == x.t->cgroup_id;
+		ok(good, "cgroup id is the unified directory's inode (%" PRIu64 ")", id);
+	}
+	{
+		struct cg_stats s;
+		bool good = task_cgroup_stats(x.t->cg, &s) == 0 && s.pids_current >= 2 &&
+			    s.memory_current != UINT64_MAX && s.cpu_usage_ns != UINT64_MAX;
+		ok(good, "stats: pids=%" PRIu64 " memory=%" PRIu64, s.pids_current,
+		   s.memory_current);
+	}
+	r = sandbox_stop(x.t, 2 * USEC_PER_SEC);
+	ok(r == 0 && x.t->reaped && x.t->status.signaled && x.t->status.code == SIGTERM,
+	   "stop: SIGTERM reaches sh through init (signaled %d)", x.t->status.code);
+	run_end(&x);
+	ok(cgroup_gone(x.id), "destroy removed the cgroup from every hierarchy");
+}
+
+static void test_oom(void)
+{
+	struct run x;
+	struct sandbox_status st;
+	struct cg_stats s = { 0 };
+	int fd = -1, r;
+	bool efd = false;
+
+	/* tail buffers a line that never ends */
+	run_init(&x, ((char *[]){ "tail", "/dev/zero", NULL }));
+	x.cfg.limits.memory_bytes = 32ULL << 20;
+	if (run_start(&x) < 0) {
+		ok(false, "oom: launch");
+		run_end(&x);
+		return;
+	}
+	r = task_cgroup_oom_watch(x.t->cg, &fd, &efd);
+	ok(r == 0, "oom watch fd (%s)", efd ? "eventfd on memory.oom_control" : "memory.events");
+	r = run_wait(&x, &st);
+	ok(r == 1 && st.signaled && st.code == SIGKILL,
+	   "memory hog is OOM-killed inside its cgroup (signaled %d)", st.code);
+	if (fd >= 0) {
+		uint64_t v = 0;
+		bool fired = !efd || read(fd, &v, sizeof(v)) == sizeof(v);
+		ok(fired, "oom watch fired (%" PRIu64 ")", v);
+		close(fd);
+	}
+	r = task_cgroup_stats(x.t->cg, &s);
+	ok(r == 0 && s.oom_kills >= 1 && s.oom_kills != UINT64_MAX,
+	   "oom_kill counted (%" PRIu64 "), peak %" PRIu64 " <= limit", s.oom_kills, s.memory_peak);
+	ok(getppid() > 0 && kill(getpid(), 0) == 0, "the host (this test) is fine");
+	run_end(&x);
+}
+
+static void test_pids_max(void)
+{
+	struct run x;
+	struct sandbox_status st;
+	char buf[128];
+	char *out;
+
+	run_init(&x, HELPER("forkbomb"));
+	x.cfg.limits.pids_max = 12;
+	out = run_full(&x, &st);
+	ok(out != NULL, "fork bomb ran");
+	if (out) {
+		const char *p = strstr(out, "forked=");
+		int n = p ? atoi(p + 7) : 999;
+		ok(n <= 10, "fork bomb stopped by pids.max (%d of 40 forks, max 12 tasks)", n);
+	}
+	ok(read_cg(&x, CG_V1_PIDS, "pids.events", buf, sizeof(buf)) &&
+		   strncmp(buf, "max ", 4) == 0 && atoi(buf + 4) > 0,
+	   "pids.events counts refused forks (%s)", buf);
+	run_end(&x);
+}
+
+static void test_cpu_quota(void)
+{
+	struct run x;
+	struct cg_stats s;
+	usec_t t0;
+	double used, wall;
+
+	/* two spinning shells would use 2 cpus; the quota allows 0.5 */
+	run_init(&x, SH("while :; do :; done & while :; do :; done"));
+	x.cfg.limits.cpu_millis = 500;
+	if (run_start(&x) < 0) {
+		ok(false, "cpu: launch");
+		run_end(&x);
+		return;
+	}
+	t0 = clock_mono_usec();
+	clock_sleep_usec(1000000);
+	task_cgroup_stats(x.t->cg, &s);
+	wall = (double)(clock_mono_usec() - t0) / 1e6;
+	used = (double)s.cpu_usage_ns / 1e9;
+	ok(used <= 0.5 * wall * 1.1 + 0.05, "cpu quota holds: %.3f s used in %.3f s wall (<= 0.5)",
+	   used, wall);
+	ok(used > 0.1, "the spinners did run (%.3f s)", used);
+	ok(sandbox_stop(x.t, 200000) == 0 && task_cgroup_is_empty(x.t->cg) == 1,
+	   "stop kills the whole tree");
+	run_end(&x);
+}
+
+static void test_signals_and_status(void)
+{
+	struct run x;
+	struct sandbox_status st;
+	char *out;
+
+	run_init(&x, SH("exit 7"));
+	out = run_full(&x, &st);
+	ok(out && !st.signaled && st.code == 7, "init exits with the command's status (7)");
+	run_end(&x);
+
+	run_init(&x, SH("kill -SEGV $$"));
+	out = run_full(&x, &st);
+	ok(out && st.signaled && st.code == SIGSEGV && sandbox_status_exit_code(&st) == 139,
+	   "a command killed by SIGSEGV is reported as signaled 11");
+	run_end(&x);
+
+	run_init(&x, HELPER("sigwait"));
+	if (run_start(&x) == 0 && run_wait_output(&x, "ready")) {
+		ok(sandbox_signal(x.t, SIGTERM) == 0, "SIGTERM sent to the task");
+		ok(run_wait(&x, &st) == 1 && !st.signaled && st.code == 0 &&
+			   strstr(run_output(&x), "got 15"),
+		   "SIGTERM reaches the command's handler through init");
+	} else {
+		ok(false, "sigwait helper started");
+	}
+	run_end(&x);
+
+	/* orphans: the middle shell exits at once, its sleep is re-parented to init */
+	run_init(&x, SH("sh -c 'sleep 0.2 &'; sleep 0.7; "
+			"echo zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc "
+			"-l)"));
+	out = run_full(&x, &st);
+	ok(out && strstr(out, "zombies=0"), "orphans are reaped by init (no zombies)");
+	run_end(&x);
+
+	/* --no-init: the command is pid 1 and the kernel drops SIGTERM */
+	run_init(&x, SH("sleep 30"));
+	x.cfg.no_init = true;
+	if (run_start(&x) == 0) {
+		clock_sleep_usec(100000);
+		sandbox_signal(x.t, SIGTERM);
+		ok(sandbox_wait(x.t, 300000, -1, NULL) == 0,
+		   "no_init: a shell as pid 1 ignores SIGTERM (why the init exists)");
+		ok(sandbox_stop(x.t, 0) == 0 && x.t->reaped && x.t->status.signaled &&
+			   x.t->status.code == SIGKILL,
+		   "stop falls back to killing the cgroup");
+	} else {
+		ok(false, "no_init launch");
+	}
+	run_end(&x);
+
+	/* a double-forked daemon in its own session is still killed */
+	run_init(&x, SH("setsid sh -c 'sleep 60 & exit 0' ; sleep 60"));
+	x.cfg.no_init = false;
+	if (run_start(&x) == 0) {
+		clock_sleep_usec(200000);
+		ok(sandbox_stop(x.t, 500000) == 0 && task_cgroup_is_empty(x.t->cg) == 1,
+		   "double-forked daemon is killed with the task");
+	} else {
+		ok(false, "daemon launch");
+	}
+	run_end(&x);
+}
+
+static void test_filesystem(void)
+{
+	struct run x;
+	struct sandbox_status st;
+	char *out, maskdir[128], maskfile[128], cmd[2048];
+	const char *masks[3];
+
+	snprintf(maskdir, sizeof(maskdir), "/var/tmp/cd-selftest-%d-state", (int)getpid());
+	snprintf(maskfile, sizeof(maskfile), "/var/tmp/cd-selftest-%d-token", (int)getpid());
+	mkdir(maskdir, 0700);
+	fs_write_atomic(maskfile, "SECRET\n", 7, 0600);
+	{
+		char p[256];
+		snprintf(p, sizeof(p), "%s/db", maskdir);
+		fs_write_atomic(p, "SECRET\n", 7, 0600);
+	}
+	masks[0] = maskdir;
+	masks[1] = maskfile;
+	masks[2] = NULL;
+	snprintf(cmd, sizeof(cmd),
+		 "touch /usr/x 2>/dev/null && echo usr=rw || echo usr=ro; "
+		 "touch /etc/x 2>/dev/null && echo etc=rw || echo etc=ro; "
+		 "touch /x 2>/dev/null && echo root=rw || echo root=ro; "
+		 "cat /app/hello; touch /app/x 2>/dev/null && echo app=rw || echo app=ro; "
+		 "echo a > /tmp/a && echo tmp=rw; echo b > /task/b && echo work=rw; "
+		 "echo cwd=$(pwd); "
+		 "head -c 3000000 /dev/zero > /tmp/big 2>/dev/null && echo big=ok || echo "
+		 "big=enospc; "
+		 "cat %s/db 2>/dev/null || echo maskdir=hidden; echo token=[$(cat %s)]; "
+		 "ls /root 2>/dev/null || echo root=absent; "
+		 "mkdir /sys/fs/cgroup/x 2>/dev/null && echo cg=rw || echo cg=ro; "
+		 "grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status; "
+		 "echo uid=$(id -u) gid=$(id -g); mount -t tmpfs none /tmp 2>&1 | head -1",
+		 maskdir, maskfile);
+	run_init(&x, SH(cmd));
+	x.cfg.mask_paths = masks;
+	x.cfg.storage_bytes = 2ULL << 20;
+	x.cfg.uid = 65534;
+	x.cfg.gid = 65534;
+	out = run_full(&x, &st);
+	ok(out && st.code == 0, "filesystem probe ran");
+	if (out) {
+		ok(strstr(out, "usr=ro") && strstr(out, "etc=ro") && strstr(out, "root=ro"),
+		   "host system is read-only");
+		ok(strstr(out, "hello-app") && strstr(out, "app=ro"),
+		   "/app is readable, read-only");
+		ok(strstr(out, "tmp=rw") && strstr(out, "work=rw"), "/tmp and /task are writable");
+		ok(strstr(out, "cwd=/task\n") != NULL, "default cwd is the work dir");
+		ok(strstr(out, "big=enospc") != NULL,
+		   "writable area is limited by storage (2 MiB)");
+		ok(strstr(out, "maskdir=hidden") && strstr(out, "token=[]"),
+		   "masked dir unreadable, masked file empty");
+		ok(strstr(out, "root=absent") != NULL, "/root of the host is not visible");
+		ok(strstr(out, "cg=ro") != NULL, "cannot write /sys/fs/cgroup");
+		ok(strstr(out, "CapEff:\t0000000000000000") &&
+			   strstr(out, "CapBnd:\t0000000000000000") &&
+			   strstr(out, "CapPrm:\t0000000000000000"),
+		   "capabilities empty (effective, permitted, bounding)");
+		ok(strstr(out, "NoNewPrivs:\t1") && strstr(out, "Seccomp:\t2"),
+		   "no_new_privs set, seccomp filter mode");
+		ok(strstr(out, "uid=65534 gid=65534") != NULL, "uid/gid switched");
+		ok(strstr(out, "must be superuser") != NULL,
+		   "setuid-root mount gives no privilege (%s)", "nosuid + no_new_privs");
+		if (n_fail)
+			diag("output:\n%s", out);
+	}
+	run_end(&x);
+
+	/* a kept capability survives for a non-root command */
+	run_init(&x, SH("grep CapEff /proc/self/status"));
+	x.cfg.uid = 1000;
+	x.cfg.gid = 1000;
+	x.cfg.caps = UINT64_C(1) << CAP_NET_RAW;
+	out = run_full(&x, &st);
+	ok(out && strstr(out, "CapEff:\t0000000000002000"), "kept capability: only CAP_NET_RAW");
+	run_end(&x);
+	fs_rm_rf_at(AT_FDCWD, maskdir);
+	unlink(maskfile);
+}
+
+static void test_seccomp(void)
+{
+	static const struct {
+		const char *name, *want;
+	} expect[] = {
+		{ "mount", "EPERM" },
+		{ "umount2", "EPERM" },
+		{ "unshare_user", "EPERM" },
+		{ "unshare_user_mount", "EPERM" },
+		{ "bpf", "EPERM" },
+		{ "keyctl", "EPERM" },
+		{ "add_key", "EPERM" },
+		{ "perf_event_open", "EPERM" },
+		{ "ptrace_attach_init", "EPERM" },
+		{ "clock_settime", "EPERM" },
+		{ "init_module", "EPERM" },
+		{ "kexec_load", "EPERM" },
+		{ "reboot", "EPERM" },
+		{ "swapon", "EPERM" },
+		{ "pivot_root", "EPERM" },
+		{ "open_by_handle_at", "EPERM" },
+		{ "clone3", "ENOSYS" },
+		{ "setns_any", "EPERM" },
+		{ "getpid", "OK" },
+#if defined(__x86_64__)
+		{ "i386_getpid", "ENOSYS" },
+#endif
+	};
+	struct run x;
+	struct sandbox_status st;
+	char *out, hostpid[16];
+
+	run_init(&x, HELPER("syscalls"));
+	out = run_full(&x, &st);
+	ok(out && st.code == 0, "seccomp probe ran");
+	for (size_t i = 0; out && i < ARRAY_SIZE(expect); i++) {
+		char key[64];
+		const char *p;
+
+		snprintf(key, sizeof(key), "%s=%s\n", expect[i].name, expect[i].want);
+		p = strstr(out, key);
+		ok(p != NULL, "%s -> %s", expect[i].name, expect[i].want);
+		if (!p) {
+			snprintf(key, sizeof(key), "%s=", expect[i].name);
+			p = strstr(out, key);
+			diag("got %.*s", p ? (int)strcspn(p, "\n") : 4, p ? p : "none");
+		}
+	}
+	ok(out && strstr(out, "mkdir_sys_cgroup=E"), "mkdir in /sys/fs/cgroup fails");
+	run_end(&x);
+
+	snprintf(hostpid, sizeof(hostpid), "%d", (int)getpid());
+	run_init(&x, HELPER("kill", hostpid));
+	out = run_full(&x, &st);
+	ok(out && strstr(out, "kill_host_pid=ESRCH") && kill(getpid(), 0) == 0,
+	   "a host pid cannot be signalled from the task (ESRCH)");
+	run_end(&x);
+}
+
+static void test_errors(void)
+{
+	struct run x;
+	struct cd_error e;
+
+	run_init(&x, ((char *[]){ "/nonexistent/cmd", NULL }));
+	ok(run_start(&x) == -ENOENT && strstr(x.err.msg, "exec") &&
+		   strstr(x.err.msg, "No such file"),
+	   "exec failure reported with errno and step: %s", x.err.msg);
+	ok(cgroup_gone(x.id), "no cgroup left after a failed exec");
+	run_end(&x);
+
+	run_init(&x, ((char *[]){ "no-such-command-anywhere", NULL }));
+	ok(run_start(&x) == -ENOENT, "PATH search failure is ENOENT");
+	run_end(&x);
+
+	run_init(&x, ((char *[]){ "/app/hello", NULL }));
+	ok(run_start(&x) == -EACCES, "non-executable file is EACCES: %s", x.err.msg);
+	run_end(&x);
+
+	run_init(&x, ((char *[]){ "/bin/true", NULL }));
+	x.cfg.cwd = "/does/not/exist";
+	ok(run_start(&x) == -ENOENT && strstr(x.err.msg, "chdir"), "bad cwd names the step: %s",
+	   x.err.msg);
+	ok(cgroup_gone(x.id), "no cgroup left after a failed chdir");
+	run_end(&x);
+
+	run_init(&x, ((char *[]){ "/bin/true", NULL }));
+	x.cfg.limits.memory_bytes = 1;
+	ok(run_start(&x) == -EINVAL && strstr(x.err.msg, "memory"), "invalid limit: %s", x.err.msg);
+	ok(cgroup_gone(x.id), "no cgroup left after invalid input");
+	run_end(&x);
+
+	run_init(&x, ((char *[]){ NULL }));
+	ok(run_start(&x) == -EINVAL && strstr(x.err.msg, "missing command"), "missing command");
+	run_end(&x);
+
+	run_init(&x, ((char *[]){ "/bin/true", NULL }));
+	x.cfg.app_dir = "/nonexistent-artifact-dir";
+	ok(run_start(&x) == -ENOENT && strstr(x.err.msg, "artifact"), "missing artifact dir: %s",
+	   x.err.msg);
+	run_end(&x);
+
+	run_init(&x, ((char *[]){ "/bin/true", NULL }));
+	x.cfg.app_dir = "/etc/hostname";
+	ok(run_start(&x) == -ENOTDIR, "artifact dir that is a file: ENOTDIR");
+	run_end(&x);
+
+	/* a task id clash must not share a cgroup */
+	{
+		struct run a, b;
+
+		run_init(&a, SH("sleep 30"));
+		run_start(&a);
+		run_init(&b, SH("true"));
+		snprintf(b.id, sizeof(b.id), "%s", a.id);
+		ok(a.r == 0 && run_start(&b) == -EEXIST, "same task id twice: EEXIST (%s)",
+		   b.err.msg);
+		ok(a.t && sandbox_wait(a.t, 0, -1, NULL) == 0, "the first task is unaffected");
+		b.t = NULL;
+		run_end(&b);
+		if (a.t)
+			sandbox_stop(a.t, 0);
+		run_end(&a);
+	}
+	memset(&e, 0, sizeof(e));
+}
+
+static void test_adopt_and_gc(void)
+{
+	struct run x;
+	struct sandbox_task *t2 = NULL;
+	struct sandbox_status st;
+	struct cd_error e = { 0 };
+	char path[] = "/tmp/cd-selftest-status.XXXXXX";
+	int sfd = mkstemp(path), r;
+
+	run_init(&x, SH("sleep 30"));
+	x.cfg.status_fd = sfd;
+	if (run_start(&x) < 0) {
+		ok(false, "adopt: launch");
+		run_end(&x);
+		return;
+	}
+	r = sandbox_adopt(sys, &x.t->ident, &t2, &e);
+	ok(r == 0 && t2 && !t2->is_child && t2->cgroup_id == x.t->cgroup_id,
+	   "re-adopt by pid + start time + cgroup");
+	{
+		struct sandbox_ident bad = x.t->ident;
+		struct sandbox_task *t3 = NULL;
+
+		bad.start_time++;
+		ok(sandbox_adopt(sys, &bad, &t3, NULL) == -ESRCH,
+		   "adopt refuses a pid whose start time differs");
+		sandbox_task_free(t3);
+	}
+	if (t2) {
+		ok(sandbox_signal(t2, SIGTERM) == 0, "signal through the adopted handle");
+		ok(sandbox_wait(t2, 5 * USEC_PER_SEC, sfd, &st) == 1 && st.signaled &&
+			   st.code == SIGTERM,
+		   "adopted task's status read from the status file (signaled 15)");
+		t2->cg = NULL; /* shared with x: destroyed below */
+		sandbox_task_free(t2);
+	}
+	run_end(&x);
+	close(sfd);
+	unlink(path);
+
+	/* gc: a leftover cgroup with a live process in it */
+	{
+		struct task_cgroup *cg = NULL;
+		pid_t pid;
+		char name[64];
+
+		snprintf(name, sizeof(name), "leftover-%d", (int)getpid());
+		r = task_cgroup_create(sys, parent, name, NULL, &cg, &e);
+		pid = fork();
+		if (pid == 0) {
+			pause();
+			_exit(0);
+		}
+		task_cgroup_attach(cg, pid, false);
+		task_cgroup_free(cg);
+		r = sandbox_gc(sys, parent, NULL, "/nonexistent-ipam", &e);
+		waitpid(pid, NULL, 0);
+		ok(r >= 1 && cgroup_gone(name), "sandbox_gc kills and removes leftovers (%d)", r);
+	}
+}
+
+static void test_net_none(void)
+{
+	struct run x;
+	struct sandbox_status st;
+	char *out;
+
+	run_init(&x, SH("echo ifs=$(ls /sys/class/net | tr '\\n' ' '); "
+			"echo loflags=$(cat /sys/class/net/lo/flags)"));
+	out = run_full(&x, &st);
+	ok(out && strstr(out, "ifs=lo\n"), "net none: only lo");
+	ok(out && strstr(out, "loflags=0x9"), "net none: lo is up");
+	run_end(&x);
+
+	run_init(&x, SH("ls /sys/class/net | wc -l"));
+	x.cfg.net = SANDBOX_NET_HOST;
+	out = run_full(&x, &st);
+	ok(out && atoi(out) >= 1, "net host: the host's interfaces (%d)", out ? atoi(out) : -1);
+	run_end(&x);
+}
+
+static void test_net_bridge(void)
+{
+	struct run a, b, c;
+	struct sandbox_status st;
+	char ipam[] = "/tmp/cd-selftest-ipam.XXXXXX", addr[INET_ADDRSTRLEN], host_if[IFNAMSIZ];
+	char *out;
+
+	/* private netns for this process: the "host" bridge lives here, not on the machine */
+	if (unshare(CLONE_NEWNET) < 0) {
+		skip("bridge mode", "cannot create a private netns");
+		return;
+	}
+	if (!mkdtemp(ipam)) {
+		skip("bridge mode", "mkdtemp");
+		return;
+	}
+	run_init(&a, HELPER("udp-echo"));
+	a.cfg.net = SANDBOX_NET_BRIDGE;
+	a.cfg.bridge = (struct netns_bridge_config){ "cdbrtest0", "10.231.7.0/29", ipam };
+	if (run_start(&a) < 0 || !run_wait_output(&a, "ready")) {
+		ok(false, "bridge: echo server started");
+		run_end(&a);
+		return;
+	}
+	inet_ntop(AF_INET, &a.t->ident.lease.addr, addr, sizeof(addr));
+	snprintf(host_if, sizeof(host_if), "%s", a.t->ident.lease.host_ifname);
+	ok(streq(addr, "10.231.7.2"), "bridge: first address leased (%s)", addr);
+	ok(if_nametoindex(host_if) > 0 && if_nametoindex("cdbrtest0") > 0,
+	   "bridge: host veth %s and bridge exist", host_if);
+
+	run_init(&b, HELPER("ifaddr"));
+	b.cfg.net = SANDBOX_NET_BRIDGE;
+	b.cfg.bridge = a.cfg.bridge;
+	out = run_full(&b, &st);
+	ok(out && strstr(out, "10.231.7.3"), "bridge: eth0 inside has the leased address (%s)",
+	   out ? out : "");
+	run_end(&b);
+
+	run_init(&c, HELPER("udp-ping", addr));
+	c.cfg.net = SANDBOX_NET_BRIDGE;
+	c.cfg.bridge = a.cfg.bridge;
+	out = run_full(&c, &st);
+	ok(out && strstr(out, "pong") && st.code == 0, "bridge: two sandboxes talk by address");
+	run_end(&c);
+	ok(run_wait(&a, &st) == 1, "echo server done");
+
+	/* exhaust the /29: .2 .. .6 are five addresses, a holds one */
+	{
+		struct run more[5];
+		int last = 0;
+
+		for (int i = 0; i < 5; i++) {
+			run_init(&more[i], SH("sleep 10"));
+			more[i].cfg.net = SANDBOX_NET_BRIDGE;
+			more[i].cfg.bridge = a.cfg.bridge;
+			last = run_start(&more[i]);
+		}
+		ok(last == -ENOSPC && strstr(more[4].err.msg, "exhausted"),
+		   "subnet exhausted: ENOSPC (%s)", more[4].err.msg);
+		ok(cgroup_gone(more[4].id), "no cgroup left after ENOSPC");
+		for (int i = 0; i < 5; i++) {
+			if (more[i].t)
+				sandbox_stop(more[i].t, 0);
+			run_end(&more[i]);
+		}
+	}
+	run_end(&a);
+	ok(if_nametoindex(host_if) == 0, "host veth removed after destroy");
+	{
+		char lease[PATH_MAX];
+		snprintf(lease, sizeof(lease), "%s/%s", ipam, addr);
+		ok(access(lease, F_OK) < 0, "lease released after destroy");
+	}
+
+	/* veth name clash */
+	{
+		struct run d;
+		char cmd[256], ifname[IFNAMSIZ];
+
+		run_init(&d, SH("true"));
+		d.cfg.net = SANDBOX_NET_BRIDGE;
+		d.cfg.bridge = a.cfg.bridge;
+		netns_host_ifname(d.id, ifname);
+		snprintf(cmd, sizeof(cmd), "ip link add %s type veth peer name %.11sp", ifname,
+			 ifname);
+		if (system(cmd) == 0) {
+			ok(run_start(&d) == -EEXIST && strstr(d.err.msg, ifname),
+			   "veth name clash: EEXIST (%s)", d.err.msg);
+			ok(cgroup_gone(d.id), "no cgroup left after a veth clash");
+		} else {
+			skip("veth name clash", "ip link add failed");
+		}
+		run_end(&d);
+	}
+	fs_rm_rf_at(AT_FDCWD, ipam);
+}
+
+static int copy_file(const char *src, const char *dst)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len;
+	int r = fs_read_file_at(AT_FDCWD, src, 64 << 20, &data, &len);
+
+	if (r < 0)
+		return r;
+	return fs_write_atomic(dst, data, len, 0755);
+}
+
+static void remove_parent(void)
+{
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
+		char path[PATH_MAX];
+		const char *root = cg_system_hier_path(sys, h);
+
+		if (!root)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", root, parent);
+		if (rmdir(path) < 0 && errno != ENOENT)
+			diag("cannot remove %s: %m", path);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct cd_error err = { 0 };
+	char self[PATH_MAX];
+	ssize_t n;
+
+	if (argc > 2 && streq(argv[1], "--helper"))
+		return helper(argc, argv);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (geteuid() != 0) {
+		printf("1..0 # SKIP sandbox selftests need root\n");
+		return 77;
+	}
+	if (cg_system_detect(NULL, &sys, &err) < 0) {
+		printf("1..0 # SKIP no cgroup hierarchy: %s\n", cd_error_message(&err));
+		return 77;
+	}
+	diag("cgroup layout: %s", cg_layout_to_string(cg_system_layout(sys)));
+	snprintf(parent, sizeof(parent), "codedeploy-selftest-%d", (int)getpid());
+	snprintf(appdir, sizeof(appdir), "/tmp/cd-selftest-app.XXXXXX");
+	if (!mkdtemp(appdir)) {
+		printf("Bail out! mkdtemp: %s\n", strerror(errno));
+		return 1;
+	}
+	chmod(appdir, 0755);
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	self[n > 0 ? n : 0] = '\0';
+	snprintf(helper_path, sizeof(helper_path), "%s/helper", appdir);
+	{
+		char hello[256];
+		snprintf(hello, sizeof(hello), "%s/hello", appdir);
+		if (copy_file(self, helper_path) < 0 ||
+		    fs_write_atomic(hello, "hello-app\n", 10, 0644) < 0) {
+			printf("Bail out! cannot prepare %s\n", appdir);
+			return 1;
+		}
+	}
+
+	test_namespaces();
+	test_limits_visible();
+	test_filesystem();
+	test_seccomp();
+	test_signals_and_status();
+	test_errors();
+	test_oom();
+	test_pids_max();
+	test_cpu_quota();
+	test_net_none();
+	test_adopt_and_gc();
+	test_net_bridge(); /* last: moves this process into a private netns */
+
+	remove_parent();
+	fs_rm_rf_at(AT_FDCWD, appdir);
+	cg_system_free(sys);
+	printf("1..%d\n", n_test);
+	return n_fail ? 1 : 0;
+}
