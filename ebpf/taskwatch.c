@@ -58,8 +58,9 @@ struct taskwatch {
 };
 
 /* libbpf's print hook is process-global; it is pointed here only while we open and load, so
- * the reason for a fallback can carry libbpf's own words (e.g. the verifier's last line). */
+ * the reason for a fallback can carry libbpf's own words (its first warning). */
 static char libbpf_last_msg[256];
+static bool libbpf_specific;
 
 static int libbpf_capture(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -72,8 +73,17 @@ static int libbpf_capture(enum libbpf_print_level level, const char *fmt, va_lis
 	n = strlen(line);
 	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
 		line[--n] = '\0';
-	if (n > 0)
+	if (n == 0)
+		return 0;
+	/* Keep the first message about a program or map ("prog 'x': BPF program load failed:
+	 * ...", "map 'y': failed to create: ..."): the ones after it only unwind. */
+	if (strstr(line, "prog '") || strstr(line, "map '")) {
+		if (!libbpf_specific)
+			memcpy(libbpf_last_msg, line, n + 1);
+		libbpf_specific = true;
+	} else if (!libbpf_specific) {
 		memcpy(libbpf_last_msg, line, n + 1);
+	}
 	return 0;
 }
 
@@ -176,6 +186,7 @@ static int bpf_setup(struct taskwatch *tw, const struct taskwatch_opts *opts)
 	}
 
 	libbpf_last_msg[0] = '\0';
+	libbpf_specific = false;
 	old = libbpf_set_print(libbpf_capture);
 	tw->skel = taskwatch_bpf__open();
 	if (!tw->skel) {

@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -724,6 +726,48 @@ static void case_ringbuf_not_inherited(struct taskwatch *tw)
 	       in_parent, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
+/* Without CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN the load fails and the fallback says why. */
+static int child_nocaps(void *arg)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	static const int drop[] = { CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON };
+	struct taskwatch *tw = NULL;
+	const char *why = "";
+	int ok;
+
+	if (syscall(SYS_capget, &h, d) < 0)
+		return 2;
+	for (size_t i = 0; i < ARRAY_SIZE(drop); i++) {
+		d[drop[i] / 32].effective &= ~(1u << (drop[i] % 32));
+		d[drop[i] / 32].permitted &= ~(1u << (drop[i] % 32));
+	}
+	if (syscall(SYS_capset, &h, d) < 0)
+		return 3;
+	if (taskwatch_new(NULL, &tw) < 0)
+		return 4;
+	ok = !taskwatch_is_bpf(tw);
+	taskwatch_mode(tw, &why);
+	ok = ok && strstr(why, "CAP_") != NULL;
+	printf("# without capabilities: %s\n", why);
+	fflush(stdout);
+	taskwatch_free(tw);
+	return ok ? 0 : 5;
+}
+
+static void case_no_caps(void)
+{
+	int st = -1;
+	pid_t pid = test_spawn(NULL, child_nocaps, NULL, NULL);
+
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+	tap_ok(pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	       "without CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN: fallback, reason names the capabilities "
+	       "(child status %d)",
+	       WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 static void case_forced_env(void)
 {
 	_cleanup_taskwatch_ struct taskwatch *tw = NULL;
@@ -785,8 +829,8 @@ int main(void)
 		return 77;
 	}
 
-	/* + load, + overflow, + not inherited; + forced by env */
-	tap_plan(1 + TESTS_BPF + 2 + TESTS_FALLBACK + 1);
+	/* + load, + overflow, + not inherited; + forced by env, + no capabilities */
+	tap_plan(1 + TESTS_BPF + 2 + TESTS_FALLBACK + 2);
 	e = taskwatch_new(NULL, &bpf);
 	if (e < 0) {
 		tap_ok(false, "taskwatch_new: %s", strerror(-e));
@@ -811,6 +855,7 @@ int main(void)
 	}
 	run_mode(fallback);
 	case_forced_env();
+	case_no_caps();
 
 	(void)fs_rm_rf_at(AT_FDCWD, coredir);
 	return tap_failures() ? 1 : 0;
