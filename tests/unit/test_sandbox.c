@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for sandbox/'s pure parts: cgroup layout detection on fake trees, name and limit
+ * validation, launch config validation, subnet parsing, status records, and the seccomp profile
+ * (built, then loaded in a forked child: needs no privilege thanks to no_new_privs). */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lib/fs.h"
+#include "lib/str.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/launch.h"
+#include "sandbox/netns.h"
+#include "sandbox/seccomp.h"
+
+static char root[64];
+
+static int setup_root(void **state)
+{
+	strcpy(root, "/tmp/cd-test-sandbox.XXXXXX");
+	assert_non_null(mkdtemp(root));
+	return 0;
+}
+
+static int teardown_root(void **state)
+{
+	assert_int_equal(fs_rm_rf_at(AT_FDCWD, root), 0);
+	return 0;
+}
+
+/* mkdir -p root/dir and create root/dir/file (empty). */
+static void fake(const char *dir, const char *file)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", root, dir);
+	assert_int_equal(fs_mkdir_p(path, 0755), 0);
+	if (file) {
+		snprintf(path, sizeof(path), "%s/%s/%s", root, dir, file);
+		assert_int_equal(fs_write_atomic(path, "", 0, 0644), 0);
+	}
+}
+
+static void fake_v1(const char *dir)
+{
+	fake(dir, "tasks");
+	fake(dir, "cgroup.procs");
+}
+
+static void expect_path(const struct cg_system *sys, enum cg_hier h, const char *rel)
+{
+	const char *p = cg_system_hier_path(sys, h);
+	char want[256];
+
+	if (!rel) {
+		assert_null(p);
+		return;
+	}
+	snprintf(want, sizeof(want), "%s/%s", root, rel);
+	assert_non_null(p);
+	assert_string_equal(p, want);
+}
+
+static void test_detect_hybrid(void **state)
+{
+	struct cg_system *sys = NULL;
+	char link[256];
+
+	fake_v1("memory");
+	fake_v1("cpu,cpuacct");
+	fake_v1("pids");
+	fake_v1("freezer");
+	fake_v1("systemd");
+	fake("unified", "cgroup.controllers");
+	/* the usual compatibility symlinks must not count twice */
+	snprintf(link, sizeof(link), "%s/cpu", root);
+	assert_int_equal(symlink("cpu,cpuacct", link), 0);
+	assert_int_equal(cg_system_detect(root, &sys, NULL), 0);
+	assert_int_equal(cg_system_layout(sys), CG_LAYOUT_HYBRID);
+	assert_string_equal(cg_layout_to_string(cg_system_layout(sys)), "hybrid");
+	expect_path(sys, CG_UNIFIED, "unified");
+	expect_path(sys, CG_V1_MEMORY, "memory");
+	expect_path(sys, CG_V1_CPU, "cpu,cpuacct");
+	expect_path(sys, CG_V1_CPUACCT, "cpu,cpuacct");
+	expect_path(sys, CG_V1_PIDS, "pids");
+	expect_path(sys, CG_V1_FREEZER, "freezer");
+	cg_system_free(sys);
+}
+
+static void test_detect_v1(void **state)
+{
+	struct cg_system *sys = NULL;
+
+	fake_v1("memory");
+	fake_v1("cpu");
+	assert_int_equal(cg_system_detect(root, &sys, NULL), 0);
+	assert_int_equal(cg_system_layout(sys), CG_LAYOUT_V1);
+	expect_path(sys, CG_UNIFIED, NULL);
+	expect_path(sys, CG_V1_MEMORY, "memory");
+	expect_path(sys, CG_V1_CPU, "cpu");
+	expect_path(sys, CG_V1_PIDS, NULL);
+	expect_path(sys, CG_V1_FREEZER, NULL);
+	cg_system_free(sys);
+}
+
+static void test_detect_v2(void **state)
+{
+	struct cg_system *sys = NULL;
+
+	fake(".", "cgroup.controllers");
+	fake("system.slice", "cgroup.controllers"); /* a child cgroup, not a hierarchy */
+	assert_int_equal(cg_system_detect(root, &sys, NULL), 0);
+	assert_int_equal(cg_system_layout(sys), CG_LAYOUT_V2);
+	assert_string_equal(cg_system_hier_path(sys, CG_UNIFIED), root);
+	expect_path(sys, CG_V1_MEMORY, NULL);
+	cg_system_free(sys);
+}
+
+static void test_detect_none(void **state)
+{
+	struct cg_system *sys = NULL;
+	struct cd_error err = { 0 };
+
+	fake("empty", NULL);
+	assert_int_equal(cg_system_detect(root, &sys, &err), -ENOMEDIUM);
+	assert_non_null(strstr(err.msg, "no cgroup hierarchy"));
+	assert_null(sys);
+	assert_int_equal(cg_system_detect("/nonexistent-cgroup-root", &sys, NULL), -ENOENT);
+}
+
+static void test_name_validate(void **state)
+{
+	assert_int_equal(cg_name_validate("codedeploy", false), 0);
+	assert_int_equal(cg_name_validate("codedeploy/prod", true), 0);
+	assert_int_equal(cg_name_validate("task-1.a_b:c@d", false), 0);
+	assert_int_equal(cg_name_validate("codedeploy/prod", false), -EINVAL);
+	assert_int_equal(cg_name_validate("", false), -EINVAL);
+	assert_int_equal(cg_name_validate(NULL, false), -EINVAL);
+	assert_int_equal(cg_name_validate("/abs", true), -EINVAL);
+	assert_int_equal(cg_name_validate("trailing/", true), -EINVAL);
+	assert_int_equal(cg_name_validate("a//b", true), -EINVAL);
+	assert_int_equal(cg_name_validate("..", false), -EINVAL);
+	assert_int_equal(cg_name_validate("a/../b", true), -EINVAL);
+	assert_int_equal(cg_name_validate(".", false), -EINVAL);
+	assert_int_equal(cg_name_validate("cgroup.procs", false), -EINVAL);
+	assert_int_equal(cg_name_validate("sp ace", false), -EINVAL);
+	assert_int_equal(cg_name_validate("new\nline", false), -EINVAL);
+	{
+		char longname[256];
+
+		memset(longname, 'a', sizeof(longname) - 1);
+		longname[sizeof(longname) - 1] = '\0';
+		assert_int_equal(cg_name_validate(longname, false), -EINVAL);
+	}
+}
+
+static void test_limits_validate(void **state)
+{
+	struct cg_limits l = { 0 };
+	struct cd_error err = { 0 };
+
+	assert_int_equal(cg_limits_validate(&l, NULL), 0);
+	assert_int_equal(cg_limits_validate(NULL, NULL), 0);
+	l.memory_bytes = 1;
+	assert_int_equal(cg_limits_validate(&l, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "memory"));
+	l.memory_bytes = 64ULL << 20;
+	l.cpu_millis = 2000000;
+	assert_int_equal(cg_limits_validate(&l, NULL), -EINVAL);
+	l.cpu_millis = 1500;
+	l.pids_max = 100000000;
+	assert_int_equal(cg_limits_validate(&l, NULL), -EINVAL);
+	l.pids_max = 64;
+	assert_int_equal(cg_limits_validate(&l, NULL), 0);
+}
+
+static void test_create_rejects_bad_names(void **state)
+{
+	struct cg_system *sys = NULL;
+	struct task_cgroup *cg = NULL;
+	struct cd_error err = { 0 };
+
+	fake(".", "cgroup.controllers");
+	assert_int_equal(cg_system_detect(root, &sys, NULL), 0);
+	assert_int_equal(task_cgroup_create(sys, "../escape", "t", NULL, &cg, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "parent"));
+	cd_error_reset(&err);
+	assert_int_equal(task_cgroup_create(sys, "codedeploy", "a/b", NULL, &cg, &err), -EINVAL);
+	assert_null(cg);
+	cg_system_free(sys);
+}
+
+static char *const true_argv[] = { "/bin/true", NULL };
+
+static void base_config(struct sandbox_config *cfg)
+{
+	sandbox_config_init(cfg);
+	cfg->task_id = "t1";
+	cfg->argv = true_argv;
+}
+
+static void expect_invalid(struct sandbox_config *cfg, int code, const char *needle)
+{
+	struct cd_error err = { 0 };
+
+	assert_int_equal(sandbox_config_validate(cfg, &err), code);
+	if (!strstr(err.msg, needle))
+		fail_msg("message \"%s\" lacks \"%s\"", err.msg, needle);
+}
+
+static void test_config_validate(void **state)
+{
+	struct sandbox_config cfg;
+	char *const empty_argv[] = { NULL };
+	const char *bad_masks[] = { "relative/path", NULL };
+	struct sandbox_rlimit bad_rl = { RLIMIT_NOFILE, 10, 5 };
+
+	base_config(&cfg);
+	assert_int_equal(cfg.stdin_fd, -1);
+	assert_int_equal(cfg.status_fd, -1);
+	assert_int_equal(cfg.net, SANDBOX_NET_NONE);
+	assert_int_equal(sandbox_config_validate(&cfg, NULL), 0);
+
+	base_config(&cfg);
+	cfg.task_id = NULL;
+	expect_invalid(&cfg, -EINVAL, "task id");
+	base_config(&cfg);
+	cfg.task_id = "has/slash";
+	expect_invalid(&cfg, -EINVAL, "task id");
+	base_config(&cfg);
+	cfg.task_id = "a234567890123456789012345678901234567890123456789012345678901234567890";
+	expect_invalid(&cfg, -EINVAL, "task id");
+	base_config(&cfg);
+	cfg.argv = empty_argv;
+	expect_invalid(&cfg, -EINVAL, "missing command");
+	base_config(&cfg);
+	cfg.argv = NULL;
+	expect_invalid(&cfg, -EINVAL, "missing command");
+	base_config(&cfg);
+	cfg.limits.memory_bytes = 100;
+	expect_invalid(&cfg, -EINVAL, "memory");
+	base_config(&cfg);
+	cfg.work_dir = "/usr";
+	expect_invalid(&cfg, -EINVAL, "work dir");
+	base_config(&cfg);
+	cfg.work_dir = "/a/b";
+	expect_invalid(&cfg, -EINVAL, "work dir");
+	base_config(&cfg);
+	cfg.work_dir = "relative";
+	expect_invalid(&cfg, -EINVAL, "work dir");
+	base_config(&cfg);
+	cfg.cwd = "../x";
+	expect_invalid(&cfg, -EINVAL, "working directory");
+	base_config(&cfg);
+	cfg.storage_bytes = 1000;
+	expect_invalid(&cfg, -EINVAL, "storage");
+	base_config(&cfg);
+	cfg.net = (enum sandbox_net_mode)42;
+	expect_invalid(&cfg, -EINVAL, "network mode");
+	base_config(&cfg);
+	cfg.mask_paths = bad_masks;
+	expect_invalid(&cfg, -EINVAL, "mask path");
+	base_config(&cfg);
+	cfg.rlimits = &bad_rl;
+	cfg.n_rlimits = 1;
+	expect_invalid(&cfg, -EINVAL, "rlimit");
+	base_config(&cfg);
+	cfg.caps = UINT64_C(1) << 63;
+	expect_invalid(&cfg, -EINVAL, "capability");
+	base_config(&cfg);
+	cfg.app_dir = "/nonexistent-app-dir";
+	expect_invalid(&cfg, -ENOENT, "artifact dir");
+	base_config(&cfg);
+	cfg.app_dir = "/etc/passwd";
+	expect_invalid(&cfg, -ENOTDIR, "not a directory");
+	base_config(&cfg);
+	cfg.cgroup_parent = "/abs";
+	expect_invalid(&cfg, -EINVAL, "cgroup parent");
+}
+
+static void test_subnet_parse(void **state)
+{
+	struct in_addr net;
+	uint8_t prefix;
+
+	assert_int_equal(netns_parse_subnet("10.88.0.0/24", &net, &prefix), 0);
+	assert_int_equal(prefix, 24);
+	assert_int_equal(ntohl(net.s_addr), 0x0a580000);
+	assert_int_equal(netns_parse_subnet("10.88.0.1/24", &net, &prefix), -EINVAL);
+	assert_int_equal(netns_parse_subnet("10.88.0.0/31", &net, &prefix), -EINVAL);
+	assert_int_equal(netns_parse_subnet("10.0.0.0/7", &net, &prefix), -EINVAL);
+	assert_int_equal(netns_parse_subnet("10.88.0.0", &net, &prefix), -EINVAL);
+	assert_int_equal(netns_parse_subnet("10.88.0.0/", &net, &prefix), -EINVAL);
+	assert_int_equal(netns_parse_subnet("10.88.0.0/24x", &net, &prefix), -EINVAL);
+	assert_int_equal(netns_parse_subnet("300.1.1.0/24", &net, &prefix), -EINVAL);
+	assert_int_equal(netns_parse_subnet(NULL, &net, &prefix), -EINVAL);
+}
+
+static void test_net_mode_and_ifname(void **state)
+{
+	enum sandbox_net_mode m;
+	char a[IFNAMSIZ], b[IFNAMSIZ], c[IFNAMSIZ];
+
+	assert_int_equal(netns_mode_from_string("none", &m), 0);
+	assert_int_equal(m, SANDBOX_NET_NONE);
+	assert_int_equal(netns_mode_from_string("host", &m), 0);
+	assert_int_equal(m, SANDBOX_NET_HOST);
+	assert_int_equal(netns_mode_from_string("bridge", &m), 0);
+	assert_int_equal(m, SANDBOX_NET_BRIDGE);
+	assert_string_equal(netns_mode_to_string(m), "bridge");
+	assert_int_equal(netns_mode_from_string("Bridge", &m), -EINVAL);
+	assert_int_equal(netns_mode_from_string(NULL, &m), -EINVAL);
+	netns_host_ifname("task-a", a);
+	netns_host_ifname("task-a", b);
+	netns_host_ifname("task-b", c);
+	assert_string_equal(a, b);
+	assert_string_not_equal(a, c);
+	assert_int_equal(strlen(a), 15); /* IFNAMSIZ - 1: the longest name the kernel takes */
+	assert_non_null(startswith(a, "cdv"));
+}
+
+static void test_status_parse(void **state)
+{
+	struct sandbox_status st;
+
+	assert_int_equal(sandbox_status_parse("exited 3\n", &st), 0);
+	assert_false(st.signaled);
+	assert_int_equal(st.code, 3);
+	assert_int_equal(sandbox_status_exit_code(&st), 3);
+	assert_int_equal(sandbox_status_parse("signaled 9\n", &st), 0);
+	assert_true(st.signaled);
+	assert_false(st.core_dumped);
+	assert_int_equal(st.code, 9);
+	assert_int_equal(sandbox_status_exit_code(&st), 137);
+	assert_int_equal(sandbox_status_parse("signaled 11 core\n", &st), 0);
+	assert_true(st.core_dumped);
+	assert_int_equal(sandbox_status_parse("", &st), -ENODATA);
+	assert_int_equal(sandbox_status_parse("exited 256", &st), -EINVAL);
+	assert_int_equal(sandbox_status_parse("signaled 65", &st), -EINVAL);
+	assert_int_equal(sandbox_status_parse("exited x", &st), -EINVAL);
+	assert_int_equal(sandbox_status_parse("running", &st), -EINVAL);
+}
+
+static void test_seccomp_table(void **state)
+{
+	bool has_mount = false, has_clone3 = false;
+
+	for (const struct sandbox_seccomp_rule *r = sandbox_seccomp_rules; r->name; r++) {
+		assert_true(r->err == EPERM || r->err == ENOSYS);
+		assert_non_null(r->why);
+		if (streq(r->name, "mount"))
+			has_mount = r->err == EPERM;
+		if (streq(r->name, "clone3"))
+			has_clone3 = r->err == ENOSYS;
+	}
+	assert_true(has_mount);
+	assert_true(has_clone3);
+}
+
+/* Load the profile in a child and report errno of a few calls through the exit code. */
+static int probe(const struct sandbox_bpf *bpf, int which)
+{
+	pid_t pid = fork();
+	int st;
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		long r = 0;
+
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || sandbox_seccomp_load(bpf) < 0)
+			_exit(200);
+		errno = 0;
+		switch (which) {
+		case 0:
+			r = mount("none", "/nonexistent", "tmpfs", 0, NULL);
+			break;
+		case 1:
+			r = syscall(SYS_clone3, NULL, 0);
+			break;
+		case 2:
+			r = syscall(SYS_bpf, 0, NULL, 0);
+			break;
+		case 3:
+			r = unshare(CLONE_NEWUSER);
+			break;
+		case 4:
+			r = getppid() > 0 ? 0 : -1;
+			break;
+		case 5:
+			r = syscall(SYS_keyctl, 0, 0, 0, 0, 0);
+			break;
+		}
+		_exit(r < 0 ? errno : 0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static void test_seccomp_profile(void **state)
+{
+	struct sandbox_bpf bpf = { 0 };
+	struct cd_error err = { 0 };
+
+	assert_int_equal(sandbox_seccomp_build(NULL, &bpf, &err), 0);
+	assert_non_null(bpf.insns);
+	assert_true(bpf.len > 10);
+	assert_int_equal(probe(&bpf, 0), EPERM);
+	assert_int_equal(probe(&bpf, 1), ENOSYS);
+	assert_int_equal(probe(&bpf, 2), EPERM);
+	assert_int_equal(probe(&bpf, 3), EPERM);
+	assert_int_equal(probe(&bpf, 4), 0);
+	assert_int_equal(probe(&bpf, 5), EPERM);
+	sandbox_bpf_release(&bpf);
+	assert_null(bpf.insns);
+	sandbox_bpf_release(&bpf); /* idempotent */
+}
+
+static void test_seccomp_userns_option(void **state)
+{
+	struct sandbox_seccomp_opts opts = { .allow_userns = true };
+	struct sandbox_bpf bpf = { 0 };
+	int r;
+
+	assert_int_equal(sandbox_seccomp_build(&opts, &bpf, NULL), 0);
+	/* the filter no longer answers: the kernel decides (success or its own refusal) */
+	r = probe(&bpf, 3);
+	assert_true(r == 0 || r == EINVAL || r == ENOSPC || r == EUSERS);
+	assert_int_equal(probe(&bpf, 0), EPERM);
+	sandbox_bpf_release(&bpf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_detect_hybrid, setup_root, teardown_root),
+		cmocka_unit_test_setup_teardown(test_detect_v1, setup_root, teardown_root),
+		cmocka_unit_test_setup_teardown(test_detect_v2, setup_root, teardown_root),
+		cmocka_unit_test_setup_teardown(test_detect_none, setup_root, teardown_root),
+		cmocka_unit_test(test_name_validate),
+		cmocka_unit_test(test_limits_validate),
+		cmocka_unit_test_setup_teardown(test_create_rejects_bad_names, setup_root,
+						teardown_root),
+		cmocka_unit_test(test_config_validate),
+		cmocka_unit_test(test_subnet_parse),
+		cmocka_unit_test(test_net_mode_and_ifname),
+		cmocka_unit_test(test_status_parse),
+		cmocka_unit_test(test_seccomp_table),
+		cmocka_unit_test(test_seccomp_profile),
+		cmocka_unit_test(test_seccomp_userns_option),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
