@@ -38,6 +38,7 @@ static const struct key keys[] = {
 	{ "zone", K_STR_OPT, OFF(zone), 0, 0 },
 	{ "advertise_url", K_URL, OFF(advertise_url), 0, 0 },
 	{ "shim_path", K_PATH_OPT, OFF(shim_path), 0, 0 },
+	{ "cgroup_parent", K_STR_OPT, OFF(cgroup_parent), 0, 0 },
 	{ "log_level", K_LEVEL, OFF(log_level), 0, 0 },
 	{ "threads", K_UINT, OFF(threads), 1, 256 },
 	{ "heartbeat_interval_s", K_UINT, OFF(heartbeat_interval_s), 1, 3600 },
@@ -143,6 +144,27 @@ static bool valid_host_id(const char *v)
 	return true;
 }
 
+static bool valid_cgroup_parent(const char *v)
+{
+	const char *p = v;
+
+	if (!*v || strlen(v) > 200)
+		return false;
+	while (*p) {
+		size_t n = strcspn(p, "/");
+
+		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		for (size_t i = 0; i < n; i++)
+			if (!isalnum((unsigned char)p[i]) && !strchr("._-", p[i]))
+				return false;
+		p += n;
+		if (*p == '/' && !*++p)
+			return false;
+	}
+	return true;
+}
+
 int taskd_config_set(struct taskd_config *c, const char *key, const char *value,
 		     struct cd_error *err)
 {
@@ -207,6 +229,11 @@ int taskd_config_set(struct taskd_config *c, const char *key, const char *value,
 		if (streq(key, "host_id") && *value && !valid_host_id(value))
 			return cd_error_set(err, -EINVAL,
 					    "%s: '%s' must match [A-Za-z0-9._-]{1,63}", key, value);
+		if (streq(key, "cgroup_parent") && *value && !valid_cgroup_parent(value))
+			return cd_error_set(err, -EINVAL,
+					    "%s: '%s' must be a relative cgroup path of "
+					    "[A-Za-z0-9._-] components",
+					    key, value);
 		if (streq(key, "zone") && *value && !valid_host_id(value))
 			return cd_error_set(err, -EINVAL, "%s: '%s' is not a zone name", key,
 					    value);

@@ -29,6 +29,7 @@ struct taskd_config {
 	char *zone;		  /* reported in heartbeats; NULL = "" */
 	char *advertise_url;	  /* taskd URL the manager pushes to; NULL = http://<listen> */
 	char *shim_path;	  /* NULL = taskd-shim next to the taskd binary */
+	char *cgroup_parent;	  /* NULL = "codedeploy" */
 	char *log_level;	  /* debug|info|warn|error */
 	unsigned threads;	  /* HTTP worker threads */
 	unsigned heartbeat_interval_s;

@@ -1,11 +1,18 @@
 # agent/: taskd (host daemon), taskd-shim (per-task supervisor that outlives taskd), taskctl.
 AGENT_LIB_SRCS := agent/state.c agent/config.c agent/restart.c agent/logfile.c agent/taskdir.c \
-	agent/runtime.c
+	agent/runtime.c agent/manager.c agent/api.c agent/notify.c
 $(eval $(call cd_lib,agent,$(AGENT_LIB_SRCS)))
 
+AGENT_LIBS := agent fetcher sandbox api cdlib
+
+$(eval $(call cd_prog,taskd,agent/taskd.c,$(AGENT_LIBS)))
 $(eval $(call cd_prog,taskd-shim,agent/shim.c,agent sandbox cdlib))
+INSTALL_SBIN += taskd
 INSTALL_LIBEXEC += taskd-shim
 
 $(eval $(call cd_test,test_agent_state,tests/unit/test_agent_state.c,agent cdlib))
 $(eval $(call cd_test,test_agent_config,tests/unit/test_agent_config.c,agent cdlib))
 $(eval $(call cd_test,test_agent_logfile,tests/unit/test_agent_logfile.c,agent cdlib))
+
+$(eval $(call cd_prog,taskctl,agent/taskctl.c,api cdlib))
+INSTALL_BIN += taskctl

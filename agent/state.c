@@ -48,7 +48,8 @@ void task_record_release(struct task_record *t)
 	free(t->job_url);
 	free(t->spec_json);
 	free(t->message);
-	t->request_id = t->job_url = t->spec_json = t->message = NULL;
+	free(t->artifact_json);
+	t->request_id = t->job_url = t->spec_json = t->message = t->artifact_json = NULL;
 }
 
 void task_record_array_free(struct task_record *v, size_t n)
@@ -71,9 +72,10 @@ int task_record_copy(const struct task_record *src, struct task_record *ret)
 {
 	struct task_record t = *src;
 
-	t.request_id = t.job_url = t.spec_json = t.message = NULL;
+	t.request_id = t.job_url = t.spec_json = t.message = t.artifact_json = NULL;
 	if (dup_opt(src->request_id, &t.request_id) < 0 || dup_opt(src->job_url, &t.job_url) < 0 ||
-	    dup_opt(src->spec_json, &t.spec_json) < 0 || dup_opt(src->message, &t.message) < 0) {
+	    dup_opt(src->spec_json, &t.spec_json) < 0 || dup_opt(src->message, &t.message) < 0 ||
+	    dup_opt(src->artifact_json, &t.artifact_json) < 0) {
 		task_record_release(&t);
 		return -ENOMEM;
 	}
@@ -180,7 +182,8 @@ static const char *const migrations[] = {
 	" started_at INTEGER NOT NULL DEFAULT 0,"
 	" finished_at INTEGER NOT NULL DEFAULT 0,"
 	" updated_at INTEGER NOT NULL,"
-	" version INTEGER NOT NULL);"
+	" version INTEGER NOT NULL,"
+	" artifact TEXT);"
 	"CREATE INDEX tasks_job ON tasks(job_url);"
 	"CREATE TABLE events ("
 	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -370,7 +373,7 @@ static int finish(struct state *st, int r, struct cd_error *err)
 static const char task_columns[] =
 	"task_id, request_id, job_url, task_index, spec, desired, state, reason, message, "
 	"exit_code, signal, restarts, generation, shim_pid, shim_start, created_at, started_at, "
-	"finished_at, updated_at, version";
+	"finished_at, updated_at, version, artifact";
 
 static void bind_task(sqlite3_stmt *s, const struct task_record *t)
 {
@@ -394,6 +397,7 @@ static void bind_task(sqlite3_stmt *s, const struct task_record *t)
 	sqlite3_bind_int64(s, 18, (sqlite3_int64)t->finished_at);
 	sqlite3_bind_int64(s, 19, (sqlite3_int64)t->updated_at);
 	sqlite3_bind_int64(s, 20, (sqlite3_int64)t->version);
+	bind_text_opt(s, 21, t->artifact_json);
 }
 
 static int column_dup(sqlite3_stmt *s, int col, char **ret)
@@ -413,7 +417,8 @@ static int read_task(sqlite3_stmt *s, struct task_record *ret)
 		return -EUCLEAN;
 	strcpy(t.task_id, v);
 	if (column_dup(s, 1, &t.request_id) < 0 || column_dup(s, 2, &t.job_url) < 0 ||
-	    column_dup(s, 4, &t.spec_json) < 0 || column_dup(s, 8, &t.message) < 0) {
+	    column_dup(s, 4, &t.spec_json) < 0 || column_dup(s, 8, &t.message) < 0 ||
+	    column_dup(s, 20, &t.artifact_json) < 0) {
 		task_record_release(&t);
 		return -ENOMEM;
 	}
@@ -456,7 +461,7 @@ int state_task_insert(struct state *st, struct task_record *t, const char *event
 	snprintf(
 		sql, sizeof(sql),
 		"INSERT INTO tasks (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-		"?, ?, ?)",
+		"?, ?, ?, ?)",
 		task_columns);
 	r = prepare(st, sql, &s);
 	if (r < 0)
@@ -483,13 +488,14 @@ int state_task_save(struct state *st, struct task_record *t, const char *event_t
 	r = begin(st, err);
 	if (r < 0)
 		return r;
-	r = prepare(st,
-		    "UPDATE tasks SET request_id = ?2, job_url = ?3, task_index = ?4, spec = ?5, "
-		    "desired = ?6, state = ?7, reason = ?8, message = ?9, exit_code = ?10, "
-		    "signal = ?11, restarts = ?12, generation = ?13, shim_pid = ?14, "
-		    "shim_start = ?15, created_at = ?16, started_at = ?17, finished_at = ?18, "
-		    "updated_at = ?19, version = ?20 WHERE task_id = ?1 AND version = ?20 - 1",
-		    &s);
+	r = prepare(
+		st,
+		"UPDATE tasks SET request_id = ?2, job_url = ?3, task_index = ?4, spec = ?5, "
+		"desired = ?6, state = ?7, reason = ?8, message = ?9, exit_code = ?10, "
+		"signal = ?11, restarts = ?12, generation = ?13, shim_pid = ?14, "
+		"shim_start = ?15, created_at = ?16, started_at = ?17, finished_at = ?18, "
+		"updated_at = ?19, version = ?20, artifact = ?21 WHERE task_id = ?1 AND version = ?20 - 1",
+		&s);
 	if (r < 0)
 		r = sql_err(st, sqlite3_errcode(st->db), err, "prepare update task");
 	else {

@@ -46,7 +46,8 @@ struct task_record {
 	char *request_id; /* client-supplied idempotency key; may be NULL */
 	char *job_url;	  /* job://region/zone/name */
 	unsigned task_index;
-	char *spec_json; /* the JobSpec as received (normalised JSON) */
+	char *spec_json;     /* the JobSpec (canonical JSON) */
+	char *artifact_json; /* {"digest", "mirrors"} of PutTask; NULL = no artifact */
 	enum task_state desired;
 	enum task_state state;
 	char reason[TASK_REASON_MAX]; /* "" when none */

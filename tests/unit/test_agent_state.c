@@ -109,6 +109,7 @@ static void test_state_task_roundtrip(void **state)
 	assert_int_equal(state_open(dbpath, &st, &err), 0);
 	make_task(&t, "00000000000100000000000000aa", "req-1", "job://us-east/us-east-1/web");
 	t.task_index = 3;
+	t.artifact_json = strdup("{\"digest\":\"sha256:00\"}");
 	assert_int_equal(state_task_insert(st, &t, "created", NULL, "{\"m\":1}", &err), 0);
 	assert_int_equal(t.version, 1);
 
@@ -122,6 +123,7 @@ static void test_state_task_roundtrip(void **state)
 	assert_string_equal(got.reason, "fetching");
 	assert_int_equal(got.exit_code, -1);
 	assert_null(got.message);
+	assert_string_equal(got.artifact_json, "{\"digest\":\"sha256:00\"}");
 
 	assert_int_equal(state_task_get_by_request(st, "req-1", &byreq), 0);
 	assert_string_equal(byreq.task_id, t.task_id);

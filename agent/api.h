@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * api.h — taskd's REST API: the route table over agent/manager (PutTask, ListTasks,
+ * GetTaskState, SetTaskState, DELETE, logs with tail/follow, events long-poll, /metrics).
+ * Owns request decoding, bearer-token checks (taskd's own token or the cluster's agent token,
+ * constant-time) and reply shapes. Does not own the server (api/http_server.h) or the tasks.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "agent/manager.h"
+#include "api/http_server.h"
+
+struct taskd_api {
+	struct manager *manager;
+	const char *token;	 /* taskd's own token (required) */
+	const char *agent_token; /* the cluster manager's agent token; NULL = none */
+	size_t log_follow_max_s; /* longest follow before the server ends it; 0 = unlimited */
+};
+
+#define TASKD_API_N_ROUTES 8
+/* Fill out with the routes bound to api (api must outlive the server). */
+void taskd_api_routes(struct taskd_api *api, struct http_route out[static TASKD_API_N_ROUTES]);
+
+/* Exposed for unit tests: does the Authorization header value carry one of the tokens? */
+bool taskd_api_authorized(const struct taskd_api *api, const char *authorization);
