@@ -1515,7 +1515,9 @@ static int validate_put(const json_t *body, const char **ret_req, const char **r
 					size_t i;
 					const json_t *v;
 
-					json_array_foreach(mirrors, i, v) {
+					for (i = 0; i < json_array_size(mirrors) &&
+						    (v = json_array_get(mirrors, i));
+					     i++) {
 						char ptr[64];
 						const char *u = NULL;
 

@@ -331,7 +331,9 @@ static int verb_ps(int argc, char **argv)
 		json_t *t;
 
 		task_header();
-		json_array_foreach(json_object_get(reply, "tasks"), i, t)
+		const json_t *a = json_object_get(reply, "tasks");
+
+		for (i = 0; i < json_array_size(a) && (t = json_array_get(a, i)); i++)
 			task_row(t);
 	}
 	json_decref(reply);
@@ -543,7 +545,9 @@ static int verb_events(int argc, char **argv)
 		r = call("GET", path, NULL, &reply, NULL);
 		if (r)
 			return r;
-		json_array_foreach(json_object_get(reply, "events"), i, e) {
+		const json_t *a = json_object_get(reply, "events");
+
+		for (i = 0; i < json_array_size(a) && (e = json_array_get(a, i)); i++) {
 			json_int_t seq = json_integer_value(json_object_get(e, "seq"));
 
 			if (opt.output == OUT_JSON) {

@@ -200,7 +200,9 @@ int launch_spec_from_string(const char *text, struct launch_spec *ret, struct cd
 		const json_t *v;
 		size_t i = 0;
 
-		json_object_foreach((json_t *)env, k, v) {
+		for (void *it = json_object_iter((json_t *)env);
+		     it && (k = json_object_iter_key(it)) && (v = json_object_iter_value(it));
+		     it = json_object_iter_next((json_t *)env, it)) {
 			if (!json_is_string(v) || strchr(k, '=') || !*k) {
 				s.n_env = i;
 				r = cd_error_set(err, -EINVAL, "launch spec: bad env entry");
