@@ -435,17 +435,18 @@ static int v2_enable_controllers(const char *root, const char *parent, struct cd
 	static const char *const want[] = { "cpu", "memory", "pids" };
 	_cleanup_free_ char *avail = NULL;
 	_cleanup_close_ int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	_cleanup_free_ char *copy = strdup(parent);
+	_cleanup_free_ char *copy = NULL;
 	char *save = NULL, *tok;
 	int r;
 
 	if (dfd < 0)
 		return cd_error_set(err, -errno, "cannot open %s: %m", root);
-	if (!copy)
-		return -ENOMEM;
 	r = fs_read_file_at(dfd, "cgroup.controllers", 4096, &avail, NULL);
 	if (r < 0)
 		return cd_error_set(err, r, "cannot read %s/cgroup.controllers", root);
+	copy = strdup(parent);
+	if (!copy)
+		return -ENOMEM;
 	tok = strtok_r(copy, "/", &save);
 	for (;;) {
 		for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
@@ -992,13 +993,14 @@ static int strv_push_unique(char ***v, size_t *n, const char *s)
 
 int cg_list_children(const struct cg_system *sys, const char *parent, char ***ret)
 {
-	_cleanup_strv_free_ char **v = calloc(1, sizeof(char *));
+	_cleanup_strv_free_ char **v = NULL;
 	size_t n = 0;
 
-	if (!v)
-		return -ENOMEM;
 	if (cg_name_validate(parent, true) < 0)
 		return -EINVAL;
+	v = calloc(1, sizeof(char *));
+	if (!v)
+		return -ENOMEM;
 	for (int h = 0; h < _CG_HIER_MAX; h++) {
 		char path[PATH_MAX];
 		DIR *d;
