@@ -1151,6 +1151,17 @@ static void dispatch(struct http_request *req)
 	const char *te, *expect;
 	int r;
 
+	/* Body framing first: every reply, errors included, must know whether a body is pending
+	 * (drain it, or close) and whether the client waits for 100-continue. */
+	te = mg_get_header(req->conn, "Transfer-Encoding");
+	req->chunked_in = te && strcasestr(te, "chunked");
+	req->content_length = req->ri->content_length;
+	req->has_body = req->chunked_in || req->content_length > 0;
+	if (!req->chunked_in && req->content_length <= 0)
+		req->body_done = true;
+	expect = mg_get_header(req->conn, "Expect");
+	req->expect_continue = expect && req->http11 && !strcasecmp(expect, "100-continue");
+
 	if (!req->path || req->path[0] != '/') {
 		reply_problem(req, 400, NULL, "the request target must be an absolute path");
 		return;
@@ -1226,20 +1237,10 @@ static void dispatch(struct http_request *req)
 		}
 	}
 
-	te = mg_get_header(req->conn, "Transfer-Encoding");
-	req->chunked_in = te && strcasestr(te, "chunked");
-	req->content_length = req->ri->content_length;
-	req->has_body = req->chunked_in || req->content_length > 0;
-	if (!req->chunked_in && req->content_length == 0)
-		req->body_done = true;
-	expect = mg_get_header(req->conn, "Expect");
-	if (expect) {
-		if (strcasecmp(expect, "100-continue") != 0) {
-			req->close_after = true;
-			reply_problem(req, 417, NULL, "only \"Expect: 100-continue\" is supported");
-			return;
-		}
-		req->expect_continue = req->http11;
+	if (expect && strcasecmp(expect, "100-continue") != 0) {
+		req->close_after = true;
+		reply_problem(req, 417, NULL, "only \"Expect: 100-continue\" is supported");
+		return;
 	}
 	if (!(best->flags & HTTP_ROUTE_STREAM_BODY) && read_body(req) != 0)
 		return;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -42,6 +43,7 @@ static char retry_after_value[16] = "3600";
 static atomic_int sleep_count;
 static atomic_bool sleep_release;
 static atomic_int header_checks; /* bit 0: framing header refused, bit 1: CRLF refused */
+static atomic_bool longpoll_saw_stop;
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 struct logged {
@@ -206,6 +208,24 @@ static void h_sleep(struct http_request *req, void *data)
 	http_reply_text(req, 200, "woke up");
 }
 
+/* A long-poll that only ends when the server stops (bounded so a bug cannot hang the suite). */
+static void h_longpoll(struct http_request *req, void *data)
+{
+	usec_t end = clock_mono_usec() + 20 * USEC_PER_SEC;
+
+	atomic_fetch_add(&sleep_count, 1);
+	while (!http_request_stopping(req) && clock_mono_usec() < end)
+		clock_sleep_usec(2 * USEC_PER_MSEC);
+	atomic_store(&longpoll_saw_stop, http_request_stopping(req));
+	http_reply_error(req, 503, "shutting down");
+}
+
+static void h_head_only(struct http_request *req, void *data)
+{
+	http_reply_header(req, "X-Route", "head");
+	http_reply_empty(req, 200);
+}
+
 static void h_stream(struct http_request *req, void *data)
 {
 	if (http_reply_start(req, 200, "text/plain") < 0)
@@ -287,6 +307,8 @@ static const struct http_route routes[] = {
 	{ "GET", "/v1/headers", h_headers, NULL, 0, 0 },
 	{ "DELETE", "/v1/things/{id}", h_empty, NULL, 0, 0 },
 	{ "GET", "/v1/open", h_files, NULL, HTTP_ROUTE_OPEN, 0 },
+	{ "GET", "/v1/longpoll", h_longpoll, NULL, 0, 0 },
+	{ "HEAD", "/v1/peer", h_head_only, NULL, 0, 0 },
 };
 
 static int start_server(const char *token, struct http_server **ret)
@@ -981,7 +1003,13 @@ static void test_keep_alive_reuse(void **state)
 	http_client_stats(c, &cs);
 	assert_int_equal(cs.requests, 10);
 	assert_int_equal(cs.connections, 1);
-	http_server_stats(srv, &after);
+	/* the server counts a request after its reply went out: wait (bounded) for the tenth */
+	for (int i = 0; i < 1000; i++) {
+		http_server_stats(srv, &after);
+		if (after.requests - before.requests >= 10)
+			break;
+		clock_sleep_usec(USEC_PER_MSEC);
+	}
 	assert_int_equal(after.connections - before.connections, 1);
 	assert_true(after.requests - before.requests >= 10);
 }
@@ -1391,6 +1419,314 @@ static void test_client_bad_config(void **state)
 	assert_int_equal(http_client_new(&cfg, &c, NULL), -EINVAL);
 }
 
+static void test_sigchld_preserved(void **state)
+{
+	struct sigaction sa = { .sa_handler = SIG_DFL }, old, now;
+	struct http_server *s = NULL;
+
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGCHLD, &sa, &old), 0);
+	assert_int_equal(start_server(NULL, &s), 0);
+	assert_int_equal(sigaction(SIGCHLD, NULL, &now), 0);
+	assert_true(now.sa_handler == SIG_DFL);
+	http_server_free(s);
+	sigaction(SIGCHLD, &old, NULL);
+}
+
+struct longpoll_arg {
+	char url[64];
+	int r;
+	long status;
+};
+
+static void *longpoll_client(void *p)
+{
+	struct longpoll_arg *a = p;
+	struct http_client_config cfg = { .base_url = a->url, .max_attempts = 1 };
+	struct http_client_request req = { .method = "GET", .path = "/v1/longpoll" };
+	struct http_client_response resp = { 0 };
+	struct http_client *c = NULL;
+
+	a->r = http_client_new(&cfg, &c, NULL);
+	if (a->r == 0)
+		a->r = http_client_request(c, &req, &resp, NULL);
+	a->status = resp.status;
+	http_client_response_release(&resp);
+	http_client_free(c);
+	return NULL;
+}
+
+static void test_free_ends_long_poll(void **state)
+{
+	struct http_server *s = NULL;
+	struct longpoll_arg a = { .r = 1 };
+	pthread_t t;
+
+	assert_int_equal(start_server(NULL, &s), 0);
+	snprintf(a.url, sizeof(a.url), "http://127.0.0.1:%d", http_server_port(s));
+	atomic_store(&sleep_count, 0);
+	atomic_store(&longpoll_saw_stop, false);
+	assert_int_equal(pthread_create(&t, NULL, longpoll_client, &a), 0);
+	for (int i = 0; i < 5000 && atomic_load(&sleep_count) == 0; i++)
+		clock_sleep_usec(USEC_PER_MSEC);
+	assert_int_equal(atomic_load(&sleep_count), 1);
+	http_server_free(s); /* returns once the handler saw the stop and replied */
+	assert_true(atomic_load(&longpoll_saw_stop));
+	pthread_join(t, NULL);
+	/* the reply may or may not make it out before the socket closes; either is fine */
+	assert_true(a.r < 0 || a.status == 503);
+}
+
+static void test_expect_unsupported_417(void **state)
+{
+	_cleanup_free_ char *out =
+		raw_exchange("POST /v1/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+			     "\r\nExpect: something-else\r\nContent-Length: 2\r\n\r\n{}");
+
+	assert_true(startswith(out, "HTTP/1.1 417 Expectation Failed\r\n"));
+	assert_non_null(strstr(out, "application/problem+json"));
+}
+
+static void test_pipelined_keep_alive(void **state)
+{
+	_cleanup_free_ char *out = raw_exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+						"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+						"Connection: close\r\n\r\n");
+	const char *second;
+
+	assert_true(startswith(out, "HTTP/1.1 200 OK\r\n"));
+	assert_non_null(strstr(out, "Connection: keep-alive\r\n"));
+	second = strstr(out + 1, "HTTP/1.1 200 OK\r\n");
+	assert_non_null(second);
+	assert_non_null(strstr(second, "Connection: close\r\n"));
+}
+
+static void test_http10_closes_by_default(void **state)
+{
+	_cleanup_free_ char *out = raw_exchange("GET /healthz HTTP/1.0\r\n\r\n");
+
+	assert_true(startswith(out, "HTTP/1.1 200 OK\r\n"));
+	assert_non_null(strstr(out, "Connection: close\r\n"));
+	assert_non_null(strstr(out, "Content-Length: 15\r\n"));
+	assert_true(endswith(out, "{\"status\":\"ok\"}"));
+}
+
+static void test_small_unread_body_keeps_connection(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	/* 40 KB: more than civetweb buffers with the headers, less than the drain limit */
+	size_t len = 40 * 1024;
+	_cleanup_free_ char *body = calloc(1, len);
+	struct http_client_request req = {
+		.method = "POST",
+		.path = "/no/such/thing",
+		.body = body,
+		.body_len = len,
+		.content_type = "application/octet-stream",
+	};
+	struct http_client_stats cs;
+
+	assert_non_null(body);
+	for (int i = 0; i < 3; i++) {
+		_cleanup_http_response_ struct http_client_response r = { 0 };
+
+		assert_int_equal(http_client_request(c, &req, &r, NULL), 0);
+		assert_problem(&r, 404);
+	}
+	http_client_stats(c, &cs);
+	assert_int_equal(cs.connections, 1); /* the 404s drained the bodies and kept alive */
+}
+
+static void test_413_closes_connection(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r1 = { 0 }, r2 = { 0 };
+	struct http_client_request req = {
+		.method = "POST",
+		.path = "/v1/small",
+		.body = "0123456789abcdefXYZ",
+		.body_len = 19,
+		.content_type = "application/octet-stream",
+	};
+	struct http_client_stats cs;
+
+	assert_int_equal(http_client_request(c, &req, &r1, NULL), 0);
+	assert_problem(&r1, 413);
+	assert_string_equal(http_client_response_header(&r1, "Connection"), "close");
+	assert_int_equal(get(c, "/healthz", &r2), 200);
+	http_client_stats(c, &cs);
+	assert_int_equal(cs.connections, 2);
+}
+
+static void test_chunked_request_body_accepted(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r = { 0 };
+	static const char *const chunked[] = { "Transfer-Encoding: chunked", NULL };
+	struct http_client_request req = {
+		.method = "POST",
+		.path = "/v1/echo",
+		.headers = chunked,
+		.body = "{\"chunked\":true}",
+		.body_len = 16,
+		.content_type = "application/json",
+	};
+
+	assert_int_equal(http_client_request(c, &req, &r, NULL), 0);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"chunked\":true}");
+}
+
+static void test_empty_json_body_400(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r = { 0 };
+	struct http_client_request req = { .method = "POST",
+					   .path = "/v1/echo",
+					   .content_type = "application/json" };
+
+	assert_int_equal(http_client_request(c, &req, &r, NULL), 0);
+	assert_problem(&r, 400);
+}
+
+static void test_head_route_preferred_over_get(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r = { 0 };
+	struct http_client_request req = { .method = "HEAD", .path = "/v1/peer" };
+
+	assert_int_equal(http_client_request(c, &req, &r, NULL), 0);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(http_client_response_header(&r, "X-Route"), "head");
+}
+
+static void test_client_json_non_json_2xx(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	struct cd_error err = { 0 };
+	json_t *j = NULL;
+	long status = 0;
+
+	assert_int_equal(http_client_json(c, "GET", "/files/x", NULL, &j, &status, &err), -EBADMSG);
+	assert_null(j);
+	assert_non_null(strstr(err.msg, "text/plain"));
+	/* an error status with a problem body decodes to the problem object */
+	assert_int_equal(http_client_json(c, "GET", "/v1/nothing", NULL, &j, &status, &err), 0);
+	assert_int_equal(status, 404);
+	assert_int_equal(json_integer_value(json_object_get(j, "status")), 404);
+	json_decref(j);
+}
+
+static void test_server_config_limits(void **state)
+{
+	struct http_server_config cfg = { .listen = "127.0.0.1:0", .num_threads = 5000 };
+	struct http_server *s = NULL;
+
+	assert_int_equal(http_server_new(&cfg, &s, NULL), -EINVAL);
+	cfg.num_threads = 0;
+	cfg.bearer_token = "";
+	assert_int_equal(http_server_new(&cfg, &s, NULL), -EINVAL);
+	cfg.bearer_token = NULL;
+	cfg.n_routes = 1;
+	assert_int_equal(http_server_new(&cfg, &s, NULL), -EINVAL);
+	assert_null(s);
+}
+
+static void test_body_read_timeout(void **state)
+{
+	struct http_server_config cfg = {
+		.listen = "127.0.0.1:0",
+		.routes = routes,
+		.n_routes = ARRAY_SIZE(routes),
+		.request_timeout_ms = 200,
+		.access_log = on_access,
+	};
+	struct http_server *s = NULL;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	static const char req[] = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+				  "Content-Type: application/json\r\n\r\n{\"a\":";
+	struct logged l;
+	size_t mark = log_mark();
+	char buf[256];
+	int fd;
+
+	assert_int_equal(http_server_new(&cfg, &s, NULL), 0);
+	sa.sin_port = htons(http_server_port(s));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+	/* the server gives up on the missing 95 bytes and closes: read returns eventually */
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+	assert_true(find_log("/v1/echo", mark, &l));
+	assert_true(l.status == 408 || l.status == 400);
+	assert_int_equal(l.bytes_in, 5);
+	http_server_free(s);
+}
+
+static int raw_connect(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Read until the end of one header block ("\r\n\r\n"); returns it (caller frees). */
+static char *read_head(int fd)
+{
+	struct strbuf sb = STRBUF_INIT;
+	char c;
+
+	while (read(fd, &c, 1) == 1) {
+		assert_int_equal(strbuf_add(&sb, &c, 1), 0);
+		if (endswith(sb.buf, "\r\n\r\n"))
+			break;
+	}
+	return strbuf_detach(&sb, NULL);
+}
+
+static void test_expect_100_continue_sent(void **state)
+{
+	static const char head[] =
+		"POST /v1/echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+		"\r\nContent-Type: application/json\r\nContent-Length: 7\r\n"
+		"Expect: 100-continue\r\n\r\n";
+	_cleanup_free_ char *interim = NULL, *final = NULL;
+	int fd = raw_connect(http_server_port(srv));
+
+	assert_int_equal(write(fd, head, sizeof(head) - 1), (ssize_t)sizeof(head) - 1);
+	/* the body is not sent yet: the server must invite it */
+	interim = read_head(fd);
+	assert_string_equal(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+	assert_int_equal(write(fd, "{\"a\":1}", 7), 7);
+	final = read_head(fd);
+	assert_true(startswith(final, "HTTP/1.1 200 OK\r\n"));
+	close(fd);
+}
+
+static void test_expect_100_refused_without_continue(void **state)
+{
+	static const char head[] =
+		"POST /v1/small HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+		"\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n";
+	_cleanup_free_ char *final = NULL;
+	int fd = raw_connect(http_server_port(srv));
+
+	assert_int_equal(write(fd, head, sizeof(head) - 1), (ssize_t)sizeof(head) - 1);
+	/* straight to the verdict, no invitation to send 5 MB */
+	final = read_head(fd);
+	assert_true(startswith(final, "HTTP/1.1 413 Content Too Large\r\n"));
+	assert_non_null(strstr(final, "Connection: close\r\n"));
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1447,6 +1783,21 @@ int main(void)
 		cmocka_unit_test(test_free_with_kept_alive_connection),
 		cmocka_unit_test(test_client_unix_socket),
 		cmocka_unit_test(test_client_bad_config),
+		cmocka_unit_test(test_sigchld_preserved),
+		cmocka_unit_test(test_free_ends_long_poll),
+		cmocka_unit_test(test_expect_unsupported_417),
+		cmocka_unit_test(test_pipelined_keep_alive),
+		cmocka_unit_test(test_http10_closes_by_default),
+		cmocka_unit_test(test_small_unread_body_keeps_connection),
+		cmocka_unit_test(test_413_closes_connection),
+		cmocka_unit_test(test_chunked_request_body_accepted),
+		cmocka_unit_test(test_empty_json_body_400),
+		cmocka_unit_test(test_head_route_preferred_over_get),
+		cmocka_unit_test(test_client_json_non_json_2xx),
+		cmocka_unit_test(test_server_config_limits),
+		cmocka_unit_test(test_body_read_timeout),
+		cmocka_unit_test(test_expect_100_continue_sent),
+		cmocka_unit_test(test_expect_100_refused_without_continue),
 	};
 	return cmocka_run_group_tests_name("api_http", tests, group_setup, group_teardown);
 }
