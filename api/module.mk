@@ -5,8 +5,9 @@ $(eval $(call cd_lib,api,$(API_SRCS)))
 # apicodec: JSON body parsing, names, JobSpec and Pipeline codecs.
 $(eval $(call cd_test,test_api_json,tests/unit/test_api_json.c,api cdlib))
 $(eval $(call cd_test,test_api_names,tests/unit/test_api_names.c,api cdlib))
-$(eval $(call cd_test,test_api_jobspec,tests/unit/test_api_jobspec.c,api cdlib))
-$(eval $(call cd_test,test_api_pipeline,tests/unit/test_api_pipeline.c,api cdlib))
+APICODEC_WRAP := $(call wrap,malloc calloc realloc strdup vasprintf)
+$(eval $(call cd_test,test_api_jobspec,tests/unit/test_api_jobspec.c,api cdlib,$(APICODEC_WRAP)))
+$(eval $(call cd_test,test_api_pipeline,tests/unit/test_api_pipeline.c,api cdlib,$(APICODEC_WRAP)))
 $(eval $(call cd_test,test_api_problem,tests/unit/test_api_problem.c,api cdlib))
 # The codec fuzzers link the codec sources directly, not the whole fuzz libapi.a: they do not
 # need (or wait for) the HTTP wrappers.

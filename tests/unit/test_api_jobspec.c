@@ -16,6 +16,51 @@
 
 #define HEX40 "0123456789abcdef0123456789abcdef01234567"
 
+/*
+ * Fault injection (linked with --wrap): the allocation number fail_at (0-based, counted from
+ * when it is armed) made by our code fails once. jansson's own allocations are not affected.
+ */
+static long fail_at = -1, n_allocs;
+static bool injected;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+int __real_vasprintf(char **ret, const char *fmt, va_list ap);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+int __wrap_vasprintf(char **ret, const char *fmt, va_list ap);
+
+static bool should_fail(void)
+{
+	if (fail_at < 0 || n_allocs++ != fail_at)
+		return false;
+	injected = true;
+	return true;
+}
+void *__wrap_malloc(size_t n)
+{
+	return should_fail() ? NULL : __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t size)
+{
+	return should_fail() ? NULL : __real_calloc(n, size);
+}
+void *__wrap_realloc(void *p, size_t n)
+{
+	return should_fail() ? NULL : __real_realloc(p, n);
+}
+char *__wrap_strdup(const char *s)
+{
+	return should_fail() ? NULL : __real_strdup(s);
+}
+int __wrap_vasprintf(char **ret, const char *fmt, va_list ap)
+{
+	return should_fail() ? -1 : __real_vasprintf(ret, fmt, ap);
+}
+
 struct want {
 	const char *pointer;
 	const char *message; /* substring */
@@ -692,6 +737,50 @@ static void test_enum_strings(void **state)
 	assert_null(jobspec_restart_policy_to_string(_JOBSPEC_RESTART_MAX));
 }
 
+/* Every allocation failure point: -ENOMEM (or the expected result), never a crash or a leak. */
+static long alloc_failures(const char *text, int want)
+{
+	for (long n = 0;; n++) {
+		struct jobspec *s = NULL;
+		struct problem p;
+		int r;
+
+		problem_init(&p, 0, NULL, NULL);
+		n_allocs = 0;
+		injected = false;
+		fail_at = n;
+		r = jobspec_from_string(text, strlen(text), &s, &p);
+		fail_at = -1;
+		if (!injected) {
+			assert_int_equal(r, want);
+			jobspec_free(s);
+			problem_release(&p);
+			return n;
+		}
+		if (r != -ENOMEM && r != want)
+			fail_msg("allocation %ld failed: got %d", n, r);
+		if (r == 0) {
+			char *t = NULL;
+
+			assert_int_equal(jobspec_to_string(s, &t), 0);
+			free(t);
+		}
+		jobspec_free(s);
+		problem_release(&p);
+	}
+}
+
+static void test_allocation_failures(void **state)
+{
+	/* the full spec allocates at least once per string it keeps */
+	assert_true(alloc_failures(full_spec, 0) > 15);
+	alloc_failures(MIN_SPEC ",\"health\":{\"type\":\"exec\",\"command\":[\"a\",\"b\"]}}", 0);
+	assert_true(
+		alloc_failures("{\"name\":\"A\",\"target\":\"x\",\"bogus\":1,\"env\":{\"1\":\"\"},"
+			       "\"zones\":[\"a\",\"a\"]}",
+			       -EINVAL) > 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -725,6 +814,7 @@ int main(void)
 		cmocka_unit_test(test_null_means_default),
 		cmocka_unit_test(test_to_json_rejects_invalid_struct),
 		cmocka_unit_test(test_enum_strings),
+		cmocka_unit_test(test_allocation_failures),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,6 +17,51 @@
 #include "lib/fs.h"
 #include "lib/str.h"
 
+/*
+ * Fault injection (linked with --wrap): the allocation number fail_at (0-based, counted from
+ * when it is armed) made by our code fails once. jansson's own allocations are not affected.
+ */
+static long fail_at = -1, n_allocs;
+static bool injected;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+int __real_vasprintf(char **ret, const char *fmt, va_list ap);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+int __wrap_vasprintf(char **ret, const char *fmt, va_list ap);
+
+static bool should_fail(void)
+{
+	if (fail_at < 0 || n_allocs++ != fail_at)
+		return false;
+	injected = true;
+	return true;
+}
+void *__wrap_malloc(size_t n)
+{
+	return should_fail() ? NULL : __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t size)
+{
+	return should_fail() ? NULL : __real_calloc(n, size);
+}
+void *__wrap_realloc(void *p, size_t n)
+{
+	return should_fail() ? NULL : __real_realloc(p, n);
+}
+char *__wrap_strdup(const char *s)
+{
+	return should_fail() ? NULL : __real_strdup(s);
+}
+int __wrap_vasprintf(char **ret, const char *fmt, va_list ap)
+{
+	return should_fail() ? -1 : __real_vasprintf(ret, fmt, ap);
+}
+
 struct want {
 	const char *pointer;
 	const char *message; /* substring */
@@ -565,6 +610,48 @@ static void test_stage_type_strings(void **state)
 	assert_null(pipeline_stage_type_to_string(_PIPELINE_STAGE_MAX));
 }
 
+/* Every allocation failure point: -ENOMEM (or the expected result), never a crash or a leak. */
+static long alloc_failures(const char *text, int want)
+{
+	for (long n = 0;; n++) {
+		struct pipeline *pl = NULL;
+		struct problem p;
+		int r;
+
+		problem_init(&p, 0, NULL, NULL);
+		n_allocs = 0;
+		injected = false;
+		fail_at = n;
+		r = pipeline_from_string(text, strlen(text), &pl, &p);
+		fail_at = -1;
+		if (!injected) {
+			assert_int_equal(r, want);
+			pipeline_free(pl);
+			problem_release(&p);
+			return n;
+		}
+		if (r != -ENOMEM && r != want)
+			fail_msg("allocation %ld failed: got %d", n, r);
+		if (r == 0)
+			assert_int_equal(pl->schema->n_stages, 4);
+		pipeline_free(pl);
+		problem_release(&p);
+	}
+}
+
+static void test_allocation_failures(void **state)
+{
+	assert_true(alloc_failures(fooservice, 0) > 20);
+	/* a cycle and bad references: the error paths allocate too */
+	assert_true(alloc_failures(PL("[" APPROVAL_DEPS("a", "[\"b\"]") "," APPROVAL_DEPS(
+					   "b", "[\"a\"]") "," APPROVAL("c") "," APPROVAL("d") "]"),
+				   -EINVAL) > 5);
+	assert_true(alloc_failures("{\"name\":\"P\",\"owner\":\"t\",\"repo\":\"r\",\"schema\":["
+				   "{\"name\":\"a\",\"type\":\"build\",\"build_targets\":[\"x\"]},"
+				   "{\"name\":\"a\",\"type\":\"test\",\"depends_on\":[\"q\"]}]}",
+				   -EINVAL) > 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -594,6 +681,7 @@ int main(void)
 		cmocka_unit_test(test_body_errors),
 		cmocka_unit_test(test_to_json_invalid),
 		cmocka_unit_test(test_stage_type_strings),
+		cmocka_unit_test(test_allocation_failures),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
