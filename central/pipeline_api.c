@@ -31,8 +31,8 @@ struct pipeline_api {
 	struct pipeline_api_config cfg;
 	struct pipelines_token *tokens;
 	char *log_dir;
-	struct http_route routes[16];
-	size_t n_routes;
+	struct http_route routes[PIPELINE_API_N_ENDPOINTS];
+	struct pipeline_api_endpoint endpoints[PIPELINE_API_N_ENDPOINTS];
 };
 
 /* ---- helpers ------------------------------------------------------------------------------- */
@@ -245,22 +245,19 @@ static char *schema_text(const struct pipeline_schema *schema)
 
 /* ---- pipelines ----------------------------------------------------------------------------- */
 
-static void h_create_pipeline(struct http_request *req, void *data)
+static void h_create_pipeline(struct pipeline_api *api, struct http_request *req,
+			      const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	_cleanup_problem_ struct problem p;
 	_cleanup_pipeline_ struct pipeline *pl = NULL;
 	_cleanup_free_ char *schema = NULL;
 	struct store_pipeline row = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 };
 	char id[ID_LEN + 1], loc[64];
 	json_t *body = NULL;
 	int r;
 
 	problem_init(&p, 400, NULL, NULL);
-	if (!authenticate(api, req, &who))
-		return;
 	if (http_request_json(req, &body, &p) < 0) {
 		http_reply_problem(req, &p);
 		return;
@@ -274,7 +271,7 @@ static void h_create_pipeline(struct http_request *req, void *data)
 			http_reply_problem(req, &p);
 		return;
 	}
-	if (!may_change(req, &who, pl->owner))
+	if (!may_change(req, who, pl->owner))
 		return;
 	schema = schema_text(pl->schema);
 	if (!schema) {
@@ -282,7 +279,7 @@ static void h_create_pipeline(struct http_request *req, void *data)
 		return;
 	}
 	r = store_pipeline_create(api->cfg.store, pl->name, pl->owner, pl->repo, pl->branch, schema,
-				  who.name, clock_real_usec(), id, &err);
+				  who->name, clock_real_usec(), id, &err);
 	if (r < 0) {
 		reply_store_error(req, r, &err);
 		return;
@@ -298,11 +295,10 @@ static void h_create_pipeline(struct http_request *req, void *data)
 	store_pipeline_release(&row);
 }
 
-static void h_list_pipelines(struct http_request *req, void *data)
+static void h_list_pipelines(struct pipeline_api *api, struct http_request *req,
+			     const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	struct store_pipeline *v = NULL;
-	struct principal who;
 	struct cd_error err = { 0 };
 	const char *owner = http_request_query(req, "owner");
 	const char *token = http_request_query(req, "page_token");
@@ -311,8 +307,6 @@ static void h_list_pipelines(struct http_request *req, void *data)
 	json_t *a, *o;
 	int r;
 
-	if (!authenticate(api, req, &who))
-		return;
 	if (http_request_query_u64(req, "page_size", PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, &size) < 0 ||
 	    size == 0) {
 		http_reply_error(req, 400, "page_size must be 1..%d", PAGE_SIZE_MAX);
@@ -340,13 +334,12 @@ static void h_list_pipelines(struct http_request *req, void *data)
 	http_reply_json_new(req, 200, a ? o : NULL);
 }
 
-static void h_get_pipeline(struct http_request *req, void *data)
+static void h_get_pipeline(struct pipeline_api *api, struct http_request *req,
+			   const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	struct store_pipeline row = { 0 };
-	struct principal who;
 
-	if (!authenticate(api, req, &who) || !load_pipeline(api, req, &row))
+	if (!load_pipeline(api, req, &row))
 		return;
 	http_reply_json_new(req, 200, pipeline_json(&row));
 	store_pipeline_release(&row);
@@ -370,18 +363,15 @@ static void reply_schema(struct http_request *req, int status, const struct stor
 				      schema ? schema : json_null()));
 }
 
-static void h_get_schema(struct http_request *req, void *data)
+static void h_get_schema(struct pipeline_api *api, struct http_request *req,
+			 const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	struct store_pipeline row = { 0 };
 	struct store_schema sv = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 };
 	uint64_t version;
 	int r;
 
-	if (!authenticate(api, req, &who))
-		return;
 	if (http_request_query_u64(req, "version", 0, INT64_MAX, &version) < 0) {
 		http_reply_error(req, 400, "version must be a positive integer");
 		return;
@@ -420,15 +410,14 @@ static int parse_if_match(struct http_request *req, int64_t *ret)
 	return 0;
 }
 
-static void h_put_schema(struct http_request *req, void *data)
+static void h_put_schema(struct pipeline_api *api, struct http_request *req,
+			 const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	_cleanup_problem_ struct problem p;
 	_cleanup_pipeline_schema_ struct pipeline_schema *schema = NULL;
 	_cleanup_free_ char *text = NULL;
 	struct store_pipeline row = { 0 };
 	struct store_schema sv = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 };
 	int64_t if_match, version = 0;
 	json_t *body = NULL, *arr;
@@ -436,15 +425,13 @@ static void h_put_schema(struct http_request *req, void *data)
 	int r;
 
 	problem_init(&p, 400, NULL, NULL);
-	if (!authenticate(api, req, &who))
-		return;
 	if (parse_if_match(req, &if_match) < 0) {
 		http_reply_error(req, 400, "If-Match must be a schema version (an ETag of GET)");
 		return;
 	}
 	if (!load_pipeline(api, req, &row))
 		return;
-	if (!may_change(req, &who, row.owner)) {
+	if (!may_change(req, who, row.owner)) {
 		store_pipeline_release(&row);
 		return;
 	}
@@ -468,7 +455,7 @@ static void h_put_schema(struct http_request *req, void *data)
 	if (r >= 0) {
 		text = schema_text(schema);
 		r = text ? store_schema_put(api->cfg.store, row.pipeline_id, if_match, text,
-					    who.name, clock_real_usec(), &version, &err) :
+					    who->name, clock_real_usec(), &version, &err) :
 			   -ENOMEM;
 		if (r < 0 && r != -ENOMEM)
 			reply_store_error(req, r, &err);
@@ -486,18 +473,15 @@ static void h_put_schema(struct http_request *req, void *data)
 	store_pipeline_release(&row);
 }
 
-static void h_activate_schema(struct http_request *req, void *data)
+static void h_activate_schema(struct pipeline_api *api, struct http_request *req,
+			      const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	struct store_pipeline row = { 0 };
 	struct store_schema sv = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 };
 	uint64_t version;
 	int r;
 
-	if (!authenticate(api, req, &who))
-		return;
 	if (parse_u64(http_request_param(req, "version"), &version) < 0 || version == 0 ||
 	    version > INT64_MAX) {
 		http_reply_error(req, 400, "version must be a positive integer");
@@ -505,7 +489,7 @@ static void h_activate_schema(struct http_request *req, void *data)
 	}
 	if (!load_pipeline(api, req, &row))
 		return;
-	if (may_change(req, &who, row.owner)) {
+	if (may_change(req, who, row.owner)) {
 		r = store_schema_activate(api->cfg.store, row.pipeline_id, (int64_t)version, &err);
 		if (r >= 0)
 			r = store_schema_get(api->cfg.store, row.pipeline_id, (int64_t)version, &sv,
@@ -521,17 +505,16 @@ static void h_activate_schema(struct http_request *req, void *data)
 
 /* ---- runs ---------------------------------------------------------------------------------- */
 
-static void h_get_state(struct http_request *req, void *data)
+static void h_get_state(struct pipeline_api *api, struct http_request *req,
+			const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	struct store_pipeline row = { 0 };
 	struct store_run run = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 };
 	json_t *o = NULL;
 	int r;
 
-	if (!authenticate(api, req, &who) || !load_pipeline(api, req, &row))
+	if (!load_pipeline(api, req, &row))
 		return;
 	r = store_run_get(api->cfg.store, row.pipeline_id, 0, &run, &err);
 	if (r == -ENOENT)
@@ -548,13 +531,12 @@ static void h_get_state(struct http_request *req, void *data)
 	store_pipeline_release(&row);
 }
 
-static void h_create_run(struct http_request *req, void *data)
+static void h_create_run(struct pipeline_api *api, struct http_request *req,
+			 const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	_cleanup_problem_ struct problem p;
 	struct store_pipeline row = { 0 };
 	struct store_run run = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 }, cerr = { 0 };
 	const char *key = http_request_header(req, "Idempotency-Key");
 	const char *commit = NULL;
@@ -564,8 +546,6 @@ static void h_create_run(struct http_request *req, void *data)
 	int r;
 
 	problem_init(&p, 400, NULL, NULL);
-	if (!authenticate(api, req, &who))
-		return;
 	if (key && (!*key || strlen(key) > IDEMPOTENCY_KEY_MAX)) {
 		http_reply_error(req, 400, "Idempotency-Key must be 1..%d bytes",
 				 IDEMPOTENCY_KEY_MAX);
@@ -573,7 +553,7 @@ static void h_create_run(struct http_request *req, void *data)
 	}
 	if (!load_pipeline(api, req, &row))
 		return;
-	if (!may_change(req, &who, row.owner))
+	if (!may_change(req, who, row.owner))
 		goto out;
 	if (http_request_json(req, &body, &p) < 0) {
 		http_reply_problem(req, &p);
@@ -588,7 +568,7 @@ static void h_create_run(struct http_request *req, void *data)
 		http_reply_problem(req, &p);
 		goto out;
 	}
-	r = store_run_create(api->cfg.store, row.pipeline_id, commit, key, "api", who.name,
+	r = store_run_create(api->cfg.store, row.pipeline_id, commit, key, "api", who->name,
 			     clock_real_usec(), &run, &created, &err);
 	if (r >= 0 && created) {
 		/* Start it now when the pipeline is idle; otherwise it waits its turn. */
@@ -615,20 +595,17 @@ out:
 	store_pipeline_release(&row);
 }
 
-static void h_list_runs(struct http_request *req, void *data)
+static void h_list_runs(struct pipeline_api *api, struct http_request *req,
+			const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	struct store_pipeline row = { 0 };
 	struct store_run *v = NULL;
-	struct principal who;
 	struct cd_error err = { 0 };
 	uint64_t size, before;
 	size_t n = 0;
 	json_t *a;
 	int r;
 
-	if (!authenticate(api, req, &who))
-		return;
 	if (http_request_query_u64(req, "page_size", PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, &size) < 0 ||
 	    size == 0 || http_request_query_u64(req, "page_token", 0, INT64_MAX, &before) < 0) {
 		http_reply_error(req, 400, "page_size must be 1..%d, page_token a run number",
@@ -663,19 +640,17 @@ static void h_list_runs(struct http_request *req, void *data)
 	store_pipeline_release(&row);
 }
 
-static void h_get_run(struct http_request *req, void *data)
+static void h_get_run(struct pipeline_api *api, struct http_request *req,
+		      const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	struct store_pipeline row = { 0 };
 	struct store_run run = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 };
 	json_t *o = NULL;
 	int64_t n;
 	int r;
 
-	if (!authenticate(api, req, &who) || !parse_run_param(req, &n) ||
-	    !load_pipeline(api, req, &row))
+	if (!parse_run_param(req, &n) || !load_pipeline(api, req, &row))
 		return;
 	r = store_run_get(api->cfg.store, row.pipeline_id, n, &run, &err);
 	if (r >= 0)
@@ -690,27 +665,26 @@ static void h_get_run(struct http_request *req, void *data)
 
 enum run_verb { VERB_CANCEL, VERB_RETRY, VERB_APPROVE };
 
-static void run_verb(struct pipeline_api *api, struct http_request *req, enum run_verb verb)
+static void run_verb(struct pipeline_api *api, struct http_request *req,
+		     const struct principal *who, enum run_verb verb)
 {
 	struct store_pipeline row = { 0 };
 	struct store_run run = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 };
 	usec_t now = clock_real_usec();
 	int64_t n, attempt;
 	json_t *o = NULL;
 	int r = -EINVAL;
 
-	if (!authenticate(api, req, &who) || !parse_run_param(req, &n) ||
-	    !load_pipeline(api, req, &row))
+	if (!parse_run_param(req, &n) || !load_pipeline(api, req, &row))
 		return;
-	if (!may_change(req, &who, row.owner)) {
+	if (!may_change(req, who, row.owner)) {
 		store_pipeline_release(&row);
 		return;
 	}
 	switch (verb) {
 	case VERB_CANCEL:
-		r = store_run_cancel(api->cfg.store, row.pipeline_id, n, who.name, now, &err);
+		r = store_run_cancel(api->cfg.store, row.pipeline_id, n, who->name, now, &err);
 		if (r >= 0)
 			/* The pipeline's next pending run may start now. */
 			r = pipeline_run_start_next(api->cfg.store, row.pipeline_id, now, &err);
@@ -723,7 +697,7 @@ static void run_verb(struct pipeline_api *api, struct http_request *req, enum ru
 		break;
 	case VERB_APPROVE:
 		r = store_stage_approve(api->cfg.store, row.pipeline_id, n,
-					http_request_param(req, "stage"), who.name, now, &err);
+					http_request_param(req, "stage"), who->name, now, &err);
 		break;
 	}
 	runner_kick(api->cfg.runner);
@@ -739,19 +713,21 @@ static void run_verb(struct pipeline_api *api, struct http_request *req, enum ru
 	store_pipeline_release(&row);
 }
 
-static void h_cancel(struct http_request *req, void *data)
+static void h_cancel(struct pipeline_api *api, struct http_request *req,
+		     const struct principal *who)
 {
-	run_verb(data, req, VERB_CANCEL);
+	run_verb(api, req, who, VERB_CANCEL);
 }
 
-static void h_retry(struct http_request *req, void *data)
+static void h_retry(struct pipeline_api *api, struct http_request *req, const struct principal *who)
 {
-	run_verb(data, req, VERB_RETRY);
+	run_verb(api, req, who, VERB_RETRY);
 }
 
-static void h_approve(struct http_request *req, void *data)
+static void h_approve(struct pipeline_api *api, struct http_request *req,
+		      const struct principal *who)
 {
-	run_verb(data, req, VERB_APPROVE);
+	run_verb(api, req, who, VERB_APPROVE);
 }
 
 int pipeline_log_path(const char *log_dir, const char *pipeline_id, int64_t run, const char *stage,
@@ -771,12 +747,11 @@ int pipeline_log_path(const char *log_dir, const char *pipeline_id, int64_t run,
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-static void h_stage_log(struct http_request *req, void *data)
+static void h_stage_log(struct pipeline_api *api, struct http_request *req,
+			const struct principal *who)
 {
-	struct pipeline_api *api = data;
 	struct store_pipeline row = { 0 };
 	struct store_stage sg = { 0 };
-	struct principal who;
 	struct cd_error err = { 0 };
 	_cleanup_free_ char *text = NULL;
 	char path[4096];
@@ -784,8 +759,7 @@ static void h_stage_log(struct http_request *req, void *data)
 	int64_t n;
 	int r;
 
-	if (!authenticate(api, req, &who) || !parse_run_param(req, &n) ||
-	    !load_pipeline(api, req, &row))
+	if (!parse_run_param(req, &n) || !load_pipeline(api, req, &row))
 		return;
 	r = store_stage_get(api->cfg.store, row.pipeline_id, n, http_request_param(req, "stage"),
 			    &sg, &err);
@@ -805,46 +779,56 @@ static void h_stage_log(struct http_request *req, void *data)
 	store_pipeline_release(&row);
 }
 
-/* ---- lifecycle ----------------------------------------------------------------------------- */
+/* ---- lifecycle and front-ends -------------------------------------------------------------- */
+
+typedef void (*endpoint_fn)(struct pipeline_api *api, struct http_request *req,
+			    const struct principal *who);
+
+static const struct {
+	const char *method, *pattern;
+	endpoint_fn fn;
+	bool write;
+} endpoints[PIPELINE_API_N_ENDPOINTS] = {
+	{ "POST", "/v1/pipelines", h_create_pipeline, true },
+	{ "GET", "/v1/pipelines", h_list_pipelines, false },
+	{ "GET", "/v1/pipelines/{id}", h_get_pipeline, false },
+	{ "GET", "/v1/pipelines/{id}/schema", h_get_schema, false },
+	{ "PUT", "/v1/pipelines/{id}/schema", h_put_schema, true },
+	{ "POST", "/v1/pipelines/{id}/schema/{version}/activate", h_activate_schema, true },
+	{ "GET", "/v1/pipelines/{id}/state", h_get_state, false },
+	{ "POST", "/v1/pipelines/{id}/runs", h_create_run, true },
+	{ "GET", "/v1/pipelines/{id}/runs", h_list_runs, false },
+	{ "GET", "/v1/pipelines/{id}/runs/{run}", h_get_run, false },
+	{ "POST", "/v1/pipelines/{id}/runs/{run}/cancel", h_cancel, true },
+	{ "POST", "/v1/pipelines/{id}/runs/{run}/retry", h_retry, true },
+	{ "POST", "/v1/pipelines/{id}/runs/{run}/stages/{stage}/approve", h_approve, true },
+	{ "GET", "/v1/pipelines/{id}/runs/{run}/stages/{stage}/log", h_stage_log, false },
+};
+
+static void http_trampoline(struct http_request *req, void *data)
+{
+	struct pipeline_api_endpoint *e = data;
+	struct principal who;
+
+	if (authenticate(e->api, req, &who))
+		endpoints[e->index].fn(e->api, req, &who);
+}
+
+void pipeline_api_handle(const struct pipeline_api_endpoint *e, struct http_request *req,
+			 const char *actor, const char *team)
+{
+	struct principal who = { .name = actor ? actor : "anonymous", .owner = team };
+
+	endpoints[e->index].fn(e->api, req, &who);
+}
 
 int pipeline_api_new(const struct pipeline_api_config *config, struct pipeline_api **ret,
 		     struct cd_error *err)
 {
 	struct pipeline_api *api;
-	const struct http_route routes[] = {
-		{ .method = "POST", .pattern = "/v1/pipelines", .handler = h_create_pipeline },
-		{ .method = "GET", .pattern = "/v1/pipelines", .handler = h_list_pipelines },
-		{ .method = "GET", .pattern = "/v1/pipelines/{id}", .handler = h_get_pipeline },
-		{ .method = "GET", .pattern = "/v1/pipelines/{id}/schema", .handler = h_get_schema },
-		{ .method = "PUT", .pattern = "/v1/pipelines/{id}/schema", .handler = h_put_schema },
-		{ .method = "POST",
-		  .pattern = "/v1/pipelines/{id}/schema/{version}/activate",
-		  .handler = h_activate_schema },
-		{ .method = "GET", .pattern = "/v1/pipelines/{id}/state", .handler = h_get_state },
-		{ .method = "POST", .pattern = "/v1/pipelines/{id}/runs", .handler = h_create_run },
-		{ .method = "GET", .pattern = "/v1/pipelines/{id}/runs", .handler = h_list_runs },
-		{ .method = "GET",
-		  .pattern = "/v1/pipelines/{id}/runs/{run}",
-		  .handler = h_get_run },
-		{ .method = "POST",
-		  .pattern = "/v1/pipelines/{id}/runs/{run}/cancel",
-		  .handler = h_cancel },
-		{ .method = "POST",
-		  .pattern = "/v1/pipelines/{id}/runs/{run}/retry",
-		  .handler = h_retry },
-		{ .method = "POST",
-		  .pattern = "/v1/pipelines/{id}/runs/{run}/stages/{stage}/approve",
-		  .handler = h_approve },
-		{ .method = "GET",
-		  .pattern = "/v1/pipelines/{id}/runs/{run}/stages/{stage}/log",
-		  .handler = h_stage_log },
-	};
 
 	if (!config->store)
 		return cd_error_set(err, -EINVAL, "pipeline API needs a store");
-	if (!config->insecure_no_auth && config->n_tokens == 0)
-		return cd_error_set(err, -EINVAL,
-				    "pipeline API needs tokens (or insecure_no_auth)");
 	api = calloc(1, sizeof(*api));
 	if (!api)
 		return -ENOMEM;
@@ -872,12 +856,23 @@ int pipeline_api_new(const struct pipeline_api_config *config, struct pipeline_a
 			return -ENOMEM;
 		}
 	}
-	for (size_t i = 0; i < ARRAY_SIZE(routes); i++) {
-		api->routes[i] = routes[i];
-		api->routes[i].data = api;
-		api->routes[i].flags = HTTP_ROUTE_OPEN; /* own token check, see authenticate() */
+	for (size_t i = 0; i < PIPELINE_API_N_ENDPOINTS; i++) {
+		api->endpoints[i] = (struct pipeline_api_endpoint){
+			.api = api,
+			.index = i,
+			.method = endpoints[i].method,
+			.pattern = endpoints[i].pattern,
+			.write = endpoints[i].write,
+		};
+		api->routes[i] = (struct http_route){
+			.method = endpoints[i].method,
+			.pattern = endpoints[i].pattern,
+			.handler = http_trampoline,
+			.data = &api->endpoints[i],
+			/* own token check, see authenticate() */
+			.flags = HTTP_ROUTE_OPEN,
+		};
 	}
-	api->n_routes = ARRAY_SIZE(routes);
 	*ret = api;
 	return 0;
 }
@@ -897,6 +892,12 @@ void pipeline_api_free(struct pipeline_api *api)
 
 const struct http_route *pipeline_api_routes(struct pipeline_api *api, size_t *ret_n)
 {
-	*ret_n = api->n_routes;
+	*ret_n = PIPELINE_API_N_ENDPOINTS;
 	return api->routes;
+}
+
+const struct pipeline_api_endpoint *pipeline_api_endpoints(struct pipeline_api *api, size_t *ret_n)
+{
+	*ret_n = PIPELINE_API_N_ENDPOINTS;
+	return api->endpoints;
 }

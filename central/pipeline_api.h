@@ -40,9 +40,24 @@ struct pipeline_api;
 int pipeline_api_new(const struct pipeline_api_config *config, struct pipeline_api **ret,
 		     struct cd_error *err);
 void pipeline_api_free(struct pipeline_api *api);
-/* The routes to register with the HTTP server (they do their own bearer-token check, so they
- * are flagged HTTP_ROUTE_OPEN). Array owned by api. */
+/* The routes to register with a plain HTTP server: they check the bearer token against
+ * config.tokens themselves, so they are flagged HTTP_ROUTE_OPEN. Array owned by api. */
 const struct http_route *pipeline_api_routes(struct pipeline_api *api, size_t *ret_n);
+
+/* For front-ends with their own authentication (deployd's token file and principals): every
+ * endpoint, whether it changes anything (write: admins and teams only), and the call that runs
+ * it for an authenticated caller. team NULL = admin (may change every pipeline); otherwise the
+ * caller may change only pipelines owned by team (403). actor is recorded as created_by. */
+#define PIPELINE_API_N_ENDPOINTS 14
+struct pipeline_api_endpoint {
+	struct pipeline_api *api;
+	size_t index;
+	const char *method, *pattern;
+	bool write;
+};
+const struct pipeline_api_endpoint *pipeline_api_endpoints(struct pipeline_api *api, size_t *ret_n);
+void pipeline_api_handle(const struct pipeline_api_endpoint *e, struct http_request *req,
+			 const char *actor, const char *team);
 
 /* Path of a stage attempt's log, <log_dir>/<pipeline>/<run>/<h>.<attempt>.log, into buf. Stage
  * names may hold any character ('/' too) and be 256 bytes long, so <h> is the first 32 hex

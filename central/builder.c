@@ -1,0 +1,990 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "central/builder.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "api/names.h"
+#include "central/pipeline_api.h"
+#include "lib/fs.h"
+#include "lib/id.h"
+#include "lib/str.h"
+
+#define DEFAULT_MAX_ARTIFACT ((size_t)512 * 1024 * 1024)
+#define DEFAULT_RLIMIT_CPU_S 3600
+#define DEFAULT_RLIMIT_FSIZE ((uint64_t)1 << 30)
+#define PACK_MAX_ENTRIES 100000
+#define WAIT_STEP_USEC (100 * USEC_PER_MSEC)
+
+struct builder {
+	char *work_dir;
+	char *log_dir;
+	struct http_client *http;
+	size_t max_artifact;
+	uint64_t rlimit_cpu_s, rlimit_fsize;
+	/* git operations on one mirror are not safe to run concurrently (fetch, worktree
+	 * bookkeeping); builds themselves run in parallel. */
+	pthread_mutex_t git_lock;
+};
+
+int builder_new(const struct builder_config *cfg, struct builder **ret, struct cd_error *err)
+{
+	struct http_client_config hc = {
+		.base_url = cfg->artifacts_url,
+		.bearer_token = cfg->artifacts_token,
+		.timeout_ms = 300000,
+		.max_response_bytes = cfg->max_artifact_bytes ? cfg->max_artifact_bytes :
+								DEFAULT_MAX_ARTIFACT,
+	};
+	struct builder *b;
+	int r;
+
+	if (!cfg->work_dir || !cfg->log_dir || !cfg->artifacts_url)
+		return cd_error_set(
+			err, -EINVAL,
+			"builder needs a work dir, a log dir and the artifact store URL");
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	pthread_mutex_init(&b->git_lock, NULL);
+	b->work_dir = strdup(cfg->work_dir);
+	b->log_dir = strdup(cfg->log_dir);
+	b->max_artifact = hc.max_response_bytes;
+	b->rlimit_cpu_s = cfg->rlimit_cpu_s ? cfg->rlimit_cpu_s : DEFAULT_RLIMIT_CPU_S;
+	b->rlimit_fsize = cfg->rlimit_fsize_bytes ? cfg->rlimit_fsize_bytes : DEFAULT_RLIMIT_FSIZE;
+	if (!b->work_dir || !b->log_dir) {
+		builder_free(b);
+		return -ENOMEM;
+	}
+	r = fs_mkdir_p(b->work_dir, 0700);
+	if (r >= 0)
+		r = fs_mkdir_p(b->log_dir, 0755);
+	if (r < 0) {
+		cd_error_set(err, r, "creating %s: %s", b->work_dir, strerror(-r));
+		builder_free(b);
+		return r;
+	}
+	r = http_client_new(&hc, &b->http, err);
+	if (r < 0) {
+		builder_free(b);
+		return r;
+	}
+	*ret = b;
+	return 0;
+}
+
+void builder_free(struct builder *b)
+{
+	if (!b)
+		return;
+	http_client_free(b->http);
+	pthread_mutex_destroy(&b->git_lock);
+	free(b->work_dir);
+	free(b->log_dir);
+	free(b);
+}
+
+/* snprintf for paths: vsnprintf keeps the compiler's truncation analysis out; the result is
+ * checked instead. */
+static int pathf(char *buf, size_t size, const char *fmt, ...) _printf_(3, 4);
+static int pathf(char *buf, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, size, fmt, ap);
+	va_end(ap);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+/* ---- child processes ----------------------------------------------------------------------- */
+
+static void log_line(int fd, const char *fmt, ...) _printf_(2, 3);
+static void log_line(int fd, const char *fmt, ...)
+{
+	_cleanup_strbuf_ struct strbuf sb = STRBUF_INIT;
+	va_list ap;
+
+	if (fd < 0)
+		return;
+	va_start(ap, fmt);
+	if (strbuf_vaddf(&sb, fmt, ap) >= 0 && strbuf_adds(&sb, "\n") >= 0)
+		(void)fs_write_all(fd, sb.buf, sb.len);
+	va_end(ap);
+}
+
+/*
+ * Run argv in cwd with stdout+stderr to log_fd (or /dev/null when < 0), in its own session so
+ * the whole tree can be killed. While it runs, the runner's keep-alive is called (when ctx is
+ * given): a lost lease, a timeout or a stopping runner kills the session and returns that code.
+ * *ret_status gets the exit status (128 + signal when killed by one).
+ */
+static int run_cmd(struct builder *b, struct exec_ctx *ctx, char *const argv[], const char *cwd,
+		   int log_fd, int *ret_status, struct cd_error *err)
+{
+	_cleanup_strbuf_ struct strbuf cmd = STRBUF_INIT;
+	int status = 0, r;
+	pid_t pid;
+
+	for (size_t i = 0; argv[i]; i++)
+		strbuf_addf(&cmd, "%s%s", i ? " " : "", argv[i]);
+	log_line(log_fd, "$ %s", cmd.buf ? cmd.buf : "");
+	pid = fork();
+	if (pid < 0)
+		return cd_error_set(err, -errno, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		/* Child: async-signal-safe calls only until exec. */
+		struct rlimit cpu = { b->rlimit_cpu_s, b->rlimit_cpu_s };
+		struct rlimit fsize = { b->rlimit_fsize, b->rlimit_fsize };
+		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		int out = log_fd >= 0 ? log_fd : devnull;
+
+		setsid();
+		if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+			_exit(126);
+		if (cwd && chdir(cwd) < 0)
+			_exit(126);
+		(void)setrlimit(RLIMIT_CPU, &cpu);
+		(void)setrlimit(RLIMIT_FSIZE, &fsize);
+		signal(SIGPIPE, SIG_DFL);
+		syscall(SYS_close_range, 3U, ~0U, 0U);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	for (;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR) {
+			r = -errno;
+			kill(-pid, SIGKILL);
+			return cd_error_set(err, r, "waitpid: %s", strerror(-r));
+		}
+		r = ctx ? runner_keepalive(ctx) : 0;
+		if (r < 0) {
+			log_line(log_fd, "# stopped: %s",
+				 r == -ETIMEDOUT ? "stage timed out" :
+				 r == -ESTALE	 ? "lease lost (run cancelled or taken over)" :
+						   "deployd is stopping");
+			kill(-pid, SIGKILL);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			return r;
+		}
+		clock_sleep_usec(WAIT_STEP_USEC);
+	}
+	/* Whatever the command left running in its session goes with it. */
+	kill(-pid, SIGKILL);
+	if (WIFSIGNALED(status))
+		*ret_status = 128 + WTERMSIG(status);
+	else
+		*ret_status = WEXITSTATUS(status);
+	if (*ret_status == 127)
+		log_line(log_fd, "# %s: command not found or not executable", argv[0]);
+	return 0;
+}
+
+/* run_cmd that must succeed: a non-zero status is an error with the command named. */
+static int run_ok(struct builder *b, struct exec_ctx *ctx, char *const argv[], const char *cwd,
+		  int log_fd, struct cd_error *err)
+{
+	int status = 0, r = run_cmd(b, ctx, argv, cwd, log_fd, &status, err);
+
+	if (r < 0)
+		return r;
+	if (status != 0)
+		return cd_error_set(err, -EIO, "%s %s exited with status %d", argv[0],
+				    argv[1] ? argv[1] : "", status);
+	return 0;
+}
+
+/* ---- checkouts ----------------------------------------------------------------------------- */
+
+/* One stage attempt's view of the repo: a worktree of the pipeline's mirror at the commit. */
+struct checkout {
+	struct builder *b;
+	struct exec_ctx *ctx;
+	const char *pipeline_id, *repo, *commit;
+	int log_fd;
+	char mirror[PATH_MAX];
+	char dir[PATH_MAX]; /* session directory: worktree + outputs */
+	char wt[PATH_MAX];
+	bool ready;
+};
+
+static int checkout_open(struct checkout *co, struct cd_error *err)
+{
+	struct builder *b = co->b;
+	char sid[17], tmp[PATH_MAX + 8];
+	int r;
+
+	if (co->ready)
+		return 0;
+	if (!co->repo || !*co->repo)
+		return cd_error_set(err, -ENOENT, "the pipeline has no repo to build from");
+	id_random_hex(sid, sizeof(sid));
+	snprintf(co->mirror, sizeof(co->mirror), "%s/mirrors/%s.git", b->work_dir, co->pipeline_id);
+	snprintf(co->dir, sizeof(co->dir), "%s/sessions/%s", b->work_dir, sid);
+	(void)pathf(co->wt, sizeof(co->wt), "%s/src", co->dir);
+	r = fs_mkdir_p(co->dir, 0700);
+	if (r >= 0)
+		r = fs_mkdir_p(b->work_dir, 0700);
+	if (r < 0)
+		return cd_error_set(err, r, "creating %s: %s", co->dir, strerror(-r));
+
+	pthread_mutex_lock(&b->git_lock);
+	if (access(co->mirror, F_OK) < 0) {
+		char *const clone[] = { "git", "clone",		 "--bare", "--quiet",
+					"--",  (char *)co->repo, tmp,	   NULL };
+
+		snprintf(tmp, sizeof(tmp), "%s.tmp", co->mirror);
+		(void)fs_rm_rf_at(AT_FDCWD, tmp);
+		r = fs_mkdir_p(b->work_dir, 0700);
+		if (r >= 0) {
+			char parent[PATH_MAX];
+
+			snprintf(parent, sizeof(parent), "%s/mirrors", b->work_dir);
+			r = fs_mkdir_p(parent, 0700);
+		}
+		if (r >= 0)
+			r = run_ok(b, co->ctx, clone, NULL, co->log_fd, err);
+		if (r >= 0 && rename(tmp, co->mirror) < 0)
+			r = cd_error_set(err, -errno, "rename %s: %s", tmp, strerror(errno));
+	}
+	if (r >= 0) {
+		char spec[128];
+		char *const has[] = { "git", "-C", co->mirror, "cat-file", "-e", spec, NULL };
+		char *const fetch[] = { "git",
+					"-C",
+					co->mirror,
+					"fetch",
+					"--quiet",
+					"--force",
+					"origin",
+					"+refs/heads/*:refs/heads/*",
+					"+refs/tags/*:refs/tags/*",
+					NULL };
+		int status = 0;
+
+		snprintf(spec, sizeof(spec), "%s^{commit}", co->commit);
+		r = run_cmd(b, co->ctx, has, NULL, -1, &status, err);
+		if (r >= 0 && status != 0) {
+			r = run_ok(b, co->ctx, fetch, NULL, co->log_fd, err);
+			if (r >= 0)
+				r = run_cmd(b, co->ctx, has, NULL, -1, &status, err);
+			if (r >= 0 && status != 0)
+				/* Permanent: the commit is not in the repository. */
+				r = cd_error_set(err, -ENOENT, "commit %s not found in %s",
+						 co->commit, co->repo);
+		}
+	}
+	if (r >= 0) {
+		char *const add[] = {
+			"git",	    "-C",      co->mirror, "worktree",	       "add", "--quiet",
+			"--detach", "--force", co->wt,	   (char *)co->commit, NULL
+		};
+
+		r = run_ok(b, co->ctx, add, NULL, co->log_fd, err);
+	}
+	pthread_mutex_unlock(&b->git_lock);
+	if (r < 0)
+		return r;
+	co->ready = true;
+	return 0;
+}
+
+static void checkout_close(struct checkout *co)
+{
+	if (co->dir[0]) {
+		if (co->ready) {
+			char *const rm[] = { "git",    "-C",	  co->mirror, "worktree",
+					     "remove", "--force", co->wt,     NULL };
+			int status;
+
+			pthread_mutex_lock(&co->b->git_lock);
+			(void)run_cmd(co->b, NULL, rm, NULL, -1, &status, NULL);
+			pthread_mutex_unlock(&co->b->git_lock);
+		}
+		(void)fs_rm_rf_at(AT_FDCWD, co->dir);
+	}
+	co->ready = false;
+}
+
+/* ---- packing ------------------------------------------------------------------------------- */
+
+struct pack_list {
+	char **paths;
+	size_t n, alloc;
+};
+
+static int collect(const char *root, const char *rel, struct pack_list *l, struct cd_error *err)
+{
+	char path[PATH_MAX];
+	DIR *d;
+	struct dirent *de;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s%s%s", root, *rel ? "/" : "", rel);
+	d = opendir(path);
+	if (!d)
+		return cd_error_set(err, -errno, "opendir %s: %s", path, strerror(errno));
+	while (r >= 0 && (de = readdir(d))) {
+		char sub[PATH_MAX];
+		struct stat stt;
+
+		if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+			continue;
+		if ((size_t)snprintf(sub, sizeof(sub), "%s%s%s", rel, *rel ? "/" : "",
+				     de->d_name) >= sizeof(sub)) {
+			r = cd_error_set(err, -ENAMETOOLONG, "path too long under %s", path);
+			break;
+		}
+		if (l->n >= PACK_MAX_ENTRIES) {
+			r = cd_error_set(err, -E2BIG, "more than %d files in the output",
+					 PACK_MAX_ENTRIES);
+			break;
+		}
+		if (l->n == l->alloc) {
+			char **nv;
+
+			l->alloc = l->alloc ? l->alloc * 2 : 64;
+			nv = realloc(l->paths, l->alloc * sizeof(*nv));
+			if (!nv) {
+				r = -ENOMEM;
+				break;
+			}
+			l->paths = nv;
+		}
+		l->paths[l->n] = strdup(sub);
+		if (!l->paths[l->n]) {
+			r = -ENOMEM;
+			break;
+		}
+		l->n++;
+		if (fstatat(dirfd(d), de->d_name, &stt, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(stt.st_mode))
+			r = collect(root, sub, l, err);
+	}
+	closedir(d);
+	return r;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int add_entry(struct archive *a, const char *root, const char *rel, struct cd_error *err)
+{
+	char path[PATH_MAX], link[PATH_MAX];
+	struct archive_entry *e;
+	struct stat stt;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	if (lstat(path, &stt) < 0)
+		return cd_error_set(err, -errno, "lstat %s: %s", path, strerror(errno));
+	e = archive_entry_new();
+	if (!e)
+		return -ENOMEM;
+	archive_entry_set_pathname(e, rel);
+	archive_entry_set_uid(e, 0);
+	archive_entry_set_gid(e, 0);
+	archive_entry_set_mtime(e, 0, 0);
+	if (S_ISDIR(stt.st_mode)) {
+		archive_entry_set_filetype(e, AE_IFDIR);
+		archive_entry_set_perm(e, 0755);
+	} else if (S_ISREG(stt.st_mode)) {
+		archive_entry_set_filetype(e, AE_IFREG);
+		archive_entry_set_perm(e, (stt.st_mode & 0111) ? 0755 : 0644);
+		archive_entry_set_size(e, stt.st_size);
+	} else if (S_ISLNK(stt.st_mode)) {
+		ssize_t n = readlink(path, link, sizeof(link) - 1);
+
+		if (n < 0)
+			r = cd_error_set(err, -errno, "readlink %s: %s", path, strerror(errno));
+		else {
+			link[n] = '\0';
+			archive_entry_set_filetype(e, AE_IFLNK);
+			archive_entry_set_perm(e, 0777);
+			archive_entry_set_symlink(e, link);
+		}
+	} else
+		r = cd_error_set(err, -EINVAL,
+				 "%s: only files, directories and symlinks can be "
+				 "packed",
+				 rel);
+	if (r >= 0 && archive_write_header(a, e) != ARCHIVE_OK)
+		r = cd_error_set(err, -EIO, "tar header %s: %s", rel, archive_error_string(a));
+	if (r >= 0 && S_ISREG(stt.st_mode)) {
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		char buf[65536];
+		ssize_t n;
+
+		if (fd < 0)
+			r = cd_error_set(err, -errno, "open %s: %s", path, strerror(errno));
+		while (r >= 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				r = cd_error_set(err, -errno, "read %s: %s", path, strerror(errno));
+			} else if (archive_write_data(a, buf, (size_t)n) != n)
+				r = cd_error_set(err, -EIO, "tar data %s: %s", rel,
+						 archive_error_string(a));
+		}
+	}
+	archive_entry_free(e);
+	return r;
+}
+
+static int sha256_file(const char *path, char hex[static 65], uint64_t *ret_size,
+		       struct cd_error *err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	unsigned char md[EVP_MAX_MD_SIZE], buf[65536];
+	unsigned int mdlen = 0;
+	uint64_t size = 0;
+	EVP_MD_CTX *m;
+	ssize_t n;
+	int r = 0;
+
+	if (fd < 0)
+		return cd_error_set(err, -errno, "open %s: %s", path, strerror(errno));
+	m = EVP_MD_CTX_new();
+	if (!m || EVP_DigestInit_ex(m, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(m);
+		return -ENOMEM;
+	}
+	while ((n = read(fd, buf, sizeof(buf))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = cd_error_set(err, -errno, "read %s: %s", path, strerror(errno));
+			break;
+		}
+		EVP_DigestUpdate(m, buf, (size_t)n);
+		size += (uint64_t)n;
+	}
+	if (r >= 0 && EVP_DigestFinal_ex(m, md, &mdlen) != 1)
+		r = -EIO;
+	EVP_MD_CTX_free(m);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < mdlen && i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	*ret_size = size;
+	return 0;
+}
+
+int builder_pack_dir(const char *dir, const char *path, char ret_hex[static 65], uint64_t *ret_size,
+		     struct cd_error *err)
+{
+	struct pack_list l = { 0 };
+	struct archive *a;
+	int r;
+
+	r = collect(dir, "", &l, err);
+	if (r >= 0) {
+		qsort(l.paths, l.n, sizeof(*l.paths), cmp_str);
+		a = archive_write_new();
+		if (!a)
+			r = -ENOMEM;
+		else {
+			if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
+			    archive_write_open_filename(a, path) != ARCHIVE_OK)
+				r = cd_error_set(err, -EIO, "creating %s: %s", path,
+						 archive_error_string(a));
+			for (size_t i = 0; r >= 0 && i < l.n; i++)
+				r = add_entry(a, dir, l.paths[i], err);
+			if (archive_write_close(a) != ARCHIVE_OK && r >= 0)
+				r = cd_error_set(err, -EIO, "closing %s: %s", path,
+						 archive_error_string(a));
+			archive_write_free(a);
+		}
+	}
+	for (size_t i = 0; i < l.n; i++)
+		free(l.paths[i]);
+	free(l.paths);
+	if (r >= 0 && l.n == 0)
+		r = cd_error_set(err, -ENODATA, "the build produced no output in OUT");
+	if (r >= 0)
+		r = sha256_file(path, ret_hex, ret_size, err);
+	if (r < 0)
+		(void)unlink(path);
+	return r;
+}
+
+/* ---- artifact store ------------------------------------------------------------------------ */
+
+static char *artifact_path(const char *target, const char *commit)
+{
+	_cleanup_free_ char *key = NULL, *esc = NULL;
+	char *path = NULL;
+
+	if (asprintf(&key, "%s@%s", target, commit) < 0)
+		return NULL;
+	esc = http_client_escape(key);
+	if (!esc || asprintf(&path, "/v1/artifacts/%s", esc) < 0)
+		return NULL;
+	return path;
+}
+
+static int http_problem(long status, json_t *body, const char *what, struct cd_error *err)
+{
+	struct problem p;
+	char line[400];
+	int code = status == 404 ? -ENOENT : status >= 500 || status == 429 ? -EAGAIN : -EPROTO;
+
+	if (http_client_problem(status, body, &p) < 0)
+		return -ENOMEM;
+	cd_error_set(err, code, "%s: %s", what, http_client_problem_format(&p, line, sizeof(line)));
+	problem_release(&p);
+	return code;
+}
+
+int builder_lookup_artifact(struct builder *b, const char *target, const char *commit,
+			    char ret_digest[static 72], struct cd_error *err)
+{
+	_cleanup_free_ char *path = artifact_path(target, commit);
+	json_t *body = NULL;
+	long status = 0;
+	int r;
+
+	if (!path)
+		return -ENOMEM;
+	r = http_client_json(b->http, "GET", path, NULL, &body, &status, err);
+	if (r < 0)
+		return r;
+	if (status == 404) {
+		json_decref(body);
+		return 0;
+	}
+	if (status != 200) {
+		r = http_problem(status, body, "artifact index", err);
+		json_decref(body);
+		return r;
+	}
+	r = snprintf(ret_digest, 72, "%s",
+		     json_string_value(json_object_get(body, "digest")) ?: "");
+	json_decref(body);
+	if (r <= 0 || !startswith(ret_digest, "sha256:"))
+		return cd_error_set(err, -EBADMSG, "artifact index: reply without a digest");
+	return 1;
+}
+
+static int upload(struct builder *b, const char *file, const char *hex, uint64_t size,
+		  const char *target, const char *commit, char ret_digest[static 72],
+		  struct cd_error *err)
+{
+	_cleanup_free_ char *data = NULL, *path = artifact_path(target, commit);
+	struct http_client_response resp = { 0 };
+	char cas[96], digest[80];
+	json_t *body = NULL, *reply = NULL;
+	long status = 0;
+	size_t len = 0;
+	int r;
+
+	if (!path)
+		return -ENOMEM;
+	snprintf(cas, sizeof(cas), "/cas/%s", hex);
+	snprintf(digest, sizeof(digest), "sha256:%s", hex);
+	if (size > b->max_artifact)
+		return cd_error_set(err, -EFBIG,
+				    "%s: artifact of %" PRIu64 " bytes is above the "
+				    "%zu byte cap",
+				    target, size, b->max_artifact);
+	r = http_client_request(b->http,
+				&(struct http_client_request){ .method = "HEAD", .path = cas },
+				&resp, err);
+	if (r < 0)
+		return r;
+	status = resp.status;
+	http_client_response_release(&resp);
+	if (status != 200) {
+		r = fs_read_file_at(AT_FDCWD, file, b->max_artifact, &data, &len);
+		if (r < 0)
+			return cd_error_set(err, r, "reading %s: %s", file, strerror(-r));
+		r = http_client_request(b->http,
+					&(struct http_client_request){
+						.method = "PUT",
+						.path = cas,
+						.body = data,
+						.body_len = len,
+						.content_type = "application/octet-stream",
+					},
+					&resp, err);
+		if (r < 0)
+			return r;
+		status = resp.status;
+		if (status != 200 && status != 201 && status != 204) {
+			json_t *pb = resp.body_len ? json_loads(resp.body, 0, NULL) : NULL;
+
+			http_client_response_release(&resp);
+			r = http_problem(status, pb, "CAS upload", err);
+			json_decref(pb);
+			return r;
+		}
+		http_client_response_release(&resp);
+	}
+	body = json_pack("{s:s, s:I}", "digest", digest, "size", (json_int_t)size);
+	if (!body)
+		return -ENOMEM;
+	r = http_client_json(b->http, "PUT", path, body, &reply, &status, err);
+	json_decref(body);
+	if (r < 0)
+		return r;
+	if (status == 409) {
+		/* Indexed meanwhile with other bytes (a non-reproducible build raced us):
+		 * artifacts are immutable, the first one wins. */
+		json_decref(reply);
+		r = builder_lookup_artifact(b, target, commit, ret_digest, err);
+		return r == 1 ? 0 : r < 0 ? r : -EPROTO;
+	}
+	if (status != 200 && status != 201) {
+		r = http_problem(status, reply, "artifact index", err);
+		json_decref(reply);
+		return r;
+	}
+	json_decref(reply);
+	(void)pathf(ret_digest, 72, "%s", digest);
+	return 0;
+}
+
+int builder_read_artifact_file(struct builder *b, const char *digest, const char *suffix,
+			       size_t max, char **ret, size_t *ret_len, struct cd_error *err)
+{
+	struct http_client_response resp = { 0 };
+	struct archive *a = NULL;
+	struct archive_entry *e;
+	const char *hex = startswith(digest, "sha256:");
+	char path[96];
+	int r;
+
+	if (!hex || strlen(hex) != 64)
+		return cd_error_set(err, -EINVAL, "bad digest %s", digest);
+	snprintf(path, sizeof(path), "/cas/%s", hex);
+	r = http_client_request(b->http,
+				&(struct http_client_request){ .method = "GET", .path = path },
+				&resp, err);
+	if (r < 0)
+		return r;
+	if (resp.status != 200) {
+		r = cd_error_set(err, resp.status == 404 ? -ENOENT : -EAGAIN, "GET %s: HTTP %ld",
+				 path, resp.status);
+		http_client_response_release(&resp);
+		return r;
+	}
+	a = archive_read_new();
+	if (!a) {
+		http_client_response_release(&resp);
+		return -ENOMEM;
+	}
+	archive_read_support_format_tar(a);
+	archive_read_support_filter_all(a);
+	r = -ENOENT;
+	if (archive_read_open_memory(a, resp.body, resp.body_len) != ARCHIVE_OK)
+		r = cd_error_set(err, -EBADMSG, "artifact %s: %s", digest, archive_error_string(a));
+	else
+		while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+			const char *name = archive_entry_pathname(e);
+			la_int64_t size = archive_entry_size(e);
+			char *buf;
+
+			if (archive_entry_filetype(e) != AE_IFREG || !name ||
+			    !endswith(name, suffix))
+				continue;
+			if (size < 0 || (uint64_t)size > max) {
+				r = cd_error_set(err, -EFBIG, "%s in %s is larger than %zu bytes",
+						 name, digest, max);
+				break;
+			}
+			buf = malloc((size_t)size + 1);
+			if (!buf) {
+				r = -ENOMEM;
+				break;
+			}
+			if (archive_read_data(a, buf, (size_t)size) != size) {
+				free(buf);
+				r = cd_error_set(err, -EBADMSG, "reading %s from %s", name, digest);
+				break;
+			}
+			buf[size] = '\0';
+			*ret = buf;
+			*ret_len = (size_t)size;
+			r = 0;
+			break;
+		}
+	if (r == -ENOENT)
+		cd_error_set(err, -ENOENT, "no *%s file in artifact %s", suffix, digest);
+	archive_read_free(a);
+	http_client_response_release(&resp);
+	return r;
+}
+
+/* ---- building ------------------------------------------------------------------------------ */
+
+/* Build target in the checkout into <dir>/out-<n>. Returns 0, 1 when make failed (err says
+ * how), or -errno. ret_out (PATH_MAX) gets the output directory. */
+static int make_target(struct checkout *co, const struct target *t, const char *target,
+		       char ret_out[static PATH_MAX], struct cd_error *err)
+{
+	char pkg[PATH_MAX], outarg[PATH_MAX + 8], sid[9];
+	int status = 0, r;
+
+	r = checkout_open(co, err);
+	if (r < 0)
+		return r;
+	id_random_hex(sid, sizeof(sid));
+	if (pathf(ret_out, PATH_MAX, "%s/out-%s", co->dir, sid) < 0 ||
+	    pathf(pkg, sizeof(pkg), "%s/%s", co->wt, t->package) < 0)
+		return cd_error_set(err, -ENAMETOOLONG, "%s: path too long", target);
+	snprintf(outarg, sizeof(outarg), "OUT=%s", ret_out);
+	r = fs_mkdir_p(ret_out, 0755);
+	if (r < 0)
+		return cd_error_set(err, r, "creating %s: %s", ret_out, strerror(-r));
+	if (access(pkg, F_OK) < 0) {
+		cd_error_set(err, -ENOENT, "%s: directory //%s does not exist at %s", target,
+			     t->package, co->commit);
+		return 1;
+	}
+	{
+		char *const argv[] = { "make", "--no-print-directory", "-C",
+				       pkg,    (char *)t->name,	       outarg,
+				       NULL };
+
+		r = run_cmd(co->b, co->ctx, argv, NULL, co->log_fd, &status, err);
+	}
+	if (r < 0)
+		return r;
+	if (status != 0) {
+		cd_error_set(err, -EIO, "%s: make exited with status %d", target, status);
+		return 1;
+	}
+	return 0;
+}
+
+static int ensure_in(struct checkout *co, const char *target, char ret_digest[static 72],
+		     struct cd_error *err)
+{
+	struct builder *b = co->b;
+	struct target t;
+	char out[PATH_MAX], tar[PATH_MAX + 8], hex[65];
+	uint64_t size = 0;
+	int r;
+
+	r = target_parse(target, &t, err);
+	if (r < 0)
+		return r;
+	r = builder_lookup_artifact(b, target, co->commit, ret_digest, err);
+	if (r < 0)
+		return r;
+	if (r == 1) {
+		log_line(co->log_fd, "# %s@%s is already built: %s", target, co->commit,
+			 ret_digest);
+		return 0;
+	}
+	r = make_target(co, &t, target, out, err);
+	if (r != 0)
+		return r;
+	snprintf(tar, sizeof(tar), "%s.tar", out);
+	r = builder_pack_dir(out, tar, hex, &size, err);
+	if (r == -ENODATA) {
+		cd_error_reset(err);
+		cd_error_set(err, -ENODATA, "%s: the build wrote nothing to $(OUT)", target);
+		return 1;
+	}
+	if (r < 0)
+		return r;
+	r = upload(b, tar, hex, size, target, co->commit, ret_digest, err);
+	if (r < 0)
+		return r;
+	log_line(co->log_fd, "# %s@%s -> %s (%" PRIu64 " bytes)", target, co->commit, ret_digest,
+		 size);
+	return 0;
+}
+
+int builder_ensure_target(struct builder *b, struct exec_ctx *ctx, const char *repo,
+			  const char *commit, const char *target, int log_fd,
+			  char ret_digest[static 72], struct cd_error *err)
+{
+	struct checkout co = { .b = b,
+			       .ctx = ctx,
+			       .pipeline_id = ctx->claim->pipeline_id,
+			       .repo = repo,
+			       .commit = commit,
+			       .log_fd = log_fd };
+	int r = ensure_in(&co, target, ret_digest, err);
+
+	checkout_close(&co);
+	return r;
+}
+
+static int open_log(struct builder *b, struct exec_ctx *ctx, struct cd_error *err)
+{
+	char path[PATH_MAX], *slash;
+	int r, fd;
+
+	r = pipeline_log_path(b->log_dir, ctx->claim->pipeline_id, ctx->claim->run,
+			      ctx->claim->stage, ctx->claim->attempt, path, sizeof(path));
+	if (r < 0)
+		return cd_error_set(err, r, "log path too long");
+	slash = strrchr(path, '/');
+	*slash = '\0';
+	r = fs_mkdir_p(path, 0755);
+	*slash = '/';
+	if (r < 0)
+		return cd_error_set(err, r, "creating the log directory: %s", strerror(-r));
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return cd_error_set(err, -errno, "opening %s: %s", path, strerror(errno));
+	return fd;
+}
+
+static int load_repo(struct exec_ctx *ctx, char **ret, struct cd_error *err)
+{
+	struct store_pipeline p = { 0 };
+	int r = store_pipeline_get(ctx->store, ctx->claim->pipeline_id, &p, err);
+
+	if (r < 0)
+		return r;
+	*ret = p.repo ? strdup(p.repo) : NULL;
+	r = p.repo && !*ret ? -ENOMEM : 0;
+	store_pipeline_release(&p);
+	return r;
+}
+
+/* Infrastructure errors are transient (the runner retries); "commit not found" and a missing
+ * repo are not. */
+static void fail_or_retry(int r, const struct cd_error *err, struct exec_result *res)
+{
+	res->outcome = (r == -ENOENT || r == -EINVAL || r == -EFBIG || r == -E2BIG) ? EXEC_FAILED :
+										      EXEC_RETRY;
+	snprintf(res->message, sizeof(res->message), "%s", cd_error_message(err));
+}
+
+int builder_exec_build(struct exec_ctx *ctx, struct exec_result *res)
+{
+	struct builder *b = ctx->data;
+	_cleanup_free_ char *repo = NULL;
+	_cleanup_close_ int log_fd = -EBADF;
+	struct cd_error err = { 0 };
+	struct checkout co = { .b = b, .ctx = ctx, .pipeline_id = ctx->claim->pipeline_id };
+	json_t *arts = json_object();
+	int r;
+
+	if (!arts)
+		return -ENOMEM;
+	r = load_repo(ctx, &repo, &err);
+	if (r >= 0)
+		r = log_fd = open_log(b, ctx, &err);
+	co.repo = repo;
+	co.commit = ctx->run->commit;
+	co.log_fd = log_fd;
+	if (r >= 0)
+		log_line(log_fd,
+			 "# build stage \"%s\" run %" PRId64 " attempt %" PRId64 " claim %d at %s",
+			 ctx->claim->stage, ctx->claim->run, ctx->claim->attempt,
+			 ctx->claim->claims, ctx->run->commit);
+	for (size_t i = 0; r >= 0 && i < node_n_build_targets(ctx->node); i++) {
+		const char *target = node_build_target(ctx->node, i);
+		char digest[72];
+
+		r = ensure_in(&co, target, digest, &err);
+		if (r == 0)
+			r = json_object_set_new(arts, target, json_string(digest)) < 0 ? -ENOMEM :
+											 0;
+	}
+	checkout_close(&co);
+	if (r == 1) {
+		res->outcome = EXEC_FAILED;
+		snprintf(res->message, sizeof(res->message), "%s (see the stage log)",
+			 cd_error_message(&err));
+	} else if (r == -ESTALE || r == -ECANCELED || r == -ETIMEDOUT) {
+		json_decref(arts);
+		return r;
+	} else if (r < 0) {
+		fail_or_retry(r, &err, res);
+		log_line(log_fd, "# error: %s", res->message);
+	} else {
+		res->outcome = EXEC_FINISHED;
+		json_t *o = json_pack("{s:O}", "artifacts", arts);
+
+		res->result = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		json_decref(o);
+	}
+	json_decref(arts);
+	return 0;
+}
+
+int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
+{
+	struct builder *b = ctx->data;
+	_cleanup_free_ char *repo = NULL;
+	_cleanup_close_ int log_fd = -EBADF;
+	struct cd_error err = { 0 };
+	struct checkout co = { .b = b, .ctx = ctx, .pipeline_id = ctx->claim->pipeline_id };
+	const char *target = node_test_target(ctx->node);
+	char out[PATH_MAX], bin[PATH_MAX + 64], pkg[PATH_MAX];
+	struct target t;
+	int r, status = 0;
+
+	r = target_parse(target, &t, &err);
+	if (r >= 0)
+		r = load_repo(ctx, &repo, &err);
+	if (r >= 0)
+		r = log_fd = open_log(b, ctx, &err);
+	co.repo = repo;
+	co.commit = ctx->run->commit;
+	co.log_fd = log_fd;
+	if (r >= 0)
+		r = make_target(&co, &t, target, out, &err);
+	if (r == 0) {
+		char *const argv[] = { bin, NULL };
+
+		r = pathf(bin, sizeof(bin), "%s/%s", out, t.name);
+		if (r >= 0)
+			r = pathf(pkg, sizeof(pkg), "%s/%s", co.wt, t.package);
+		if (r >= 0)
+			r = run_cmd(b, ctx, argv, pkg, log_fd, &status, &err);
+		if (r == 0 && status != 0) {
+			cd_error_set(&err, -EIO, "%s exited with status %d", target, status);
+			r = 1;
+		}
+	}
+	checkout_close(&co);
+	if (r == -ESTALE || r == -ECANCELED || r == -ETIMEDOUT)
+		return r;
+	if (r == 1) {
+		res->outcome = EXEC_FAILED;
+		snprintf(res->message, sizeof(res->message), "%s (see the stage log)",
+			 cd_error_message(&err));
+		log_line(log_fd, "# FAILED: %s", cd_error_message(&err));
+	} else if (r < 0) {
+		fail_or_retry(r, &err, res);
+		log_line(log_fd, "# error: %s", res->message);
+	} else {
+		res->outcome = EXEC_FINISHED;
+		snprintf(res->message, sizeof(res->message), "%s passed", target);
+		log_line(log_fd, "# PASSED: %s", target);
+	}
+	return 0;
+}
