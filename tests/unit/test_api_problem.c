@@ -12,6 +12,39 @@
 
 #include "api/problem.h"
 
+/* Fault injection (linked with --wrap): make our allocations fail while fail is set. */
+static bool fail;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+int __real_vasprintf(char **ret, const char *fmt, va_list ap);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+int __wrap_vasprintf(char **ret, const char *fmt, va_list ap);
+void *__wrap_malloc(size_t n)
+{
+	return fail ? NULL : __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t size)
+{
+	return fail ? NULL : __real_calloc(n, size);
+}
+void *__wrap_realloc(void *p, size_t n)
+{
+	return fail ? NULL : __real_realloc(p, n);
+}
+char *__wrap_strdup(const char *s)
+{
+	return fail ? NULL : __real_strdup(s);
+}
+int __wrap_vasprintf(char **ret, const char *fmt, va_list ap)
+{
+	return fail ? -1 : __real_vasprintf(ret, fmt, ap);
+}
+
 static void test_init_and_serialise(void **state)
 {
 	struct problem p;
@@ -241,6 +274,48 @@ static void test_from_json_rejects(void **state)
 	assert_int_equal(problem_from_json(NULL, &q), -EINVAL);
 }
 
+static void test_recording_oom(void **state)
+{
+	struct problem p;
+	char *s;
+
+	/* every recording call survives allocation failure and marks the problem */
+	fail = true;
+	problem_init(&p, 422, "urn:x", "T");
+	fail = false;
+	assert_true(p.oom);
+	assert_null(p.title);
+	problem_release(&p);
+
+	problem_init(&p, 422, "urn:x", "T");
+	problem_add_error(&p, "/a", "kept");
+	fail = true;
+	problem_add_error(&p, "/b", "lost %d", 1); /* vasprintf fails */
+	problem_set_detail(&p, "lost");
+	problem_set(&p, 0, NULL, "lost title");
+	fail = false;
+	assert_true(p.oom);
+	assert_int_equal(p.n_errors, 1);
+	assert_string_equal(p.title, "T"); /* a failed replacement keeps the old value */
+	assert_null(p.detail);
+	s = problem_to_string(&p);
+	assert_non_null(strstr(s, "\"status\":500"));
+	assert_non_null(strstr(s, "out of memory"));
+	free(s);
+	problem_release(&p);
+
+	/* growth of the error array fails at the 9th error (initial capacity 8) */
+	problem_init(&p, 422, NULL, NULL);
+	for (int i = 0; i < 8; i++)
+		problem_add_error(&p, "/x", "e%d", i);
+	fail = true;
+	problem_add_error(&p, "/x", "e8");
+	fail = false;
+	assert_true(p.oom);
+	assert_int_equal(p.n_errors, 8);
+	problem_release(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -256,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_from_json_roundtrip),
 		cmocka_unit_test(test_from_json_lenient_members),
 		cmocka_unit_test(test_from_json_rejects),
+		cmocka_unit_test(test_recording_oom),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
