@@ -73,6 +73,12 @@ static int check_package(const char *s, size_t n, size_t off, struct cd_error *e
 					err, -EINVAL,
 					"target package segment %zu must not be \"%.*s\"", segno,
 					(int)len, s + seg_start);
+			/* builders pass segments and names as command-line arguments */
+			if (s[seg_start] == '-')
+				return cd_error_set(
+					err, -EINVAL,
+					"target package segment %zu must not start with '-'",
+					segno);
 			seg_start = i + 1;
 			segno++;
 			continue;
@@ -94,6 +100,8 @@ static int check_name(const char *s, size_t n, size_t off, struct cd_error *err)
 		return cd_error_set(err, -EINVAL, "target name after ':' is empty");
 	if (is_dot_or_dotdot(s, n))
 		return cd_error_set(err, -EINVAL, "target name must not be \"%.*s\"", (int)n, s);
+	if (s[0] == '-')
+		return cd_error_set(err, -EINVAL, "target name must not start with '-'");
 	for (size_t i = 0; i < n; i++)
 		if (!is_name_char(s[i]))
 			return cd_error_set(err, -EINVAL,

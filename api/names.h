@@ -8,8 +8,9 @@
  *
  * Grammar (see docs/api.md):
  *   target   = "//" [ package ] [ ":" name ]       package = segment *( "/" segment )
- *   segment  = 1*( ALPHA / DIGIT / "_" / "." / "-" ), not "." or ".."
- *   name     = 1*( ALPHA / DIGIT / "_" / "." / "+" / "-" ), not "." or ".."
+ *   segment  = 1*( ALPHA / DIGIT / "_" / "." / "-" ), not "." or "..", not starting with "-"
+ *   name     = 1*( ALPHA / DIGIT / "_" / "." / "+" / "-" ), not "." or "..", not starting
+ *              with "-" (builders pass both as command-line arguments)
  *   "//pkg/sub" (no ":") is shorthand for "//pkg/sub:sub"; "//:name" is the root package;
  *   the canonical spelling always has the ":" and is at most TARGET_MAX_LEN bytes.
  *   artifact = target "@" commit                   commit = 40 or 64 lowercase hex

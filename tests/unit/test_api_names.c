@@ -58,6 +58,7 @@ static void test_target_valid(void **state)
 	target_roundtrip("//x-y/z.w/_q:n+1.v-2_", "x-y/z.w/_q", "n+1.v-2_",
 			 "//x-y/z.w/_q:n+1.v-2_");
 	target_roundtrip("//a/..b/c..:...", "a/..b/c..", "...", "//a/..b/c..:...");
+	target_roundtrip("//a-/b-c:d-", "a-/b-c", "d-", "//a-/b-c:d-");
 }
 
 static void test_target_shorthand(void **state)
@@ -85,6 +86,10 @@ static void test_target_invalid(void **state)
 	target_bad("//..", "segment 1 must not be \"..\"");
 	target_bad("//a:.", "name must not be \".\"");
 	target_bad("//a:..", "name must not be \"..\"");
+	target_bad("//-rf:x", "segment 1 must not start with '-'");
+	target_bad("//a/-b:x", "segment 2 must not start with '-'");
+	target_bad("//a:-j", "name must not start with '-'");
+	target_bad("//a/-j", "segment 2 must not start with '-'");
 	target_bad("//a b:c", "invalid character ' ' at offset 3");
 	target_bad("//a+b:c", "package has invalid character '+'");
 	target_bad("//a:b:c", "name has invalid character ':' at offset 5");
