@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +44,8 @@ struct taskwatch {
 	void *rb_producer;	    /* RO: producer page + data mapped twice */
 	size_t rb_producer_len;
 	struct tw_source src_ringbuf;
+	int retry_tfd; /* fallback: re-check exited, not yet reaped non-child inits */
+	struct tw_source src_retry;
 	uint64_t lost_seen[TASKWATCH_EV__MAX];
 
 	struct tw_target **targets;
@@ -248,6 +251,7 @@ int taskwatch_new(const struct taskwatch_opts *opts, struct taskwatch **ret)
 		return -ENOMEM;
 	tw->max_targets = opts && opts->max_targets ? opts->max_targets : DEFAULT_MAX_TARGETS;
 	tw->page = (size_t)sysconf(_SC_PAGESIZE);
+	tw->retry_tfd = -EBADF;
 	tw->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (tw->epfd < 0) {
 		int r = -errno;
@@ -276,6 +280,7 @@ struct taskwatch *taskwatch_free(struct taskwatch *tw)
 	free(tw->targets);
 	ringbuf_close(tw);
 	taskwatch_bpf__destroy(tw->skel);
+	safe_close(tw->retry_tfd);
 	safe_close(tw->epfd);
 	free(tw);
 	return NULL;
@@ -555,6 +560,37 @@ uint64_t taskwatch_lost(struct taskwatch *tw, uint64_t per_type[TASKWATCH_EV__MA
 	return total;
 }
 
+#define UNREAPED_GIVE_UP_NS (2000000000ull)
+#define UNREAPED_RETRY_NS (10000000ull)
+
+static int retry_arm(struct taskwatch *tw)
+{
+	struct itimerspec its = { .it_value.tv_nsec = UNREAPED_RETRY_NS };
+
+	if (tw->retry_tfd < 0) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tw->src_retry };
+		int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+
+		if (fd < 0)
+			return -errno;
+		tw->src_retry.kind = TW_SRC_RETRY;
+		if (epoll_ctl(tw->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			int r = -errno;
+
+			close(fd);
+			return r;
+		}
+		tw->retry_tfd = fd;
+	}
+	return RET_NERRNO(timerfd_settime(tw->retry_tfd, 0, &its, NULL));
+}
+
+/* Fallback: the init's exit has not been reported yet (its pidfd is still open). */
+static bool init_pending(const struct tw_target *t)
+{
+	return t->init_pidfd >= 0 && !t->init_done;
+}
+
 /* Fallback: OOM first, then the init's exit, so the classifier sees the cause before the
  * effect even though the two notifications race. */
 static int handle_fallback_target(struct taskwatch *tw, struct tw_target *t)
@@ -582,9 +618,24 @@ static int handle_fallback_target(struct taskwatch *tw, struct tw_target *t)
 		}
 	}
 	if (t->src_init.ready) {
+		uint64_t now = monotonic_ns();
+		bool give_up = t->init_unreaped_ns &&
+			       now - t->init_unreaped_ns > UNREAPED_GIVE_UP_NS;
+
 		t->src_init.ready = false;
 		event_init(&ev, TASKWATCH_EV_EXIT, t);
-		r = tw_target_read_init_exit(t, &ev);
+		r = tw_target_read_init_exit(t, &ev, give_up);
+		if (r == -EAGAIN) {
+			/* A non-child exited but its parent has not reaped it yet, and the
+			 * kernel publishes the status at reap time: look again in a moment.
+			 * The pidfd leaves epoll meanwhile (it would poll readable non-stop). */
+			if (!t->init_unreaped_ns) {
+				t->init_unreaped_ns = now;
+				(void)epoll_ctl(tw->epfd, EPOLL_CTL_DEL, t->init_pidfd, NULL);
+			}
+			t->init_retry = true;
+			return retry_arm(tw);
+		}
 		if (r < 0)
 			return r;
 		if (r > 0) {
@@ -640,6 +691,19 @@ static int consume(struct taskwatch *tw)
 		}
 	} while (n == (int)ARRAY_SIZE(evs));
 
+	if (tw->src_retry.ready) {
+		uint64_t expirations;
+
+		tw->src_retry.ready = false;
+		if (read(tw->retry_tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+			return -errno;
+		for (size_t i = 0; i < tw->n_targets; i++)
+			if (tw->targets[i]->init_retry) {
+				tw->targets[i]->init_retry = false;
+				tw->targets[i]->src_init.ready = true;
+			}
+	}
+
 	if (tw->bpf) {
 		tw->src_ringbuf.ready = false;
 		r = ringbuf_consume(tw);
@@ -657,9 +721,6 @@ static int consume(struct taskwatch *tw)
 
 		if (t->removed)
 			continue;
-		r = handle_fallback_target(tw, t);
-		if (r != 0)
-			return r;
 		if (t->src_cgevents.ready) {
 			t->src_cgevents.ready = false;
 			r = tw_target_read_empty(t);
@@ -671,17 +732,27 @@ static int consume(struct taskwatch *tw)
 			if (r == 0) {
 				t->populated_seen = true;
 			} else if (t->populated_seen) {
-				struct taskwatch_event ev;
-
 				/* one event per populated -> empty transition */
 				t->populated_seen = false;
-				event_init(&ev, TASKWATCH_EV_CGROUP_EMPTY, t);
-				if (!tw->bpf)
-					ev.flags |= TASKWATCH_F_FALLBACK;
-				r = deliver(tw, &ev);
-				if (r != 0)
-					return r;
+				t->empty_pending = true;
+				/* an empty cgroup means the init has exited: report that first */
+				if (init_pending(t))
+					t->src_init.ready = true;
 			}
+		}
+		r = handle_fallback_target(tw, t);
+		if (r != 0)
+			return r;
+		if (t->empty_pending && !init_pending(t)) {
+			struct taskwatch_event ev;
+
+			t->empty_pending = false;
+			event_init(&ev, TASKWATCH_EV_CGROUP_EMPTY, t);
+			if (!tw->bpf)
+				ev.flags |= TASKWATCH_F_FALLBACK;
+			r = deliver(tw, &ev);
+			if (r != 0)
+				return r;
 		}
 	}
 	return tw->delivered;

@@ -123,6 +123,8 @@ int tw_target_open_init(struct tw_target *t, int epfd, pid_t pid, int pidfd)
 	t->init_pidfd = TAKE_FD(fd);
 	t->init_pid = pid;
 	t->init_done = false;
+	t->init_retry = false;
+	t->init_unreaped_ns = 0;
 	return 0;
 }
 
@@ -270,7 +272,7 @@ static void fill_status(struct taskwatch_event *ev, int status)
 	}
 }
 
-int tw_target_read_init_exit(struct tw_target *t, struct taskwatch_event *ev)
+int tw_target_read_init_exit(struct tw_target *t, struct taskwatch_event *ev, bool give_up)
 {
 	siginfo_t si = { 0 };
 	struct tw_pidfd_info info = { .mask = TW_PIDFD_INFO_EXIT };
@@ -301,9 +303,11 @@ int tw_target_read_init_exit(struct tw_target *t, struct taskwatch_event *ev)
 		}
 	} else if (errno == ECHILD) {
 		/* Not our child, or already reaped by the caller: ask pidfs (Linux >= 6.15). */
-		if (ioctl(t->init_pidfd, TW_PIDFD_GET_INFO, &info) == 0 &&
-		    (info.mask & TW_PIDFD_INFO_EXIT))
+		r = ioctl(t->init_pidfd, TW_PIDFD_GET_INFO, &info);
+		if (r == 0 && (info.mask & TW_PIDFD_INFO_EXIT))
 			fill_status(ev, info.exit_code);
+		else if (r == 0 && !give_up)
+			return -EAGAIN; /* the ioctl works: the status appears at reap time */
 		else
 			ev->flags |= TASKWATCH_F_STATUS_UNKNOWN;
 	} else {

@@ -13,9 +13,10 @@
 
 enum tw_source_kind {
 	TW_SRC_RINGBUF = 1,
-	TW_SRC_INIT,	/* fallback: pidfd of the init */
-	TW_SRC_OOM,	/* fallback: memory.events (v2) or the oom eventfd (v1) */
-	TW_SRC_CGEVENTS /* cgroup.events of the unified cgroup */
+	TW_SRC_INIT,	 /* fallback: pidfd of the init */
+	TW_SRC_OOM,	 /* fallback: memory.events (v2) or the oom eventfd (v1) */
+	TW_SRC_CGEVENTS, /* cgroup.events of the unified cgroup */
+	TW_SRC_RETRY	 /* fallback: timer to look again at unreaped non-child inits */
 };
 
 struct tw_target;
@@ -37,6 +38,8 @@ struct tw_target {
 
 	int init_pidfd; /* fallback */
 	bool init_done;
+	bool init_retry;	   /* look again when the retry timer fires */
+	uint64_t init_unreaped_ns; /* when an exited non-child init was first seen unreaped */
 	struct tw_source src_init;
 
 	int oom_fd;	/* v2: memory.events; v1: eventfd */
@@ -46,6 +49,7 @@ struct tw_target {
 
 	int cgevents_fd;
 	bool populated_seen; /* since the last cgroup_empty: arms the next one */
+	bool empty_pending;  /* empty, reported once the init's exit is */
 	struct tw_source src_cgevents;
 };
 
@@ -60,5 +64,7 @@ void tw_target_close_cgevents(struct tw_target *t, int epfd);
 int tw_target_read_oom(struct tw_target *t, uint64_t *ret_delta);
 /* 1 when cgroup.events says "populated 0", 0 when populated, -errno. */
 int tw_target_read_empty(struct tw_target *t);
-/* Fill an exit event for the init if it has exited: 1 = filled, 0 = still running, -errno. */
-int tw_target_read_init_exit(struct tw_target *t, struct taskwatch_event *ev);
+/* Fill an exit event for the init if it has exited: 1 = filled, 0 = still running, -EAGAIN =
+ * exited but not reaped by its (other) parent yet, so the status is not published; with
+ * give_up, report it as TASKWATCH_F_STATUS_UNKNOWN instead. */
+int tw_target_read_init_exit(struct tw_target *t, struct taskwatch_event *ev, bool give_up);

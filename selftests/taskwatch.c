@@ -337,6 +337,32 @@ static pid_t first_child(pid_t pid)
 	return -1;
 }
 
+/* A re-adopted task after a taskd restart: its init is not our child. A (our child, a
+ * subreaper) forks B, B forks G and exits, G is reparented to A. G is the init we watch; A
+ * reaps it only 100 ms after it exited, so the fallback has to wait for the status. */
+static int child_subreaper(void *arg)
+{
+	int wfd = *(int *)arg;
+	pid_t b, g;
+
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 1);
+	b = fork();
+	if (b == 0) {
+		g = fork();
+		if (g == 0) {
+			usleep(50 * 1000);
+			_exit(42);
+		}
+		_exit(write(wfd, &g, sizeof(g)) == (ssize_t)sizeof(g) ? 0 : 1);
+	}
+	if (b < 0 || waitpid(b, NULL, 0) != b)
+		return 2;
+	usleep(150 * 1000);
+	while (wait(NULL) > 0)
+		;
+	return 0;
+}
+
 /* ---- cases ---- */
 
 /* Adding a still-empty cgroup (add, then spawn: the normal order) is not an "empty" event. */
@@ -559,6 +585,35 @@ static void case_init_sigkill(struct taskwatch *tw)
 	}
 	if (killer > 0)
 		waitpid(killer, NULL, 0);
+	run_finish(&r);
+}
+
+static void case_not_our_child(struct taskwatch *tw)
+{
+	struct run r;
+	struct taskwatch_reason rs = { 0 };
+	char buf[128] = "(none)";
+	int p[2] = { -1, -1 };
+	pid_t g = -1;
+	bool ok;
+
+	memset(&r, 0, sizeof(r));
+	ok = pipe2(p, O_CLOEXEC) == 0;
+	/* run_start() makes A the init; the init we want is G, named once known */
+	ok = ok && run_start(&r, tw, "notchild", 0, child_subreaper, &p[1]);
+	ok = ok && read(p[0], &g, sizeof(g)) == (ssize_t)sizeof(g) && g > 0;
+	ok = ok && taskwatch_set_init(tw, r.cg.id, g, -1) == 0;
+	if (ok) {
+		taskwatch_reason_init(&r.cls); /* A's events so far are not G's */
+		ok = pump(&r, until_ended, PUMP_TIMEOUT_MS) &&
+		     taskwatch_reason_get(&r.cls, &rs) == 0;
+		taskwatch_reason_format(&rs, buf, sizeof(buf));
+	}
+	tap_ok(ok && rs.kind == TASKWATCH_REASON_EXITED && rs.exit_code == 42 && !rs.uncertain &&
+		       rs.main_pid == g,
+	       "%s: init that is not our child (re-adopted task) exits 42 -> %s", r.mode, buf);
+	safe_close(p[0]);
+	safe_close(p[1]);
 	run_finish(&r);
 }
 
@@ -799,12 +854,13 @@ static void run_mode(struct taskwatch *tw)
 	case_outside(tw);
 	case_init_oom(tw);
 	case_init_sigkill(tw);
+	case_not_our_child(tw);
 }
 
-/* tests per mode (bpf/fallback): empty-at-add 1, exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
+/* tests per mode (bpf/fallback): not-our-child 1, empty-at-add 1, exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
  * children 2/1, orphan 2, storm 2/1, outside 1, init-oom 2/1, init-kill 2/1 */
-#define TESTS_BPF 22
-#define TESTS_FALLBACK 15
+#define TESTS_BPF 23
+#define TESTS_FALLBACK 16
 
 int main(void)
 {
