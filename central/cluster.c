@@ -296,7 +296,7 @@ int cluster_put_job(struct cluster *c, const char *actor, const struct job_url *
 		    struct problem *p)
 {
 	_cleanup_free_ char *text = NULL;
-	char hash[JOBSPEC_HASH_LEN + 1], urlbuf[256];
+	char hash[JOBSPEC_HASH_LEN + 1], urlbuf[512];
 	struct store_job cur = {};
 	struct cd_error err = {};
 	bool exists;
@@ -463,7 +463,7 @@ int cluster_set_job_state(struct cluster *c, const char *actor, const struct job
 {
 	struct store_job cur = {};
 	struct cd_error err = {};
-	char urlbuf[256];
+	char urlbuf[512];
 	int r;
 
 	r = check_url_zone(c, url, p);
@@ -1091,7 +1091,7 @@ static int reconcile_job(struct cluster *c, const char *job_id, usec_t now, stru
 	struct zone_view z = {};
 	struct slot *slots = NULL;
 	struct problem p;
-	char reason[512] = "", urlbuf[256];
+	char reason[512] = "", urlbuf[512];
 	size_t n = 0, hosts;
 	unsigned n_running = 0, n_completed = 0, n_slots_current = 0;
 	bool crashloop = false, final_fail = false, unplaceable = false, changed = false;
@@ -1595,7 +1595,7 @@ static int put_task_body(struct cluster *c, const struct store_job *j, const str
 	_cleanup_free_ char *spec_text = NULL;
 	json_t *body = NULL, *spec_json = NULL, *artifact = json_null();
 	struct problem p;
-	char urlbuf[256];
+	char urlbuf[512];
 	int r;
 
 	r = store_job_version_spec(c->store, j->job_id, t->version, &spec_text, err);
