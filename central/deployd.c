@@ -104,7 +104,7 @@ static int tokens_parse(struct deployd *d, const char *path, const char *text, s
 		snprintf(t->name, sizeof(t->name), "%s",
 			 t->kind == DEPLOYD_PRINCIPAL_TEAM ? role + 5 : role);
 		snprintf(t->actor, sizeof(t->actor), "%s", role);
-		snprintf(t->secret, sizeof(t->secret), "%s", secret);
+		memcpy(t->secret, secret, strlen(secret) + 1); /* length checked above */
 		if (t->kind == DEPLOYD_PRINCIPAL_AGENT && !d->agent_token)
 			d->agent_token = t->secret;
 		d->n_tokens++;
