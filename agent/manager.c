@@ -35,6 +35,7 @@
 #include "lib/id.h"
 #include "lib/macro.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/launch.h"
 
 #define SHIM_READY_TIMEOUT_MS 30000
 #define STATUS_WAIT_MS 5000
@@ -119,7 +120,8 @@ static void task_save(struct manager *m, struct task *t, const char *event);
 /* The cgroup of the task's current generation: "<task_id>-<generation>". */
 static void task_cg_name(const struct task *t, char buf[static CGNAME_MAX])
 {
-	snprintf(buf, CGNAME_MAX, "%s-%u", t->rec.task_id, t->rec.generation);
+	/* the sandbox caps its task id (our cgroup leaf) at 64 bytes */
+	snprintf(buf, CGNAME_MAX, "%.52s-%u", t->rec.task_id, t->rec.generation);
 }
 
 static void task_free(struct task *t)
@@ -484,6 +486,23 @@ static void task_ended(struct manager *m, struct task *t, const char *reason, in
 	task_save(m, t, "ended");
 }
 
+/*
+ * The sandbox init's own record (init.status: "exited 3", "signaled 9"), written when the
+ * command ended. Lets us report the real status when the shim died after the task ended.
+ */
+static bool read_init_status(int dfd, int *ret_code, int *ret_sig)
+{
+	_cleanup_free_ char *text = NULL;
+	struct sandbox_status st;
+
+	if (fs_read_file_at(dfd, TASKDIR_INIT_STATUS, 256, &text, NULL) < 0 ||
+	    sandbox_status_parse(text, &st) < 0)
+		return false;
+	*ret_code = st.signaled ? -1 : st.code;
+	*ret_sig = st.signaled ? st.code : 0;
+	return true;
+}
+
 /* Read a finished shim's record and end the run with it. */
 static void shim_finished(struct manager *m, struct task *t)
 {
@@ -500,12 +519,19 @@ static void shim_finished(struct manager *m, struct task *t)
 		return;
 	}
 	/* The shim died without a final record (killed -9, crashed): its task may live on in the
-	 * cgroup. Kill it, so nothing runs that nobody accounts for, and report it lost. */
+	 * cgroup. Kill it, so nothing runs that nobody accounts for, and report it lost — unless
+	 * the sandbox init recorded how the command ended. */
 	{
 		char name[CGNAME_MAX];
+		int code, sig;
 
 		task_cg_name(t, name);
 		(void)runtime_cleanup(m->cfg.cgroup_parent, name, NULL);
+		if (dfd >= 0 && read_init_status(dfd, &code, &sig)) {
+			task_ended(m, t, sig ? "signaled" : "exited", code, sig,
+				   "taskd-shim died; status from the sandbox init");
+			return;
+		}
 	}
 	task_ended(m, t, "lost", -1, 0, "the task's supervisor (taskd-shim) died unexpectedly");
 }
@@ -855,6 +881,7 @@ static void task_launch(struct manager *m, struct task *t)
 	}
 	t->rec.generation++;
 	(void)unlinkat(dfd, TASKDIR_STATUS, 0);
+	(void)unlinkat(dfd, TASKDIR_INIT_STATUS, 0);
 	r = write_launch(m, t, dfd);
 	if (r < 0) {
 		m->start_failures_total++;
@@ -1237,7 +1264,16 @@ static void adopt(struct manager *m, struct task *t, char ***keep_cgroups)
 			t->rec.generation = st.generation;
 		task_cg_name(t, name);
 		/* A shim existed for this generation and died without a final record. */
+		int code, sig;
+
 		(void)runtime_cleanup(m->cfg.cgroup_parent, name, NULL);
+		if (read_init_status(dfd, &code, &sig)) {
+			m->adopt.ended_while_down++;
+			t->phase = P_RUNNING;
+			task_ended(m, t, sig ? "signaled" : "exited", code, sig,
+				   "taskd-shim died; status from the sandbox init");
+			return;
+		}
 		m->adopt.lost++;
 		t->phase = P_RUNNING;
 		task_ended(m, t, "lost", -1, 0,

@@ -28,9 +28,10 @@ struct runtime_usage {
 /*
  * Create the cgroup spec->cgroup_parent/spec->cgroup_name, and start spec->argv in it with
  * stdout_fd/stderr_fd (stdin is /dev/null). On success the task runs and *ret holds it; on
- * failure nothing is left behind (no cgroup, no process).
+ * failure nothing is left behind (no cgroup, no process). status_fd (may be -1) is a file the
+ * task's init writes its final status record to, so the status survives even the shim.
  */
-int runtime_start(const struct launch_spec *spec, int stdout_fd, int stderr_fd,
+int runtime_start(const struct launch_spec *spec, int stdout_fd, int stderr_fd, int status_fd,
 		  struct runtime_task **ret, struct cd_error *err);
 
 /* The task's first process as seen from the host (its pid 1), and a pidfd for it (owned by rt:

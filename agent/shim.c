@@ -79,7 +79,8 @@ enum { TAG_OUT = 0, TAG_ERR = 1, TAG_SIGNAL, TAG_PID, TAG_TIMER };
 
 int main(int argc, char **argv)
 {
-	_cleanup_close_ int dirfd = -EBADF, sfd = -EBADF, ep = -EBADF, tfd = -EBADF;
+	_cleanup_close_ int dirfd = -EBADF, sfd = -EBADF, ep = -EBADF, tfd = -EBADF,
+			    status_fd = -EBADF;
 	_cleanup_free_ char *text = NULL;
 	struct launch_spec spec = { 0 };
 	struct shim_status st;
@@ -158,7 +159,10 @@ int main(int argc, char **argv)
 	if (r < 0)
 		goto fail_start;
 
-	r = runtime_start(&spec, pipes[0][1], pipes[1][1], &rt, &err);
+	/* The init also writes its final status here: it outlives even a shim killed -9. */
+	status_fd = openat(dirfd, TASKDIR_INIT_STATUS,
+			   O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	r = runtime_start(&spec, pipes[0][1], pipes[1][1], status_fd, &rt, &err);
 	if (r < 0)
 		goto fail_start;
 	pipes[0][1] = safe_close(pipes[0][1]);

@@ -26,6 +26,7 @@
 #define TASKDIR_STATUS "status.json"
 #define TASKDIR_LOCK "shim.lock"
 #define TASKDIR_LOG "console.log"
+#define TASKDIR_INIT_STATUS "init.status" /* the sandbox init's own record ("exited 3") */
 
 struct launch_env {
 	char *key;
