@@ -872,6 +872,10 @@ int task_cgroup_kill(const struct task_cgroup *cg, uint64_t timeout_usec)
 			     file_exists_at(cg->fd[CG_UNIFIED], "cgroup.kill");
 	int r;
 
+	/* the common case at cleanup: everything already exited */
+	r = task_cgroup_is_empty(cg);
+	if (r != 0)
+		return r < 0 ? r : 0;
 	for (;;) {
 		if (use_kill_file) {
 			r = write_at(cg->fd[CG_UNIFIED], "cgroup.kill", "1");

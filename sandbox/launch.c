@@ -510,9 +510,11 @@ static _noreturn_ void child_main(const struct plan *p)
 	for (int h = 0; h < _CG_HIER_MAX; h++)
 		keep[8 + h] = p->cg_fds[h];
 	close_all_except(p, keep, ARRAY_SIZE(keep));
-	r = task_cgroup_enter_v1_self(p->cg);
-	if (r < 0)
-		child_fail(p, "cgroup-attach", -r);
+	if (!p->cfg->attach_by_pid) {
+		r = task_cgroup_enter_v1_self(p->cg);
+		if (r < 0)
+			child_fail(p, "cgroup-attach", -r);
+	}
 	for (int h = 0; h < _CG_HIER_MAX; h++)
 		if (p->cg_fds[h] >= 0)
 			close(p->cg_fds[h]);
@@ -772,7 +774,7 @@ static void kill_and_reap(pid_t pid, int pidfd)
 int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg,
 		   struct sandbox_task **ret, struct cd_error *err)
 {
-	usec_t t0 = clock_mono_usec();
+	usec_t t0 = clock_mono_usec(), phase[4];
 	struct plan p = { .cfg = cfg, .sync_r = -EBADF, .err_w = -EBADF, .status_w = -EBADF };
 	_cleanup_close_ int sync_w = -EBADF, err_r = -EBADF, status_r = -EBADF, devnull = -EBADF,
 			    pidfd = -EBADF;
@@ -838,9 +840,11 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	status_r = fds[0];
 	p.status_w = fds[1];
 
+	phase[0] = clock_mono_usec();
 	r = task_cgroup_create(sys, parent, cfg->task_id, &cfg->limits, &cg, err);
 	if (r < 0)
 		goto out;
+	phase[1] = clock_mono_usec();
 
 	if (cfg->net != SANDBOX_NET_HOST)
 		ns_flags |= CLONE_NEWNET;
@@ -851,7 +855,7 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 
 		p.cg_fds[h] = fd >= 0 ? fd : -1;
 	}
-	cgfd = task_cgroup_fd(cg, CG_UNIFIED);
+	cgfd = cfg->attach_by_pid ? -1 : task_cgroup_fd(cg, CG_UNIFIED);
 
 	/* block everything so the child starts with no handler running on its copied stack */
 	sigfillset(&all);
@@ -861,6 +865,7 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 		child_main(&p);
 	r = pid < 0 ? -errno : 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	phase[2] = clock_mono_usec();
 	if (r < 0) {
 		cd_error_set(err, r, "clone: %s", strerror(-r));
 		goto fail_cgroup;
@@ -871,13 +876,13 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 
 	/* ---- the child moved itself into the v1 hierarchies; the unified one is ours to do when
 	 * clone3 could not place it there ---- */
-	if (!into && cgfd >= 0) {
-		r = write_pid(cgfd, pid);
-		if (r < 0) {
-			cd_error_set(err, r, "cannot move the task into its cgroup: %s",
-				     strerror(-r));
-			goto fail_child;
-		}
+	if (cfg->attach_by_pid)
+		r = task_cgroup_attach(cg, pid, false);
+	else if (!into && task_cgroup_fd(cg, CG_UNIFIED) >= 0)
+		r = write_pid(task_cgroup_fd(cg, CG_UNIFIED), pid);
+	if (r < 0) {
+		cd_error_set(err, r, "cannot move the task into its cgroup: %s", strerror(-r));
+		goto fail_child;
 	}
 	if (send(sync_w, "g", 1, MSG_NOSIGNAL) != 1) {
 		r = cd_error_set(err, -errno, "cannot start the task: %m");
@@ -896,6 +901,7 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	}
 	sync_w = safe_close(sync_w);
 
+	phase[3] = clock_mono_usec();
 	/* ---- EOF: exec happened; a record: errno + step ---- */
 	{
 		struct child_error ce;
@@ -938,6 +944,10 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	t->cg = cg;
 	t->status_pipe = TAKE_FD(status_r);
 	t->launch_usec = clock_mono_usec() - t0;
+	t->phase_usec[0] = phase[0] - t0;
+	for (int i = 1; i < 4; i++)
+		t->phase_usec[i] = phase[i] - phase[i - 1];
+	t->phase_usec[4] = t0 + t->launch_usec - phase[3];
 	*ret = t;
 	plan_release(&p);
 	return 0;

@@ -95,6 +95,9 @@ struct sandbox_config {
 	int stdout_fd;
 	int stderr_fd;
 	int status_fd; /* optional file the init writes its final status record to; -1 = none */
+	/* Benchmarks only: skip clone3(CLONE_INTO_CGROUP) and the child's own v1 entry, move the
+	 * init by pid through cgroup.procs of every hierarchy (the slow, RCU-bound path). */
+	bool attach_by_pid;
 };
 /* Set every fd to -1 and everything else to its default. */
 void sandbox_config_init(struct sandbox_config *cfg);
@@ -129,6 +132,9 @@ struct sandbox_task {
 	struct task_cgroup *cg;	      /* owned */
 	int status_pipe;	      /* owned: read end of the init's status record */
 	uint64_t launch_usec;	      /* monotonic time sandbox_launch() took, for metrics */
+	/* its phases (µs): preparation (seccomp build, pipes), cgroup creation, clone, network
+	 * set-up, and the wait for the exec report (mounts + credentials + exec in the child) */
+	uint64_t phase_usec[5];
 };
 
 /*

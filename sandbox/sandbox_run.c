@@ -108,6 +108,7 @@ static void usage(FILE *f)
 		"  --no-init             run COMMAND itself as pid 1\n"
 		"  --no-seccomp          do not load the default seccomp profile\n"
 		"  --timing              print the launch time to stderr\n"
+		"  --attach-by-pid       benchmark: move the task into its cgroups by pid (slow)\n"
 		"  -h, --help            this help;  --version\n",
 		SANDBOX_DEFAULT_CGROUP_PARENT, CG_DEFAULT_ROOT, NETNS_DEFAULT_BRIDGE,
 		NETNS_DEFAULT_SUBNET, NETNS_DEFAULT_IPAM_DIR, SANDBOX_DEFAULT_WORK_DIR);
@@ -254,6 +255,7 @@ int main(int argc, char **argv)
 		OPT_NO_INIT,
 		OPT_NO_SECCOMP,
 		OPT_TIMING,
+		OPT_ATTACH_BY_PID,
 		OPT_VERSION,
 	};
 	static const struct option opts[] = {
@@ -282,6 +284,7 @@ int main(int argc, char **argv)
 		{ "no-init", no_argument, NULL, OPT_NO_INIT },
 		{ "no-seccomp", no_argument, NULL, OPT_NO_SECCOMP },
 		{ "timing", no_argument, NULL, OPT_TIMING },
+		{ "attach-by-pid", no_argument, NULL, OPT_ATTACH_BY_PID },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{},
@@ -418,6 +421,9 @@ int main(int argc, char **argv)
 		case OPT_TIMING:
 			timing = true;
 			break;
+		case OPT_ATTACH_BY_PID:
+			cfg.attach_by_pid = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -497,9 +503,13 @@ int main(int argc, char **argv)
 		return r == -ENOENT ? 127 : (r == -EACCES || r == -ENOEXEC) ? 126 : 125;
 	}
 	if (timing)
-		fprintf(stderr, "sandbox-run: launched pid=%d in %" PRIu64 " us (%s)\n",
+		fprintf(stderr,
+			"sandbox-run: launched pid=%d in %" PRIu64 " us (%s): prepare %" PRIu64
+			" cgroup %" PRIu64 " clone %" PRIu64 " net %" PRIu64 " child %" PRIu64 "\n",
 			(int)t->ident.pid, t->launch_usec,
-			t->into_cgroup ? "clone3 into cgroup" : "moved into cgroup");
+			t->into_cgroup ? "clone3 into cgroup" : "moved into cgroup",
+			t->phase_usec[0], t->phase_usec[1], t->phase_usec[2], t->phase_usec[3],
+			t->phase_usec[4]);
 
 	for (;;) {
 		struct pollfd pfd[2] = { { .fd = t->pidfd, .events = POLLIN },
