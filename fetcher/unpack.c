@@ -154,6 +154,17 @@ static int add_bytes(struct unpack_ctx *c, const char *name, uint64_t n)
 	return 0;
 }
 
+/* A write failure of libarchive: local resource problems keep their errno (a full disk is not a
+ * malicious archive); anything else is the given code. */
+static int write_errno(struct archive *aw, int fallback)
+{
+	int e = archive_errno(aw);
+
+	if (e == ENOSPC || e == EDQUOT || e == EIO || e == EROFS || e == ENOMEM)
+		return -e;
+	return fallback;
+}
+
 static int read_error(struct unpack_ctx *c, const char *name)
 {
 	return cd_error_set(c->err, -EINVAL, "archive entry \"%s\": %s", name,
@@ -179,7 +190,8 @@ static int copy_data(struct unpack_ctx *c, const char *name, bool counted)
 				return r;
 		}
 		if (c->aw && archive_write_data_block(c->aw, buf, len, off) < ARCHIVE_WARN)
-			return cd_error_set(c->err, -EIO, "archive entry \"%s\": %s", name,
+			return cd_error_set(c->err, write_errno(c->aw, -EIO),
+					    "archive entry \"%s\": %s", name,
 					    archive_error_string(c->aw) ?: "write failed");
 	}
 }
@@ -263,7 +275,8 @@ static int handle_entry(struct unpack_ctx *c, struct archive_entry *e)
 	 * traversable by their owner so extraction of their children cannot fail. */
 	archive_entry_set_perm(e, (archive_entry_perm(e) & 0755) | (type == AE_IFDIR ? 0700 : 0));
 	if (archive_write_header(c->aw, e) < ARCHIVE_WARN)
-		return cd_error_set(c->err, -EPERM, "archive entry \"%s\" refused: %s", name,
+		return cd_error_set(c->err, write_errno(c->aw, -EPERM),
+				    "archive entry \"%s\" refused: %s", name,
 				    archive_error_string(c->aw) ?: "cannot create");
 	if (symlink && has_dotdot(symlink)) {
 		char **n = reallocarray(c->recheck, c->n_recheck + 1, sizeof(char *));
@@ -278,8 +291,8 @@ static int handle_entry(struct unpack_ctx *c, struct archive_entry *e)
 	if (r < 0)
 		return r;
 	if (archive_write_finish_entry(c->aw) < ARCHIVE_WARN)
-		return cd_error_set(c->err, -EIO, "archive entry \"%s\": %s", name,
-				    archive_error_string(c->aw) ?: "cannot finish");
+		return cd_error_set(c->err, write_errno(c->aw, -EIO), "archive entry \"%s\": %s",
+				    name, archive_error_string(c->aw) ?: "cannot finish");
 	return 0;
 }
 
@@ -405,7 +418,7 @@ int unpack_archive_fd(int fd, const char *dest, const struct unpack_limits *l, u
 	c.aw = aw;
 	r = run(&c);
 	if (r >= 0 && archive_write_close(aw) < ARCHIVE_WARN)
-		r = cd_error_set(err, -EIO, "finishing extraction: %s",
+		r = cd_error_set(err, write_errno(aw, -EIO), "finishing extraction: %s",
 				 archive_error_string(aw) ?: "unknown error");
 	if (r >= 0)
 		r = recheck_symlinks(&c);

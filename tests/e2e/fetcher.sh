@@ -75,7 +75,7 @@ put() {
 	echo "$h"
 }
 
-echo "1..14"
+echo "1..16"
 if ! start_nginx; then
 	echo "# cannot start nginx"; cat "$T/ngx/error.log" 2>/dev/null | sed 's/^/# /'
 	exit 1
@@ -142,6 +142,19 @@ for p in $pids; do wait "$p" || bad=$((bad + 1)); done
 check "50 concurrent cdfetch all succeed" '[ $bad = 0 ]' "$bad failed: $(cat "$T"/out.* | grep -v "^/" | head -3)"
 gets=$(grep -c "^GET /slow/cas/$H5 " "$T/ngx/access.log")
 check "exactly one GET for 50 concurrent fetches" '[ "$gets" = 1 ]' "nginx saw $gets GETs"
+
+# progress line on a terminal (script(1) provides one), none when stderr is not a terminal
+if command -v script >/dev/null; then
+	head -c 2000000 /dev/urandom >"$T/b6"
+	H6=$(put "$T/b6")
+	script -qec "$CDFETCH $H6 --from $URL --cache $T/c" /dev/null >"$T/tty.out" 2>&1
+	check "progress line on a terminal" 'grep -q "sha256:$(echo "$H6" | cut -c1-12) .*100%" "$T/tty.out"' "$(cat -v "$T/tty.out" | head -3)"
+	"$CDFETCH" "$H6" --from "$URL" --cache "$T/c7" >"$T/out" 2>"$T/err"
+	check "no progress line when not a terminal" '[ ! -s "$T/err" ]'
+else
+	ok "progress line on a terminal # SKIP script(1) missing"
+	ok "no progress line when not a terminal # SKIP script(1) missing"
+fi
 
 # gc keeps live data, removes leftovers
 : >"$T/c/tmp/$H5.deadbeef.part"

@@ -518,6 +518,60 @@ static void test_resume_after_drop(void **state)
 	assert_int_equal(log_count(hex, " 206 range=bytes="), 1);
 }
 
+static void test_multiple_drops(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-drops", 0);
+	char hex[CAS_HEX_LEN + 1], url[96];
+	const char *m[] = { url };
+	struct proxy px;
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL;
+
+	quick_options(&o);
+	serve_random("drops", 3 << 20, hex);
+	proxy_start(&px, 512 << 10, 3);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/drops", px.port);
+	if (fetcher_fetch(f, hex, m, 1, &o, &path, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
+	proxy_stop(&px);
+	assert_int_equal(log_count(hex, " 206 range=bytes="), 3);
+
+	/* With resumes disabled and one attempt, the first drop is final. */
+	{
+		_cleanup_fetcher_ struct fetcher *g = cache_new("c-drops2", 0);
+		_cleanup_free_ char *p2 = NULL;
+		struct cd_error e = { 0 };
+
+		o.max_resumes = 0;
+		o.attempts = 1;
+		proxy_start(&px, 512 << 10, 1);
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/drops", px.port);
+		assert_int_equal(fetcher_fetch(g, hex, m, 1, &o, &p2, &e), -ECONNRESET);
+		proxy_stop(&px);
+	}
+}
+
+static void test_size_cap(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-cap", 0);
+	char hex[CAS_HEX_LEN + 1], p[256];
+	const char *m[] = { base };
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL;
+
+	quick_options(&o);
+	o.max_size = 10000;
+	serve_random("", 20000, hex);
+	assert_int_equal(fetcher_fetch(f, hex, m, 1, &o, &path, &err), -EFBIG);
+	assert_non_null(strstr(err.msg, "size limit"));
+	snprintf(p, sizeof(p), "%s/tmp", fetcher_dir(f));
+	assert_false(dir_has_prefix(p, hex, ".part"));
+	snprintf(p, sizeof(p), "%s/sha256/%s", fetcher_dir(f), hex);
+	assert_int_equal(access(p, F_OK), -1);
+}
+
 static void test_server_without_range(void **state)
 {
 	_cleanup_fetcher_ struct fetcher *f = cache_new("c-norange", 0);
@@ -707,13 +761,20 @@ static void test_eviction_keeps_pinned(void **state)
 
 static void test_disk_full(void **state)
 {
-	char hex[CAS_HEX_LEN + 1], mnt[128];
+	char hex[CAS_HEX_LEN + 1], mnt[128], arc[CAS_HEX_LEN + 1];
+	const struct tentry zeros[] = { { .path = "big", .type = 'f', .zeros = 3u << 20 } };
+	_cleanup_free_ void *gz = NULL;
+	size_t gz_len = 0;
 	pid_t pid;
 	int status;
 
 	if (geteuid() != 0)
 		skip();
 	serve_random("", 3 << 20, hex);
+	/* A few KiB compressed, 3 MiB extracted: fits as a blob, not as a tree. */
+	assert_int_equal(tar_build(zeros, 1, 'g', &gz, &gz_len), 0);
+	sha256_hex(gz, gz_len, arc);
+	serve("", arc, gz, gz_len);
 	snprintf(mnt, sizeof(mnt), "%s/small", T);
 	assert_int_equal(mkdir(mnt, 0755), 0);
 	pid = fork();
@@ -748,6 +809,21 @@ static void test_disk_full(void **state)
 		snprintf(p, sizeof(p), "%s/cache/sha256/%s", mnt, hex);
 		if (access(p, F_OK) == 0)
 			_exit(14);
+		/* Extraction that runs out of space: -ENOSPC, no temp tree, nothing published. */
+		free(path);
+		path = NULL;
+		if (fetcher_fetch(f, arc, m, 1, &o, &path, &err) < 0)
+			_exit(16);
+		cd_error_reset(&err);
+		r = fetcher_materialize(f, arc, FETCHER_KIND_AUTO, NULL, NULL, &path, &err);
+		if (r != -ENOSPC) {
+			fprintf(stderr, "# materialise returned %d: %s\n", r, err.msg);
+			_exit(17);
+		}
+		snprintf(p, sizeof(p), "ls -A %s/cache/unpacked | grep -q .", mnt);
+		if (system(p) == 0)
+			_exit(18);
+		free(path);
 		fetcher_free(f);
 		if (umount2(mnt, 0) < 0)
 			_exit(15);
@@ -888,6 +964,8 @@ int main(void)
 		cmocka_unit_test(test_404_then_second_mirror),
 		cmocka_unit_test(test_digest_mismatch),
 		cmocka_unit_test(test_resume_after_drop),
+		cmocka_unit_test(test_multiple_drops),
+		cmocka_unit_test(test_size_cap),
 		cmocka_unit_test(test_server_without_range),
 		cmocka_unit_test(test_stalled_server_times_out),
 		cmocka_unit_test(test_single_flight),
