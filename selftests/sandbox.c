@@ -597,12 +597,15 @@ static void test_signals_and_status(void)
 	run_end(&x);
 }
 
+static int count_lines(const char *path);
+
 static void test_filesystem(void)
 {
 	struct run x;
 	struct sandbox_status st;
 	char *out, maskdir[128], maskfile[128], cmd[2048];
 	const char *masks[3];
+	int mounts_before;
 
 	snprintf(maskdir, sizeof(maskdir), "/var/tmp/cd-selftest-%d-state", (int)getpid());
 	snprintf(maskfile, sizeof(maskfile), "/var/tmp/cd-selftest-%d-token", (int)getpid());
@@ -631,6 +634,7 @@ static void test_filesystem(void)
 		 "grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status; "
 		 "echo uid=$(id -u) gid=$(id -g); mount -t tmpfs none /tmp 2>&1 | head -1",
 		 maskdir, maskfile);
+	mounts_before = count_lines("/proc/self/mountinfo");
 	run_init(&x, SH(cmd));
 	x.cfg.mask_paths = masks;
 	x.cfg.storage_bytes = 2ULL << 20;
@@ -664,6 +668,8 @@ static void test_filesystem(void)
 			diag("output:\n%s", out);
 	}
 	run_end(&x);
+	ok(count_lines("/proc/self/mountinfo") == mounts_before,
+	   "no mount left on the host after the task (%d)", mounts_before);
 
 	/* a kept capability survives for a non-root command */
 	run_init(&x, SH("grep CapEff /proc/self/status"));
@@ -865,6 +871,65 @@ static void test_adopt_and_gc(void)
 	}
 }
 
+static int count_lines(const char *path)
+{
+	_cleanup_free_ char *s = NULL;
+	int n = 0;
+
+	if (fs_read_file_at(AT_FDCWD, path, 1 << 22, &s, NULL) < 0)
+		return -1;
+	for (const char *p = s; *p; p++)
+		n += *p == '\n';
+	return n;
+}
+
+/* The v2 code paths (pure-v2 layout) on this hybrid host: the unified mount has no
+ * controllers, so everything but limits can run there. */
+static void test_v2_on_unified(void)
+{
+	struct cg_system *v2 = NULL, *saved = sys;
+	const char *unified = cg_system_hier_path(sys, CG_UNIFIED);
+	struct run x;
+	struct sandbox_status st;
+	struct cg_stats s;
+	int r;
+
+	if (!unified || cg_system_detect(unified, &v2, NULL) < 0) {
+		skip("v2 code paths", "no cgroup2 mount");
+		return;
+	}
+	ok(cg_system_layout(v2) == CG_LAYOUT_V2, "unified mount detected as pure v2");
+	sys = v2;
+	run_init(&x, SH("sleep 30"));
+	if (run_start(&x) == 0) {
+		ok(x.t->into_cgroup, "v2: clone3 into the cgroup");
+		ok(task_cgroup_is_empty(x.t->cg) == 0, "v2: cgroup.events populated");
+		r = task_cgroup_stats(x.t->cg, &s);
+		ok(r == 0 && s.cpu_usage_ns != UINT64_MAX, "v2: cpu usage from cpu.stat");
+		r = task_cgroup_kill(x.t->cg, 2 * USEC_PER_SEC);
+		ok(r == 0 && run_wait(&x, &st) == 1 && st.signaled && st.code == SIGKILL,
+		   "v2: cgroup.kill kills the tree");
+	} else {
+		ok(false, "v2: launch");
+	}
+	run_end(&x);
+	ok(cgroup_gone(x.id), "v2: destroy removed the cgroup");
+
+	run_init(&x, SH("true"));
+	x.cfg.limits.memory_bytes = 64ULL << 20;
+	r = run_start(&x);
+	ok(r < 0 && strstr(x.err.msg, "memory.max") && cgroup_gone(x.id),
+	   "v2 without a memory controller: clear error, rolled back (%s)", x.err.msg);
+	run_end(&x);
+	sys = saved;
+	{
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s", unified, parent);
+		rmdir(path);
+	}
+	cg_system_free(v2);
+}
+
 static void test_net_none(void)
 {
 	struct run x;
@@ -1055,6 +1120,7 @@ int main(int argc, char **argv)
 	test_pids_max();
 	test_cpu_quota();
 	test_net_none();
+	test_v2_on_unified();
 	test_adopt_and_gc();
 	test_net_bridge(); /* last: moves this process into a private netns */
 
