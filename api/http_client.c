@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libcurl stays behind this file: CURLcode is mapped to -errno here and nowhere else.
- * One easy handle per request (cheap next to a round trip) sharing a CURLSH connection + DNS
- * cache, so one client serves many threads and still reuses connections.
+ * Connections live in easy handles: a request takes an idle handle from the client's pool (or
+ * makes one), and puts it back afterwards with its open connection. Sequential callers thus
+ * reuse one connection; concurrent callers each get their own handle. curl does not support
+ * sharing the connection cache itself between concurrent threads (CURL_LOCK_DATA_CONNECT), so
+ * only the DNS cache goes through a CURLSH.
  */
 #include "api/http_client.h"
 
@@ -20,6 +23,10 @@
 #include "lib/id.h"
 #include "lib/str.h"
 
+/* Idle handles (each with its connection) kept per client; more concurrent requests than this
+ * still work, their handles are just not kept afterwards. */
+#define HTTP_CLIENT_POOL_MAX 16
+
 #ifndef CD_VERSION
 #define CD_VERSION "0"
 #endif
@@ -36,8 +43,11 @@ struct http_client {
 	unsigned retry_max_ms;
 	unsigned retry_after_max_ms;
 	size_t max_response;
-	CURLSH *share;
+	CURLSH *share; /* DNS cache only */
 	pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
+	pthread_mutex_t pool_lock;
+	CURL *pool[HTTP_CLIENT_POOL_MAX]; /* idle easy handles, most recently used last */
+	size_t n_pool;
 	atomic_uint_fast64_t n_requests;
 	atomic_uint_fast64_t n_retries;
 	atomic_uint_fast64_t n_connections;
@@ -146,6 +156,9 @@ void http_client_free(struct http_client *c)
 {
 	if (!c)
 		return;
+	for (size_t i = 0; i < c->n_pool; i++)
+		curl_easy_cleanup(c->pool[i]);
+	pthread_mutex_destroy(&c->pool_lock);
 	if (c->share)
 		curl_share_cleanup(c->share);
 	for (size_t i = 0; i < ARRAY_SIZE(c->locks); i++)
@@ -183,6 +196,7 @@ int http_client_new(const struct http_client_config *config, struct http_client 
 		return cd_error_set(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < ARRAY_SIZE(c->locks); i++)
 		pthread_mutex_init(&c->locks[i], NULL);
+	pthread_mutex_init(&c->pool_lock, NULL);
 	c->base_url = strdup(config->base_url);
 	if (!c->base_url)
 		return cd_error_set(err, -ENOMEM, "out of memory");
@@ -218,11 +232,34 @@ int http_client_new(const struct http_client_config *config, struct http_client 
 	if (curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
 	    curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
 	    curl_share_setopt(c->share, CURLSHOPT_USERDATA, c) != CURLSHE_OK ||
-	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK ||
 	    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK)
-		return cd_error_set(err, -EIO, "cannot set up the curl connection cache");
+		return cd_error_set(err, -EIO, "cannot set up the curl DNS cache");
 	*ret = TAKE_PTR(c);
 	return 0;
+}
+
+/* An idle handle (options reset, connection kept) or a new one; NULL on ENOMEM. */
+static CURL *easy_get(struct http_client *c)
+{
+	CURL *e = NULL;
+
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->n_pool > 0)
+		e = c->pool[--c->n_pool];
+	pthread_mutex_unlock(&c->pool_lock);
+	return e ? e : curl_easy_init();
+}
+
+static void easy_put(struct http_client *c, CURL *e)
+{
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->n_pool < ARRAY_SIZE(c->pool)) {
+		c->pool[c->n_pool++] = e;
+		e = NULL;
+	}
+	pthread_mutex_unlock(&c->pool_lock);
+	if (e)
+		curl_easy_cleanup(e);
 }
 
 void http_client_stats(const struct http_client *c, struct http_client_stats *ret)
@@ -490,12 +527,15 @@ int http_client_request(struct http_client *c, const struct http_client_request 
 		usec_t wait;
 
 		xfer_reset(&x);
-		x.easy = curl_easy_init();
+		if (!x.easy)
+			x.easy = easy_get(c);
 		if (!x.easy) {
 			r = cd_error_set(err, -ENOMEM, "%s %s: curl_easy_init failed", req->method,
 					 url);
 			break;
 		}
+		/* options back to defaults; the handle's open connection survives this */
+		curl_easy_reset(x.easy);
 		r = set_options(&x, url, headers, errbuf);
 		if (r < 0) {
 			cd_error_set(err, r, "%s %s: cannot set up the request", req->method, url);
@@ -523,8 +563,6 @@ int http_client_request(struct http_client *c, const struct http_client_request 
 				wait = (usec_t)retry_after * USEC_PER_SEC;
 		}
 		if (again) {
-			curl_easy_cleanup(x.easy);
-			x.easy = NULL;
 			atomic_fetch_add(&c->n_retries, 1);
 			clock_sleep_usec(wait);
 			continue;
@@ -565,7 +603,7 @@ int http_client_request(struct http_client *c, const struct http_client_request 
 		break;
 	}
 	if (x.easy)
-		curl_easy_cleanup(x.easy);
+		easy_put(c, x.easy);
 	xfer_reset(&x);
 	curl_slist_free_all(headers);
 	return r;

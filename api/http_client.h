@@ -7,9 +7,11 @@
  * Does not own: artifact downloads to disk (fetcher/ streams and verifies those itself).
  *
  * Thread-safety: a client is immutable after http_client_new() and may be used from any number
- * of threads at once. Each request runs on its own CURL easy handle; all of them share one
- * connection cache and DNS cache through a CURLSH with per-data-kind mutexes, so connections
- * are reused across threads and requests (a single easy handle would serialise every caller).
+ * of threads at once. Each request borrows a CURL easy handle from the client's pool of idle
+ * handles (a new one when none is idle) and returns it with its open connection, so sequential
+ * requests reuse one connection and concurrent ones run in parallel on their own. (One easy
+ * handle per client would serialise every caller; curl does not support sharing one connection
+ * cache between concurrent threads, so only the DNS cache is shared, through a CURLSH.)
  */
 #pragma once
 

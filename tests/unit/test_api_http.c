@@ -42,6 +42,7 @@ static atomic_int limited_count;
 static char retry_after_value[16] = "3600";
 static atomic_int sleep_count;
 static atomic_bool sleep_release;
+static atomic_bool sleep_done;
 static atomic_int header_checks; /* bit 0: framing header refused, bit 1: CRLF refused */
 static atomic_bool longpoll_saw_stop;
 
@@ -205,6 +206,7 @@ static void h_sleep(struct http_request *req, void *data)
 	while (!http_request_stopping(req) && !atomic_load(&sleep_release) &&
 	       clock_mono_usec() < end)
 		clock_sleep_usec(5 * USEC_PER_MSEC);
+	atomic_store(&sleep_done, true);
 	http_reply_text(req, 200, "woke up");
 }
 
@@ -1727,6 +1729,45 @@ static void test_expect_100_refused_without_continue(void **state)
 	close(fd);
 }
 
+struct sleeper_arg {
+	struct http_client *c;
+	long status;
+};
+
+static void *sleeper(void *p)
+{
+	struct sleeper_arg *a = p;
+	struct http_client_request req = { .method = "GET", .path = "/v1/sleep" };
+	struct http_client_response resp = { 0 };
+
+	if (http_client_request(a->c, &req, &resp, NULL) == 0)
+		a->status = resp.status;
+	http_client_response_release(&resp);
+	return NULL;
+}
+
+static void test_client_not_serialised(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r = { 0 };
+	struct sleeper_arg a = { .c = c };
+	pthread_t t;
+
+	atomic_store(&sleep_count, 0);
+	atomic_store(&sleep_release, false);
+	atomic_store(&sleep_done, false);
+	assert_int_equal(pthread_create(&t, NULL, sleeper, &a), 0);
+	for (int i = 0; i < 5000 && atomic_load(&sleep_count) == 0; i++)
+		clock_sleep_usec(USEC_PER_MSEC);
+	assert_int_equal(atomic_load(&sleep_count), 1);
+	/* the same client answers while its other request is still parked in the server */
+	assert_int_equal(get(c, "/healthz", &r), 200);
+	assert_false(atomic_load(&sleep_done));
+	atomic_store(&sleep_release, true);
+	pthread_join(t, NULL);
+	assert_int_equal(a.status, 200);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1798,6 +1839,7 @@ int main(void)
 		cmocka_unit_test(test_body_read_timeout),
 		cmocka_unit_test(test_expect_100_continue_sent),
 		cmocka_unit_test(test_expect_100_refused_without_continue),
+		cmocka_unit_test(test_client_not_serialised),
 	};
 	return cmocka_run_group_tests_name("api_http", tests, group_setup, group_teardown);
 }
