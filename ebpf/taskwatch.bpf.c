@@ -27,15 +27,11 @@
 #define SI_KERNEL 0x80
 #define SIGKILL 9
 
-struct watched_val {
-	__u64 cookie;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384); /* resized by user space before load */
 	__type(key, __u64);
-	__type(value, struct watched_val);
+	__type(value, struct taskwatch_watched);
 } watched SEC(".maps");
 
 struct {
@@ -58,17 +54,12 @@ static __always_inline void count_lost(__u32 type)
 		__sync_fetch_and_add(&lost_events[type], 1);
 }
 
-/* Reserve an event for task t if its cgroup is watched; fills the common header. */
-static __always_inline struct taskwatch_event *event_start(__u32 type, struct task_struct *t)
+/* Reserve an event for task t of a watched cgroup (w, cgid); fills the common header. */
+static __always_inline struct taskwatch_event *
+event_reserve(__u32 type, struct task_struct *t, struct taskwatch_watched *w, __u64 cgid)
 {
-	struct taskwatch_event *e;
-	struct watched_val *w;
-	__u64 cgid = task_cgroup_id(t);
+	struct taskwatch_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
-	w = bpf_map_lookup_elem(&watched, &cgid);
-	if (!w)
-		return NULL;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_lost(type);
 		return NULL;
@@ -84,6 +75,15 @@ static __always_inline struct taskwatch_event *event_start(__u32 type, struct ta
 	e->cookie = w->cookie;
 	BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
 	return e;
+}
+
+/* The same when t's cgroup is watched, else NULL. */
+static __always_inline struct taskwatch_event *event_start(__u32 type, struct task_struct *t)
+{
+	__u64 cgid = task_cgroup_id(t);
+	struct taskwatch_watched *w = bpf_map_lookup_elem(&watched, &cgid);
+
+	return w ? event_reserve(type, t, w, cgid) : NULL;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -177,25 +177,37 @@ int BPF_PROG(taskwatch_signal, int sig, struct kernel_siginfo *info, struct task
 	     int group, int result)
 {
 	struct task_struct *cur = (struct task_struct *)bpf_get_current_task_btf();
+	struct taskwatch_watched *w;
 	struct sighand_struct *sighand;
 	struct taskwatch_event *e;
 	unsigned long handler = 0;
 	unsigned long infop = (unsigned long)info;
+	bool handled = false;
+	__u64 cgid;
 	int si_code;
 
 	if (result != TRACE_SIGNAL_DELIVERED || !sig_default_fatal(sig))
+		return 0;
+	cgid = task_cgroup_id(task);
+	w = bpf_map_lookup_elem(&watched, &cgid);
+	if (!w)
 		return 0;
 	if (sig != SIGKILL) {
 		/* Only signals that will kill: a handler or SIG_IGN makes them harmless. */
 		sighand = BPF_CORE_READ(task, sighand);
 		bpf_probe_read_kernel(&handler, sizeof(handler),
 				      &sighand->action[(sig - 1) & 63].sa.sa_handler);
-		if (handler != 0 /* SIG_DFL */)
-			return 0;
+		handled = handler != 0; /* SIG_DFL */
 	}
-	e = event_start(TASKWATCH_EV_FATAL_SIGNAL, task);
+	/* ...except for the init, which forwards what it catches: its senders are the real
+	 * senders of what the main process dies of. */
+	if (handled && (w->init_tgid == 0 || BPF_CORE_READ(task, tgid) != w->init_tgid))
+		return 0;
+	e = event_reserve(TASKWATCH_EV_FATAL_SIGNAL, task, w, cgid);
 	if (!e)
 		return 0;
+	if (handled)
+		e->flags |= TASKWATCH_F_HANDLED;
 	/* SEND_SIG_NOINFO (0) means a user kill, SEND_SIG_PRIV (1) the kernel. */
 	if (infop == 0)
 		si_code = 0; /* SI_USER */

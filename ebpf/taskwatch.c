@@ -368,9 +368,8 @@ int taskwatch_add(struct taskwatch *tw, const struct taskwatch_target *spec)
 			goto fail;
 	}
 	if (tw->bpf) {
-		struct {
-			uint64_t cookie;
-		} val = { spec->cookie };
+		struct taskwatch_watched val = { .cookie = spec->cookie,
+						 .init_tgid = (uint32_t)t->init_pid };
 
 		r = bpf_map_update_elem(bpf_map__fd(tw->skel->maps.watched), &spec->cgroup_id, &val,
 					BPF_NOEXIST);
@@ -379,6 +378,7 @@ int taskwatch_add(struct taskwatch *tw, const struct taskwatch_target *spec)
 			goto fail;
 		}
 	}
+	t->in_map = tw->bpf;
 	tw->targets[tw->n_targets++] = t;
 	return 0;
 fail:
@@ -401,6 +401,13 @@ static int set_init(struct taskwatch *tw, struct tw_target *t, pid_t pid, int pi
 	}
 	t->init_pid = pid;
 	t->populated_seen = true; /* the init ran in it */
+	if (tw->bpf && t->in_map) {
+		struct taskwatch_watched val = { .cookie = t->cookie, .init_tgid = (uint32_t)pid };
+
+		if (bpf_map_update_elem(bpf_map__fd(tw->skel->maps.watched), &t->cgroup_id, &val,
+					BPF_EXIST) < 0)
+			return -errno;
+	}
 	if (t->main_kind == TASKWATCH_MAIN_INIT)
 		t->main_pid = pid;
 	return 0;
@@ -471,7 +478,8 @@ static void classify_flags(struct tw_target *t, struct taskwatch_event *ev)
 		t->main_pid = (pid_t)ev->tgid;
 	if (t->main_pid > 0 && (pid_t)ev->tgid == t->main_pid)
 		ev->flags |= TASKWATCH_F_MAIN;
-	if (ev->type == TASKWATCH_EV_EXIT && t->init_pid > 0 && (pid_t)ev->tgid == t->init_pid)
+	if ((ev->type == TASKWATCH_EV_EXIT || ev->type == TASKWATCH_EV_FATAL_SIGNAL) &&
+	    t->init_pid > 0 && (pid_t)ev->tgid == t->init_pid)
 		ev->flags |= TASKWATCH_F_INIT;
 }
 

@@ -41,6 +41,14 @@ enum taskwatch_event_type {
 #define TASKWATCH_F_FILENAME_TRUNC 0x8	/* exec filename did not fit */
 #define TASKWATCH_F_FALLBACK 0x10	/* produced by the non-BPF fallback */
 #define TASKWATCH_F_STATUS_UNKNOWN 0x20 /* fallback exit: status not obtainable */
+#define TASKWATCH_F_HANDLED 0x40	/* signal to the init, which handles (forwards) it */
+
+/* Value of the BPF map of watched cgroups (key: cgroup2 id). */
+struct taskwatch_watched {
+	__u64 cookie;
+	__u32 init_tgid; /* signals to it are reported even when handled (0 = none) */
+	__u32 pad;
+};
 
 /*
  * One event. pid/tgid/ppid are pids in the initial pid namespace of the process the event is
@@ -202,7 +210,9 @@ const char *taskwatch_event_type_to_string(enum taskwatch_event_type t);
  *   killed_by_stop  the caller called taskwatch_reason_stop_requested() before the main died;
  *   oom_killed      the main process was the OOM victim, or it died after an OOM kill in the
  *                   task with a non-zero status (the kill of a child is the root cause);
- *   signaled        the main died of a signal: sig, sender pid/comm when known;
+ *   signaled        the main died of a signal: sig, sender pid/comm when known; when the
+ *                   sender is the init and someone sent the init that signal first, that
+ *                   someone is the sender (via_init: the init forwarded it);
  *   exited          the main exited: code.
  * When the main's death was not observed (lost events, no init), the init's status is used and
  * `uncertain` is set.
@@ -224,6 +234,7 @@ struct taskwatch_reason {
 	pid_t main_pid;	  /* 0 when unknown */
 	pid_t sender_pid; /* SIGNALED: sending process, 0 when unknown (fallback) */
 	bool sender_kernel;
+	bool via_init; /* the init forwarded it; sender_* is who signalled the init */
 	char sender_comm[TASKWATCH_COMM_LEN];
 	pid_t oom_victim_pid; /* last OOM victim in the task, 0 when none or unknown */
 	uint64_t oom_kills;   /* OOM kills seen in the task */
@@ -245,14 +256,16 @@ struct taskwatch_classifier {
 	uint64_t main_dead_ns;
 	bool init_dead, init_status_known;
 	int init_status;
-	/* the first fatal signals aimed at the main process: the first unblocked one wins */
-	unsigned n_signals;
-	struct {
+	/* the first fatal signals aimed at the main process (the first unblocked one wins), and
+	 * the first signals sent to the init (to see through forwarding) */
+	pid_t init_pid;
+	unsigned n_signals, n_init_signals;
+	struct taskwatch_reason_signal {
 		uint32_t sig;
 		pid_t sender;
 		bool kernel;
 		char comm[TASKWATCH_COMM_LEN];
-	} signals[TASKWATCH_REASON_MAX_SIGNALS];
+	} signals[TASKWATCH_REASON_MAX_SIGNALS], init_signals[TASKWATCH_REASON_MAX_SIGNALS];
 };
 
 void taskwatch_reason_init(struct taskwatch_classifier *c);

@@ -32,6 +32,7 @@ struct tw_target {
 	uint64_t cgroup_id;
 	uint64_t cookie;
 	bool removed; /* by a callback during consume; freed when consume returns */
+	bool in_map;  /* BPF mode: in the watched map */
 	pid_t init_pid;
 	enum taskwatch_main main_kind;
 	pid_t main_pid; /* resolved main (0 = not known yet) */

@@ -31,18 +31,28 @@ void taskwatch_reason_stop_requested(struct taskwatch_classifier *c, uint64_t ts
 		c->stop_ns = ts_ns;
 }
 
-static void record_signal(struct taskwatch_classifier *c, const struct taskwatch_event *ev)
+static void record_signal(struct taskwatch_reason_signal *v, unsigned *n,
+			  const struct taskwatch_event *ev)
 {
-	unsigned i = c->n_signals;
+	struct taskwatch_reason_signal *s;
 
-	if (i >= TASKWATCH_REASON_MAX_SIGNALS)
+	if (*n >= TASKWATCH_REASON_MAX_SIGNALS)
 		return;
-	c->signals[i].sig = ev->signal.sig;
-	c->signals[i].sender = (pid_t)ev->signal.sender_tgid;
-	c->signals[i].kernel = (ev->flags & TASKWATCH_F_SENDER_KERNEL) != 0;
-	memcpy(c->signals[i].comm, ev->signal.sender_comm, TASKWATCH_COMM_LEN);
-	c->signals[i].comm[TASKWATCH_COMM_LEN - 1] = '\0';
-	c->n_signals++;
+	s = &v[(*n)++];
+	s->sig = ev->signal.sig;
+	s->sender = (pid_t)ev->signal.sender_tgid;
+	s->kernel = (ev->flags & TASKWATCH_F_SENDER_KERNEL) != 0;
+	memcpy(s->comm, ev->signal.sender_comm, TASKWATCH_COMM_LEN);
+	s->comm[TASKWATCH_COMM_LEN - 1] = '\0';
+}
+
+static const struct taskwatch_reason_signal *find_signal(const struct taskwatch_reason_signal *v,
+							 unsigned n, int sig)
+{
+	for (unsigned i = 0; i < n; i++)
+		if ((int)v[i].sig == sig)
+			return &v[i];
+	return NULL;
 }
 
 static void finish(struct taskwatch_classifier *c, uint64_t ts_ns)
@@ -91,13 +101,22 @@ static void finish(struct taskwatch_classifier *c, uint64_t ts_ns)
 	if (r->signal) {
 		/* The first fatal signal of that number sent to the main is the one that killed
 		 * it (complete_signal() fixes the group exit code at send time). */
-		for (unsigned i = 0; i < c->n_signals; i++)
-			if ((int)c->signals[i].sig == r->signal) {
-				r->sender_pid = c->signals[i].sender;
-				r->sender_kernel = c->signals[i].kernel;
-				memcpy(r->sender_comm, c->signals[i].comm, TASKWATCH_COMM_LEN);
-				break;
-			}
+		const struct taskwatch_reason_signal *s =
+			find_signal(c->signals, c->n_signals, r->signal);
+		const struct taskwatch_reason_signal *fwd = NULL;
+
+		/* Sent by our own init: it forwarded what someone sent it. */
+		if (s && c->init_pid > 0 && s->sender == c->init_pid && c->main_pid != c->init_pid)
+			fwd = find_signal(c->init_signals, c->n_init_signals, r->signal);
+		if (fwd) {
+			s = fwd;
+			r->via_init = true;
+		}
+		if (s) {
+			r->sender_pid = s->sender;
+			r->sender_kernel = s->kernel;
+			memcpy(r->sender_comm, s->comm, TASKWATCH_COMM_LEN);
+		}
 	}
 }
 
@@ -110,8 +129,13 @@ bool taskwatch_reason_feed(struct taskwatch_classifier *c, const struct taskwatc
 		c->lost = true;
 		break;
 	case TASKWATCH_EV_FATAL_SIGNAL:
-		if (ev->flags & TASKWATCH_F_MAIN)
-			record_signal(c, ev);
+		if (ev->flags & TASKWATCH_F_INIT) {
+			c->init_pid = (pid_t)ev->tgid;
+			record_signal(c->init_signals, &c->n_init_signals, ev);
+		}
+		/* a handled signal to an init that is also the main did not kill it */
+		if ((ev->flags & TASKWATCH_F_MAIN) && !(ev->flags & TASKWATCH_F_HANDLED))
+			record_signal(c->signals, &c->n_signals, ev);
 		break;
 	case TASKWATCH_EV_OOM_KILL:
 		c->r.oom_kills += ev->oom.count ? ev->oom.count : 1;
@@ -129,6 +153,7 @@ bool taskwatch_reason_feed(struct taskwatch_classifier *c, const struct taskwatc
 			c->main_status = (int)ev->exit.status;
 		}
 		if (ev->flags & TASKWATCH_F_INIT) {
+			c->init_pid = (pid_t)ev->tgid;
 			c->init_dead = true;
 			c->init_status_known = !(ev->flags & TASKWATCH_F_STATUS_UNKNOWN);
 			c->init_status = (int)ev->exit.status;
@@ -193,11 +218,11 @@ const char *taskwatch_reason_format(const struct taskwatch_reason *r, char *buf,
 		break;
 	case TASKWATCH_REASON_SIGNALED:
 		if (r->sender_pid > 0)
-			snprintf(buf, size, "%s(%s%s, from %d %s%s)%s", kind,
+			snprintf(buf, size, "%s(%s%s, from %d %s%s%s)%s", kind,
 				 signame(r->signal, sig, sizeof(sig)),
 				 r->core_dumped ? ", core dumped" : "", r->sender_pid,
 				 r->sender_comm, r->sender_kernel ? " [kernel]" : "",
-				 r->uncertain ? "?" : "");
+				 r->via_init ? " via init" : "", r->uncertain ? "?" : "");
 		else
 			snprintf(buf, size, "%s(%s%s)%s", kind,
 				 signame(r->signal, sig, sizeof(sig)),

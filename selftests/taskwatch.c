@@ -240,6 +240,14 @@ static int child_killer(void *arg)
 	return kill(target, SIGKILL) < 0 ? 1 : 0;
 }
 
+static int child_sigterm(void *arg)
+{
+	pid_t target = *(pid_t *)arg;
+
+	(void)prctl(PR_SET_NAME, "tw-killer");
+	return kill(target, SIGTERM) < 0 ? 1 : 0;
+}
+
 static int child_oom(void *arg)
 {
 	/* 1 GiB against a 32 MiB limit, touching every page; surviving is a failure (0) */
@@ -304,16 +312,30 @@ struct init_arg {
 	void *arg;
 };
 
+static volatile pid_t init_cmd_pid;
+
+static void init_forward(int sig)
+{
+	if (init_cmd_pid > 0)
+		kill(init_cmd_pid, sig);
+}
+
 static int child_init(void *p)
 {
 	const struct init_arg *a = p;
+	struct sigaction sa = { .sa_handler = init_forward, .sa_flags = SA_RESTART };
 	int st;
 	pid_t c;
 
 	(void)prctl(PR_SET_NAME, "tw-init");
+	/* like taskd's init: forward what it is sent to the command */
+	sigaction(SIGTERM, &sa, NULL);
 	c = fork();
-	if (c == 0)
+	if (c == 0) {
+		signal(SIGTERM, SIG_DFL);
 		_exit(a->cmd(a->arg));
+	}
+	init_cmd_pid = c;
 	if (c < 0 || waitpid(c, &st, 0) != c)
 		return 99;
 	return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
@@ -617,6 +639,38 @@ static void case_not_our_child(struct taskwatch *tw)
 	run_finish(&r);
 }
 
+static void case_init_forward(struct taskwatch *tw)
+{
+	struct init_arg a = { child_sleep, NULL };
+	struct run r;
+	struct taskwatch_reason rs = { 0 };
+	char buf[160] = "(none)";
+	pid_t sender = -1;
+	bool ok;
+
+	next_main_kind = TASKWATCH_MAIN_INIT_CHILD;
+	ok = run_start(&r, tw, "init-fwd", 0, child_init, &a);
+	if (ok) {
+		ok = first_child(r.main_pid) > 0; /* the init has its handler and its command */
+		/* SIGTERM to the init, which forwards it to the command */
+		sender = ok ? test_spawn(NULL, child_sigterm, &r.main_pid, NULL) : -1;
+		ok = sender > 0 && pump(&r, until_ended, PUMP_TIMEOUT_MS) &&
+		     taskwatch_reason_get(&r.cls, &rs) == 0;
+		taskwatch_reason_format(&rs, buf, sizeof(buf));
+	}
+	if (taskwatch_is_bpf(tw))
+		tap_ok(ok && rs.kind == TASKWATCH_REASON_SIGNALED && rs.signal == SIGTERM &&
+			       rs.via_init && rs.sender_pid == sender &&
+			       streq(rs.sender_comm, "tw-killer"),
+		       "%s: SIGTERM to the init, forwarded to the command -> %s", r.mode, buf);
+	else
+		tap_ok(ok && rs.kind == TASKWATCH_REASON_EXITED && rs.exit_code == 128 + SIGTERM,
+		       "%s: SIGTERM forwarded by the init -> %s (init's status)", r.mode, buf);
+	if (sender > 0)
+		waitpid(sender, NULL, 0);
+	run_finish(&r);
+}
+
 static void case_children_exit(struct taskwatch *tw)
 {
 	struct run r;
@@ -855,12 +909,13 @@ static void run_mode(struct taskwatch *tw)
 	case_init_oom(tw);
 	case_init_sigkill(tw);
 	case_not_our_child(tw);
+	case_init_forward(tw);
 }
 
-/* tests per mode (bpf/fallback): not-our-child 1, empty-at-add 1, exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
+/* tests per mode (bpf/fallback): init-forward 1, not-our-child 1, empty-at-add 1, exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
  * children 2/1, orphan 2, storm 2/1, outside 1, init-oom 2/1, init-kill 2/1 */
-#define TESTS_BPF 23
-#define TESTS_FALLBACK 16
+#define TESTS_BPF 24
+#define TESTS_FALLBACK 17
 
 int main(void)
 {

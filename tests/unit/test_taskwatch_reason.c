@@ -313,6 +313,64 @@ static void test_init_and_main_split(void **state)
 	assert_false(r.uncertain);
 }
 
+static void test_sender_seen_through_init(void **state)
+{
+	struct taskwatch_classifier c;
+	struct taskwatch_reason r;
+	/* sre -> SIGTERM -> init (handled, forwarded) -> SIGTERM -> main */
+	struct taskwatch_event evs[] = {
+		ev_signal(INIT, TASKWATCH_F_INIT | TASKWATCH_F_HANDLED, SIGTERM, 900, "sre", 1),
+		ev_signal(MAIN, TASKWATCH_F_MAIN, SIGTERM, INIT, "tw-init", 2),
+		ev_exit(MAIN, TASKWATCH_F_MAIN, SIGTERM, 3),
+		ev_exit(INIT, TASKWATCH_F_INIT, W_EXIT(143), 4),
+	};
+	char buf[96];
+
+	taskwatch_reason_init(&c);
+	feed_all(&c, evs, 4);
+	assert_int_equal(taskwatch_reason_get(&c, &r), 0);
+	assert_int_equal(r.kind, TASKWATCH_REASON_SIGNALED);
+	assert_int_equal(r.sender_pid, 900);
+	assert_true(r.via_init);
+	assert_string_equal(taskwatch_reason_format(&r, buf, sizeof(buf)),
+			    "signaled(SIGTERM, from 900 sre via init)");
+}
+
+static void test_init_own_signal_not_rewritten(void **state)
+{
+	struct taskwatch_classifier c;
+	struct taskwatch_reason r;
+	/* the init killed the command on its own (nobody signalled the init) */
+	struct taskwatch_event evs[] = {
+		ev_signal(MAIN, TASKWATCH_F_MAIN, SIGKILL, INIT, "tw-init", 2),
+		ev_exit(MAIN, TASKWATCH_F_MAIN, SIGKILL, 3),
+		ev_exit(INIT, TASKWATCH_F_INIT, W_EXIT(137), 4),
+	};
+
+	taskwatch_reason_init(&c);
+	feed_all(&c, evs, 3);
+	assert_int_equal(taskwatch_reason_get(&c, &r), 0);
+	assert_int_equal(r.sender_pid, INIT);
+	assert_false(r.via_init);
+}
+
+static void test_handled_signal_to_init_main_ignored(void **state)
+{
+	struct taskwatch_classifier c;
+	struct taskwatch_reason r;
+	/* init == main handled SIGTERM (no death), later exits 0 */
+	struct taskwatch_event evs[] = {
+		ev_signal(MAIN, MAIN_INIT | TASKWATCH_F_HANDLED, SIGTERM, 5, "x", 1),
+		ev_exit(MAIN, MAIN_INIT, W_EXIT(0), 2),
+	};
+
+	taskwatch_reason_init(&c);
+	feed_all(&c, evs, 2);
+	assert_int_equal(taskwatch_reason_get(&c, &r), 0);
+	assert_int_equal(r.kind, TASKWATCH_REASON_EXITED);
+	assert_int_equal(c.n_signals, 0);
+}
+
 static void test_main_unseen_uses_init_uncertain(void **state)
 {
 	struct taskwatch_classifier c;
@@ -402,6 +460,9 @@ int main(void)
 		cmocka_unit_test(test_stop_requested),
 		cmocka_unit_test(test_death_before_stop_is_not_stop),
 		cmocka_unit_test(test_init_and_main_split),
+		cmocka_unit_test(test_sender_seen_through_init),
+		cmocka_unit_test(test_init_own_signal_not_rewritten),
+		cmocka_unit_test(test_handled_signal_to_init_main_ignored),
 		cmocka_unit_test(test_main_unseen_uses_init_uncertain),
 		cmocka_unit_test(test_cgroup_empty_without_exit),
 		cmocka_unit_test(test_status_unknown),
