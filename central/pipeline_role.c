@@ -1,0 +1,440 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The pipelines and builder roles of deployd: wires the store's pipeline tables, the REST API
+ * (behind deployd's tokens: GETs need READ, changes WRITE, owners checked by pipeline_api), the
+ * runner with its stage executors (build/test when the builder role is on, job, wait,
+ * approval) and the repository poller.
+ *
+ * Configuration: deployd.conf has no pipelines keys yet, so this role reads
+ * <state_dir>/pipelines.conf when it exists (docs/pipelines.md):
+ *   zone <zone> <region> <cluster manager URL> <token file>   (one line per zone)
+ *   artifacts_url <URL>          (default: this deployd, which must run the artifacts role)
+ *   artifacts_token_file <path>  (default: this deployd's token file)
+ *   runners <n>                  (default 2)
+ *   poll_interval_s <n>          (default 30)
+ *   lease_s <n>                  (default 30)
+ * Without zone lines, the zone this deployd manages (--role cluster) is the only one known.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "central/builder.h"
+#include "central/deployd.h"
+#include "central/pipeline_api.h"
+#include "central/pipeline_job.h"
+#include "central/poller.h"
+#include "central/runner.h"
+#include "central/store_pipelines.h"
+#include "lib/fs.h"
+#include "lib/log.h"
+#include "lib/str.h"
+
+#define MAX_ZONES 64
+
+struct pipelines_role {
+	struct deployd *d;
+	struct builder *builder;
+	struct job_deployer *jobs;
+	struct runner *runner;
+	struct poller *poller;
+	struct pipeline_api *api;
+	struct deployd_route routes[PIPELINE_API_N_ENDPOINTS];
+	/* config */
+	struct pipeline_zone zones[MAX_ZONES];
+	size_t n_zones;
+	char *strings[4 * MAX_ZONES + 8]; /* owned copies the zones and URLs point to */
+	size_t n_strings;
+	unsigned runners, poll_interval_s, lease_s;
+	const char *artifacts_url;
+	const char *artifacts_token;
+	bool builds;
+};
+
+static const char *keep(struct pipelines_role *pr, char *s)
+{
+	if (!s || pr->n_strings >= ARRAY_SIZE(pr->strings)) {
+		free(s);
+		return NULL;
+	}
+	pr->strings[pr->n_strings++] = s;
+	return s;
+}
+
+/* The admin token of a deployd token file ("admin <hex>" line). */
+static int read_admin_token(const char *path, char **ret, struct cd_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	char *save = NULL;
+	int r = fs_read_file_at(AT_FDCWD, path, 65536, &text, NULL);
+
+	if (r < 0)
+		return cd_error_set(err, r, "reading token file %s: %s", path, strerror(-r));
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		const char *tok = startswith(line, "admin ");
+
+		if (tok) {
+			while (*tok == ' ')
+				tok++;
+			*ret = strdup(tok);
+			return *ret ? 0 : -ENOMEM;
+		}
+	}
+	return cd_error_set(err, -ENOENT, "no admin token in %s", path);
+}
+
+static int parse_uint_key(const char *v, unsigned max, unsigned *ret, const char *key, int lineno,
+			  struct cd_error *err)
+{
+	if (parse_uint(v, max, ret) < 0 || *ret == 0)
+		return cd_error_set(err, -EINVAL, "pipelines.conf:%d: %s must be 1..%u", lineno,
+				    key, max);
+	return 0;
+}
+
+static int load_conf(struct pipelines_role *pr, const char *path, struct cd_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	char *save = NULL;
+	int lineno = 0, r;
+
+	r = fs_read_file_at(AT_FDCWD, path, 1 << 20, &text, NULL);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return cd_error_set(err, r, "reading %s: %s", path, strerror(-r));
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[6] = { 0 }, *fs = NULL;
+		size_t nf = 0;
+
+		lineno++;
+		for (char *t = strtok_r(line, " \t", &fs); t && nf < ARRAY_SIZE(f);
+		     t = strtok_r(NULL, " \t", &fs))
+			f[nf++] = t;
+		if (nf == 0 || f[0][0] == '#')
+			continue;
+		if (streq(f[0], "zone")) {
+			char *tok = NULL;
+			struct pipeline_zone *z;
+
+			if (nf != 5)
+				return cd_error_set(err, -EINVAL,
+						    "pipelines.conf:%d: zone <zone> <region> <url> "
+						    "<token file>",
+						    lineno);
+			if (pr->n_zones >= MAX_ZONES)
+				return cd_error_set(err, -E2BIG, "pipelines.conf: too many zones");
+			r = read_admin_token(f[4], &tok, err);
+			if (r < 0)
+				return r;
+			z = &pr->zones[pr->n_zones++];
+			z->zone = keep(pr, strdup(f[1]));
+			z->region = keep(pr, strdup(f[2]));
+			z->url = keep(pr, strdup(f[3]));
+			z->token = keep(pr, tok);
+			if (!z->zone || !z->region || !z->url || !z->token)
+				return -ENOMEM;
+		} else if (streq(f[0], "artifacts_url") && nf == 2) {
+			pr->artifacts_url = keep(pr, strdup(f[1]));
+			if (!pr->artifacts_url)
+				return -ENOMEM;
+		} else if (streq(f[0], "artifacts_token_file") && nf == 2) {
+			char *tok = NULL;
+
+			r = read_admin_token(f[1], &tok, err);
+			if (r < 0)
+				return r;
+			pr->artifacts_token = keep(pr, tok);
+			if (!pr->artifacts_token)
+				return -ENOMEM;
+		} else if (streq(f[0], "runners") && nf == 2) {
+			r = parse_uint_key(f[1], 64, &pr->runners, "runners", lineno, err);
+			if (r < 0)
+				return r;
+		} else if (streq(f[0], "poll_interval_s") && nf == 2) {
+			r = parse_uint_key(f[1], 86400, &pr->poll_interval_s, "poll_interval_s",
+					   lineno, err);
+			if (r < 0)
+				return r;
+		} else if (streq(f[0], "lease_s") && nf == 2) {
+			r = parse_uint_key(f[1], 3600, &pr->lease_s, "lease_s", lineno, err);
+			if (r < 0)
+				return r;
+		} else
+			return cd_error_set(err, -EINVAL, "pipelines.conf:%d: unknown line \"%s\"",
+					    lineno, f[0]);
+	}
+	return 0;
+}
+
+/* ---- executors: ctx->data is the role ---- */
+
+static int exec_build(struct exec_ctx *ctx, struct exec_result *res)
+{
+	struct pipelines_role *pr = ctx->data;
+	struct exec_ctx c = *ctx;
+
+	c.data = pr->builder;
+	return builder_exec_build(&c, res);
+}
+
+static int exec_test(struct exec_ctx *ctx, struct exec_result *res)
+{
+	struct pipelines_role *pr = ctx->data;
+	struct exec_ctx c = *ctx;
+
+	c.data = pr->builder;
+	return builder_exec_test(&c, res);
+}
+
+static int exec_job(struct exec_ctx *ctx, struct exec_result *res)
+{
+	struct pipelines_role *pr = ctx->data;
+	struct exec_ctx c = *ctx;
+
+	c.data = pr->jobs;
+	return job_deployer_exec(&c, res);
+}
+
+static void role_log(const char *msg, const char *detail, void *userdata)
+{
+	char q[1024];
+
+	log_warn(msg, "role=pipelines detail=%s", log_quote(detail, q, sizeof(q)));
+}
+
+/* deployd principal → the API's (team NULL = admin). */
+static void route_trampoline(struct http_request *req, const struct deployd_principal *who,
+			     void *data)
+{
+	const struct pipeline_api_endpoint *e = data;
+
+	switch (who->kind) {
+	case DEPLOYD_PRINCIPAL_TEAM:
+		pipeline_api_handle(e, req, who->actor, who->name);
+		break;
+	case DEPLOYD_PRINCIPAL_ADMIN:
+	case DEPLOYD_PRINCIPAL_NONE:
+		pipeline_api_handle(e, req, who->actor, NULL);
+		break;
+	case DEPLOYD_PRINCIPAL_AGENT:
+		if (e->write)
+			http_reply_error(req, 403, "agent tokens cannot change pipelines");
+		else
+			pipeline_api_handle(e, req, who->actor, NULL);
+		break;
+	}
+}
+
+static void role_free(struct deployd *d, void *state)
+{
+	struct pipelines_role *pr = state;
+
+	if (!pr)
+		return;
+	poller_free(pr->poller);
+	runner_free(pr->runner);
+	pipeline_api_free(pr->api);
+	job_deployer_free(pr->jobs);
+	builder_free(pr->builder);
+	for (size_t i = 0; i < pr->n_strings; i++)
+		free(pr->strings[i]);
+	free(pr);
+}
+
+static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
+{
+	const struct deployd_config *cfg = deployd_config(d);
+	struct store *store = deployd_store(d);
+	struct pipelines_role *pr;
+	char path[PATH_MAX], work[PATH_MAX], logs[PATH_MAX], owner[128];
+	const struct pipeline_api_endpoint *eps;
+	size_t n_eps;
+	int r;
+
+	pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return -ENOMEM;
+	pr->d = d;
+	pr->runners = 2;
+	pr->poll_interval_s = 30;
+	pr->lease_s = 30;
+	pr->builds = cfg->roles & DEPLOYD_ROLE_BUILDER;
+	snprintf(path, sizeof(path), "%s/pipelines.conf", cfg->state_dir);
+	snprintf(work, sizeof(work), "%s/builder", cfg->state_dir);
+	snprintf(logs, sizeof(logs), "%s/pipeline-logs", cfg->state_dir);
+	r = store_pipelines_migrate(store, err);
+	if (r >= 0)
+		r = load_conf(pr, path, err);
+	if (r >= 0 && !pr->artifacts_url)
+		pr->artifacts_url = deployd_advertise_url(d);
+	if (r >= 0 && !pr->artifacts_token && !cfg->insecure_no_auth) {
+		_cleanup_free_ char *tp = deployd_config_token_path(cfg);
+		char *tok = NULL;
+
+		r = tp ? read_admin_token(tp, &tok, err) : -ENOMEM;
+		if (r >= 0)
+			pr->artifacts_token = keep(pr, tok);
+	}
+	/* Without zone lines: the zone this deployd manages. */
+	if (r >= 0 && pr->n_zones == 0 && (cfg->roles & DEPLOYD_ROLE_CLUSTER)) {
+		pr->zones[0] = (struct pipeline_zone){ .zone = cfg->zone,
+						       .region = cfg->region,
+						       .url = deployd_advertise_url(d),
+						       .token = pr->artifacts_token };
+		pr->n_zones = 1;
+	}
+	if (r >= 0) {
+		struct builder_config bc = { .work_dir = work,
+					     .log_dir = logs,
+					     .artifacts_url = pr->artifacts_url,
+					     .artifacts_token = pr->artifacts_token };
+
+		r = builder_new(&bc, &pr->builder, err);
+	}
+	if (r >= 0) {
+		struct job_deployer_config jc = { .builder = pr->builder,
+						  .zones = pr->zones,
+						  .n_zones = pr->n_zones,
+						  .log_dir = logs };
+
+		r = job_deployer_new(&jc, &pr->jobs, err);
+	}
+	if (r >= 0) {
+		struct runner_config rc = {
+			.store = store,
+			.owner = owner,
+			.threads = pr->runners,
+			.lease = (usec_t)pr->lease_s * USEC_PER_SEC,
+			.exec_data = pr,
+			.log = role_log,
+		};
+
+		snprintf(owner, sizeof(owner), "deployd@%d-%llx", (int)getpid(),
+			 (unsigned long long)clock_real_usec());
+		rc.default_timeout[ACTION_BUILD] = 3600 * USEC_PER_SEC;
+		rc.default_timeout[ACTION_TEST] = 3600 * USEC_PER_SEC;
+		rc.default_timeout[ACTION_JOB] = 3600 * USEC_PER_SEC;
+		rc.exec[ACTION_JOB] = exec_job;
+		if (pr->builds) {
+			rc.exec[ACTION_BUILD] = exec_build;
+			rc.exec[ACTION_TEST] = exec_test;
+		}
+		r = runner_new(&rc, &pr->runner, err);
+	}
+	if (r >= 0) {
+		struct poller_config pc = { .store = store,
+					    .runner = pr->runner,
+					    .interval = (usec_t)pr->poll_interval_s * USEC_PER_SEC,
+					    .log = role_log };
+
+		r = poller_new(&pc, &pr->poller, err);
+	}
+	if (r >= 0) {
+		struct pipeline_api_config ac = { .store = store,
+						  .runner = pr->runner,
+						  .insecure_no_auth =
+							  true, /* deployd authenticates */
+						  .log_dir = logs };
+
+		r = pipeline_api_new(&ac, &pr->api, err);
+	}
+	if (r >= 0) {
+		eps = pipeline_api_endpoints(pr->api, &n_eps);
+		for (size_t i = 0; i < n_eps; i++)
+			pr->routes[i] = (struct deployd_route){
+				.method = eps[i].method,
+				.pattern = eps[i].pattern,
+				.handler = route_trampoline,
+				.data = (void *)&eps[i],
+				.perm = eps[i].write ? DEPLOYD_PERM_WRITE : DEPLOYD_PERM_READ,
+			};
+		r = deployd_add_routes(d, pr->routes, n_eps);
+	}
+	if (r < 0) {
+		role_free(d, pr);
+		return r;
+	}
+	*ret_state = pr;
+	return 0;
+}
+
+static int role_start(struct deployd *d, void *state, struct cd_error *err)
+{
+	struct pipelines_role *pr = state;
+	int r = runner_start(pr->runner, err);
+
+	if (r >= 0)
+		r = poller_start(pr->poller, err);
+	if (r >= 0)
+		log_info("pipelines role started", "runners=%u zones=%zu builds=%s artifacts=%s",
+			 pr->runners, pr->n_zones, pr->builds ? "yes" : "no", pr->artifacts_url);
+	return r;
+}
+
+static void role_stop(struct deployd *d, void *state)
+{
+	struct pipelines_role *pr = state;
+
+	/* Threads first: in-flight stages keep their leases, which expire for the next
+	 * deployd (or this one after a restart) to take over. */
+	poller_free(pr->poller);
+	pr->poller = NULL;
+	runner_free(pr->runner);
+	pr->runner = NULL;
+}
+
+static void role_metrics(struct deployd *d, void *state, struct strbuf *out)
+{
+	struct pipelines_role *pr = state;
+	struct store_run *v = NULL;
+	int64_t qlen = 0;
+	size_t n = 0;
+
+	if (store_action_queue_len(deployd_store(pr->d), &qlen, NULL) >= 0)
+		strbuf_addf(out,
+			    "# HELP codedeploy_pipeline_queue_actions Actions in the queue.\n"
+			    "# TYPE codedeploy_pipeline_queue_actions gauge\n"
+			    "codedeploy_pipeline_queue_actions %lld\n",
+			    (long long)qlen);
+	if (store_run_list_by_state(deployd_store(pr->d), RUN_IN_PROGRESS, &v, &n, NULL) >= 0) {
+		strbuf_addf(out,
+			    "# HELP codedeploy_pipeline_runs_in_progress Runs in progress.\n"
+			    "# TYPE codedeploy_pipeline_runs_in_progress gauge\n"
+			    "codedeploy_pipeline_runs_in_progress %zu\n",
+			    n);
+		store_run_list_free(v, n);
+	}
+}
+
+const struct deployd_role deployd_role_pipelines = {
+	.name = "pipelines",
+	.bit = DEPLOYD_ROLE_PIPELINES,
+	.init = role_init,
+	.start = role_start,
+	.stop = role_stop,
+	.free = role_free,
+	.metrics = role_metrics,
+};
+
+/* Builds run on the pipelines role's runner (build/test executors are registered when this
+ * role is on too). NEEDSWORK: a builder-only deployd needs claims filtered by stage type. */
+static int builder_role_init(struct deployd *d, void **ret_state, struct cd_error *err)
+{
+	if (!(deployd_config(d)->roles & DEPLOYD_ROLE_PIPELINES))
+		return cd_error_set(err, -EINVAL,
+				    "the builder role runs inside the pipelines role: use --role "
+				    "pipelines,builder");
+	*ret_state = NULL;
+	return 0;
+}
+
+const struct deployd_role deployd_role_builder = {
+	.name = "builder",
+	.bit = DEPLOYD_ROLE_BUILDER,
+	.init = builder_role_init,
+};
