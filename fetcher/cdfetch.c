@@ -4,6 +4,7 @@
  * Owns only command-line parsing and the progress line; everything else is fetcher.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "fetcher/cas.h"
 #include "fetcher/fetcher.h"
 #include "lib/clock.h"
+#include "lib/fs.h"
 #include "lib/str.h"
 
 #define MAX_MIRRORS 16
@@ -22,6 +24,7 @@ static const char usage_text[] =
 	"Usage: cdfetch sha256:<hex> --from URL [--from URL...] --cache DIR [OPTIONS]\n"
 	"       cdfetch --gc --cache DIR [--budget BYTES]\n"
 	"       cdfetch --pin|--unpin sha256:<hex> --cache DIR\n"
+	"       cdfetch --probe sha256:<hex> --from URL [--cache DIR]\n"
 	"\n"
 	"Fetch a blob by digest from bazel-remote compatible mirrors (GET URL/cas/<hex>), verify\n"
 	"its SHA-256, publish it in the cache and print its path.\n"
@@ -29,6 +32,7 @@ static const char usage_text[] =
 	"  --from URL             mirror base URL, tried in the order given (up to 16)\n"
 	"  --cache DIR            cache state directory\n"
 	"  --instance NAME        bazel-remote instance name (URL/NAME/cas/<hex>)\n"
+	"  --ca-file FILE         PEM CA bundle for https mirrors (default: system store)\n"
 	"  --unpack               extract the archive (or wrap a program) and print the directory\n"
 	"  --kind auto|archive|executable   what --unpack treats the blob as (default auto)\n"
 	"  --exe-name NAME        file name of a program blob in its directory (default artifact)\n"
@@ -39,6 +43,7 @@ static const char usage_text[] =
 	"  --attempts N           tries per mirror for transient errors (default 3)\n"
 	"  --gc                   remove crashed leftovers and evict down to --budget\n"
 	"  --pin, --unpin         adjust the persistent pin count of the digest\n"
+	"  --probe                HEAD each --from, print \"<size> <url>\" for those that have it\n"
 	"  -q, --quiet            no progress line\n"
 	"  -h, --help             show this help\n"
 	"  -V, --version          show the version\n";
@@ -58,6 +63,8 @@ enum {
 	OPT_GC,
 	OPT_PIN,
 	OPT_UNPIN,
+	OPT_PROBE,
+	OPT_CA_FILE,
 };
 
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
@@ -137,6 +144,8 @@ int main(int argc, char **argv)
 		{ "gc", no_argument, NULL, OPT_GC },
 		{ "pin", no_argument, NULL, OPT_PIN },
 		{ "unpin", no_argument, NULL, OPT_UNPIN },
+		{ "probe", no_argument, NULL, OPT_PROBE },
+		{ "ca-file", required_argument, NULL, OPT_CA_FILE },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -146,7 +155,7 @@ int main(int argc, char **argv)
 	size_t n_mirrors = 0;
 	struct fetch_options fo;
 	enum fetcher_kind kind = FETCHER_KIND_AUTO;
-	bool unpack = false, gc = false, pin = false, unpin = false, quiet = false;
+	bool unpack = false, gc = false, pin = false, unpin = false, probe = false, quiet = false;
 	uint64_t budget = 0, v;
 	unsigned u;
 	char hex[CAS_HEX_LEN + 1];
@@ -220,6 +229,12 @@ int main(int argc, char **argv)
 		case OPT_UNPIN:
 			unpin = true;
 			break;
+		case OPT_PROBE:
+			probe = true;
+			break;
+		case OPT_CA_FILE:
+			fo.ca_file = optarg;
+			break;
 		case 'q':
 			quiet = true;
 			break;
@@ -235,10 +250,10 @@ int main(int argc, char **argv)
 			return usage_error("unknown option \"%s\"", argv[optind - 1]);
 		}
 	}
-	if (!cache)
+	if (!cache && !probe)
 		return usage_error("--cache DIR is required");
-	if (gc + pin + unpin > 1)
-		return usage_error("--gc, --pin and --unpin exclude each other");
+	if (gc + pin + unpin + probe > 1)
+		return usage_error("--gc, --pin, --unpin and --probe exclude each other");
 	if (gc) {
 		if (optind != argc)
 			return usage_error("--gc takes no digest");
@@ -249,8 +264,38 @@ int main(int argc, char **argv)
 		if (cas_digest_parse(argv[optind], hex) < 0)
 			return usage_error("invalid digest \"%s\" (want sha256:<64 hex>)",
 					   argv[optind]);
-		if (!pin && !unpin && n_mirrors == 0 && !unpack)
+		if (!pin && !unpin && n_mirrors == 0 && (!unpack || probe))
 			return usage_error("at least one --from URL is required");
+	}
+	if (probe) {
+		/* A private scratch cache: probing must not need (or touch) a real one. */
+		char tmpl[] = "/tmp/cdfetch-probe.XXXXXX";
+		int found = 0;
+
+		if (!cache && !(cache = mkdtemp(tmpl))) {
+			fprintf(stderr, "cdfetch: cannot create a scratch directory: %m\n");
+			return 1;
+		}
+		r = fetcher_new(cache, 0, &f, &err);
+		if (cache == tmpl)
+			(void)fs_rm_rf_at(AT_FDCWD, tmpl);
+		if (r < 0) {
+			fprintf(stderr, "cdfetch: %s\n", cd_error_message(&err));
+			return 1;
+		}
+		for (size_t i = 0; i < n_mirrors; i++) {
+			uint64_t size = 0;
+
+			cd_error_reset(&err);
+			r = fetcher_probe(f, hex, mirrors[i], &fo, &size, &err);
+			if (r >= 0) {
+				printf("%llu %s\n", (unsigned long long)size, mirrors[i]);
+				found++;
+			} else if (r != -ENOENT) {
+				fprintf(stderr, "cdfetch: %s\n", cd_error_message(&err));
+			}
+		}
+		return found > 0 ? 0 : 1;
 	}
 
 	r = fetcher_new(cache, budget, &f, &err);

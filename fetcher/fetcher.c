@@ -157,20 +157,55 @@ fail:
 	return r;
 }
 
+static void easy_cleanupp(CURL **e)
+{
+	if (*e)
+		curl_easy_cleanup(*e);
+}
+
 static int blob_path(const struct fetcher *f, const char *hex, char **ret)
 {
 	return asprintf(ret, "%s/sha256/%s", f->dir, hex) < 0 ? -ENOMEM : 0;
 }
 
-/* A hit marks the blob recently used: mtime is the LRU clock (content never changes). */
+/* A hit marks the blob recently used: mtime is the LRU clock (content never changes). A cache
+ * we may not stamp (read-only mount, foreign owner) still serves hits. */
 static int cache_hit(struct fetcher *f, const char *hex, char **ret_path)
 {
+	if (utimensat(f->blobs_fd, hex, NULL, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return -ENOENT;
+		if (faccessat(f->blobs_fd, hex, R_OK, AT_EACCESS) < 0)
+			return -errno;
+	}
+	return blob_path(f, hex, ret_path);
+}
+
+int fetcher_probe(struct fetcher *f, const char *digest, const char *mirror,
+		  const struct fetch_options *opts, uint64_t *ret_size, struct cd_error *err)
+{
+	char hex[CAS_HEX_LEN + 1];
+	struct fetch_options defaults;
+	_cleanup_(easy_cleanupp) CURL *easy = NULL;
+	_cleanup_free_ char *url = NULL;
 	int r;
 
-	if (utimensat(f->blobs_fd, hex, NULL, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	r = blob_path(f, hex, ret_path);
-	return r;
+	if (cas_digest_parse(digest, hex) < 0)
+		return cd_error_set(err, -EINVAL, "invalid digest \"%s\"",
+				    digest ? digest : "(null)");
+	if (!opts) {
+		fetch_options_init(&defaults);
+		opts = &defaults;
+	}
+	r = cas_blob_url(mirror, opts->instance, hex, &url);
+	if (r < 0)
+		return cd_error_set(err, r, "invalid mirror URL \"%s\"",
+				    mirror ? mirror : "(null)");
+	easy = curl_easy_init();
+	if (!easy)
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	curl_easy_setopt(easy, CURLOPT_SHARE, f->share);
+	return transfer_head(easy, url, opts, ret_size, err);
 }
 
 int fetcher_lookup(struct fetcher *f, const char *digest, char **ret_path)
@@ -285,12 +320,6 @@ static int error_rank(int r)
 	if (r == -ENOENT)
 		return 1;
 	return 2;
-}
-
-static void easy_cleanupp(CURL **e)
-{
-	if (*e)
-		curl_easy_cleanup(*e);
 }
 
 /* Download into part_fd from the mirrors until one yields the expected digest. */

@@ -39,6 +39,7 @@ struct fetch_options {
 	unsigned backoff_base_ms;     /* first retry delay, doubled per retry, with jitter */
 	unsigned backoff_max_ms;      /* cap of one delay */
 	unsigned max_resumes;	      /* Range resumes after dropped connections, per fetch */
+	const char *ca_file;	      /* PEM CA bundle for https mirrors; NULL = the system store */
 	fetcher_progress_fn progress; /* may be NULL */
 	void *userdata;
 };
@@ -79,6 +80,14 @@ const char *fetcher_dir(const struct fetcher *f);
 int fetcher_fetch(struct fetcher *f, const char *digest, const char *const *mirrors,
 		  size_t n_mirrors, const struct fetch_options *opts, char **ret_path,
 		  struct cd_error *err);
+
+/*
+ * Ask one mirror whether it has the blob: HEAD <mirror>[/<instance>]/cas/<hex>. Returns 0 and the
+ * size in *ret_size (UINT64_MAX if the server did not say), -ENOENT when it does not have it, or
+ * the network errors of fetcher_fetch(). No retries, nothing is cached.
+ */
+int fetcher_probe(struct fetcher *f, const char *digest, const char *mirror,
+		  const struct fetch_options *opts, uint64_t *ret_size, struct cd_error *err);
 
 /* Path of the cached blob in *ret_path (malloc()ed), or -ENOENT; marks it recently used. */
 int fetcher_lookup(struct fetcher *f, const char *digest, char **ret_path);

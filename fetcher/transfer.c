@@ -396,11 +396,9 @@ static int classify(struct attempt *a, CURLcode cc, const char *url, const char 
 	}
 }
 
-static void setup(CURL *easy, const char *url, struct attempt *a, char *errbuf,
-		  char range[static 32])
+/* Options shared by GET and HEAD. */
+static void setup_common(CURL *easy, const char *url, const struct fetch_options *o, char *errbuf)
 {
-	const struct fetch_options *o = a->o;
-
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -411,10 +409,22 @@ static void setup(CURL *easy, const char *url, struct attempt *a, char *errbuf,
 	curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "codedeploy-fetcher/" CD_VERSION);
-	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 512L * 1024);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, (long)o->low_speed_limit);
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long)o->low_speed_time_s);
+	if (o->ca_file)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, o->ca_file);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+}
+
+static void setup(CURL *easy, const char *url, struct attempt *a, char *errbuf,
+		  char range[static 32])
+{
+	const struct fetch_options *o = a->o;
+
+	setup_common(easy, url, o, errbuf);
+	curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 512L * 1024);
 	curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
 			 (curl_off_t)MIN(o->max_size, (uint64_t)INT64_MAX));
 	/* CURLOPT_RANGE rather than RESUME_FROM: curl would fail a 200 answer to a resume itself,
@@ -480,4 +490,24 @@ int transfer_get(CURL *easy, const char *url, struct transfer_state *st,
 					 USEC_PER_MSEC);
 		}
 	}
+}
+
+int transfer_head(CURL *easy, const char *url, const struct fetch_options *o, uint64_t *ret_size,
+		  struct cd_error *err)
+{
+	struct attempt a = { .o = o, .easy = easy, .body_started = true };
+	char errbuf[CURL_ERROR_SIZE] = "";
+	curl_off_t clen = -1;
+	CURLcode cc;
+	int r;
+
+	setup_common(easy, url, o, errbuf);
+	curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+	cc = curl_easy_perform(easy);
+	r = classify(&a, cc, url, errbuf, err);
+	if (r < 0)
+		return r;
+	curl_easy_getinfo(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
+	*ret_size = clen >= 0 ? (uint64_t)clen : UINT64_MAX;
+	return 0;
 }

@@ -47,3 +47,10 @@ int transfer_reset(struct transfer_state *st);
  */
 int transfer_get(CURL *easy, const char *url, struct transfer_state *st,
 		 const struct fetch_options *o, struct cd_error *err);
+
+/*
+ * HEAD url: 0 and the Content-Length in *ret_size (UINT64_MAX when the server sent none) when the
+ * blob exists, errors as transfer_get() (-ENOENT for 404). No retries.
+ */
+int transfer_head(CURL *easy, const char *url, const struct fetch_options *o, uint64_t *ret_size,
+		  struct cd_error *err);

@@ -75,7 +75,7 @@ put() {
 	echo "$h"
 }
 
-echo "1..16"
+echo "1..18"
 if ! start_nginx; then
 	echo "# cannot start nginx"; cat "$T/ngx/error.log" 2>/dev/null | sed 's/^/# /'
 	exit 1
@@ -155,6 +155,14 @@ else
 	ok "progress line on a terminal # SKIP script(1) missing"
 	ok "no progress line when not a terminal # SKIP script(1) missing"
 fi
+
+# --probe: HEAD per mirror, no cache needed
+"$CDFETCH" --probe "$H2" --from "$URL/nothing-here" --from "$URL" >"$T/out" 2>"$T/err"
+rc=$?
+check "--probe prints size and the mirror that has it" '[ $rc = 0 ] && [ "$(cat "$T/out")" = "1000 $URL" ]' "$(cat "$T/out" "$T/err")"
+"$CDFETCH" --probe "$(printf %064d 5)" --from "$URL" >"$T/out" 2>"$T/err"
+rc=$?
+check "--probe of a missing digest exits 1" '[ $rc = 1 ] && [ ! -s "$T/out" ]'
 
 # gc keeps live data, removes leftovers
 : >"$T/c/tmp/$H5.deadbeef.part"

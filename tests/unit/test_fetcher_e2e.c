@@ -47,6 +47,8 @@ int tar_build(const struct tentry *e, size_t n, char filter, void **ret, size_t 
 
 static char T[64]; /* temp root: nginx prefix, www, caches */
 static int nginx_port;
+static int tls_port; /* https + http2 server, 0 when no certificate could be made */
+static char ca_file[128];
 static pid_t nginx_pid;
 static char base[64]; /* http://127.0.0.1:<port> */
 
@@ -186,21 +188,43 @@ static const char *nginx_bin(void)
 
 static int start_nginx(void)
 {
-	char conf[4096], path[128], prefix[128], errlog[128];
+	char conf[4096], path[128], prefix[128], errlog[128], cmd[512];
 
 	snprintf(prefix, sizeof(prefix), "%s/ngx", T);
 	snprintf(path, sizeof(path), "%s/ngx/tmp", T);
 	assert_int_equal(fs_mkdir_p(path, 0755), 0);
+	/* A throw-away certificate for 127.0.0.1: the https/http2 server and our CA file. */
+	snprintf(cmd, sizeof(cmd),
+		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+		 "-days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+		 "-keyout %s/ngx/key.pem -out %s/ngx/cert.pem >/dev/null 2>&1",
+		 T, T);
+	if (system(cmd) == 0)
+		snprintf(ca_file, sizeof(ca_file), "%s/ngx/cert.pem", T);
 	snprintf(path, sizeof(path), "%s/www", T);
 	assert_int_equal(fs_mkdir_p(path, 0755), 0);
 	for (int attempt = 0; attempt < 5; attempt++) {
+		char tls[512] = "";
+
 		nginx_port = free_port();
+		if (ca_file[0]) {
+			tls_port = free_port();
+			snprintf(tls, sizeof(tls),
+				 "  server {\n"
+				 "    listen 127.0.0.1:%d ssl http2;\n"
+				 "    ssl_certificate %s/ngx/cert.pem;\n"
+				 "    ssl_certificate_key %s/ngx/key.pem;\n"
+				 "    root %s/www;\n"
+				 "  }\n",
+				 tls_port, T, T, T);
+		}
 		snprintf(conf, sizeof(conf),
 			 "daemon off;\nmaster_process off;\nworker_processes 1;\n"
 			 "pid %s/ngx/nginx.pid;\nerror_log %s/ngx/error.log warn;\n"
 			 "events { worker_connections 1024; }\n"
 			 "http {\n"
-			 "  log_format cas '$request_method $uri $status range=$http_range';\n"
+			 "  log_format cas '$request_method $uri $status range=$http_range "
+			 "proto=$server_protocol';\n"
 			 "  access_log %s/ngx/access.log cas;\n"
 			 "  client_body_temp_path %s/ngx/tmp/body;\n"
 			 "  proxy_temp_path %s/ngx/tmp/proxy;\n"
@@ -213,8 +237,9 @@ static int start_nginx(void)
 			 "    location /norange/ { max_ranges 0; }\n"
 			 "    location /slow/ { limit_rate 8m; }\n"
 			 "  }\n"
+			 "%s"
 			 "}\n",
-			 T, T, T, T, T, T, T, T, nginx_port, T);
+			 T, T, T, T, T, T, T, T, nginx_port, T, tls);
 		snprintf(path, sizeof(path), "%s/ngx/nginx.conf", T);
 		assert_int_equal(fs_write_atomic(path, conf, strlen(conf), 0644), 0);
 		snprintf(errlog, sizeof(errlog), "%s/ngx/error.log", T);
@@ -570,6 +595,48 @@ static void test_size_cap(void **state)
 	assert_false(dir_has_prefix(p, hex, ".part"));
 	snprintf(p, sizeof(p), "%s/sha256/%s", fetcher_dir(f), hex);
 	assert_int_equal(access(p, F_OK), -1);
+}
+
+static void test_https_http2(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-tls", 0);
+	char hex[CAS_HEX_LEN + 1], url[96];
+	const char *m[] = { url };
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL, *p2 = NULL;
+
+	if (!tls_port)
+		skip();
+	quick_options(&o);
+	serve_random("", 300000, hex);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d", tls_port);
+	/* Unknown CA: refused, nothing cached. */
+	assert_true(fetcher_fetch(f, hex, m, 1, &o, &p2, &err) < 0);
+	assert_null(p2);
+	cd_error_reset(&err);
+	o.ca_file = ca_file;
+	if (fetcher_fetch(f, hex, m, 1, &o, &path, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
+	/* ALPN picked HTTP/2. */
+	assert_int_equal(log_count(hex, "proto=HTTP/2.0"), 1);
+}
+
+static void test_probe(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-probe", 0);
+	char hex[CAS_HEX_LEN + 1], missing[CAS_HEX_LEN + 1];
+	struct cd_error err = { 0 };
+	uint64_t size = 0;
+
+	serve_random("", 12345, hex);
+	assert_int_equal(fetcher_probe(f, hex, base, NULL, &size, &err), 0);
+	assert_int_equal(size, 12345);
+	assert_int_equal(log_count("HEAD /cas/", hex), 1);
+	memset(missing, '3', CAS_HEX_LEN);
+	missing[CAS_HEX_LEN] = '\0';
+	assert_int_equal(fetcher_probe(f, missing, base, NULL, &size, &err), -ENOENT);
+	assert_int_equal(fetcher_probe(f, hex, "gopher://x", NULL, &size, &err), -EINVAL);
 }
 
 static void test_server_without_range(void **state)
@@ -967,6 +1034,8 @@ int main(void)
 		cmocka_unit_test(test_multiple_drops),
 		cmocka_unit_test(test_size_cap),
 		cmocka_unit_test(test_server_without_range),
+		cmocka_unit_test(test_https_http2),
+		cmocka_unit_test(test_probe),
 		cmocka_unit_test(test_stalled_server_times_out),
 		cmocka_unit_test(test_single_flight),
 		cmocka_unit_test(test_eviction_keeps_pinned),
