@@ -159,7 +159,7 @@ int pipeline_run_advance(struct store *s, const char *pipeline_id, int64_t run, 
 			 enum run_state *ret_state, struct cd_error *err)
 {
 	struct store_run v = { 0 };
-	enum run_state state;
+	enum run_state state = RUN_PENDING;
 	int r;
 
 	/* One transaction: the decision and its effects land together, and two deployds
