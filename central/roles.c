@@ -6,9 +6,15 @@
  */
 #include "central/deployd.h"
 
+/* central/pipeline_role.c */
+extern const struct deployd_role deployd_role_pipelines;
+extern const struct deployd_role deployd_role_builder;
+
 static const struct deployd_role *const roles[] = {
 	&deployd_role_artifacts,
 	&deployd_role_cluster,
+	&deployd_role_pipelines,
+	&deployd_role_builder,
 };
 
 size_t deployd_roles_known(const struct deployd_role **ret, size_t max)
