@@ -64,6 +64,26 @@ const char *api_json_quote(char *buf, size_t size, const char *s)
 	return buf;
 }
 
+/* Copy s with bytes outside printable ASCII as \xNN (never split), truncated to size. */
+static void printable(char *buf, size_t size, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		size_t need = c >= 0x20 && c < 0x7f ? 1 : 4;
+
+		if (n + need + 1 > size)
+			break;
+		if (need == 1)
+			buf[n] = (char)c;
+		else
+			snprintf(buf + n, 5, "\\x%02x", c);
+		n += need;
+	}
+	buf[n] = '\0';
+}
+
 /*
  * jansson's own nesting limit is 2048 and is fixed at its build time; ours is much lower, so
  * scan first. The scan is linear, allocation-free, and tracks strings so brackets inside them do
@@ -122,7 +142,7 @@ static int check_depth(const char *buf, size_t len, unsigned max_depth, struct p
 int api_json_parse_limits(const char *buf, size_t len, size_t max_bytes, unsigned max_depth,
 			  json_t **ret, struct problem *p)
 {
-	char text[API_JSON_QUOTE_MAX * 2];
+	char text[JSON_ERROR_TEXT_LENGTH * 4];
 	json_error_t error;
 	json_t *j;
 	int r;
@@ -150,14 +170,12 @@ int api_json_parse_limits(const char *buf, size_t len, size_t max_bytes, unsigne
 			report(p, 500, NULL, "Internal error", "out of memory parsing the body");
 			return -ENOMEM;
 		}
-		/* jansson quotes the offending token, which may be invalid UTF-8: make it safe. The
-		 * quote adds outer quotes we do not want, so strip them. */
-		api_json_quote(text, sizeof(text), error.text);
-		text[strlen(text) - 1] = '\0';
+		/* jansson quotes the offending token, which may be invalid UTF-8: make it safe. */
+		printable(text, sizeof(text), error.text);
 		report(p, 400, API_PROBLEM_MALFORMED, "Malformed JSON body",
 		       "line %d, column %d: %s%s", error.line, error.column,
 		       json_error_code(&error) == json_error_invalid_utf8 ? "invalid UTF-8: " : "",
-		       text + 1);
+		       text);
 		return -EINVAL;
 	}
 	*ret = j;

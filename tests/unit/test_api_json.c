@@ -70,6 +70,28 @@ static void test_parse_malformed(void **state)
 	expect_parse_error("{\"a\":1}{}", 9, -EINVAL, 400, "end of file expected");
 }
 
+static void test_parse_malformed_table(void **state)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{ "\xef\xbb\xbf{}",
+		  "line 1, column 1: '[' or '{' expected near '\\xef\\xbb\\xbf'" },
+		{ "  \n ", "line 2, column 1: '[' or '{' expected near end of file" },
+		{ "1", "'[' or '{' expected near '1'" },
+		{ "{\"a\":1e400}", "line 1, column 10: real number overflow" },
+		{ "{\"a\":\"\\ud800\"}", "invalid Unicode '\\uD800'" },
+		{ "{\"a\" 1}", "line 1, column 6: ':' expected near '1'" },
+		{ "{'a':1}", "string or '}' expected near '''" },
+		{ "[1,]", "unexpected token near ']'" },
+		{ "{\"a\":tru}", "invalid token near 'tru'" },
+		{ "{\"a\":\"x\ny\"}", "line 1, column 7: unexpected newline" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		expect_parse_error(cases[i].in, strlen(cases[i].in), -EINVAL, 400, cases[i].want);
+}
+
 static void test_parse_duplicate_keys(void **state)
 {
 	const char *s = "{\"a\": 1, \"a\": 2}";
@@ -439,6 +461,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_valid),
 		cmocka_unit_test(test_parse_malformed),
+		cmocka_unit_test(test_parse_malformed_table),
 		cmocka_unit_test(test_parse_duplicate_keys),
 		cmocka_unit_test(test_parse_nul),
 		cmocka_unit_test(test_parse_invalid_utf8),
