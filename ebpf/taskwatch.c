@@ -351,6 +351,7 @@ int taskwatch_add(struct taskwatch *tw, const struct taskwatch_target *spec)
 	t->main_kind = spec->main_kind;
 	t->main_pid = spec->main_kind == TASKWATCH_MAIN_PID ? spec->main_pid : 0;
 	t->init_pidfd = t->oom_fd = t->oom_ctl_fd = t->cgevents_fd = -EBADF;
+	t->cg_state = -1;
 
 	if (spec->cgroup_path) {
 		r = tw_target_open_cgevents(t, tw->epfd, spec->cgroup_path);
@@ -683,8 +684,6 @@ static int consume(struct taskwatch *tw)
 	tw->cb_ret = 0;
 	tw->delivered = 0;
 
-	/* Collect readiness first: a cgroup that reads empty now had all its exits committed
-	 * to the ring buffer before, so consuming the ring next keeps exits before emptiness. */
 	do {
 		n = epoll_wait(tw->epfd, evs, ARRAY_SIZE(evs), 0);
 		if (n < 0) {
@@ -712,6 +711,23 @@ static int consume(struct taskwatch *tw)
 			}
 	}
 
+	/* Read cgroup.events before the ring: an "empty" read now comes after every exit that
+	 * is committed to the ring by now, so exits are delivered before the emptiness. */
+	for (size_t i = 0; i < tw->n_targets; i++) {
+		struct tw_target *t = tw->targets[i];
+
+		if (!t->src_cgevents.ready)
+			continue;
+		t->src_cgevents.ready = false;
+		r = tw_target_read_empty(t);
+		if (r < 0) {
+			/* removed cgroup (-ENODEV): it can only be removed when empty */
+			tw_target_close_cgevents(t, tw->epfd);
+			r = 1;
+		}
+		t->cg_state = r;
+	}
+
 	if (tw->bpf) {
 		tw->src_ringbuf.ready = false;
 		r = ringbuf_consume(tw);
@@ -729,14 +745,9 @@ static int consume(struct taskwatch *tw)
 
 		if (t->removed)
 			continue;
-		if (t->src_cgevents.ready) {
-			t->src_cgevents.ready = false;
-			r = tw_target_read_empty(t);
-			if (r < 0) {
-				/* removed cgroup (-ENODEV): it can only be removed when empty */
-				tw_target_close_cgevents(t, tw->epfd);
-				r = 1;
-			}
+		if (t->cg_state >= 0) {
+			r = t->cg_state;
+			t->cg_state = -1;
 			if (r == 0) {
 				t->populated_seen = true;
 			} else if (t->populated_seen) {

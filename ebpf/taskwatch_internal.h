@@ -51,6 +51,7 @@ struct tw_target {
 	int cgevents_fd;
 	bool populated_seen; /* since the last cgroup_empty: arms the next one */
 	bool empty_pending;  /* empty, reported once the init's exit is */
+	int cg_state;	     /* cgroup.events read this round: 1 empty, 0 populated, -1 none */
 	struct tw_source src_cgevents;
 };
 
