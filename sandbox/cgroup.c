@@ -776,23 +776,32 @@ int task_cgroup_attach(const struct task_cgroup *cg, pid_t pid, bool skip_unifie
 	return 0;
 }
 
-int task_cgroup_enter_v1_self(const struct task_cgroup *cg)
+int task_cgroup_open_v1_tasks(const struct task_cgroup *cg, int *fds, size_t max)
 {
+	size_t n = 0;
+
 	for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX; h++) {
-		int fd, r = 0;
+		int fd;
 
 		if (cg->fd[h] < 0 || v1_is_duplicate(cg->sys, h))
 			continue;
+		if (n >= max) {
+			fd = -ENOBUFS;
+			goto fail;
+		}
 		fd = openat(cg->fd[h], "tasks", O_WRONLY | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-		if (write(fd, "0", 1) != 1)
-			r = -errno;
-		close(fd);
-		if (r < 0)
-			return r;
+		if (fd < 0) {
+			fd = -errno;
+			goto fail;
+		}
+		fds[n++] = fd;
+		continue;
+fail:
+		while (n > 0)
+			close(fds[--n]);
+		return fd;
 	}
-	return 0;
+	return (int)n;
 }
 
 static int first_procs_fd(const struct task_cgroup *cg)

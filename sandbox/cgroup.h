@@ -124,13 +124,14 @@ int task_cgroup_id(const struct task_cgroup *cg, uint64_t *ret);
 int task_cgroup_attach(const struct task_cgroup *cg, pid_t pid, bool skip_unified);
 
 /*
- * Move the calling process, which must be single-threaded, into the task cgroup of every v1
- * hierarchy by writing "0" to each `tasks` file. Unlike a move by pid through cgroup.procs this
- * does not take the global threadgroup lock, whose RCU grace period costs milliseconds per
- * launch. Async-signal-safe (openat/write/close on fds owned by cg): for the freshly cloned
- * child before it execs. Returns 0 or -errno.
+ * Open the `tasks` file of the task cgroup in every distinct v1 hierarchy, O_WRONLY|O_CLOEXEC,
+ * into fds[] (at most max). Returns how many were opened (the caller closes them) or -errno.
+ * A freshly cloned, single-threaded child moves itself into every v1 hierarchy by writing "0"
+ * to each: unlike a move by pid through cgroup.procs this does not take the global
+ * threadgroup lock, whose RCU grace period costs milliseconds per launch. Opened by the caller
+ * so the child needs no permission of its own (it may already be in a user namespace).
  */
-int task_cgroup_enter_v1_self(const struct task_cgroup *cg);
+int task_cgroup_open_v1_tasks(const struct task_cgroup *cg, int *fds, size_t max);
 
 /* True when no process is left in the cgroup (any hierarchy). Negative errno on read errors. */
 int task_cgroup_is_empty(const struct task_cgroup *cg);

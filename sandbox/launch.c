@@ -61,8 +61,8 @@ struct plan {
 	int sync_r, err_w, status_w, status_file;
 	int fd_in, fd_out, fd_err;
 	int new_cgroupns;
-	const struct task_cgroup *cg; /* the child enters its v1 hierarchies itself */
-	int cg_fds[_CG_HIER_MAX];
+	int v1_tasks[_CG_HIER_MAX]; /* the child enters its v1 hierarchies itself */
+	int n_v1_tasks;
 	char tmpfs_opts[64];
 	const char *work_dir;
 	const char *cwd;
@@ -501,23 +501,19 @@ static _noreturn_ void child_main(const struct plan *p)
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	char c;
 	pid_t cmd;
-	int r;
 
 	/* the caller's handlers mean nothing here; signals stay blocked until exec / sigwait */
 	for (int sig = 1; sig < _NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			(void)sigaction(sig, &dfl, NULL);
-	for (int h = 0; h < _CG_HIER_MAX; h++)
-		keep[8 + h] = p->cg_fds[h];
+	for (int i = 0; i < _CG_HIER_MAX; i++)
+		keep[8 + i] = i < p->n_v1_tasks ? p->v1_tasks[i] : -1;
 	close_all_except(p, keep, ARRAY_SIZE(keep));
-	if (!p->cfg->attach_by_pid) {
-		r = task_cgroup_enter_v1_self(p->cg);
-		if (r < 0)
-			child_fail(p, "cgroup-attach", -r);
+	for (int i = 0; i < p->n_v1_tasks; i++) {
+		if (write(p->v1_tasks[i], "0", 1) != 1)
+			child_fail(p, "cgroup-attach", errno);
+		close(p->v1_tasks[i]);
 	}
-	for (int h = 0; h < _CG_HIER_MAX; h++)
-		if (p->cg_fds[h] >= 0)
-			close(p->cg_fds[h]);
 	/* "g": the caller finished our cgroup membership (unified tree on fallback paths) */
 	if (read(p->sync_r, &c, 1) != 1)
 		_exit(1); /* the caller gave up: nothing to report to */
@@ -703,6 +699,9 @@ int sandbox_proc_start_time(pid_t pid, uint64_t *ret)
 
 static void plan_release(struct plan *p)
 {
+	for (int i = 0; i < p->n_v1_tasks; i++)
+		safe_close(p->v1_tasks[i]);
+	p->n_v1_tasks = 0;
 	safe_close(p->sync_r);
 	safe_close(p->err_w);
 	safe_close(p->status_w);
@@ -849,11 +848,13 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	if (cfg->net != SANDBOX_NET_HOST)
 		ns_flags |= CLONE_NEWNET;
 	p.new_cgroupns = 1;
-	p.cg = cg;
-	for (int h = 0; h < _CG_HIER_MAX; h++) {
-		int fd = task_cgroup_fd(cg, h);
-
-		p.cg_fds[h] = fd >= 0 ? fd : -1;
+	if (!cfg->attach_by_pid) {
+		r = task_cgroup_open_v1_tasks(cg, p.v1_tasks, ARRAY_SIZE(p.v1_tasks));
+		if (r < 0) {
+			cd_error_set(err, r, "cannot open the v1 tasks files: %s", strerror(-r));
+			goto fail_cgroup;
+		}
+		p.n_v1_tasks = r;
 	}
 	cgfd = cfg->attach_by_pid ? -1 : task_cgroup_fd(cg, CG_UNIFIED);
 
@@ -873,6 +874,9 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	p.sync_r = safe_close(p.sync_r);
 	p.err_w = safe_close(p.err_w);
 	p.status_w = safe_close(p.status_w);
+	for (int i = 0; i < p.n_v1_tasks; i++)
+		p.v1_tasks[i] = safe_close(p.v1_tasks[i]);
+	p.n_v1_tasks = 0;
 
 	/* ---- the child moved itself into the v1 hierarchies; the unified one is ours to do when
 	 * clone3 could not place it there ---- */

@@ -532,7 +532,14 @@ int main(int argc, char **argv)
 	r = sandbox_wait(t, UINT64_MAX, -1, &st);
 	code = r == 1 ? sandbox_status_exit_code(&st) : 125;
 	cd_error_reset(&err);
-	r = sandbox_destroy(t, &err);
+	{
+		usec_t t0 = clock_mono_usec();
+
+		r = sandbox_destroy(t, &err);
+		if (timing)
+			fprintf(stderr, "sandbox-run: cleanup took %" PRIu64 " us\n",
+				clock_mono_usec() - t0);
+	}
 	if (r < 0)
 		log_warn("cleanup failed", "err=\"%s\"", cd_error_message(&err));
 	sandbox_task_free(t);
