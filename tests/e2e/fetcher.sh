@@ -75,7 +75,7 @@ put() {
 	echo "$h"
 }
 
-echo "1..18"
+echo "1..25"
 if ! start_nginx; then
 	echo "# cannot start nginx"; cat "$T/ngx/error.log" 2>/dev/null | sed 's/^/# /'
 	exit 1
@@ -155,6 +155,43 @@ else
 	ok "progress line on a terminal # SKIP script(1) missing"
 	ok "no progress line when not a terminal # SKIP script(1) missing"
 fi
+
+# processes share the leader's error too: one GET of wrong bytes, every process refuses
+BADH=$(printf '7%.0s' $(seq 64))
+head -c 4000000 /dev/urandom >"$T/www/slow/cas/$BADH"
+pids=
+for i in $(seq 20); do
+	"$CDFETCH" "$BADH" --from "$URL/slow" --cache "$T/c" -q >"$T/bad.$i" 2>&1 &
+	pids="$pids $!"
+done
+okc=0
+for p in $pids; do wait "$p" && okc=$((okc + 1)); done
+check "20 concurrent fetches of a bad blob all fail" '[ $okc = 0 ] && [ "$(grep -l "expected sha256:$BADH" "$T"/bad.* | wc -l)" = 20 ]' "$(head -2 "$T/bad.1")"
+gets=$(grep -c "^GET /slow/cas/$BADH " "$T/ngx/access.log")
+check "the failing download happened once" '[ "$gets" = 1 ]' "nginx saw $gets GETs"
+
+# a fetcher killed mid-download leaves a .part; the next fetch and --gc recover
+head -c 6000000 /dev/urandom >"$T/b8"
+H8=$(put "$T/b8" slow)
+"$CDFETCH" "$H8" --from "$URL/slow" --cache "$T/c8" -q >/dev/null 2>&1 &
+kp=$!
+for _ in $(seq 50); do ls "$T/c8/tmp" 2>/dev/null | grep -q "^$H8\..*\.part$" && break; sleep 0.02; done
+sleep 0.2
+kill -9 "$kp" 2>/dev/null; wait "$kp" 2>/dev/null
+check "SIGKILL leaves a .part, nothing published" 'ls "$T/c8/tmp" | grep -q "\.part$" && [ ! -e "$T/c8/sha256/$H8" ]'
+"$CDFETCH" --gc --cache "$T/c8" >"$T/out" 2>&1
+check "--gc removes the dead download" '! ls "$T/c8/tmp" | grep -q "\.part$"' "$(cat "$T/out")"
+"$CDFETCH" "$H8" --from "$URL/slow" --cache "$T/c8" -q >"$T/out" 2>"$T/err"
+rc=$?
+check "fetch after the crash succeeds" '[ $rc = 0 ] && cmp -s "$T/b8" "$T/c8/sha256/$H8"' "$(cat "$T/err")"
+
+# pins via the CLI persist; unpin of an unpinned digest fails
+"$CDFETCH" --pin "$H" --cache "$T/c" >/dev/null && out=$("$CDFETCH" --pin "$H" --cache "$T/c")
+check "--pin twice counts 2" '[ "$out" = 2 ]'
+"$CDFETCH" --unpin "$H" --cache "$T/c" >/dev/null && "$CDFETCH" --unpin "$H" --cache "$T/c" >/dev/null
+"$CDFETCH" --unpin "$H" --cache "$T/c" >"$T/out" 2>"$T/err"
+rc=$?
+check "--unpin of an unpinned digest exits 1" '[ $rc = 1 ] && grep -q "not pinned" "$T/err"'
 
 # --probe: HEAD per mirror, no cache needed
 "$CDFETCH" --probe "$H2" --from "$URL/nothing-here" --from "$URL" >"$T/out" 2>"$T/err"

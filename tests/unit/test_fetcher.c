@@ -370,6 +370,26 @@ static void test_extract_refusals(void **state)
 	assert_int_equal(access(p, F_OK), -1);
 }
 
+static void test_extract_never_writes_through_final_symlink(void **state)
+{
+	/* A later entry with the same name as a symlink replaces the link, never its target. */
+	const struct tentry e[] = {
+		{ .path = "dir", .type = 'd' },
+		{ .path = "l", .type = 'l', .data = "dir/target" },
+		{ .path = "l", .type = 'f', .data = "payload" },
+	};
+	struct cd_error err = { 0 };
+	char p[256];
+	struct stat st;
+
+	assert_int_equal(extract(e, ARRAY_SIZE(e), 0, &err), 0);
+	snprintf(p, sizeof(p), "%s/out/l", tmpdir);
+	assert_int_equal(lstat(p, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	snprintf(p, sizeof(p), "%s/out/dir/target", tmpdir);
+	assert_int_equal(access(p, F_OK), -1);
+}
+
 /* ---- cache: pins, eviction, gc, materialisation ------------------------------------------- */
 
 static void put_blob(const char *cache, const char *hex, size_t size, time_t mtime)
@@ -564,6 +584,8 @@ int main(void)
 		cmocka_unit_test(test_scan_garbage),
 		cmocka_unit_test_setup_teardown(test_extract_good, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_extract_refusals, setup_tmp, teardown_tmp),
+		cmocka_unit_test_setup_teardown(test_extract_never_writes_through_final_symlink,
+						setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_pins_persist, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_eviction_spares_pins, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_gc_leftovers, setup_tmp, teardown_tmp),
