@@ -13,6 +13,7 @@
 
 #include "api/jobspec.h"
 #include "api/json.h"
+#include "lib/str.h"
 
 #define HEX40 "0123456789abcdef0123456789abcdef01234567"
 
@@ -737,6 +738,68 @@ static void test_enum_strings(void **state)
 	assert_null(jobspec_restart_policy_to_string(_JOBSPEC_RESTART_MAX));
 }
 
+static void test_networking_modes(void **state)
+{
+	struct jobspec *s;
+
+	s = decode_ok(MIN_SPEC
+		      ",\"reqs\":{\"networking\":{\"mode\":\"host\",\"ports\":["
+		      "{\"name\":\"http\",\"port\":80},{\"name\":\"h-2\",\"port\":65535}]}}}");
+	assert_int_equal(s->reqs.networking.mode, JOBSPEC_NET_HOST);
+	assert_int_equal(s->reqs.networking.ports[1].port, 65535);
+	assert_string_equal(s->reqs.networking.ports[1].name, "h-2");
+	jobspec_free(s);
+	s = decode_ok(MIN_SPEC ",\"reqs\":{\"networking\":{\"mode\":\"none\",\"ports\":[]}}}");
+	assert_int_equal(s->reqs.networking.n_ports, 0);
+	jobspec_free(s);
+	decode_bad(MIN_SPEC
+		   ",\"reqs\":{\"networking\":{\"mode\":\"bridge\",\"ports\":[{\"name\":"
+		   "\"a-very-long-port-name\",\"port\":1},{\"name\":\"-x\",\"port\":2}]}}}",
+		   { "/reqs/networking/ports/0/name", "at most 15 bytes" },
+		   { "/reqs/networking/ports/1/name", "must be a lowercase name" });
+}
+
+static void expect_one_error(const char *text, const char *want)
+{
+	struct jobspec *s = NULL;
+	struct problem p;
+
+	problem_init(&p, 0, NULL, NULL);
+	assert_int_equal(jobspec_from_string(text, strlen(text), &s, &p), -EINVAL);
+	assert_int_equal(p.n_errors, 1);
+	if (!strstr(p.errors[0].message, want))
+		fail_msg("message \"%s\" lacks \"%s\"", p.errors[0].message, want);
+	problem_release(&p);
+}
+
+static void test_env_limits(void **state)
+{
+	struct strbuf sb = STRBUF_INIT;
+	char key[258];
+	struct jobspec *s;
+
+	/* a 256-byte key is fine, 257 is not */
+	memset(key, 'K', sizeof(key));
+	key[256] = '\0';
+	strbuf_addf(&sb, MIN_SPEC ",\"env\":{\"%s\":\"v\"}}", key);
+	s = decode_ok(sb.buf);
+	assert_string_equal(jobspec_env_get(s, key), "v");
+	jobspec_free(s);
+	strbuf_reset(&sb);
+	key[256] = 'K';
+	key[257] = '\0';
+	strbuf_addf(&sb, MIN_SPEC ",\"env\":{\"%s\":\"v\"}}", key);
+	expect_one_error(sb.buf, "variable name is longer than 256 bytes");
+	/* 257 variables */
+	strbuf_reset(&sb);
+	strbuf_adds(&sb, MIN_SPEC ",\"env\":{");
+	for (int i = 0; i < 257; i++)
+		strbuf_addf(&sb, "%s\"V%d\":\"\"", i ? "," : "", i);
+	strbuf_adds(&sb, "}}");
+	expect_one_error(sb.buf, "at most 256 variables (has 257)");
+	strbuf_release(&sb);
+}
+
 /* Every allocation failure point: -ENOMEM (or the expected result), never a crash or a leak. */
 static long alloc_failures(const char *text, int want)
 {
@@ -814,6 +877,8 @@ int main(void)
 		cmocka_unit_test(test_null_means_default),
 		cmocka_unit_test(test_to_json_rejects_invalid_struct),
 		cmocka_unit_test(test_enum_strings),
+		cmocka_unit_test(test_networking_modes),
+		cmocka_unit_test(test_env_limits),
 		cmocka_unit_test(test_allocation_failures),
 	};
 

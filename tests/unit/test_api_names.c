@@ -436,6 +436,49 @@ static void test_commit_check(void **state)
 	assert_int_equal(commit_check(HEX40 "0", NULL), -EINVAL);
 }
 
+static void test_url_limits_and_parts(void **state)
+{
+	struct cd_error err = { 0 };
+	struct task_url u;
+	struct job_url j;
+	char l63[64], id64[65], url[TASK_URL_MAX_LEN + 2], buf[TASK_URL_MAX_LEN + 1];
+
+	memset(l63, 'a', 63);
+	l63[63] = '\0';
+	memset(id64, '7', 64);
+	id64[64] = '\0';
+	/* the longest valid task URL fits TASK_URL_MAX_LEN exactly */
+	snprintf(url, sizeof(url), "task://%.61s/%.61s-1/%s/%s", l63, l63, l63, id64);
+	assert_int_equal(task_url_parse(url, &u, NULL), 0);
+	assert_int_equal(task_url_format(&u, buf, sizeof(buf)), (int)strlen(url));
+	assert_true(strlen(url) <= TASK_URL_MAX_LEN);
+	assert_string_equal(buf, url);
+
+	assert_int_equal(job_url_from_parts("us-east", "us-east-1", "Web", &j, &err), -EINVAL);
+	assert_msg(&err, "job name must be lowercase");
+	cd_error_reset(&err);
+	assert_int_equal(job_url_from_parts("", "us-east-1", "web", &j, &err), -EINVAL);
+	assert_msg(&err, "region is empty");
+	cd_error_reset(&err);
+	assert_int_equal(job_url_from_parts("us-east", NULL, "web", &j, &err), -EINVAL);
+	assert_msg(&err, "zone is missing");
+	assert_int_equal(task_id_check("", NULL), -EINVAL);
+	assert_int_equal(task_id_check(id64, NULL), 0);
+}
+
+static void test_digest_hex(void **state)
+{
+	struct cd_error err = { 0 };
+	struct digest d;
+
+	assert_int_equal(digest_parse_hex("", &d, &err), -EINVAL);
+	assert_msg(&err, "64 hex digits, has 0");
+	assert_int_equal(digest_parse_hex(NULL, &d, NULL), -EINVAL);
+	assert_int_equal(digest_parse(NULL, &d, NULL), -EINVAL);
+	assert_int_equal(digest_parse("sha256:", &d, NULL), -EINVAL);
+	assert_int_equal(digest_parse(":" HEX64, &d, NULL), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -455,6 +498,8 @@ int main(void)
 		cmocka_unit_test(test_task_url),
 		cmocka_unit_test(test_task_url_invalid),
 		cmocka_unit_test(test_commit_check),
+		cmocka_unit_test(test_url_limits_and_parts),
+		cmocka_unit_test(test_digest_hex),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -610,6 +610,45 @@ static void test_stage_type_strings(void **state)
 	assert_null(pipeline_stage_type_to_string(_PIPELINE_STAGE_MAX));
 }
 
+static void test_base_pointer_and_null(void **state)
+{
+	json_t *body = json_pack("{s:{s:s, s:s, s:[{s:s, s:s, s:[s]}]}}", "pipeline", "name", "P",
+				 "owner", "t", "schema", "name", "a", "type", "approval",
+				 "depends_on", "a");
+	struct pipeline *pl = NULL;
+	struct problem p;
+
+	problem_init(&p, 0, NULL, NULL);
+	assert_int_equal(pipeline_from_json_at(json_object_get(body, "pipeline"), "/pipeline", &pl,
+					       &p),
+			 -EINVAL);
+	check_problem(&p,
+		      (struct want[]){
+			      { "/pipeline/schema/0/depends_on/0", "must not depend on itself" } },
+		      1);
+	problem_release(&p);
+	json_decref(body);
+
+	/* null depends_on means absent: the implicit dependency applies */
+	pl = decode_ok(PL("[" APPROVAL("a") "," APPROVAL_DEPS("b", "null") "]"));
+	assert_false(pl->schema->stages[1].has_depends_on);
+	assert_deps(pl->schema, 1, (size_t[]){ 0 }, 1);
+	pipeline_free(pl);
+}
+
+static void test_build_targets_cap(void **state)
+{
+	struct strbuf sb = STRBUF_INIT;
+
+	strbuf_adds(&sb, "{\"name\":\"P\",\"owner\":\"t\",\"schema\":[{\"name\":\"b\",\"type\":"
+			 "\"build\",\"build_targets\":[");
+	for (int i = 0; i < PIPELINE_MAX_BUILD_TARGETS + 1; i++)
+		strbuf_addf(&sb, "%s\"//t:n%d\"", i ? "," : "", i);
+	strbuf_adds(&sb, "]}]}");
+	decode_bad(sb.buf, { "/schema/0/build_targets", "at most 256 items (has 257)" });
+	strbuf_release(&sb);
+}
+
 /* Every allocation failure point: -ENOMEM (or the expected result), never a crash or a leak. */
 static long alloc_failures(const char *text, int want)
 {
@@ -681,6 +720,8 @@ int main(void)
 		cmocka_unit_test(test_body_errors),
 		cmocka_unit_test(test_to_json_invalid),
 		cmocka_unit_test(test_stage_type_strings),
+		cmocka_unit_test(test_base_pointer_and_null),
+		cmocka_unit_test(test_build_targets_cap),
 		cmocka_unit_test(test_allocation_failures),
 	};
 
