@@ -135,6 +135,14 @@ int poller_poll_once(struct poller *p, struct cd_error *err)
 		r = poller_ls_remote(v[i].repo, v[i].branch ? v[i].branch : "main", sha, &e);
 		if (r >= 0 && v[i].last_polled_commit && streq(v[i].last_polled_commit, sha))
 			continue;
+		/* A commit a hook already started a run for (POST .../runs) is not new. */
+		if (r >= 0 && store_run_get(p->cfg.store, v[i].pipeline_id, 0, &run, NULL) >= 0 &&
+		    streq(run.commit, sha)) {
+			store_run_release(&run);
+			(void)store_pipeline_set_polled(p->cfg.store, v[i].pipeline_id, sha, NULL);
+			continue;
+		}
+		store_run_release(&run);
 		snprintf(key, sizeof(key), "poll:%s", sha);
 		if (r >= 0)
 			r = store_run_create(p->cfg.store, v[i].pipeline_id, sha, key, "poll",

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * poller.h — repository polling: for every pipeline with a repo, `git ls-remote <repo>
- * refs/heads/<branch>` every interval; a commit different from the last one seen starts a run
+ * refs/heads/<branch>` every interval; a commit different from the last one seen, and not the
+ * commit of the pipeline's latest run (a hook may have started that already), starts a run
  * (trigger "poll", Idempotency-Key "poll:<commit>", so a crash between "run created" and
  * "commit recorded" cannot start the same run twice). Owns one thread and the git child
  * processes it starts; runs go through the store and pipeline_run.h like API-created ones.
