@@ -517,6 +517,11 @@ static _noreturn_ void child_main(const struct plan *p)
 	/* "g": the caller finished our cgroup membership (unified tree on fallback paths) */
 	if (read(p->sync_r, &c, 1) != 1)
 		_exit(1); /* the caller gave up: nothing to report to */
+	if (p->cfg->userns_size) {
+		/* our ids did not change when the maps were written: become the mapped root */
+		check(p, (int)syscall(SYS_setresgid, 0, 0, 0), "userns");
+		check(p, (int)syscall(SYS_setresuid, 0, 0, 0), "userns");
+	}
 	if (p->new_cgroupns)
 		/* after the caller moved us into every hierarchy: the task's cgroup is its root */
 		check(p, unshare(CLONE_NEWCGROUP), "cgroupns");
@@ -598,6 +603,21 @@ int sandbox_config_validate(const struct sandbox_config *cfg, struct cd_error *e
 		r = cd_error_set(err, -EINVAL, "invalid network mode %d", (int)cfg->net);
 	if (cfg->n_groups > 64 || (cfg->n_groups && !cfg->groups))
 		r = cd_error_set(err, -EINVAL, "invalid supplementary groups");
+	if (cfg->userns_size) {
+		if (cfg->userns_base == 0 ||
+		    (uint64_t)cfg->userns_base + cfg->userns_size > UINT32_MAX)
+			r = cd_error_set(err, -EINVAL, "invalid user namespace range %u+%u",
+					 (unsigned)cfg->userns_base, cfg->userns_size);
+		if (cfg->uid >= cfg->userns_size || cfg->gid >= cfg->userns_size)
+			r = cd_error_set(err, -EINVAL,
+					 "uid/gid %u/%u outside the user namespace's %u ids",
+					 (unsigned)cfg->uid, (unsigned)cfg->gid, cfg->userns_size);
+		for (size_t i = 0; i < cfg->n_groups && cfg->groups; i++)
+			if (cfg->groups[i] >= cfg->userns_size)
+				r = cd_error_set(err, -EINVAL,
+						 "group %u outside the user namespace",
+						 (unsigned)cfg->groups[i]);
+	}
 	if (cfg->n_rlimits > SANDBOX_MAX_RLIMITS || (cfg->n_rlimits && !cfg->rlimits))
 		r = cd_error_set(err, -EINVAL, "invalid rlimits");
 	for (size_t i = 0; i < cfg->n_rlimits && cfg->rlimits; i++)
@@ -760,6 +780,27 @@ static int write_pid(int cgfd, pid_t pid)
 	return 0;
 }
 
+/* uid_map and gid_map "0 base size": written by us (root outside), so setgroups() stays
+ * allowed inside. */
+static int write_id_maps(pid_t pid, uid_t base, uint32_t size)
+{
+	static const char *const files[] = { "uid_map", "gid_map" };
+	char path[64], line[64];
+
+	snprintf(line, sizeof(line), "0 %u %u\n", (unsigned)base, size);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		_cleanup_close_ int fd = -EBADF;
+
+		snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, files[i]);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		if (write(fd, line, strlen(line)) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 static void kill_and_reap(pid_t pid, int pidfd)
 {
 	if (pidfd >= 0)
@@ -847,6 +888,8 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 
 	if (cfg->net != SANDBOX_NET_HOST)
 		ns_flags |= CLONE_NEWNET;
+	if (cfg->userns_size)
+		ns_flags |= CLONE_NEWUSER;
 	p.new_cgroupns = 1;
 	if (!cfg->attach_by_pid) {
 		r = task_cgroup_open_v1_tasks(cg, p.v1_tasks, ARRAY_SIZE(p.v1_tasks));
@@ -880,6 +923,14 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 
 	/* ---- the child moved itself into the v1 hierarchies; the unified one is ours to do when
 	 * clone3 could not place it there ---- */
+	if (cfg->userns_size) {
+		r = write_id_maps(pid, cfg->userns_base, cfg->userns_size);
+		if (r < 0) {
+			cd_error_set(err, r, "cannot write the user namespace maps: %s",
+				     strerror(-r));
+			goto fail_child;
+		}
+	}
 	if (cfg->attach_by_pid)
 		r = task_cgroup_attach(cg, pid, false);
 	else if (!into && task_cgroup_fd(cg, CG_UNIFIED) >= 0)

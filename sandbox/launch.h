@@ -79,6 +79,10 @@ struct sandbox_config {
 	struct netns_bridge_config bridge; /* bridge mode only */
 	uid_t uid;			   /* the command's uid/gid (the init stays root) */
 	gid_t gid;
+	/* Optional user namespace: ids 0..userns_size-1 inside are userns_base.. outside, so root
+	 * in the task is an unprivileged id on the host. userns_size 0 = none (default). */
+	uid_t userns_base;
+	uint32_t userns_size;
 	const gid_t *groups; /* supplementary groups, n_groups entries (none by default) */
 	size_t n_groups;
 	uint64_t caps; /* capabilities kept, bit (1 << CAP_X); 0 = none (default) */

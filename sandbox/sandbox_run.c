@@ -101,6 +101,7 @@ static void usage(FILE *f)
 		"  --cwd PATH            working directory inside (default: the work dir)\n"
 		"  --user UID[:GID]      run the command as UID:GID (default 0:0, no capabilities)\n"
 		"  --cap NAME            keep a capability (repeatable; e.g. net_raw)\n"
+		"  --userns BASE:SIZE    user namespace: ids 0..SIZE-1 inside are BASE.. outside\n"
 		"  --mask PATH           hide a host path (repeatable)\n"
 		"  --rlimit RES=CUR[:MAX] e.g. NOFILE=1024:2048 (repeatable)\n"
 		"  --env K=V             environment (repeatable; default only PATH)\n"
@@ -256,6 +257,7 @@ int main(int argc, char **argv)
 		OPT_NO_SECCOMP,
 		OPT_TIMING,
 		OPT_ATTACH_BY_PID,
+		OPT_USERNS,
 		OPT_VERSION,
 	};
 	static const struct option opts[] = {
@@ -285,6 +287,7 @@ int main(int argc, char **argv)
 		{ "no-seccomp", no_argument, NULL, OPT_NO_SECCOMP },
 		{ "timing", no_argument, NULL, OPT_TIMING },
 		{ "attach-by-pid", no_argument, NULL, OPT_ATTACH_BY_PID },
+		{ "userns", required_argument, NULL, OPT_USERNS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{},
@@ -421,6 +424,20 @@ int main(int argc, char **argv)
 		case OPT_TIMING:
 			timing = true;
 			break;
+		case OPT_USERNS: {
+			char *colon = strchr(optarg, ':');
+
+			if (!colon)
+				die_usage("invalid --userns \"%s\" (BASE:SIZE)", optarg);
+			*colon = '\0';
+			if (parse_uint(optarg, 0xfffffffe, &u) < 0 || u == 0)
+				die_usage("invalid --userns base \"%s\"", optarg);
+			cfg.userns_base = u;
+			if (parse_uint(colon + 1, 0xffffffff, &u) < 0 || u == 0)
+				die_usage("invalid --userns size \"%s\"", colon + 1);
+			cfg.userns_size = u;
+			break;
+		}
 		case OPT_ATTACH_BY_PID:
 			cfg.attach_by_pid = true;
 			break;

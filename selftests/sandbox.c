@@ -930,6 +930,54 @@ static void test_v2_on_unified(void)
 	cg_system_free(v2);
 }
 
+static void test_userns(void)
+{
+	struct run x;
+	struct sandbox_status st;
+	char path[64];
+	_cleanup_free_ char *status = NULL;
+	char *out;
+
+	run_init(&x, SH("cat /proc/self/uid_map; echo id=$(id -u); "
+			"echo etc_owner=$(stat -c %u /etc); sleep 0.5"));
+	x.cfg.userns_base = 200000 + (uint32_t)getpid() % 1000 * 65536;
+	x.cfg.userns_size = 65536;
+	if (run_start(&x) < 0) {
+		ok(false, "userns: launch");
+		run_end(&x);
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)x.t->ident.pid);
+	fs_read_file_at(AT_FDCWD, path, 65536, &status, NULL);
+	{
+		char want[64];
+		snprintf(want, sizeof(want), "Uid:\t%u\t", (unsigned)x.cfg.userns_base);
+		ok(status && strstr(status, want), "userns: the init is uid %u on the host",
+		   (unsigned)x.cfg.userns_base);
+	}
+	out = run_wait(&x, &st) == 1 ? run_output(&x) : NULL;
+	ok(out && strstr(out, "id=0\n"), "userns: the command is root inside");
+	ok(out && strstr(out, "etc_owner=65534\n"),
+	   "userns: host root files are unmapped (nobody)");
+	run_end(&x);
+
+	run_init(&x, HELPER("syscalls"));
+	x.cfg.userns_base = 200000 + (uint32_t)getpid() % 1000 * 65536;
+	x.cfg.userns_size = 65536;
+	out = run_full(&x, &st);
+	ok(out && strstr(out, "mount=EPERM") && strstr(out, "unshare_user=EPERM"),
+	   "userns: the seccomp profile still applies");
+	run_end(&x);
+
+	run_init(&x, SH("true"));
+	x.cfg.userns_base = 100000;
+	x.cfg.userns_size = 1000;
+	x.cfg.uid = 5000;
+	ok(run_start(&x) == -EINVAL && strstr(x.err.msg, "outside"),
+	   "userns: uid outside the range refused (%s)", x.err.msg);
+	run_end(&x);
+}
+
 static void test_net_none(void)
 {
 	struct run x;
@@ -1120,6 +1168,7 @@ int main(int argc, char **argv)
 	test_pids_max();
 	test_cpu_quota();
 	test_net_none();
+	test_userns();
 	test_v2_on_unified();
 	test_adopt_and_gc();
 	test_net_bridge(); /* last: moves this process into a private netns */

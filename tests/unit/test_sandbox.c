@@ -291,6 +291,20 @@ static void test_config_validate(void **state)
 	base_config(&cfg);
 	cfg.cgroup_parent = "/abs";
 	expect_invalid(&cfg, -EINVAL, "cgroup parent");
+	base_config(&cfg);
+	cfg.userns_size = 65536; /* base 0 would map the host's root */
+	expect_invalid(&cfg, -EINVAL, "user namespace range");
+	base_config(&cfg);
+	cfg.userns_base = 0xffff0000;
+	cfg.userns_size = 0x20000;
+	expect_invalid(&cfg, -EINVAL, "user namespace range");
+	base_config(&cfg);
+	cfg.userns_base = 100000;
+	cfg.userns_size = 1000;
+	cfg.gid = 1000;
+	expect_invalid(&cfg, -EINVAL, "outside the user namespace");
+	cfg.gid = 999;
+	assert_int_equal(sandbox_config_validate(&cfg, NULL), 0);
 }
 
 static void test_subnet_parse(void **state)
