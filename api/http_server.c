@@ -1286,9 +1286,10 @@ static int begin_request(struct mg_connection *conn)
 
 	in_dispatch = true;
 	dispatch(&req);
-	if (!req.replied)
+	if (!req.replied) {
+		strbuf_reset(&req.extra_headers); /* the handler's ETag & co. belong to its reply */
 		reply_problem(&req, 500, NULL, "the handler returned without a reply");
-	else if (req.streaming && !req.ended)
+	} else if (req.streaming && !req.ended)
 		http_reply_end(&req);
 	if (req.close_after)
 		mg_disable_connection_keep_alive(conn);

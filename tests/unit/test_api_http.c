@@ -244,6 +244,7 @@ static void h_stream(struct http_request *req, void *data)
 
 static void h_noreply(struct http_request *req, void *data)
 {
+	http_reply_header(req, "ETag", "\"half-done\"");
 }
 
 static void h_problem(struct http_request *req, void *data)
@@ -886,6 +887,7 @@ static void test_handler_without_reply_500(void **state)
 
 	assert_int_equal(get(c, "/v1/noreply", &r), 500);
 	assert_problem(&r, 500);
+	assert_null(http_client_response_header(&r, "ETag"));
 }
 
 static void test_extra_headers(void **state)
