@@ -474,8 +474,10 @@ int transfer_get(CURL *easy, const char *url, struct transfer_state *st,
 		}
 		if (!transient(r))
 			return cd_error_set(err, r, "%s", e.msg);
-		if (st->offset > a.start && st->resumes > 0) {
-			/* Progress before the drop: resume right away without using an attempt. */
+		if (r == -ECONNRESET && st->offset > a.start && st->resumes > 0) {
+			/* Progress before the drop: resume right away without using an attempt. A
+			 * stall (timeout) uses one: a server that trickles a byte per minute must
+			 * not keep us forever. Either way the next request asks for a Range. */
 			st->resumes--;
 			continue;
 		}

@@ -224,7 +224,7 @@ static int start_nginx(void)
 			 "events { worker_connections 1024; }\n"
 			 "http {\n"
 			 "  log_format cas '$request_method $uri $status range=$http_range "
-			 "proto=$server_protocol';\n"
+			 "proto=$server_protocol conn=$connection';\n"
 			 "  access_log %s/ngx/access.log cas;\n"
 			 "  client_body_temp_path %s/ngx/tmp/body;\n"
 			 "  proxy_temp_path %s/ngx/tmp/proxy;\n"
@@ -437,6 +437,49 @@ static void test_normal_fetch(void **state)
 	/* A second fetch is a cache hit: no new request. */
 	assert_int_equal(fetcher_fetch(f, hex, m, 1, &o, &path2, &err), 0);
 	assert_int_equal(log_count(hex, NULL), 1);
+}
+
+/* The conn=<n> of the access-log line naming hex, or -1. */
+static long log_conn(const char *hex)
+{
+	char path[128], line[1024];
+	long conn = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/ngx/access.log", T);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		const char *c = strstr(line, " conn=");
+
+		if (strstr(line, hex) && c)
+			conn = strtol(c + 6, NULL, 10);
+	}
+	fclose(f);
+	return conn;
+}
+
+static void test_connection_reuse(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-reuse", 0);
+	char hex[3][CAS_HEX_LEN + 1];
+	const char *m[] = { base };
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+
+	quick_options(&o);
+	for (int i = 0; i < 3; i++) {
+		_cleanup_free_ char *path = NULL;
+
+		serve_random("", 100000, hex[i]);
+		if (fetcher_fetch(f, hex[i], m, 1, &o, &path, &err) < 0)
+			fail_msg("fetch: %s", err.msg);
+	}
+	/* Three blobs, one keep-alive connection (the struct fetcher's connection cache). */
+	assert_true(log_conn(hex[0]) > 0);
+	assert_int_equal(log_conn(hex[1]), log_conn(hex[0]));
+	assert_int_equal(log_conn(hex[2]), log_conn(hex[0]));
 }
 
 static void test_instance_prefix(void **state)
@@ -1027,6 +1070,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_normal_fetch),
+		cmocka_unit_test(test_connection_reuse),
 		cmocka_unit_test(test_instance_prefix),
 		cmocka_unit_test(test_404_then_second_mirror),
 		cmocka_unit_test(test_digest_mismatch),
