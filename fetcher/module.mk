@@ -11,7 +11,7 @@ $(eval $(call cd_fuzz,fuzz_unpack,tests/fuzz/fuzz_unpack.c,fetcher cdlib))
 E2E_TESTS += tests/e2e/fetcher.sh
 DEPS_PKGS += nginx
 # Needs nginx (skips without it); the disk-full case needs root (skips without it).
-$(eval $(call cd_test,test_fetcher_e2e,tests/unit/test_fetcher_e2e.c tests/unit/test_fetcher_util.c,fetcher cdlib))
+$(eval $(call cd_test,test_fetcher_e2e,tests/unit/test_fetcher_e2e.c tests/unit/test_fetcher_util.c,fetcher cdlib,$(call wrap,fsync)))
 
 # bench/fetch: cached materialisation (+ read-only bind mount) of an unpacked artifact.
 $(BUILD)/bench/bench_materialize: $(call objs,obj,bench/fetch/bench_materialize.c) \

@@ -45,6 +45,19 @@ struct tentry {
 };
 int tar_build(const struct tentry *e, size_t n, char filter, void **ret, size_t *ret_len);
 
+/* Fault injection: fsync fails with this errno while non-zero. */
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+static int fsync_fail_errno;
+int __wrap_fsync(int fd)
+{
+	if (fsync_fail_errno) {
+		errno = fsync_fail_errno;
+		return -1;
+	}
+	return __real_fsync(fd);
+}
+
 static char T[64]; /* temp root: nginx prefix, www, caches */
 static int nginx_port;
 static int tls_port; /* https + http2 server, 0 when no certificate could be made */
@@ -682,6 +695,32 @@ static void test_probe(void **state)
 	assert_int_equal(fetcher_probe(f, hex, "gopher://x", NULL, &size, &err), -EINVAL);
 }
 
+static void test_fsync_failure(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-fsync", 0);
+	char hex[CAS_HEX_LEN + 1], p[256];
+	const char *m[] = { base };
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL;
+	int r;
+
+	quick_options(&o);
+	serve_random("", 100000, hex);
+	fsync_fail_errno = EIO;
+	r = fetcher_fetch(f, hex, m, 1, &o, &path, &err);
+	fsync_fail_errno = 0;
+	assert_int_equal(r, -EIO);
+	assert_non_null(strstr(err.msg, "fsync"));
+	snprintf(p, sizeof(p), "%s/sha256/%s", fetcher_dir(f), hex);
+	assert_int_equal(access(p, F_OK), -1);
+	snprintf(p, sizeof(p), "%s/tmp", fetcher_dir(f));
+	assert_false(dir_has_prefix(p, hex, ".part"));
+	/* The disk recovered: the same fetch works. */
+	if (fetcher_fetch(f, hex, m, 1, &o, &path, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
+}
+
 static void test_server_without_range(void **state)
 {
 	_cleanup_fetcher_ struct fetcher *f = cache_new("c-norange", 0);
@@ -1078,6 +1117,7 @@ int main(void)
 		cmocka_unit_test(test_multiple_drops),
 		cmocka_unit_test(test_size_cap),
 		cmocka_unit_test(test_server_without_range),
+		cmocka_unit_test(test_fsync_failure),
 		cmocka_unit_test(test_https_http2),
 		cmocka_unit_test(test_probe),
 		cmocka_unit_test(test_stalled_server_times_out),
