@@ -281,10 +281,6 @@ static int start_nginx(void)
 
 static int group_setup(void **state)
 {
-	if (!nginx_bin()) {
-		print_message("# SKIP nginx not installed\n");
-		return -1;
-	}
 	strcpy(T, "/tmp/cd-fetcher-e2e.XXXXXX");
 	if (!mkdtemp(T))
 		return -1;
@@ -1128,5 +1124,10 @@ int main(void)
 		cmocka_unit_test(test_good_archives),
 	};
 
+	if (!nginx_bin()) {
+		/* kselftest convention, understood by tests/tap.sh: the whole program is skipped. */
+		printf("1..0 # SKIP nginx not installed (make deps)\n");
+		return 77;
+	}
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
