@@ -2,12 +2,16 @@
 # Start latency of a sandboxed /bin/true: sandbox-run vs `runc run` vs `crun run` vs the plain
 # fork+exec floor, side by side in one run, with equivalent isolation: pid/mnt/uts/ipc/net
 # namespaces, a cgroup with memory (64 MiB, no swap) and pids (64) limits, a seccomp deny list,
-# read-only host /usr and /etc. Prints p50/p99 per variant and the ratios the issue asks for.
+# read-only host /usr and /etc, no capabilities, no_new_privs. Each start is timed from fork to
+# exit of the runtime process (starter.c). Prints p50/p99 per variant and the ratios the issue
+# asks for. Variants run interleaved, CHUNK starts at a time, so a load change on this shared
+# machine hits every variant alike.
 # Usage: bench/start/run.sh [N]   (default 200; BUILD=build-x for another build dir)
 set -eu
 cd "$(dirname "$0")/../.."
 N=${1:-${BENCH_N:-200}}
 BUILD=${BUILD:-build}
+CHUNK=${CHUNK:-10}
 SR=$BUILD/sandbox-run
 [ "$(id -u)" = 0 ] || { echo "bench/start: needs root (cgroups, namespaces)"; exit 77; }
 [ -x "$SR" ] || { echo "bench/start: build $SR first (make BUILD=$BUILD $SR)"; exit 1; }
@@ -24,7 +28,7 @@ STARTER=$BUILD/bench/starter
 
 W=$(mktemp -d /tmp/cd-bench-start.XXXXXX)
 cleanup() {
-	for d in /sys/fs/cgroup/*/cd-bench-$$ /sys/fs/cgroup/*/cdbench-$$-*; do
+	for d in /sys/fs/cgroup/*/cd-bench-$$; do
 		[ -d "$d" ] && rmdir "$d" 2>/dev/null
 	done
 	rm -rf "$W"
@@ -36,7 +40,7 @@ B=$W/bundle
 mkdir -p "$B/rootfs/usr" "$B/rootfs/etc" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" \
 	"$B/rootfs/tmp"
 for l in bin sbin lib lib64; do [ -e /$l ] && ln -s usr/$l "$B/rootfs/$l"; done
-python3 - "$B/config.json" <<'PY'
+python3 - "$B/config.json" "$$" <<'PY'
 import json, sys
 deny = ["mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig", "fsmount", "fspick",
         "move_mount", "open_tree", "mount_setattr", "open_by_handle_at", "kexec_load",
@@ -68,6 +72,7 @@ cfg = {
   "linux": {
     "namespaces": [{"type": t} for t in ["pid", "network", "ipc", "uts", "mount", "cgroup"]],
     "resources": {"memory": {"limit": 64 << 20, "swap": 64 << 20}, "pids": {"limit": 64}},
+    "cgroupsPath": "/cd-bench-%s/oci" % sys.argv[2],
     "seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
                 "syscalls": [{"names": deny, "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
                              {"names": ["clone3"], "action": "SCMP_ACT_ERRNO",
@@ -83,52 +88,74 @@ del cfg["linux"]["resources"]
 json.dump(cfg, open(sys.argv[1].replace(".json", "-nolimits.json"), "w"), indent=1)
 PY
 
-stats() { # file -> "p50 p99" in microseconds
-	sort -n "$1" | awk '{a[NR]=$1} END {i=int(NR*0.99+0.5); if (i<1) i=1; print a[int((NR+1)/2)], a[i]}'
-}
-
-run() { # name, command...
-	name=$1
-	shift
-	if ${WRAP:-} "$STARTER" "$N" "$@" >"$W/$name.txt" 2>"$W/$name.err"; then
-		set -- $(stats "$W/$name.txt")
-		awk -v n="$name" -v a="$1" -v b="$2" \
-			'BEGIN {printf "%-28s p50 %8.2f ms   p99 %8.2f ms\n", n, a / 1000, b / 1000}'
-		eval "P50_$(echo "$name" | tr -c 'a-zA-Z0-9\n' _)=$1"
-	else
-		printf '%-28s FAILED: %s\n' "$name" "$(tail -3 "$W/$name.err" | tr '\n' ' ')"
-	fi
-}
-
-echo "start latency of /bin/true, N=$N per variant, $(nproc) cpus, kernel $(uname -r)"
-SRARGS="--cgroup-parent cd-bench-$$ --memory 64M --pids 64 --net none"
-run fork-exec /bin/true
-run sandbox-run "$SR" $SRARGS --id "cdbench-$$-%d" -- /bin/true
-run sandbox-run-attach-by-pid "$SR" $SRARGS --attach-by-pid --id "cdbench-$$-p%d" -- /bin/true
-run crun "$CRUN" --root "$W/crun" run --bundle "$B" "cdbench-$$-c%d"
-# the starter itself runs in a private mount namespace that sees only cgroup2 (one unshare for
-# all N runs, so crun is not charged for it)
+# the crun lower bound's starter runs in a private mount namespace that sees only cgroup2 (one
+# unshare per chunk, so crun is not charged for it)
 cat >"$W/cgroup2-view" <<'SH'
 #!/bin/sh
 exec unshare -m --propagation private /bin/sh -c 'mount -t cgroup2 none /sys/fs/cgroup && exec "$0" "$@"' "$@"
 SH
 chmod +x "$W/cgroup2-view"
-WRAP="$W/cgroup2-view" run crun-cgroup2-view-no-limits \
-	"$CRUN" --root "$W/crun" run --config "$B/config-nolimits.json" --bundle "$B" "cdbench-$$-v%d"
-run runc "$RUNC" --root "$W/runc" run --bundle "$B" "cdbench-$$-r%d"
+
+stats() { # file -> "p50 p99" in microseconds
+	sort -n "$1" | awk '{a[NR]=$1} END {i=int(NR*0.99+0.5); if (i<1) i=1; print a[int((NR+1)/2)], a[i]}'
+}
+
+chunk() { # offset name [wrap] -- command...
+	off=$1 name=$2 wrap=$3
+	shift 4
+	[ -e "$W/$name.failed" ] && return 0
+	if ! STARTER_OFFSET=$off $wrap "$STARTER" "$CHUNK" "$@" >>"$W/$name.txt" 2>"$W/$name.err"; then
+		touch "$W/$name.failed"
+	fi
+}
+
+report() { # name
+	name=$1
+	if [ -e "$W/$name.failed" ]; then
+		printf '%-28s FAILED: %s\n' "$name" "$(tail -3 "$W/$name.err" | tr '\n' ' ')"
+		return
+	fi
+	set -- $(stats "$W/$name.txt")
+	awk -v n="$name" -v a="$1" -v b="$2" -v c="$(wc -l <"$W/$name.txt")" \
+		'BEGIN {printf "%-28s p50 %8.2f ms   p99 %8.2f ms   (n=%d)\n", n, a / 1000, b / 1000, c}'
+	eval "P50_$(echo "$name" | tr -c 'a-zA-Z0-9\n' _)=$1"
+}
 
 ratio() { # a b label
 	a=$(eval echo "\${P50_$1:-}")
 	b=$(eval echo "\${P50_$2:-}")
 	if [ -n "$a" ] && [ -n "$b" ]; then
 		awk -v n="$1/$2" -v a="$a" -v b="$b" -v g="$3" \
-			'BEGIN {printf "p50 ratio %-36s %6.2fx  (%s)\n", n, a / b, g}'
+			'BEGIN {printf "p50 ratio %-42s %6.2fx  (%s)\n", n, a / b, g}'
 	else
-		printf 'p50 ratio %-36s n/a\n' "$1/$2"
+		printf 'p50 ratio %-42s n/a\n' "$1/$2"
 	fi
 }
+
+echo "start latency of /bin/true, N=$N per variant, $(nproc) cpus, kernel $(uname -r)," \
+	"load $(cut -d' ' -f1-3 /proc/loadavg)"
+SRARGS="--cgroup-parent cd-bench-$$ --memory 64M --pids 64 --net none"
+VARIANTS="fork-exec sandbox-run sandbox-run-attach-by-pid crun crun-cgroup2-view-no-limits runc"
+for v in $VARIANTS; do : >"$W/$v.txt"; done
+off=0
+while [ "$off" -lt "$N" ]; do
+	chunk $off fork-exec "" -- /bin/true
+	# shellcheck disable=SC2086
+	chunk $off sandbox-run "" -- "$SR" $SRARGS --id "cdbench-$$-%d" -- /bin/true
+	# shellcheck disable=SC2086
+	chunk $off sandbox-run-attach-by-pid "" -- "$SR" $SRARGS --attach-by-pid \
+		--id "cdbench-$$-p%d" -- /bin/true
+	chunk $off crun "" -- "$CRUN" --root "$W/crun" run --bundle "$B" "cdbench-$$-c%d"
+	chunk $off crun-cgroup2-view-no-limits "$W/cgroup2-view" -- "$CRUN" --root "$W/crun" run \
+		--config "$B/config-nolimits.json" --bundle "$B" "cdbench-$$-v%d"
+	chunk $off runc "" -- "$RUNC" --root "$W/runc" run --bundle "$B" "cdbench-$$-r%d"
+	off=$((off + CHUNK))
+done
+for v in $VARIANTS; do report "$v"; done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
 ratio sandbox_run runc "goal <= 0.5"
 ratio sandbox_run crun "goal <= 1"
 ratio sandbox_run crun_cgroup2_view_no_limits "goal <= 1; crun runs without limits"
 ratio sandbox_run fork_exec "goal <= 3"
-ratio sandbox_run_attach_by_pid sandbox_run "cost of moving by pid vs clone3 into cgroup"
+ratio sandbox_run_attach_by_pid sandbox_run "moving by pid vs clone3 into cgroup"

@@ -2,8 +2,8 @@
 /*
  * starter — the start-latency driver of bench/start/run.sh: runs one command line N times,
  * sequentially, and prints the wall time of each start-to-exit (fork + exec + wait) in
- * microseconds, one per line. "%d" in an argument is replaced by the iteration number (unique
- * container ids). Exits non-zero as soon as a run fails, so a broken baseline is not timed.
+ * microseconds, one per line. "%d" in an argument is replaced by the iteration number plus
+ * $STARTER_OFFSET (unique container ids across calls). Exits non-zero as soon as a run fails, so a broken baseline is not timed.
  * Usage: starter N CMD [ARG...]
  */
 #include <stdio.h>
@@ -24,6 +24,7 @@ static long long now_usec(void)
 int main(int argc, char **argv)
 {
 	int n = argc > 2 ? atoi(argv[1]) : 0;
+	int offset = getenv("STARTER_OFFSET") ? atoi(getenv("STARTER_OFFSET")) : 0;
 	char **args = calloc((size_t)argc, sizeof(char *));
 	char bufs[16][256];
 
@@ -38,7 +39,7 @@ int main(int argc, char **argv)
 
 		for (int a = 2; a < argc; a++) {
 			if (strstr(argv[a], "%d")) {
-				snprintf(bufs[a - 2], sizeof(bufs[0]), argv[a], i);
+				snprintf(bufs[a - 2], sizeof(bufs[0]), argv[a], offset + i);
 				args[a - 2] = bufs[a - 2];
 			} else {
 				args[a - 2] = argv[a];
