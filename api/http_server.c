@@ -55,12 +55,18 @@ struct route {
 	size_t max_body;
 };
 
+struct server_token {
+	char *secret;
+	size_t len;
+	const void *principal;
+};
+
 struct http_server {
 	struct mg_context *ctx;
 	struct route *routes;
 	size_t n_routes;
-	char *token; /* NULL = auth disabled */
-	size_t token_len;
+	struct server_token *tokens; /* none = auth disabled */
+	size_t n_tokens;
 	size_t max_body;
 	int port;
 	void (*access_log)(const struct http_access_entry *e, void *userdata);
@@ -86,6 +92,7 @@ struct http_request {
 	usec_t start;
 	bool head;
 	bool http11;
+	const void *principal; /* of the token that matched */
 
 	char **segs; /* decoded path segments */
 	size_t n_segs;
@@ -1011,6 +1018,11 @@ const char *http_request_peer(const struct http_request *req, int *ret_port)
 	return req->ri->remote_addr;
 }
 
+const void *http_request_principal(const struct http_request *req)
+{
+	return req->principal;
+}
+
 void *http_request_userdata(const struct http_request *req)
 {
 	return req->srv->userdata;
@@ -1030,20 +1042,30 @@ static void healthz_handler(struct http_request *req, void *data)
 	http_reply_bytes(req, 200, "application/json", ok, sizeof(ok) - 1);
 }
 
-static bool authorized(const struct http_request *req)
+static bool authorized(struct http_request *req)
 {
 	const struct http_server *srv = req->srv;
 	const char *h = mg_get_header(req->conn, "Authorization");
+	const struct server_token *match = NULL;
 	const char *tok;
+	size_t len;
 
-	if (!srv->token)
+	if (srv->n_tokens == 0)
 		return true;
 	if (!h || strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t'))
 		return false;
 	tok = h + 6;
 	while (*tok == ' ' || *tok == '\t')
 		tok++;
-	return ct_memeq(tok, strlen(tok), srv->token, srv->token_len);
+	len = strlen(tok);
+	/* Every token is compared, without early exit: which one matched must not show. */
+	for (size_t i = 0; i < srv->n_tokens; i++)
+		if (ct_memeq(tok, len, srv->tokens[i].secret, srv->tokens[i].len) && !match)
+			match = &srv->tokens[i];
+	if (!match)
+		return false;
+	req->principal = match->principal;
+	return true;
 }
 
 static int reply_unauthorized(struct http_request *req)
@@ -1465,10 +1487,11 @@ void http_server_free(struct http_server *srv)
 	for (size_t i = 0; i < srv->n_routes; i++)
 		route_release(&srv->routes[i]);
 	free(srv->routes);
-	if (srv->token) {
-		explicit_bzero(srv->token, srv->token_len);
-		free(srv->token);
+	for (size_t i = 0; i < srv->n_tokens; i++) {
+		explicit_bzero(srv->tokens[i].secret, srv->tokens[i].len);
+		free(srv->tokens[i].secret);
 	}
+	free(srv->tokens);
 	free(srv);
 }
 
@@ -1488,11 +1511,22 @@ static int server_setup(struct http_server *srv, const struct http_server_config
 	srv->access_log = config->access_log;
 	srv->error_log = config->error_log;
 	srv->userdata = config->userdata;
-	if (config->bearer_token) {
-		srv->token = strdup(config->bearer_token);
-		if (!srv->token)
+	srv->tokens = calloc(config->n_tokens + 1, sizeof(*srv->tokens));
+	if (!srv->tokens)
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i <= config->n_tokens; i++) {
+		const char *secret = i < config->n_tokens ? config->tokens[i].secret :
+							    config->bearer_token;
+		struct server_token *t = &srv->tokens[srv->n_tokens];
+
+		if (!secret)
+			continue;
+		t->secret = strdup(secret);
+		if (!t->secret)
 			return cd_error_set(err, -ENOMEM, "out of memory");
-		srv->token_len = strlen(srv->token);
+		t->len = strlen(secret);
+		t->principal = i < config->n_tokens ? config->tokens[i].principal : NULL;
+		srv->n_tokens++;
 	}
 	srv->routes = calloc(config->n_routes + 1, sizeof(*srv->routes));
 	if (!srv->routes)
@@ -1548,6 +1582,11 @@ int http_server_new(const struct http_server_config *config, struct http_server 
 		return cd_error_set(err, -EINVAL, "num_threads %u is above 1024", nthreads);
 	if (config->bearer_token && !*config->bearer_token)
 		return cd_error_set(err, -EINVAL, "empty bearer token (NULL disables auth)");
+	if (config->n_tokens && !config->tokens)
+		return cd_error_set(err, -EINVAL, "n_tokens without tokens");
+	for (size_t i = 0; i < config->n_tokens; i++)
+		if (!config->tokens[i].secret || !*config->tokens[i].secret)
+			return cd_error_set(err, -EINVAL, "token %zu is empty", i);
 	if (config->n_routes && !config->routes)
 		return cd_error_set(err, -EINVAL, "n_routes without routes");
 

@@ -73,15 +73,25 @@ struct http_access_entry {
 #define HTTP_DEFAULT_REQUEST_TIMEOUT_MS 30000u
 #define HTTP_DEFAULT_KEEP_ALIVE_TIMEOUT_MS 2000u
 
+/* One accepted bearer token and who it stands for (deployd: admin, agent, team:<name>). */
+struct http_token {
+	const char *secret;    /* copied */
+	const void *principal; /* borrowed, must outlive the server; see http_request_principal() */
+};
+
 struct http_server_config {
 	/* "ADDR:PORT" with an IPv4 address ("127.0.0.1:7411", "0.0.0.0:80"); port 0 picks a free
 	 * port (see http_server_port()). IPv6 and unix sockets are refused: Debian's civetweb is
 	 * built without both (http_server_features()). */
 	const char *listen;
 	unsigned num_threads; /* worker threads = concurrent requests; 0 = default (8) */
-	/* Every route not HTTP_ROUTE_OPEN needs "Authorization: Bearer <token>". NULL disables
-	 * auth entirely: only for --insecure-no-auth on loopback, the binary's decision. */
+	/* Every route not HTTP_ROUTE_OPEN needs "Authorization: Bearer <token>". NULL (and no
+	 * tokens) disables auth: only for --insecure-no-auth on loopback, the binary's decision. */
 	const char *bearer_token;
+	/* More accepted tokens, each with a principal. Auth is on when bearer_token or any of
+	 * these is set; all are compared in constant time on every request. */
+	const struct http_token *tokens;
+	size_t n_tokens;
 	size_t max_body_bytes;	     /* 0 = 1 MiB; larger bodies get 413 */
 	unsigned request_timeout_ms; /* socket read/write timeout per request; 0 = 30 s */
 	/* How long an idle keep-alive connection is kept; it pins a worker thread meanwhile
@@ -167,6 +177,9 @@ ssize_t http_request_read(struct http_request *req, void *buf, size_t len);
 int http_request_json(struct http_request *req, json_t **ret, struct problem *p);
 /* Client address (static storage of req) and port. */
 const char *http_request_peer(const struct http_request *req, int *ret_port);
+/* The principal of the token that authenticated this request: NULL for bearer_token, for open
+ * routes (no token checked) and when auth is disabled. Handlers decide 403 with it. */
+const void *http_request_principal(const struct http_request *req);
 /* config.userdata of the server. */
 void *http_request_userdata(const struct http_request *req);
 /* True once http_server_free() started: long-polls and log follows return early. */

@@ -283,6 +283,13 @@ static void h_headers(struct http_request *req, void *data)
 		atomic_store(&header_checks, 0);
 }
 
+static void h_whoami(struct http_request *req, void *data)
+{
+	const char *who = http_request_principal(req);
+
+	http_reply_text(req, 200, who ? who : "(none)");
+}
+
 static void h_empty(struct http_request *req, void *data)
 {
 	http_reply_empty(req, 204);
@@ -312,6 +319,8 @@ static const struct http_route routes[] = {
 	{ "GET", "/v1/open", h_files, NULL, HTTP_ROUTE_OPEN, 0 },
 	{ "GET", "/v1/longpoll", h_longpoll, NULL, 0, 0 },
 	{ "HEAD", "/v1/peer", h_head_only, NULL, 0, 0 },
+	{ "GET", "/v1/whoami", h_whoami, NULL, 0, 0 },
+	{ "GET", "/v1/whoami/open", h_whoami, NULL, HTTP_ROUTE_OPEN, 0 },
 };
 
 static int start_server(const char *token, struct http_server **ret)
@@ -1770,6 +1779,66 @@ static void test_client_not_serialised(void **state)
 	assert_int_equal(a.status, 200);
 }
 
+static void test_several_tokens_with_principals(void **state)
+{
+	static const char admin[] = "admin", agent[] = "agent";
+	const struct http_token tokens[] = {
+		{ "admin-secret-0123456789", admin },
+		{ "agent-secret-0123456789", agent },
+	};
+	struct http_server_config cfg = {
+		.listen = "127.0.0.1:0",
+		.tokens = tokens,
+		.n_tokens = ARRAY_SIZE(tokens),
+		.routes = routes,
+		.n_routes = ARRAY_SIZE(routes),
+	};
+	static const struct {
+		const char *token;
+		long status;
+		const char *body;
+	} cases[] = {
+		{ "admin-secret-0123456789", 200, "admin" },
+		{ "agent-secret-0123456789", 200, "agent" },
+		{ "agent-secret-012345678", 401, NULL },
+		{ NULL, 401, NULL },
+	};
+	_cleanup_http_server_ struct http_server *s = NULL;
+	char url[64];
+
+	assert_int_equal(http_server_new(&cfg, &s, NULL), 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", http_server_port(s));
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct http_client_config cc = { .base_url = url, .bearer_token = cases[i].token };
+		_cleanup_http_client_ struct http_client *c = NULL;
+		_cleanup_http_response_ struct http_client_response r = { 0 }, o = { 0 };
+
+		assert_int_equal(http_client_new(&cc, &c, NULL), 0);
+		assert_int_equal(get(c, "/v1/whoami", &r), cases[i].status);
+		if (cases[i].body)
+			assert_string_equal(r.body, cases[i].body);
+		/* open routes check no token: no principal even when a valid one was sent */
+		assert_int_equal(get(c, "/v1/whoami/open", &o), 200);
+		assert_string_equal(o.body, "(none)");
+	}
+	{
+		const struct http_token empty[] = { { "", admin } };
+
+		cfg.tokens = empty;
+		cfg.n_tokens = 1;
+		assert_int_equal(http_server_new(&cfg, &s, NULL), -EINVAL);
+	}
+}
+
+static void test_single_token_has_no_principal(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r = { 0 };
+
+	assert_int_equal(get(c, "/v1/whoami", &r), 200);
+	assert_string_equal(r.body, "(none)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1842,6 +1911,8 @@ int main(void)
 		cmocka_unit_test(test_expect_100_continue_sent),
 		cmocka_unit_test(test_expect_100_refused_without_continue),
 		cmocka_unit_test(test_client_not_serialised),
+		cmocka_unit_test(test_several_tokens_with_principals),
+		cmocka_unit_test(test_single_token_has_no_principal),
 	};
 	return cmocka_run_group_tests_name("api_http", tests, group_setup, group_teardown);
 }
