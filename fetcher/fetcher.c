@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fetcher/cas.h"
@@ -157,6 +158,15 @@ fail:
 	return r;
 }
 
+static uint64_t boottime_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	/* Never 0: 0 means "did not wait". */
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000 + 1;
+}
+
 static void easy_cleanupp(CURL **e)
 {
 	if (*e)
@@ -221,12 +231,13 @@ int fetcher_lookup(struct fetcher *f, const char *digest, char **ret_path)
  * Take the single-flight lock of a digest: flock(2) on tmp/<hex>.lock. flock locks belong to
  * the open file description, so threads of one process exclude each other exactly like
  * processes do. gc may unlink an idle lock file; re-open when we locked a stale inode.
- * *ret_waited tells whether another holder made us wait.
+ * *ret_waited_since is 0 when we got the lock at once, else the CLOCK_BOOTTIME (µs, one clock
+ * for every process) at which we started waiting for another holder.
  */
-static int digest_lock(struct fetcher *f, const char *hex, bool *ret_waited)
+static int digest_lock(struct fetcher *f, const char *hex, uint64_t *ret_waited_since)
 {
 	char name[CAS_HEX_LEN + 8];
-	bool waited = false;
+	uint64_t waited = 0;
 
 	snprintf(name, sizeof(name), "%s.lock", hex);
 	for (;;) {
@@ -239,7 +250,8 @@ static int digest_lock(struct fetcher *f, const char *hex, bool *ret_waited)
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 			if (errno != EWOULDBLOCK)
 				return -errno;
-			waited = true;
+			if (!waited)
+				waited = boottime_usec();
 			while (flock(fd, LOCK_EX) < 0)
 				if (errno != EINTR)
 					return -errno;
@@ -248,7 +260,7 @@ static int digest_lock(struct fetcher *f, const char *hex, bool *ret_waited)
 			return -errno;
 		if (fstatat(f->tmp_fd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
-			*ret_waited = waited;
+			*ret_waited_since = waited;
 			return TAKE_FD(fd);
 		}
 	}
@@ -268,21 +280,27 @@ static int meta_lock(struct fetcher *f)
 	return TAKE_FD(fd);
 }
 
-/* The failure of a leader is left in its lock file as "<-errno> <message>" for the callers
- * that waited on it; a new leader truncates it. */
+/*
+ * The failure of a leader is left in its lock file as "<-errno> <boottime µs> <message>" for the
+ * callers that waited on it; a new leader truncates it. The time keeps a caller that merely
+ * waited for gc (which holds idle locks briefly) from picking up an old failure.
+ */
 static void record_failure(int lock_fd, const struct cd_error *e)
 {
-	char buf[sizeof(e->msg) + 16];
-	int n = snprintf(buf, sizeof(buf), "%d %s", e->code, e->msg);
+	char buf[sizeof(e->msg) + 40];
+	int n = snprintf(buf, sizeof(buf), "%d %llu %s", e->code,
+			 (unsigned long long)boottime_usec(), e->msg);
 
 	if (ftruncate(lock_fd, 0) == 0 && n > 0)
 		(void)!pwrite(lock_fd, buf, MIN((size_t)n, sizeof(buf) - 1), 0);
 }
 
-static int shared_failure(int lock_fd, struct cd_error *err)
+/* The failure recorded by a leader that failed after we started waiting, or 0. */
+static int shared_failure(int lock_fd, uint64_t waited_since, struct cd_error *err)
 {
-	char buf[sizeof(err->msg) + 16];
+	char buf[sizeof(err->msg) + 40];
 	ssize_t n = pread(lock_fd, buf, sizeof(buf) - 1, 0);
+	unsigned long long when;
 	char *end;
 	long code;
 
@@ -291,6 +309,9 @@ static int shared_failure(int lock_fd, struct cd_error *err)
 	buf[n] = '\0';
 	code = strtol(buf, &end, 10);
 	if (code >= 0 || code < -4095 || *end != ' ')
+		return 0;
+	when = strtoull(end + 1, &end, 10);
+	if (*end != ' ' || when < waited_since)
 		return 0;
 	return cd_error_set(err, (int)code, "%s", end + 1);
 }
@@ -427,7 +448,7 @@ int fetcher_fetch(struct fetcher *f, const char *digest, const char *const *mirr
 	char hex[CAS_HEX_LEN + 1];
 	struct fetch_options defaults;
 	_cleanup_close_ int lock = -EBADF;
-	bool waited = false;
+	uint64_t waited = 0;
 	int r;
 
 	if (cas_digest_parse(digest, hex) < 0)
@@ -449,7 +470,7 @@ int fetcher_fetch(struct fetcher *f, const char *digest, const char *const *mirr
 	if (cache_hit(f, hex, ret_path) == 0)
 		return 0;
 	if (waited) {
-		r = shared_failure(lock, err);
+		r = shared_failure(lock, waited, err);
 		if (r < 0)
 			return r;
 	}
@@ -924,7 +945,7 @@ int fetcher_materialize(struct fetcher *f, const char *digest, enum fetcher_kind
 	char hex[CAS_HEX_LEN + 1];
 	_cleanup_close_ int lock = -EBADF, blob = -EBADF;
 	_cleanup_free_ char *dir = NULL;
-	bool waited;
+	uint64_t waited;
 	int r;
 
 	if (cas_digest_parse(digest, hex) < 0)

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -691,6 +692,47 @@ static void test_probe(void **state)
 	assert_int_equal(fetcher_probe(f, hex, "gopher://x", NULL, &size, &err), -EINVAL);
 }
 
+struct holder {
+	int fd;
+	pthread_t thread;
+};
+
+static void *hold_then_release(void *arg)
+{
+	struct holder *h = arg;
+
+	usleep(200000);
+	flock(h->fd, LOCK_UN);
+	return NULL;
+}
+
+static void test_stale_failure_not_shared(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-stale", 0);
+	char hex[CAS_HEX_LEN + 1], p[256];
+	static const char stale[] = "-74 1 an old failure nobody waited for";
+	const char *m[] = { base };
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL;
+	struct holder h;
+
+	quick_options(&o);
+	serve_random("", 5000, hex);
+	/* A failure record from long ago, and someone (like gc) holding the lock for a moment: the
+	 * fetch waits, but must try itself rather than report the old failure. */
+	snprintf(p, sizeof(p), "%s/tmp/%s.lock", fetcher_dir(f), hex);
+	h.fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(h.fd >= 0);
+	assert_int_equal(write(h.fd, stale, sizeof(stale) - 1), (ssize_t)sizeof(stale) - 1);
+	assert_int_equal(flock(h.fd, LOCK_EX), 0);
+	assert_int_equal(pthread_create(&h.thread, NULL, hold_then_release, &h), 0);
+	if (fetcher_fetch(f, hex, m, 1, &o, &path, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
+	pthread_join(h.thread, NULL);
+	close(h.fd);
+}
+
 static void test_fsync_failure(void **state)
 {
 	_cleanup_fetcher_ struct fetcher *f = cache_new("c-fsync", 0);
@@ -1114,6 +1156,7 @@ int main(void)
 		cmocka_unit_test(test_size_cap),
 		cmocka_unit_test(test_server_without_range),
 		cmocka_unit_test(test_fsync_failure),
+		cmocka_unit_test(test_stale_failure_not_shared),
 		cmocka_unit_test(test_https_http2),
 		cmocka_unit_test(test_probe),
 		cmocka_unit_test(test_stalled_server_times_out),
