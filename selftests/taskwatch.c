@@ -327,15 +327,23 @@ static int child_init(void *p)
 	int st;
 	pid_t c;
 
+	sigset_t term, old;
+
 	(void)prctl(PR_SET_NAME, "tw-init");
-	/* like taskd's init: forward what it is sent to the command */
+	/* like taskd's init: forward what it is sent to the command; SIGTERM stays blocked
+	 * until the command's pid is known, so an early one is forwarded, not lost */
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, &old);
 	sigaction(SIGTERM, &sa, NULL);
 	c = fork();
 	if (c == 0) {
 		signal(SIGTERM, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &old, NULL);
 		_exit(a->cmd(a->arg));
 	}
 	init_cmd_pid = c;
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (c < 0 || waitpid(c, &st, 0) != c)
 		return 99;
 	return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
