@@ -45,6 +45,7 @@ static atomic_bool sleep_release;
 static atomic_bool sleep_done;
 static atomic_int header_checks; /* bit 0: framing header refused, bit 1: CRLF refused */
 static atomic_bool longpoll_saw_stop;
+static atomic_int follow_result = 1; /* 1 = running/not started */
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 struct logged {
@@ -222,6 +223,20 @@ static void h_longpoll(struct http_request *req, void *data)
 	http_reply_error(req, 503, "shutting down");
 }
 
+/* Log follow: write until the client goes away (bounded so a bug cannot hang the suite). */
+static void h_follow(struct http_request *req, void *data)
+{
+	char chunk[4096];
+	int r = 0;
+
+	memset(chunk, 'L', sizeof(chunk));
+	if (http_reply_start(req, 200, "text/plain") < 0)
+		return;
+	for (int i = 0; i < 1 << 16 && r == 0 && !http_request_stopping(req); i++)
+		r = http_reply_write(req, chunk, sizeof(chunk));
+	atomic_store(&follow_result, r);
+}
+
 static void h_head_only(struct http_request *req, void *data)
 {
 	http_reply_header(req, "X-Route", "head");
@@ -320,6 +335,7 @@ static const struct http_route routes[] = {
 	{ "GET", "/v1/longpoll", h_longpoll, NULL, 0, 0 },
 	{ "HEAD", "/v1/peer", h_head_only, NULL, 0, 0 },
 	{ "GET", "/v1/whoami", h_whoami, NULL, 0, 0 },
+	{ "GET", "/v1/follow", h_follow, NULL, 0, 0 },
 	{ "GET", "/v1/whoami/open", h_whoami, NULL, HTTP_ROUTE_OPEN, 0 },
 };
 
@@ -1839,6 +1855,56 @@ static void test_single_token_has_no_principal(void **state)
 	assert_string_equal(r.body, "(none)");
 }
 
+static int stop_after_first(const void *buf, size_t len, void *userdata)
+{
+	int *calls = userdata;
+
+	return ++*calls > 1 ? -ECANCELED : 0;
+}
+
+static void test_follow_ends_when_client_leaves(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r = { 0 };
+	int calls = 0;
+	struct http_client_request req = {
+		.method = "GET",
+		.path = "/v1/follow",
+		.on_data = stop_after_first,
+		.userdata = &calls,
+	};
+
+	atomic_store(&follow_result, 1);
+	assert_int_equal(http_client_request(c, &req, &r, NULL), -ECANCELED);
+	/* curl closed the connection; the handler's writes must start failing */
+	for (int i = 0; i < 10000 && atomic_load(&follow_result) == 1; i++)
+		clock_sleep_usec(USEC_PER_MSEC);
+	assert_int_equal(atomic_load(&follow_result), -EPIPE);
+}
+
+static void test_stream_route_cap_chunked(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r1 = { 0 }, r2 = { 0 };
+	static const char *const chunked[] = { "Transfer-Encoding: chunked", NULL };
+	char body[200];
+	struct http_client_request req = {
+		.method = "PUT",
+		.path = "/tiny/x",
+		.headers = chunked,
+		.body = body,
+		.body_len = 100,
+		.content_type = "application/octet-stream",
+	};
+
+	memset(body, 'z', sizeof(body));
+	assert_int_equal(http_client_request(c, &req, &r1, NULL), 0);
+	assert_int_equal(r1.status, 201); /* exactly the cap */
+	req.body_len = 101;
+	assert_int_equal(http_client_request(c, &req, &r2, NULL), 0);
+	assert_problem(&r2, 413);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1913,6 +1979,8 @@ int main(void)
 		cmocka_unit_test(test_client_not_serialised),
 		cmocka_unit_test(test_several_tokens_with_principals),
 		cmocka_unit_test(test_single_token_has_no_principal),
+		cmocka_unit_test(test_follow_ends_when_client_leaves),
+		cmocka_unit_test(test_stream_route_cap_chunked),
 	};
 	return cmocka_run_group_tests_name("api_http", tests, group_setup, group_teardown);
 }
