@@ -24,6 +24,7 @@ static const char usage_text[] =
 	"Usage: cdfetch sha256:<hex> --from URL [--from URL...] --cache DIR [OPTIONS]\n"
 	"       cdfetch --gc --cache DIR [--budget BYTES]\n"
 	"       cdfetch --pin|--unpin sha256:<hex> --cache DIR\n"
+	"       cdfetch --pins --cache DIR\n"
 	"       cdfetch --probe sha256:<hex> --from URL [--cache DIR]\n"
 	"\n"
 	"Fetch a blob by digest from bazel-remote compatible mirrors (GET URL/cas/<hex>), verify\n"
@@ -43,6 +44,7 @@ static const char usage_text[] =
 	"  --attempts N           tries per mirror for transient errors (default 3)\n"
 	"  --gc                   remove crashed leftovers and evict down to --budget\n"
 	"  --pin, --unpin         adjust the persistent pin count of the digest\n"
+	"  --pins                 list pinned digests as \"<count> sha256:<hex>\"\n"
 	"  --probe                HEAD each --from, print \"<size> <url>\" for those that have it\n"
 	"  -q, --quiet            no progress line\n"
 	"  -h, --help             show this help\n"
@@ -65,6 +67,7 @@ enum {
 	OPT_UNPIN,
 	OPT_PROBE,
 	OPT_CA_FILE,
+	OPT_PINS,
 };
 
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
@@ -145,6 +148,7 @@ int main(int argc, char **argv)
 		{ "pin", no_argument, NULL, OPT_PIN },
 		{ "unpin", no_argument, NULL, OPT_UNPIN },
 		{ "probe", no_argument, NULL, OPT_PROBE },
+		{ "pins", no_argument, NULL, OPT_PINS },
 		{ "ca-file", required_argument, NULL, OPT_CA_FILE },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -155,7 +159,8 @@ int main(int argc, char **argv)
 	size_t n_mirrors = 0;
 	struct fetch_options fo;
 	enum fetcher_kind kind = FETCHER_KIND_AUTO;
-	bool unpack = false, gc = false, pin = false, unpin = false, probe = false, quiet = false;
+	bool unpack = false, gc = false, pin = false, unpin = false, probe = false, pins = false;
+	bool quiet = false;
 	uint64_t budget = 0, v;
 	unsigned u;
 	char hex[CAS_HEX_LEN + 1];
@@ -232,6 +237,9 @@ int main(int argc, char **argv)
 		case OPT_PROBE:
 			probe = true;
 			break;
+		case OPT_PINS:
+			pins = true;
+			break;
 		case OPT_CA_FILE:
 			fo.ca_file = optarg;
 			break;
@@ -252,11 +260,11 @@ int main(int argc, char **argv)
 	}
 	if (!cache && !probe)
 		return usage_error("--cache DIR is required");
-	if (gc + pin + unpin + probe > 1)
-		return usage_error("--gc, --pin, --unpin and --probe exclude each other");
-	if (gc) {
+	if (gc + pin + unpin + probe + pins > 1)
+		return usage_error("--gc, --pin, --unpin, --pins and --probe exclude each other");
+	if (gc || pins) {
 		if (optind != argc)
-			return usage_error("--gc takes no digest");
+			return usage_error("%s takes no digest", gc ? "--gc" : "--pins");
 	} else {
 		if (optind + 1 != argc)
 			return usage_error("%s", optind == argc ? "missing digest" :
@@ -314,6 +322,19 @@ int main(int argc, char **argv)
 		printf("removed %u leftovers, evicted %u digests (%llu bytes), %llu bytes in use\n",
 		       st.tmp_removed, st.evicted, (unsigned long long)st.bytes_evicted,
 		       (unsigned long long)st.bytes_in_use);
+		return 0;
+	}
+	if (pins) {
+		_cleanup_free_ struct fetcher_pin *list = NULL;
+		size_t n = 0;
+
+		r = fetcher_pin_list(f, &list, &n);
+		if (r < 0) {
+			fprintf(stderr, "cdfetch: cannot list pins: %s\n", strerror(-r));
+			return 1;
+		}
+		for (size_t i = 0; i < n; i++)
+			printf("%u %s\n", list[i].count, list[i].digest);
 		return 0;
 	}
 	if (pin || unpin) {

@@ -572,6 +572,63 @@ int fetcher_pin_count(struct fetcher *f, const char *digest, unsigned *ret)
 	return pin_read(f, hex, ret);
 }
 
+static int pin_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct fetcher_pin *)a)->digest,
+		      ((const struct fetcher_pin *)b)->digest);
+}
+
+static void closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
+
+int fetcher_pin_list(struct fetcher *f, struct fetcher_pin **ret, size_t *ret_n)
+{
+	_cleanup_close_ int lock = -EBADF;
+	_cleanup_(closedirp) DIR *d = NULL;
+	_cleanup_free_ struct fetcher_pin *v = NULL;
+	size_t n = 0, alloc = 0;
+	struct dirent *de;
+	int fd;
+
+	lock = meta_lock(f);
+	if (lock < 0)
+		return lock;
+	fd = openat(f->pins_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		safe_close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		unsigned count = 0;
+
+		if (!cas_hex_valid(de->d_name) || pin_read(f, de->d_name, &count) < 0 || count == 0)
+			continue;
+		if (n == alloc) {
+			struct fetcher_pin *nv;
+
+			alloc = alloc ? alloc * 2 : 16;
+			nv = reallocarray(v, alloc, sizeof(*v));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+		}
+		snprintf(v[n].digest, sizeof(v[n].digest), "sha256:%.64s", de->d_name);
+		v[n].count = count;
+		n++;
+	}
+	if (n > 0)
+		qsort(v, n, sizeof(*v), pin_cmp);
+	*ret = n > 0 ? TAKE_PTR(v) : NULL;
+	*ret_n = n;
+	return 0;
+}
+
 /* ---- eviction and gc ----------------------------------------------------------------------- */
 
 /* True when a live fetch or unpack holds the digest's lock. */
@@ -636,12 +693,6 @@ static int lru_cmp(const void *a, const void *b)
 	if (x->used.tv_nsec != y->used.tv_nsec)
 		return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
 	return strcmp(x->hex, y->hex);
-}
-
-static void closedirp(DIR **d)
-{
-	if (*d)
-		closedir(*d);
 }
 
 /* Called with the metadata lock held. */

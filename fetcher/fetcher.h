@@ -102,6 +102,17 @@ int fetcher_pin(struct fetcher *f, const char *digest, struct cd_error *err);
 int fetcher_unpin(struct fetcher *f, const char *digest, struct cd_error *err);
 int fetcher_pin_count(struct fetcher *f, const char *digest, unsigned *ret);
 
+struct fetcher_pin {
+	char digest[7 + 64 + 1]; /* "sha256:<hex>" */
+	unsigned count;
+};
+/*
+ * Every pinned digest, sorted by digest, in *ret (malloc()ed array, caller frees; NULL when
+ * *ret_n is 0). For taskd's reconciliation after a restart: pins whose tasks are gone can be
+ * released with fetcher_unpin().
+ */
+int fetcher_pin_list(struct fetcher *f, struct fetcher_pin **ret, size_t *ret_n);
+
 struct fetcher_gc_stats {
 	unsigned tmp_removed;	/* leftover .part files, lock files and unpack temp dirs */
 	unsigned evicted;	/* digests evicted to meet the budget */

@@ -75,7 +75,7 @@ put() {
 	echo "$h"
 }
 
-echo "1..25"
+echo "1..26"
 if ! start_nginx; then
 	echo "# cannot start nginx"; cat "$T/ngx/error.log" 2>/dev/null | sed 's/^/# /'
 	exit 1
@@ -188,6 +188,8 @@ check "fetch after the crash succeeds" '[ $rc = 0 ] && cmp -s "$T/b8" "$T/c8/sha
 # pins via the CLI persist; unpin of an unpinned digest fails
 "$CDFETCH" --pin "$H" --cache "$T/c" >/dev/null && out=$("$CDFETCH" --pin "$H" --cache "$T/c")
 check "--pin twice counts 2" '[ "$out" = 2 ]'
+out=$("$CDFETCH" --pins --cache "$T/c")
+check "--pins lists it" '[ "$out" = "2 sha256:$H" ]' "$out"
 "$CDFETCH" --unpin "$H" --cache "$T/c" >/dev/null && "$CDFETCH" --unpin "$H" --cache "$T/c" >/dev/null
 "$CDFETCH" --unpin "$H" --cache "$T/c" >"$T/out" 2>"$T/err"
 rc=$?

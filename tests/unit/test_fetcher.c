@@ -432,8 +432,30 @@ static void test_pins_persist(void **state)
 	assert_int_equal(fetcher_new(tmpdir, 0, &f, &err), 0);
 	assert_int_equal(fetcher_pin_count(f, HEX_A, &n), 0);
 	assert_int_equal(n, 2);
+	assert_int_equal(fetcher_pin(f, HEX_C, &err), 0);
+	{
+		struct fetcher_pin *pins = NULL;
+		size_t np = 0;
+
+		assert_int_equal(fetcher_pin_list(f, &pins, &np), 0);
+		assert_int_equal(np, 2);
+		assert_string_equal(pins[0].digest, "sha256:" HEX_A);
+		assert_int_equal(pins[0].count, 2);
+		assert_string_equal(pins[1].digest, "sha256:" HEX_C);
+		assert_int_equal(pins[1].count, 1);
+		free(pins);
+	}
+	assert_int_equal(fetcher_unpin(f, HEX_C, &err), 0);
 	assert_int_equal(fetcher_unpin(f, HEX_A, &err), 0);
 	assert_int_equal(fetcher_unpin(f, HEX_A, &err), 0);
+	{
+		struct fetcher_pin *pins = (void *)1;
+		size_t np = 9;
+
+		assert_int_equal(fetcher_pin_list(f, &pins, &np), 0);
+		assert_int_equal(np, 0);
+		assert_null(pins);
+	}
 	assert_int_equal(fetcher_pin_count(f, HEX_A, &n), 0);
 	assert_int_equal(n, 0);
 	cd_error_reset(&err);
