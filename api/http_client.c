@@ -252,6 +252,9 @@ static CURL *easy_get(struct http_client *c)
 
 static void easy_put(struct http_client *c, CURL *e)
 {
+	/* Drop the pointers into the finished request (error buffer, callbacks' data, header
+	 * list) so nothing can reach them while the handle idles; the connection stays. */
+	curl_easy_reset(e);
 	pthread_mutex_lock(&c->pool_lock);
 	if (c->n_pool < ARRAY_SIZE(c->pool)) {
 		c->pool[c->n_pool++] = e;
