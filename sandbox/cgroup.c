@@ -609,6 +609,57 @@ static int v1_create_libcgroup(const struct cg_system *sys, const char *name,
 	return r;
 }
 
+/* The same groups through cgroupfs, for a root libcgroup does not see (another mount table, a
+ * test tree): mkdir in every distinct hierarchy, then the limit files. */
+static int v1_create_cgroupfs(const struct cg_system *sys, const char *name,
+			      const struct cg_limits *lim, struct cd_error *err)
+{
+	for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX; h++) {
+		_cleanup_close_ int fd = -EBADF;
+		char path[PATH_MAX], buf[64];
+		int r;
+
+		if (!sys->path[h] || v1_is_duplicate(sys, h))
+			continue;
+		r = mkdir_cgroup(sys->path[h], name);
+		if (r < 0)
+			return cd_error_set(err, r, "cannot create cgroup %s/%s: %s", sys->path[h],
+					    name, strerror(-r));
+		snprintf(path, sizeof(path), "%s/%s", sys->path[h], name);
+		fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return cd_error_set(err, -errno, "cannot open %s: %m", path);
+		/* co-mounted controllers share this directory: apply each one's limits */
+		for (int c = CG_V1_MEMORY; c < _CG_HIER_MAX; c++) {
+			if (!sys->path[c] || !streq(sys->path[c], sys->path[h]))
+				continue;
+			r = 0;
+			if (c == CG_V1_MEMORY && lim->memory_bytes) {
+				snprintf(buf, sizeof(buf), "%" PRIu64, lim->memory_bytes);
+				r = write_at(fd, "memory.limit_in_bytes", buf);
+				if (r == 0 && file_exists_at(fd, "memory.memsw.limit_in_bytes"))
+					r = write_at(fd, "memory.memsw.limit_in_bytes", buf);
+				else if (r == 0)
+					r = write_at(fd, "memory.swappiness", "0");
+			} else if (c == CG_V1_CPU && lim->cpu_millis) {
+				snprintf(buf, sizeof(buf), "%llu",
+					 (unsigned long long)lim->cpu_millis * CPU_PERIOD_US /
+						 1000);
+				r = write_at(fd, "cpu.cfs_period_us", "100000");
+				if (r == 0)
+					r = write_at(fd, "cpu.cfs_quota_us", buf);
+			} else if (c == CG_V1_PIDS && lim->pids_max) {
+				snprintf(buf, sizeof(buf), "%" PRIu64, lim->pids_max);
+				r = write_at(fd, "pids.max", buf);
+			}
+			if (r < 0)
+				return cd_error_set(err, r, "cannot set %s limits on %s: %s",
+						    hier_names[c], path, strerror(-r));
+		}
+	}
+	return 0;
+}
+
 static int v1_delete_libcgroup(const struct cg_system *sys, const char *name, int h)
 {
 	struct cgroup *cg = cgroup_new_cgroup(name);
@@ -689,12 +740,6 @@ int task_cgroup_create(const struct cg_system *sys, const char *parent, const ch
 		if (h != CG_UNIFIED)
 			v1 = true;
 	}
-	if (v1 && !sys->libcgroup_ok) {
-		task_cgroup_free(cg);
-		return cd_error_set(err, -EOPNOTSUPP,
-				    "libcgroup does not see the v1 hierarchies under %s",
-				    sys->root);
-	}
 
 	if (sys->path[CG_UNIFIED]) {
 		if (sys->layout == CG_LAYOUT_V2) {
@@ -710,7 +755,10 @@ int task_cgroup_create(const struct cg_system *sys, const char *parent, const ch
 		}
 	}
 	if (v1) {
-		r = v1_create_libcgroup(sys, cg->name, limits, err);
+		if (sys->libcgroup_ok)
+			r = v1_create_libcgroup(sys, cg->name, limits, err);
+		else
+			r = v1_create_cgroupfs(sys, cg->name, limits, err);
 		if (r < 0)
 			goto fail;
 	}

@@ -87,7 +87,8 @@ int cg_limits_validate(const struct cg_limits *limits, struct cd_error *err);
 
 /*
  * Create <parent>/<name> in every hierarchy the layout has (v1 memory, cpu, cpuacct, pids,
- * freezer via libcgroup; the unified/v2 tree via cgroupfs) and apply limits. The parent is
+ * freezer via libcgroup — via cgroupfs when libcgroup's mount table does not match the detected
+ * root; the unified/v2 tree via cgroupfs) and apply limits. The parent is
  * created when missing and left in place. -EEXIST when the task cgroup already exists in any
  * hierarchy (a name clash must not share a cgroup); on any failure everything created by this
  * call is removed again. sys must outlive *ret.

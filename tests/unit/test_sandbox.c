@@ -205,6 +205,85 @@ static void test_create_rejects_bad_names(void **state)
 	cg_system_free(sys);
 }
 
+static bool exists(const char *rel)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	return access(path, F_OK) == 0;
+}
+
+/* On a fake hybrid tree libcgroup does not apply: the cgroupfs path creates, and rolls back. */
+static void test_create_destroy_fake_tree(void **state)
+{
+	struct cg_system *sys = NULL;
+	struct task_cgroup *cg = NULL;
+	struct cd_error err = { 0 };
+	char **kids = NULL;
+	char path[256];
+
+	fake_v1("memory");
+	fake_v1("cpu,cpuacct");
+	fake_v1("pids");
+	fake("unified", "cgroup.controllers");
+	assert_int_equal(cg_system_detect(root, &sys, NULL), 0);
+	assert_int_equal(task_cgroup_create(sys, "cd/prod", "t1", NULL, &cg, &err), 0);
+	assert_true(exists("memory/cd/prod/t1"));
+	assert_true(exists("cpu,cpuacct/cd/prod/t1"));
+	assert_true(exists("pids/cd/prod/t1"));
+	assert_true(exists("unified/cd/prod/t1"));
+	assert_string_equal(task_cgroup_name(cg), "cd/prod/t1");
+	assert_true(task_cgroup_fd(cg, CG_V1_CPUACCT) >= 0);
+	assert_int_equal(task_cgroup_fd(cg, CG_V1_FREEZER), -ENOENT);
+	assert_int_equal(task_cgroup_path(cg, CG_V1_PIDS, path, sizeof(path)), 0);
+	assert_non_null(strstr(path, "/pids/cd/prod/t1"));
+	assert_int_equal(cg_list_children(sys, "cd/prod", &kids), 0);
+	assert_non_null(kids[0]);
+	assert_string_equal(kids[0], "t1");
+	assert_null(kids[1]);
+	strv_free(kids);
+
+	/* a second task with the same id must not share the cgroup */
+	{
+		struct task_cgroup *dup = NULL;
+
+		cd_error_reset(&err);
+		assert_int_equal(task_cgroup_create(sys, "cd/prod", "t1", NULL, &dup, &err),
+				 -EEXIST);
+		assert_non_null(strstr(err.msg, "already exists"));
+		assert_null(dup);
+	}
+	assert_int_equal(task_cgroup_destroy(cg, NULL), 0);
+	task_cgroup_free(cg);
+	assert_false(exists("memory/cd/prod/t1"));
+	assert_false(exists("unified/cd/prod/t1"));
+	assert_true(exists("memory/cd/prod")); /* the parent stays */
+
+	/* rollback: the pids hierarchy cannot hold the parent (a file is in the way) */
+	fake("pids/cd", NULL);
+	snprintf(path, sizeof(path), "%s/pids/cd/other", root);
+	assert_int_equal(fs_write_atomic(path, "", 0, 0644), 0);
+	cd_error_reset(&err);
+	assert_true(task_cgroup_create(sys, "cd/other", "t2", NULL, &cg, &err) < 0);
+	assert_non_null(strstr(err.msg, "pids"));
+	assert_false(exists("memory/cd/other/t2"));
+	assert_false(exists("cpu,cpuacct/cd/other/t2"));
+	assert_false(exists("unified/cd/other/t2"));
+
+	/* limits need the controller files: a fake tree has none, so creation fails cleanly */
+	{
+		struct cg_limits lim = { .pids_max = 10 };
+
+		cd_error_reset(&err);
+		assert_int_equal(task_cgroup_create(sys, "cd/prod", "t3", &lim, &cg, &err),
+				 -ENOENT);
+		assert_non_null(strstr(err.msg, "pids"));
+		assert_false(exists("pids/cd/prod/t3"));
+		assert_false(exists("memory/cd/prod/t3"));
+	}
+	cg_system_free(sys);
+}
+
 static char *const true_argv[] = { "/bin/true", NULL };
 
 static void base_config(struct sandbox_config *cfg)
@@ -469,6 +548,8 @@ int main(void)
 		cmocka_unit_test(test_name_validate),
 		cmocka_unit_test(test_limits_validate),
 		cmocka_unit_test_setup_teardown(test_create_rejects_bad_names, setup_root,
+						teardown_root),
+		cmocka_unit_test_setup_teardown(test_create_destroy_fake_tree, setup_root,
 						teardown_root),
 		cmocka_unit_test(test_config_validate),
 		cmocka_unit_test(test_subnet_parse),
