@@ -1095,6 +1095,85 @@ static void test_net_bridge(void)
 	fs_rm_rf_at(AT_FDCWD, ipam);
 }
 
+static char cli[PATH_MAX];
+
+/* Run sandbox-run with args; returns its exit code (or 128 + signal), output in buf. With
+ * term_after_usec, SIGTERM is sent to sandbox-run itself after that delay. */
+static int run_cli(char *const *args, usec_t term_after_usec, char *buf, size_t size)
+{
+	int fds[2], st;
+	pid_t pid;
+	ssize_t n, total = 0;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		dup2(fds[1], 1);
+		dup2(fds[1], 2);
+		execv(cli, args);
+		_exit(99);
+	}
+	close(fds[1]);
+	if (term_after_usec) {
+		clock_sleep_usec(term_after_usec);
+		kill(pid, SIGTERM);
+	}
+	while (total < (ssize_t)size - 1 && (n = read(fds[0], buf + total, size - 1 - total)) > 0)
+		total += n;
+	buf[total] = '\0';
+	close(fds[0]);
+	if (waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_cli(void)
+{
+	char out[4096], idarg[64], parg[96];
+	int rc;
+
+	if (access(cli, X_OK) < 0) {
+		skip("sandbox-run CLI", "sandbox-run not built next to the selftests");
+		return;
+	}
+	snprintf(parg, sizeof(parg), "--cgroup-parent=%s", parent);
+	snprintf(idarg, sizeof(idarg), "--id=cli%d", (int)getpid());
+	rc = run_cli((char *[]){ cli, parg, idarg, "--memory", "64M", "--pids", "32", "--",
+				 "/bin/sh", "-c", "echo out; exit 3", NULL },
+		     0, out, sizeof(out));
+	ok(rc == 3 && strstr(out, "out\n"), "sandbox-run mirrors the exit code (3)");
+	rc = run_cli((char *[]){ cli, parg, idarg, "--", "/bin/sh", "-c", "kill -KILL $$", NULL },
+		     0, out, sizeof(out));
+	ok(rc == 137, "sandbox-run: a command killed by SIGKILL gives 137 (%d)", rc);
+	rc = run_cli((char *[]){ cli, parg, idarg, "--", "/nonexistent", NULL }, 0, out,
+		     sizeof(out));
+	ok(rc == 127 && strstr(out, "No such file"), "sandbox-run: command not found is 127: %s",
+	   out);
+	rc = run_cli((char *[]){ cli, parg, "--memory", "1", "--", "true", NULL }, 0, out,
+		     sizeof(out));
+	ok(rc == 2 && strstr(out, "memory"), "sandbox-run: invalid limit is a usage error (2)");
+	rc = run_cli((char *[]){ cli, parg, "--net", "wifi", "--", "true", NULL }, 0, out,
+		     sizeof(out));
+	ok(rc == 2 && strstr(out, "--net"), "sandbox-run: unknown --net is a usage error (2)");
+	rc = run_cli((char *[]){ cli, parg, NULL }, 0, out, sizeof(out));
+	ok(rc == 2 && strstr(out, "missing command"), "sandbox-run: missing command (2)");
+	rc = run_cli((char *[]){ cli, parg, idarg, "--", "sleep", "30", NULL }, 300000, out,
+		     sizeof(out));
+	ok(rc == 143, "sandbox-run forwards SIGTERM to the task (exit %d = 128 + 15)", rc);
+	{
+		char ro[256];
+
+		snprintf(ro, sizeof(ro), "--ro-bind=%s:/app", appdir);
+		rc = run_cli((char *[]){ cli, parg, idarg, ro, "--user", "1000:1000", "--",
+					 "/bin/sh", "-c", "cat /app/hello; id -u", NULL },
+			     0, out, sizeof(out));
+		ok(rc == 0 && strstr(out, "hello-app\n1000\n"),
+		   "sandbox-run --ro-bind DIR:/app --user");
+	}
+	ok(cgroup_gone(idarg + 5), "sandbox-run cleaned up its cgroup");
+}
+
 static int copy_file(const char *src, const char *dst)
 {
 	_cleanup_free_ char *data = NULL;
@@ -1171,6 +1250,16 @@ int main(int argc, char **argv)
 	test_userns();
 	test_v2_on_unified();
 	test_adopt_and_gc();
+	{
+		char *slash = strrchr(self, '/');
+
+		if (slash) {
+			*slash = '\0';
+			snprintf(cli, sizeof(cli), "%.*s/../sandbox-run", (int)(sizeof(cli) - 20),
+				 self);
+		}
+	}
+	test_cli();
 	test_net_bridge(); /* last: moves this process into a private netns */
 
 	remove_parent();
