@@ -34,6 +34,7 @@ static const char usage_text[] =
 	"  --cache DIR            cache state directory\n"
 	"  --instance NAME        bazel-remote instance name (URL/NAME/cas/<hex>)\n"
 	"  --ca-file FILE         PEM CA bundle for https mirrors (default: system store)\n"
+	"  --token-file FILE      send \"Authorization: Bearer <first line of FILE>\"\n"
 	"  --unpack               extract the archive (or wrap a program) and print the directory\n"
 	"  --kind auto|archive|executable   what --unpack treats the blob as (default auto)\n"
 	"  --exe-name NAME        file name of a program blob in its directory (default artifact)\n"
@@ -68,6 +69,7 @@ enum {
 	OPT_PROBE,
 	OPT_CA_FILE,
 	OPT_PINS,
+	OPT_TOKEN_FILE,
 };
 
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
@@ -150,12 +152,14 @@ int main(int argc, char **argv)
 		{ "probe", no_argument, NULL, OPT_PROBE },
 		{ "pins", no_argument, NULL, OPT_PINS },
 		{ "ca-file", required_argument, NULL, OPT_CA_FILE },
+		{ "token-file", required_argument, NULL, OPT_TOKEN_FILE },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{},
 	};
-	const char *mirrors[MAX_MIRRORS], *cache = NULL, *exe_name = NULL;
+	const char *mirrors[MAX_MIRRORS], *cache = NULL, *exe_name = NULL, *token_file = NULL;
+	_cleanup_free_ char *token = NULL;
 	size_t n_mirrors = 0;
 	struct fetch_options fo;
 	enum fetcher_kind kind = FETCHER_KIND_AUTO;
@@ -243,6 +247,9 @@ int main(int argc, char **argv)
 		case OPT_CA_FILE:
 			fo.ca_file = optarg;
 			break;
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
+			break;
 		case 'q':
 			quiet = true;
 			break;
@@ -260,6 +267,17 @@ int main(int argc, char **argv)
 	}
 	if (!cache && !probe)
 		return usage_error("--cache DIR is required");
+	if (token_file) {
+		r = fs_read_file_at(AT_FDCWD, token_file, 4096, &token, NULL);
+		if (r < 0) {
+			fprintf(stderr, "cdfetch: cannot read %s: %s\n", token_file, strerror(-r));
+			return 1;
+		}
+		token[strcspn(token, "\r\n")] = '\0';
+		if (!*token)
+			return usage_error("%s holds no token", token_file);
+		fo.bearer_token = token;
+	}
 	if (gc + pin + unpin + probe + pins > 1)
 		return usage_error("--gc, --pin, --unpin, --pins and --probe exclude each other");
 	if (gc || pins) {

@@ -30,16 +30,19 @@ struct fetcher;
 typedef void (*fetcher_progress_fn)(void *userdata, uint64_t done, uint64_t total);
 
 struct fetch_options {
-	const char *instance;	      /* bazel-remote instance name, NULL or "" for none */
-	uint64_t max_size;	      /* refuse blobs larger than this (-EFBIG) */
-	unsigned connect_timeout_ms;  /* TCP (+TLS) connect */
-	unsigned low_speed_limit;     /* bytes/s; below it for low_speed_time_s → timeout */
-	unsigned low_speed_time_s;    /* 0 disables the stall timeout */
-	unsigned attempts;	      /* tries per mirror for transient errors (>= 1) */
-	unsigned backoff_base_ms;     /* first retry delay, doubled per retry, with jitter */
-	unsigned backoff_max_ms;      /* cap of one delay */
-	unsigned max_resumes;	      /* Range resumes after dropped connections, per fetch */
-	const char *ca_file;	      /* PEM CA bundle for https mirrors; NULL = the system store */
+	const char *instance;	     /* bazel-remote instance name, NULL or "" for none */
+	uint64_t max_size;	     /* refuse blobs larger than this (-EFBIG) */
+	unsigned connect_timeout_ms; /* TCP (+TLS) connect */
+	unsigned low_speed_limit;    /* bytes/s; below it for low_speed_time_s → timeout */
+	unsigned low_speed_time_s;   /* 0 disables the stall timeout */
+	unsigned attempts;	     /* tries per mirror for transient errors (>= 1) */
+	unsigned backoff_base_ms;    /* first retry delay, doubled per retry, with jitter */
+	unsigned backoff_max_ms;     /* cap of one delay */
+	unsigned max_resumes;	     /* Range resumes after dropped connections, per fetch */
+	const char *ca_file;	     /* PEM CA bundle for https mirrors; NULL = the system store */
+	/* "Authorization: Bearer <token>" for deployd's /cas; NULL = none. Sent only to the
+	 * mirror's own host, never across a redirect to another. */
+	const char *bearer_token;
 	fetcher_progress_fn progress; /* may be NULL */
 	void *userdata;
 };

@@ -414,6 +414,10 @@ static void setup_common(CURL *easy, const char *url, const struct fetch_options
 	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long)o->low_speed_time_s);
 	if (o->ca_file)
 		curl_easy_setopt(easy, CURLOPT_CAINFO, o->ca_file);
+	if (o->bearer_token) {
+		curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
+		curl_easy_setopt(easy, CURLOPT_XOAUTH2_BEARER, o->bearer_token);
+	}
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 }
 

@@ -29,7 +29,7 @@ free_port() {
 }
 
 start_nginx() {
-	mkdir -p "$T/www/cas" "$T/www/slow/cas" "$T/ngx/tmp"
+	mkdir -p "$T/www/cas" "$T/www/slow/cas" "$T/www/auth/cas" "$T/ngx/tmp"
 	for try in 1 2 3 4 5; do
 		PORT=$(free_port)
 		cat >"$T/ngx/nginx.conf" <<CONF
@@ -51,6 +51,9 @@ http {
 		listen 127.0.0.1:$PORT;
 		root $T/www;
 		location /slow/ { limit_rate 16m; }
+		location /auth/ {
+			if (\$http_authorization != "Bearer t0ken") { return 401; }
+		}
 	}
 }
 CONF
@@ -75,7 +78,7 @@ put() {
 	echo "$h"
 }
 
-echo "1..26"
+echo "1..28"
 if ! start_nginx; then
 	echo "# cannot start nginx"; cat "$T/ngx/error.log" 2>/dev/null | sed 's/^/# /'
 	exit 1
@@ -194,6 +197,17 @@ check "--pins lists it" '[ "$out" = "2 sha256:$H" ]' "$out"
 "$CDFETCH" --unpin "$H" --cache "$T/c" >"$T/out" 2>"$T/err"
 rc=$?
 check "--unpin of an unpinned digest exits 1" '[ $rc = 1 ] && grep -q "not pinned" "$T/err"'
+
+# bearer token from a file (deployd's /cas needs one)
+head -c 3000 /dev/urandom >"$T/b9"
+H9=$(put "$T/b9" auth)
+"$CDFETCH" "$H9" --from "$URL/auth" --cache "$T/c" >"$T/out" 2>"$T/err"
+rc=$?
+check "401 without a token" '[ $rc = 1 ] && grep -q "HTTP 401" "$T/err"' "$(cat "$T/err")"
+printf 't0ken\n' >"$T/token"
+"$CDFETCH" "$H9" --from "$URL/auth" --cache "$T/c" --token-file "$T/token" >"$T/out" 2>"$T/err"
+rc=$?
+check "--token-file authorises" '[ $rc = 0 ] && cmp -s "$T/b9" "$(cat "$T/out")"' "$(cat "$T/err")"
 
 # --probe: HEAD per mirror, no cache needed
 "$CDFETCH" --probe "$H2" --from "$URL/nothing-here" --from "$URL" >"$T/out" 2>"$T/err"

@@ -250,6 +250,9 @@ static int start_nginx(void)
 			 "    root %s/www;\n"
 			 "    location /norange/ { max_ranges 0; }\n"
 			 "    location /slow/ { limit_rate 8m; }\n"
+			 "    location /auth/ {\n"
+			 "      if ($http_authorization != \"Bearer s3cret\") { return 401; }\n"
+			 "    }\n"
 			 "  }\n"
 			 "%s"
 			 "}\n",
@@ -673,6 +676,26 @@ static void test_https_http2(void **state)
 		fail_msg("fetch: %s", err.msg);
 	/* ALPN picked HTTP/2. */
 	assert_int_equal(log_count(hex, "proto=HTTP/2.0"), 1);
+}
+
+static void test_bearer_token(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-auth", 0);
+	char hex[CAS_HEX_LEN + 1], url[96];
+	const char *m[] = { url };
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL, *p2 = NULL;
+
+	quick_options(&o);
+	serve_random("auth", 4000, hex);
+	snprintf(url, sizeof(url), "%s/auth", base);
+	assert_int_equal(fetcher_fetch(f, hex, m, 1, &o, &p2, &err), -EACCES);
+	assert_non_null(strstr(err.msg, "401"));
+	o.bearer_token = "s3cret";
+	cd_error_reset(&err);
+	if (fetcher_fetch(f, hex, m, 1, &o, &path, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
 }
 
 static void test_probe(void **state)
@@ -1159,6 +1182,7 @@ int main(void)
 		cmocka_unit_test(test_stale_failure_not_shared),
 		cmocka_unit_test(test_https_http2),
 		cmocka_unit_test(test_probe),
+		cmocka_unit_test(test_bearer_token),
 		cmocka_unit_test(test_stalled_server_times_out),
 		cmocka_unit_test(test_single_flight),
 		cmocka_unit_test(test_eviction_keeps_pinned),
