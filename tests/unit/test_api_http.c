@@ -1458,6 +1458,9 @@ static void test_sigchld_preserved(void **state)
 	assert_int_equal(start_server(NULL, &s), 0);
 	assert_int_equal(sigaction(SIGCHLD, NULL, &now), 0);
 	assert_true(now.sa_handler == SIG_DFL);
+	/* documented: writing to a vanished client must not kill the daemon */
+	assert_int_equal(sigaction(SIGPIPE, NULL, &now), 0);
+	assert_true(now.sa_handler == SIG_IGN);
 	http_server_free(s);
 	sigaction(SIGCHLD, &old, NULL);
 }
