@@ -494,12 +494,37 @@ static void close_all_except(const struct plan *p, int *keep, size_t n)
 	check(p, (int)syscall(SYS_close_range, next, ~0U, 0), "close-fds");
 }
 
+/* Write value to /proc/self/oom_score_adj, saving the old one into old (NUL-terminated) when
+ * old is given. Returns the saved length, 0 when nothing was changed. Async-signal-safe; failure
+ * (no CAP_SYS_RESOURCE in a user namespace) only loses the protection. */
+static int oom_adj_swap(const char *value, char *old, size_t size)
+{
+	int fd = open("/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC);
+	ssize_t n = 0;
+
+	if (fd < 0)
+		return 0;
+	if (old) {
+		n = read(fd, old, size - 1);
+		if (n <= 0) {
+			close(fd);
+			return 0;
+		}
+		old[n] = '\0';
+	}
+	if (write(fd, value, s_len(value)) < 0)
+		n = 0;
+	close(fd);
+	return (int)n;
+}
+
 static _noreturn_ void child_main(const struct plan *p)
 {
 	int keep[8 + _CG_HIER_MAX] = { p->sync_r, p->err_w,  p->status_w, p->status_file,
 				       p->fd_in,  p->fd_out, p->fd_err,	  -1 };
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
-	char c;
+	char c, oom_adj[16];
+	int oom_adj_len;
 	pid_t cmd;
 
 	/* the caller's handlers mean nothing here; signals stay blocked until exec / sigwait */
@@ -534,10 +559,15 @@ static _noreturn_ void child_main(const struct plan *p)
 	if (p->cfg->no_init)
 		child_exec(p);
 
+	/* the OOM killer must never pick the init: its status record is how the caller learns
+	 * what happened. The command gets the inherited score back. */
+	oom_adj_len = oom_adj_swap("-1000", oom_adj, sizeof(oom_adj));
 	cmd = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
 	if (cmd < 0)
 		child_fail(p, "fork", errno);
 	if (cmd == 0) {
+		if (oom_adj_len > 0)
+			(void)oom_adj_swap(oom_adj, NULL, 0);
 		close(p->status_w);
 		if (p->status_file >= 0)
 			close(p->status_file);
