@@ -355,6 +355,11 @@ static void test_extract_refusals(void **state)
 					  { .path = "l/f", .type = 'f', .data = "x" } };
 	const struct tentry dev[] = { { .path = "ok", .type = 'f', .data = "x" },
 				      { .path = "dev/sda", .type = 'c' } };
+	/* A hardlink whose target path runs through a symlink (which could lead anywhere). */
+	const struct tentry hard_through[] = { { .path = "sub", .type = 'd' },
+					       { .path = "sub/f", .type = 'f', .data = "x" },
+					       { .path = "l", .type = 'l', .data = "sub" },
+					       { .path = "h", .type = 'h', .data = "l/f" } };
 	char p[256];
 	struct cd_error err = { 0 };
 
@@ -363,6 +368,9 @@ static void test_extract_refusals(void **state)
 	cd_error_reset(&err);
 	assert_int_equal(extract(through, ARRAY_SIZE(through), 0, &err), -EPERM);
 	assert_non_null(strstr(err.msg, "archive entry \"l/f\""));
+	cd_error_reset(&err);
+	assert_int_equal(extract(hard_through, ARRAY_SIZE(hard_through), 0, &err), -EPERM);
+	assert_non_null(strstr(err.msg, "archive entry \"h\""));
 	cd_error_reset(&err);
 	assert_int_equal(extract(dev, ARRAY_SIZE(dev), 'g', &err), -EPERM);
 	assert_non_null(strstr(err.msg, "archive entry \"dev/sda\" refused: device node"));
