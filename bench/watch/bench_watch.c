@@ -10,7 +10,7 @@
  *  2. overhead: a fork+exec(/bin/true) workload outside any watched cgroup, in alternating
  *     rounds with the BPF programs attached and not (no watcher at all); ratio of medians.
  *
- * Usage: bench_watch [--exits N] [--ops N] [--rounds N]   (root; prints a table and a ratio)
+ * Usage: bench_watch [--exits N] [--ops N] [--rounds N]   (root; prints a table and ratios)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +44,13 @@ static uint64_t now_ns(void)
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
 
 	return x < y ? -1 : x > y;
 }
@@ -336,6 +343,14 @@ static void helper_stop(struct helper *h)
 
 static void print_ratio(const char *what, uint64_t *off, uint64_t *on, size_t rounds)
 {
+	double *ratio = calloc(rounds, sizeof(double));
+
+	/* Adjacent rounds share the machine's load: the median of the per-pair ratios is far
+	 * less noisy than the ratio of two medians on a shared box. */
+	for (size_t i = 0; ratio && i < rounds; i++)
+		ratio[i] = (double)on[i] / (double)off[i];
+	if (ratio)
+		qsort(ratio, rounds, sizeof(double), cmp_double);
 	qsort(off, rounds, sizeof(uint64_t), cmp_u64);
 	qsort(on, rounds, sizeof(uint64_t), cmp_u64);
 	printf("  %s\n", what);
@@ -343,8 +358,10 @@ static void print_ratio(const char *what, uint64_t *off, uint64_t *on, size_t ro
 	       (double)off[rounds / 2] / 1e3, (double)off[0] / 1e3);
 	printf("    with programs:    median %.1f us/op (min %.1f)\n", (double)on[rounds / 2] / 1e3,
 	       (double)on[0] / 1e3);
-	printf("    ratio with/without: %.3f (median), %.3f (min)\n",
-	       (double)on[rounds / 2] / (double)off[rounds / 2], (double)on[0] / (double)off[0]);
+	if (ratio)
+		printf("    ratio with/without: %.3f (median of %zu paired rounds; min-to-min %.3f)\n",
+		       ratio[rounds / 2], rounds, (double)on[0] / (double)off[0]);
+	free(ratio);
 }
 
 static int bench_overhead(struct helper *h, size_t ops, size_t rounds)
@@ -411,7 +428,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
-	unsigned exits = 10000, ops = 2000, rounds = 7;
+	unsigned exits = 10000, ops = 1000, rounds = 15;
 	struct helper helper = { .pid = -1, .cmd = -1, .res = -1 };
 	int opt, r;
 
