@@ -352,7 +352,8 @@ static int link_delete(struct nl_sock *s, const char *name)
 }
 
 /* Inside the task: lo up, eth0 address + up, default route. */
-static int configure_inside(int netns_fd, const struct netns_lease *l, struct cd_error *err)
+static int configure_inside(int netns_fd, const struct netns_lease *l, bool isolate,
+			    struct cd_error *err)
 {
 	_cleanup_(nl_socket_freep) struct nl_sock *s = NULL;
 	_cleanup_(rtnl_link_putp) struct rtnl_link *eth = NULL;
@@ -375,6 +376,8 @@ static int configure_inside(int netns_fd, const struct netns_lease *l, struct cd
 	r = link_set_up(s, "eth0");
 	if (r < 0)
 		return cd_error_set(err, r, "cannot bring eth0 up: %s", strerror(-r));
+	if (isolate)
+		return 0; /* only the subnet's on-link route that the address brought */
 	r = route_add_default(s, ifindex, l->gateway);
 	if (r < 0)
 		return cd_error_set(err, r, "cannot add the default route: %s", strerror(-r));
@@ -438,7 +441,7 @@ int netns_setup_bridge(int netns_fd, pid_t pid, const char *task_id,
 		cd_error_set(err, r, "cannot attach %s to %s: %s", l.host_ifname, bridge,
 			     strerror(-r));
 	else
-		r = configure_inside(netns_fd, &l, err);
+		r = configure_inside(netns_fd, &l, cfg->isolate, err);
 	if (r < 0) {
 		(void)link_delete(s, l.host_ifname);
 		lease_release(dir, l.addr);

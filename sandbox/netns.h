@@ -17,6 +17,7 @@
 
 #include <net/if.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -36,6 +37,10 @@ struct netns_bridge_config {
 	const char *bridge;   /* host bridge name; NULL = NETNS_DEFAULT_BRIDGE */
 	const char *subnet;   /* IPv4 CIDR, prefix 8..30; NULL = NETNS_DEFAULT_SUBNET */
 	const char *ipam_dir; /* lease directory; NULL = NETNS_DEFAULT_IPAM_DIR */
+	/* No default route: the task reaches its subnet only (other tasks on the bridge, the
+	 * gateway address), never the host's other addresses or anything beyond. Without it the
+	 * default route goes via the gateway (egress needs forwarding/NAT on the host). */
+	bool isolate;
 };
 
 /* What bridge mode set up; kept by the caller to tear it down (and persisted for re-adoption:

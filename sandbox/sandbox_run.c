@@ -96,6 +96,7 @@ static void usage(FILE *f)
 		"  --bridge NAME         host bridge for --net bridge (default %s)\n"
 		"  --subnet CIDR         subnet for --net bridge (default %s)\n"
 		"  --ipam-dir DIR        address lease dir for --net bridge (default %s)\n"
+		"  --isolate             --net bridge without default route (subnet only)\n"
 		"  --ro-bind DIR:/app    artifact directory, read-only at /app (--app DIR too)\n"
 		"  --work-dir PATH       writable work dir inside (default %s)\n"
 		"  --cwd PATH            working directory inside (default: the work dir)\n"
@@ -258,6 +259,7 @@ int main(int argc, char **argv)
 		OPT_TIMING,
 		OPT_ATTACH_BY_PID,
 		OPT_USERNS,
+		OPT_ISOLATE,
 		OPT_VERSION,
 	};
 	static const struct option opts[] = {
@@ -288,6 +290,7 @@ int main(int argc, char **argv)
 		{ "timing", no_argument, NULL, OPT_TIMING },
 		{ "attach-by-pid", no_argument, NULL, OPT_ATTACH_BY_PID },
 		{ "userns", required_argument, NULL, OPT_USERNS },
+		{ "isolate", no_argument, NULL, OPT_ISOLATE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{},
@@ -438,6 +441,9 @@ int main(int argc, char **argv)
 			cfg.userns_size = u;
 			break;
 		}
+		case OPT_ISOLATE:
+			cfg.bridge.isolate = true;
+			break;
 		case OPT_ATTACH_BY_PID:
 			cfg.attach_by_pid = true;
 			break;

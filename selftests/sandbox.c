@@ -144,7 +144,11 @@ static int helper(int argc, char **argv)
 		inet_pton(AF_INET, argv[3], &to.sin_addr);
 		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		for (int i = 0; i < 20; i++) {
-			sendto(s, "ping", 4, 0, (struct sockaddr *)&to, sizeof(to));
+			if (sendto(s, "ping", 4, 0, (struct sockaddr *)&to, sizeof(to)) < 0 &&
+			    errno == ENETUNREACH) {
+				printf("unreachable\n");
+				return 1;
+			}
 			if (recv(s, buf, sizeof(buf), 0) == 4) {
 				printf("pong\n");
 				return 0;
@@ -1016,7 +1020,9 @@ static void test_net_bridge(void)
 	}
 	run_init(&a, HELPER("udp-echo"));
 	a.cfg.net = SANDBOX_NET_BRIDGE;
-	a.cfg.bridge = (struct netns_bridge_config){ "cdbrtest0", "10.231.7.0/29", ipam };
+	a.cfg.bridge = (struct netns_bridge_config){ .bridge = "cdbrtest0",
+						     .subnet = "10.231.7.0/29",
+						     .ipam_dir = ipam };
 	if (run_start(&a) < 0 || !run_wait_output(&a, "ready")) {
 		ok(false, "bridge: echo server started");
 		run_end(&a);
@@ -1039,10 +1045,60 @@ static void test_net_bridge(void)
 	run_init(&c, HELPER("udp-ping", addr));
 	c.cfg.net = SANDBOX_NET_BRIDGE;
 	c.cfg.bridge = a.cfg.bridge;
+	c.cfg.bridge.isolate = true;
 	out = run_full(&c, &st);
 	ok(out && strstr(out, "pong") && st.code == 0, "bridge: two sandboxes talk by address");
 	run_end(&c);
 	ok(run_wait(&a, &st) == 1, "echo server done");
+
+	/* the "host" (this test's netns) has another interface with 192.0.2.1 and a UDP echo on
+	 * it: reachable through the default route, unreachable when isolated */
+	if (system("ip link add cdsthost0 type veth peer name cdsthost1 && "
+		   "ip addr add 192.0.2.1/24 dev cdsthost0 && ip link set cdsthost0 up && "
+		   "ip link set cdsthost1 up") == 0) {
+		pid_t echo = fork();
+
+		if (echo == 0) {
+			int sock = socket(AF_INET, SOCK_DGRAM, 0);
+			struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(5000) };
+			char buf[16];
+			struct sockaddr_in from;
+			socklen_t fl = sizeof(from);
+
+			inet_pton(AF_INET, "192.0.2.1", &sin.sin_addr);
+			if (bind(sock, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+				_exit(1);
+			for (;;) {
+				ssize_t n = recvfrom(sock, buf, sizeof(buf), 0,
+						     (struct sockaddr *)&from, &fl);
+				if (n > 0)
+					sendto(sock, buf, (size_t)n, 0, (struct sockaddr *)&from,
+					       fl);
+			}
+		}
+		clock_sleep_usec(50000);
+		run_init(&c, HELPER("udp-ping", "192.0.2.1"));
+		c.cfg.net = SANDBOX_NET_BRIDGE;
+		c.cfg.bridge = a.cfg.bridge;
+		out = run_full(&c, &st);
+		ok(out && strstr(out, "pong"), "bridge: the default route reaches a host address");
+		run_end(&c);
+		run_init(&c, HELPER("udp-ping", "192.0.2.1"));
+		c.cfg.net = SANDBOX_NET_BRIDGE;
+		c.cfg.bridge = a.cfg.bridge;
+		c.cfg.bridge.isolate = true;
+		out = run_full(&c, &st);
+		ok(out && strstr(out, "unreachable") && st.code != 0,
+		   "bridge isolate: the host's other interfaces are unreachable (%s)",
+		   out ? out : "");
+		run_end(&c);
+		kill(echo, SIGKILL);
+		waitpid(echo, NULL, 0);
+		(void)!system("ip link del cdsthost0");
+	} else {
+		skip("bridge: host interface reachability",
+		     "cannot create a veth in the test netns");
+	}
 
 	/* exhaust the /29: .2 .. .6 are five addresses, a holds one */
 	{
