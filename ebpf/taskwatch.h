@@ -148,6 +148,9 @@ enum taskwatch_main {
  * pid reuse races; it must be our child for the exit status to be known (waitid WNOWAIT, so the
  * caller still reaps it) — otherwise the kernel's PIDFD_INFO_EXIT is used when available.
  *
+ * main_kind says whose death gives the reason (see enum taskwatch_main). The fallback sees no
+ * forks, so with TASKWATCH_MAIN_INIT_CHILD it reports the init's status (reason "uncertain").
+ *
  * cgroup_path (unified cgroup directory, may be NULL) gives cgroup_empty events in both modes.
  * memory_path (may be NULL) is the memory cgroup directory for OOM in the fallback: cgroup2
  * (memory.events) or v1 (memory.oom_control + cgroup.event_control eventfd).
@@ -185,13 +188,16 @@ int taskwatch_set_main(struct taskwatch *tw, uint64_t cgroup_id, pid_t main_pid)
 /* An fd that becomes readable (EPOLLIN) when taskwatch_consume() has work. Owned by tw. */
 int taskwatch_fd(const struct taskwatch *tw);
 
-/* Return non-zero from the callback to stop consuming (returned by taskwatch_consume). The
- * event is only valid during the call. */
+/* Return 0 to go on; a negative value (e.g. -ECANCELED) stops consuming and is what
+ * taskwatch_consume() returns. The event is only valid during the call. */
 typedef int (*taskwatch_event_fn)(const struct taskwatch_event *ev, void *userdata);
 /* Deliver every pending event in order without blocking. Returns the number delivered, the
- * callback's non-zero value, or -errno. Lost events are reported as TASKWATCH_EV_LOST. */
+ * callback's non-zero value, or -errno. Lost events are reported as TASKWATCH_EV_LOST.
+ * Per cgroup the order is causal: OOM kill before the exit it causes, exits before
+ * cgroup_empty; across cgroups, kernel order (BPF) or per-source order (fallback). */
 int taskwatch_consume(struct taskwatch *tw, taskwatch_event_fn cb, void *userdata);
-/* Total events dropped because the ring buffer was full, per type (NULL for the sum). */
+/* Total events dropped because the ring buffer was full: the sum, and per type into per_type
+ * (may be NULL). Always 0 in the fallback. */
 uint64_t taskwatch_lost(struct taskwatch *tw, uint64_t per_type[TASKWATCH_EV__MAX]);
 
 /* cgroup2 id of a cgroup directory (what bpf_get_current_cgroup_id() reports for it).
