@@ -40,6 +40,10 @@
  * directory (step exec)" — never a silent exit 127. Nothing is left behind on failure.
  * Thread-safety: a struct sandbox_task is used by one thread at a time. sandbox_launch() may run
  * concurrently in several threads (it blocks signals on the calling thread only).
+ * Caller duties: do not ignore SIGCHLD (SIG_IGN / SA_NOCLDWAIT reap the init behind our back)
+ * and never waitpid(-1) — wait for your own children by pid or pidfd — or the init's status is
+ * lost. Under systemd, taskd's unit needs KillMode=process (or mixed) and Delegate=yes, or a
+ * `systemctl stop/restart taskd` kills every task with it (see docs/sandbox.md).
  */
 #pragma once
 
