@@ -18,3 +18,4 @@ $(eval $(call cd_fuzz,fuzz_names,tests/fuzz/fuzz_names.c $(APICODEC_SRCS),cdlib)
 
 # apihttp: HTTP server (civetweb) and client (libcurl) wrappers.
 $(eval $(call cd_test,test_api_http,tests/unit/test_api_http.c,api cdlib))
+$(eval $(call cd_test,test_api_http_fault,tests/unit/test_api_http_fault.c,api cdlib,$(call wrap,mg_write)))
