@@ -70,7 +70,7 @@ struct plan {
 	size_t n_host;
 	char *const *envp;
 	const char *path_env;
-	struct sandbox_bpf bpf;
+	const struct sandbox_bpf *bpf; /* cached, NULL = no seccomp */
 	int last_cap;
 };
 
@@ -364,8 +364,8 @@ static _noreturn_ void child_exec(const struct plan *p)
 	check(p, (int)syscall(SYS_setresuid, cfg->uid, cfg->uid, cfg->uid), "setuid");
 	set_caps(p);
 	check(p, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no-new-privs");
-	if (p->bpf.len) {
-		int r = sandbox_seccomp_load(&p->bpf);
+	if (p->bpf) {
+		int r = sandbox_seccomp_load(p->bpf);
 
 		if (r < 0)
 			child_fail(p, "seccomp", -r);
@@ -755,7 +755,6 @@ static void plan_release(struct plan *p)
 	safe_close(p->sync_r);
 	safe_close(p->err_w);
 	safe_close(p->status_w);
-	sandbox_bpf_release(&p->bpf);
 }
 
 struct clone_args_v2 {
@@ -882,7 +881,7 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	p.last_cap = read_last_cap();
 	plan_host_entries(&p);
 	if (!cfg->no_seccomp) {
-		r = sandbox_seccomp_build(&cfg->seccomp, &p.bpf, err);
+		r = sandbox_seccomp_get(&cfg->seccomp, &p.bpf, err);
 		if (r < 0)
 			goto out;
 	}

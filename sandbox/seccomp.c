@@ -2,6 +2,7 @@
 #include "sandbox/seccomp.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
@@ -188,6 +189,29 @@ void sandbox_bpf_release(struct sandbox_bpf *bpf)
 	free(bpf->insns);
 	bpf->insns = NULL;
 	bpf->len = 0;
+}
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sandbox_bpf cache[4]; /* index: allow_userns | allow_ptrace_attach << 1 */
+
+int sandbox_seccomp_get(const struct sandbox_seccomp_opts *opts, const struct sandbox_bpf **ret,
+			struct cd_error *err)
+{
+	static const struct sandbox_seccomp_opts defaults;
+	unsigned i;
+	int r = 0;
+
+	if (!opts)
+		opts = &defaults;
+	i = (unsigned)opts->allow_userns | (unsigned)opts->allow_ptrace_attach << 1;
+	pthread_mutex_lock(&cache_lock);
+	if (!cache[i].insns)
+		r = sandbox_seccomp_build(opts, &cache[i], err);
+	pthread_mutex_unlock(&cache_lock);
+	if (r < 0)
+		return r;
+	*ret = &cache[i];
+	return 0;
 }
 
 int sandbox_seccomp_load(const struct sandbox_bpf *bpf)

@@ -524,6 +524,20 @@ static void test_seccomp_profile(void **state)
 	sandbox_bpf_release(&bpf); /* idempotent */
 }
 
+static void test_seccomp_cache(void **state)
+{
+	const struct sandbox_bpf *a = NULL, *b = NULL, *c = NULL;
+	struct sandbox_seccomp_opts ptrace_ok = { .allow_ptrace_attach = true };
+
+	assert_int_equal(sandbox_seccomp_get(NULL, &a, NULL), 0);
+	assert_int_equal(sandbox_seccomp_get(&(struct sandbox_seccomp_opts){ 0 }, &b, NULL), 0);
+	assert_ptr_equal(a, b); /* built once */
+	assert_int_equal(sandbox_seccomp_get(&ptrace_ok, &c, NULL), 0);
+	assert_ptr_not_equal(a, c);
+	assert_int_equal(probe(a, 0), EPERM);
+	assert_int_equal(probe(c, 0), EPERM);
+}
+
 static void test_seccomp_userns_option(void **state)
 {
 	struct sandbox_seccomp_opts opts = { .allow_userns = true };
@@ -558,6 +572,7 @@ int main(void)
 		cmocka_unit_test(test_seccomp_table),
 		cmocka_unit_test(test_seccomp_profile),
 		cmocka_unit_test(test_seccomp_userns_option),
+		cmocka_unit_test(test_seccomp_cache),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
