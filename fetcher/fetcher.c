@@ -1002,7 +1002,7 @@ int fetcher_materialize(struct fetcher *f, const char *digest, enum fetcher_kind
 	if (cas_digest_parse(digest, hex) < 0)
 		return cd_error_set(err, -EINVAL, "invalid digest \"%s\"",
 				    digest ? digest : "(null)");
-	if (kind != FETCHER_KIND_EXECUTABLE)
+	if (kind == FETCHER_KIND_ARCHIVE)
 		exe_name = NULL;
 	else if (!exe_name)
 		exe_name = EXE_DEFAULT_NAME;
@@ -1025,8 +1025,8 @@ int fetcher_materialize(struct fetcher *f, const char *digest, enum fetcher_kind
 		r = sniff_blob(blob, &kind);
 		if (r < 0)
 			return cd_error_set(err, r, "cannot read sha256:%s: %s", hex, strerror(-r));
-		if (kind == FETCHER_KIND_EXECUTABLE)
-			exe_name = EXE_DEFAULT_NAME;
+		if (kind == FETCHER_KIND_ARCHIVE)
+			exe_name = NULL;
 	}
 	if (materialized(f, hex, exe_name))
 		goto done;

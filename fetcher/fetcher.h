@@ -146,9 +146,10 @@ enum fetcher_kind fetcher_sniff(const void *head, size_t len);
  * (<dir>/unpacked/<hex>, malloc()ed). Archives are extracted once with unpack.h's policy (limits
  * may be NULL for the defaults) into a temp dir, synced and renamed into place; a program blob
  * becomes a directory holding a hardlink named exe_name (a plain file name; NULL means
- * "artifact"), mode 0555. Later calls for a ready directory cost a stat(2): O(1), no copy. The
- * caller bind-mounts the directory read-only (MS_BIND then MS_REMOUNT|MS_RDONLY|MS_NOSUID|
- * MS_NODEV); nothing under it is writable by group or others. -ENOENT when the blob is not
+ * "artifact"; ignored for archives, also when AUTO finds one), mode 0555. Later calls for a
+ * ready directory cost a stat(2): O(1), no copy. The caller bind-mounts the directory read-only
+ * (MS_BIND then MS_REMOUNT|MS_RDONLY|MS_NOSUID|MS_NODEV); nothing under it is writable by group
+ * or others. -ENOENT when the blob is not
  * cached; -EPERM/-EFBIG/-EINVAL for a refused archive, the message naming the entry.
  */
 int fetcher_materialize(struct fetcher *f, const char *digest, enum fetcher_kind kind,
