@@ -564,10 +564,13 @@ static void test_signals_and_status(void)
 	}
 	run_end(&x);
 
-	/* orphans: the middle shell exits at once, its sleep is re-parented to init */
-	run_init(&x, SH("sh -c 'sleep 0.2 &'; sleep 0.7; "
-			"echo zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc "
-			"-l)"));
+	/* orphans: the middle shell exits at once, its child is re-parented to init; once that
+	 * child has exited, init must reap it (3 s at most) */
+	run_init(&x, SH("sh -c '(sleep 0.1; touch /tmp/orphan-done) &'; "
+			"while [ ! -e /tmp/orphan-done ]; do sleep 0.05; done; "
+			"for i in $(seq 60); do z=$(grep -l '^State:.*Z' /proc/[0-9]*/status "
+			"2>/dev/null | wc -l); [ $z = 0 ] && break; sleep 0.05; done; "
+			"echo zombies=$z"));
 	out = run_full(&x, &st);
 	ok(out && strstr(out, "zombies=0"), "orphans are reaped by init (no zombies)");
 	run_end(&x);
@@ -1154,9 +1157,10 @@ static void test_net_bridge(void)
 static char cli[PATH_MAX];
 
 /* Run sandbox-run with args; returns its exit code (or 128 + signal), output in buf. With
- * term_after_usec, SIGTERM is sent to sandbox-run itself after that delay. */
-static int run_cli(char *const *args, usec_t term_after_usec, char *buf, size_t size)
+ * term_on, SIGTERM is sent to sandbox-run itself once its output contains that string. */
+static int run_cli(char *const *args, const char *term_on, char *buf, size_t size)
 {
+	bool termed = false;
 	int fds[2], st;
 	pid_t pid;
 	ssize_t n, total = 0;
@@ -1171,12 +1175,14 @@ static int run_cli(char *const *args, usec_t term_after_usec, char *buf, size_t 
 		_exit(99);
 	}
 	close(fds[1]);
-	if (term_after_usec) {
-		clock_sleep_usec(term_after_usec);
-		kill(pid, SIGTERM);
-	}
-	while (total < (ssize_t)size - 1 && (n = read(fds[0], buf + total, size - 1 - total)) > 0)
+	while (total < (ssize_t)size - 1 && (n = read(fds[0], buf + total, size - 1 - total)) > 0) {
 		total += n;
+		buf[total] = '\0';
+		if (term_on && !termed && strstr(buf, term_on)) {
+			kill(pid, SIGTERM);
+			termed = true;
+		}
+	}
 	buf[total] = '\0';
 	close(fds[0]);
 	if (waitpid(pid, &st, 0) != pid)
@@ -1197,33 +1203,42 @@ static void test_cli(void)
 	snprintf(idarg, sizeof(idarg), "--id=cli%d", (int)getpid());
 	rc = run_cli((char *[]){ cli, parg, idarg, "--memory", "64M", "--pids", "32", "--",
 				 "/bin/sh", "-c", "echo out; exit 3", NULL },
-		     0, out, sizeof(out));
+		     NULL, out, sizeof(out));
 	ok(rc == 3 && strstr(out, "out\n"), "sandbox-run mirrors the exit code (3)");
 	rc = run_cli((char *[]){ cli, parg, idarg, "--", "/bin/sh", "-c", "kill -KILL $$", NULL },
-		     0, out, sizeof(out));
+		     NULL, out, sizeof(out));
 	ok(rc == 137, "sandbox-run: a command killed by SIGKILL gives 137 (%d)", rc);
-	rc = run_cli((char *[]){ cli, parg, idarg, "--", "/nonexistent", NULL }, 0, out,
+	rc = run_cli((char *[]){ cli, parg, idarg, "--", "/nonexistent", NULL }, NULL, out,
 		     sizeof(out));
 	ok(rc == 127 && strstr(out, "No such file"), "sandbox-run: command not found is 127: %s",
 	   out);
-	rc = run_cli((char *[]){ cli, parg, "--memory", "1", "--", "true", NULL }, 0, out,
+	rc = run_cli((char *[]){ cli, parg, "--memory", "1", "--", "true", NULL }, NULL, out,
 		     sizeof(out));
 	ok(rc == 2 && strstr(out, "memory"), "sandbox-run: invalid limit is a usage error (2)");
-	rc = run_cli((char *[]){ cli, parg, "--net", "wifi", "--", "true", NULL }, 0, out,
+	rc = run_cli((char *[]){ cli, parg, "--net", "wifi", "--", "true", NULL }, NULL, out,
 		     sizeof(out));
 	ok(rc == 2 && strstr(out, "--net"), "sandbox-run: unknown --net is a usage error (2)");
-	rc = run_cli((char *[]){ cli, parg, NULL }, 0, out, sizeof(out));
+	rc = run_cli((char *[]){ cli, parg, NULL }, NULL, out, sizeof(out));
 	ok(rc == 2 && strstr(out, "missing command"), "sandbox-run: missing command (2)");
-	rc = run_cli((char *[]){ cli, parg, idarg, "--", "sleep", "30", NULL }, 300000, out,
-		     sizeof(out));
-	ok(rc == 143, "sandbox-run forwards SIGTERM to the task (exit %d = 128 + 15)", rc);
 	{
 		char ro[256];
 
 		snprintf(ro, sizeof(ro), "--ro-bind=%s:/app", appdir);
+		rc = run_cli((char *[]){ cli, parg, idarg, ro, "--", "/app/helper", "--helper",
+					 "sigwait", NULL },
+			     "ready", out, sizeof(out));
+		ok(rc == 0 && strstr(out, "got 15"),
+		   "sandbox-run forwards SIGTERM to the command's handler (exit %d)", rc);
+		rc = run_cli((char *[]){ cli, parg, idarg, ro, "--", "/bin/sh", "-c",
+					 "echo ready; sleep 30", NULL },
+			     "ready", out, sizeof(out));
+		ok(rc == 143,
+		   "sandbox-run: a shell without handler dies by the forwarded SIGTERM "
+		   "(exit %d = 128 + 15)",
+		   rc);
 		rc = run_cli((char *[]){ cli, parg, idarg, ro, "--user", "1000:1000", "--",
 					 "/bin/sh", "-c", "cat /app/hello; id -u", NULL },
-			     0, out, sizeof(out));
+			     NULL, out, sizeof(out));
 		ok(rc == 0 && strstr(out, "hello-app\n1000\n"),
 		   "sandbox-run --ro-bind DIR:/app --user");
 	}
