@@ -420,7 +420,9 @@ static void h_put_job_state(struct http_request *req, const struct deployd_princ
 		r = api_json_expect_object(body, "", &p);
 		if (r >= 0) {
 			api_json_check_unknown(body, "", allowed, &p);
-			api_json_get_string(body, "", "state", true, 1, 16, &state, &p);
+			if (api_json_get_string(body, "", "state", true, 1, 16, &state, &p) > 0 &&
+			    !streq(state, "RUNNING") && !streq(state, "DONE"))
+				problem_add_error(&p, "/state", "must be \"RUNNING\" or \"DONE\"");
 			r = api_json_finish_validation(&p);
 		}
 	}
