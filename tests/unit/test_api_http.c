@@ -336,6 +336,7 @@ static const struct http_route routes[] = {
 	{ "HEAD", "/v1/peer", h_head_only, NULL, 0, 0 },
 	{ "GET", "/v1/whoami", h_whoami, NULL, 0, 0 },
 	{ "GET", "/v1/follow", h_follow, NULL, 0, 0 },
+	{ "GET", "/", h_files, NULL, 0, 0 },
 	{ "GET", "/v1/whoami/open", h_whoami, NULL, HTTP_ROUTE_OPEN, 0 },
 };
 
@@ -1908,6 +1909,43 @@ static void test_stream_route_cap_chunked(void **state)
 	assert_problem(&r2, 413);
 }
 
+static void test_root_route_and_limits(void **state)
+{
+	_cleanup_http_client_ struct http_client *c = client();
+	_cleanup_http_response_ struct http_client_response r1 = { 0 }, r2 = { 0 }, r3 = { 0 },
+							    r4 = { 0 };
+	_cleanup_strbuf_ struct strbuf deep = STRBUF_INIT, query = STRBUF_INIT;
+
+	assert_int_equal(get(c, "/", &r1), 200);
+	/* civetweb folds repeated slashes before we see the path */
+	assert_int_equal(get(c, "/files//a//b", &r2), 200);
+	assert_string_equal(r2.body, "a/b");
+	for (int i = 0; i < 65; i++)
+		assert_int_equal(strbuf_adds(&deep, "/a"), 0);
+	assert_int_equal(get(c, deep.buf, &r3), 414);
+	assert_problem(&r3, 414);
+	assert_int_equal(strbuf_adds(&query, "/v1/query?"), 0);
+	for (int i = 0; i < 129; i++)
+		assert_int_equal(strbuf_addf(&query, "k%d=v&", i), 0);
+	assert_int_equal(get(c, query.buf, &r4), 400);
+}
+
+static void test_problem_format_and_escape_edges(void **state)
+{
+	_cleanup_problem_ struct problem p;
+	_cleanup_free_ char *e = http_client_escape("\xc3\xa9 ~/?#");
+	char small[16], line[256];
+
+	assert_string_equal(e, "%C3%A9%20~%2F%3F%23");
+	problem_init(&p, 400, NULL, "Bad Request");
+	problem_add_error(&p, "", "unexpected end of input at line 1");
+	assert_string_equal(http_client_problem_format(&p, line, sizeof(line)),
+			    "400 Bad Request (/: unexpected end of input at line 1)");
+	/* truncated, still terminated */
+	http_client_problem_format(&p, small, sizeof(small));
+	assert_int_equal(strlen(small), sizeof(small) - 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1984,6 +2022,8 @@ int main(void)
 		cmocka_unit_test(test_single_token_has_no_principal),
 		cmocka_unit_test(test_follow_ends_when_client_leaves),
 		cmocka_unit_test(test_stream_route_cap_chunked),
+		cmocka_unit_test(test_root_route_and_limits),
+		cmocka_unit_test(test_problem_format_and_escape_edges),
 	};
 	return cmocka_run_group_tests_name("api_http", tests, group_setup, group_teardown);
 }
