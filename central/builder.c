@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -158,6 +159,9 @@ static int run_cmd(struct builder *b, struct exec_ctx *ctx, char *const argv[], 
 		int out = log_fd >= 0 ? log_fd : devnull;
 
 		setsid();
+		/* A build must not outlive a deployd killed with SIGKILL (its lease expires and
+		 * another claim builds again). */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
 			_exit(126);
 		if (cwd && chdir(cwd) < 0)
