@@ -17,3 +17,4 @@ $(eval $(call cd_test,test_agent_logfile,tests/unit/test_agent_logfile.c,agent c
 $(eval $(call cd_prog,taskctl,agent/taskctl.c,api cdlib))
 INSTALL_BIN += taskctl
 E2E_TESTS += tests/e2e/agent_taskd.sh
+E2E_TESTS += tests/e2e/agent_notify.sh

@@ -48,7 +48,7 @@ int notifier_classify_status(long status)
 
 usec_t notifier_retry_delay(unsigned attempts)
 {
-	usec_t d = USEC_PER_SEC;
+	usec_t d = 200 * USEC_PER_MSEC;
 
 	for (unsigned i = 0; i < attempts && d < 60 * USEC_PER_SEC; i++)
 		d *= 2;
@@ -98,7 +98,7 @@ static void deliver(struct notifier *n, usec_t *ret_next)
 
 	/* Read every pending message in id order, due or not: a message waiting for its retry
 	 * must hold back the later ones (per-task order). */
-	if (manager_outbox_due(n->m, UINT64_MAX, BATCH, &v, &k) < 0)
+	if (manager_outbox_due(n->m, (usec_t)INT64_MAX, BATCH, &v, &k) < 0)
 		return;
 	for (size_t i = 0; i < k; i++) {
 		int c;

@@ -36,5 +36,5 @@ void notifier_free(struct notifier *n);
 /* Delivery rule of the protocol for a reply status: 1 = acknowledged, 0 = retry later,
  * -1 = permanent refusal (drop). Exposed for unit tests. */
 int notifier_classify_status(long status);
-/* Backoff before retry number attempts (0-based): 1 s doubling to 60 s. */
+/* Backoff before retry number attempts (0-based): 200 ms doubling, capped at 60 s. */
 usec_t notifier_retry_delay(unsigned attempts);

@@ -1,0 +1,246 @@
+#!/bin/sh
+# End-to-end test of taskd's durable notifications (TAP, root): a test receiver plays the
+# cluster manager (docs/protocol-cluster.md: NotifyTaskState + heartbeat, 503 on every third
+# request to force retries). taskd runs crash-looping, short and long tasks while it is killed
+# with SIGKILL at random moments and restarted, again and again. After each restart every task
+# is accounted for and no task runs twice; at the end every state change recorded in taskd's
+# event log reached the receiver exactly once after de-duplication by seq, in order per task,
+# and the last notification of each task matches its final state.
+set -u
+BUILD=${BUILD:-build}
+TASKD=${TASKD:-$BUILD/taskd}
+TASKCTL=${TASKCTL:-$BUILD/taskctl}
+KILLS=${KILLS:-10}
+n=0
+fail=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
+check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+
+if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (cgroups, namespaces)"; exit 77; fi
+for b in "$TASKD" "$BUILD/taskd-shim" "$TASKCTL"; do
+	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
+done
+
+T=$(mktemp -d /var/tmp/cd-agent-notify.XXXXXX)
+STATE=$T/state
+CG=codedeploy-agent-notify-$$
+TASKD_PID=
+RECV_PID=
+cleanup() {
+	[ -n "$TASKD_PID" ] && kill "$TASKD_PID" 2>/dev/null && wait "$TASKD_PID" 2>/dev/null
+	[ -n "$RECV_PID" ] && kill "$RECV_PID" 2>/dev/null && wait "$RECV_PID" 2>/dev/null
+	for p in $(pgrep -f "taskd-shim $STATE/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+	for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/unified/"$CG"; do
+		[ -d "$d" ] || continue
+		for c in "$d"/*/; do
+			[ -f "$c/cgroup.procs" ] || continue
+			for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
+			sleep 0.1
+			rmdir "$c" 2>/dev/null
+		done
+		rmdir "$d" 2>/dev/null
+	done
+	rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ---------------------------------------------------------------- the receiver
+RPORT=$(free_port)
+cat >"$T/recv.py" <<'EOF'
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port, out, token = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+lock = threading.Lock()
+count = [0]
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with lock:
+            count[0] += 1
+            flaky = count[0] % 3 == 0
+        if self.headers.get("Authorization") != "Bearer " + token:
+            code, reply = 401, {}
+        elif flaky:
+            code, reply = 503, {}
+        else:
+            code, reply = 200, {"applied": True, "heartbeat_interval_s": 1}
+            with lock, open(out, "a") as f:
+                f.write(json.dumps({"path": self.path, "body": json.loads(body)}) + "\n")
+        data = json.dumps(reply).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+EOF
+AGENT_TOKEN=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+python3 "$T/recv.py" "$RPORT" "$T/received.jsonl" "$AGENT_TOKEN" &
+RECV_PID=$!
+for _ in $(seq 50); do
+	curl -s -o /dev/null "http://127.0.0.1:$RPORT/" && break
+	sleep 0.1
+done
+
+# ---------------------------------------------------------------- taskd with a manager
+mkdir -p "$STATE"
+printf '%s\n' "$AGENT_TOKEN" >"$STATE/manager.token"
+chmod 600 "$STATE/manager.token"
+PORT=$(free_port)
+printf 'cgroup_parent = %s\nheartbeat_interval_s = 1\nzone = e2e-1\n' "$CG" >"$T/taskd.conf"
+start_taskd() {
+	"$TASKD" --config "$T/taskd.conf" --state-dir "$STATE" --listen "127.0.0.1:$PORT" \
+		--host-id notify-e2e --manager "http://127.0.0.1:$RPORT" >>"$T/taskd.log" 2>&1 &
+	TASKD_PID=$!
+	for _ in $(seq 100); do
+		curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+start_taskd
+check "taskd starts with a manager configured" "curl -sf http://127.0.0.1:$PORT/healthz >/dev/null"
+C="$TASKCTL --host http://127.0.0.1:$PORT --token-file $STATE/taskd.token"
+# the manager's agent token is accepted on the task API too (the manager pushes PutTask)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $AGENT_TOKEN" \
+	"http://127.0.0.1:$PORT/v1/tasks")
+check "the cluster's agent token is accepted by taskd" "[ '$code' = 200 ]" "got $code"
+
+put() {
+	printf '{"name":"%s","target":"//e2e:%s",%s}' "$1" "$1" "$2" >"$T/spec-$1.json"
+	$C -o json put -f "$T/spec-$1.json" --job "job://e2e/e2e-1/$1" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])'
+}
+ids="$(put crash1 '"command":["/bin/sh","-c","sleep 0.3; exit 2"],"restart":{"policy":"on-failure","backoff_s":1,"max_backoff_s":2}')"
+ids="$ids $(put crash2 '"command":["/bin/sh","-c","exit 9"],"restart":{"policy":"always","backoff_s":1,"max_backoff_s":1}')"
+ids="$ids $(put long1 '"command":["/bin/sh","-c","exec sleep 1000"],"stop_grace_s":1')"
+ids="$ids $(put long2 '"command":["/bin/sh","-c","trap \"exit 0\" TERM; while :; do sleep 0.2; done"],"stop_grace_s":2')"
+ids="$ids $(put short '"command":["/bin/sh","-c","sleep 2; exit 4"],"restart":{"policy":"never"}')"
+check "five tasks put" "[ \$(echo $ids | wc -w) = 5 ]"
+
+# ---------------------------------------------------------------- kill -9 at random moments
+dups=0
+lost=0
+for i in $(seq "$KILLS"); do
+	sleep "0.$(od -An -N1 -tu1 /dev/urandom | tr -d ' ' | cut -c1)"
+	kill -9 "$TASKD_PID"
+	wait "$TASKD_PID" 2>/dev/null
+	TASKD_PID=
+	[ $((i % 3)) = 0 ] && sleep 1.2 # let some tasks end while taskd is down
+	start_taskd || { notok "taskd restart $i"; break; }
+	have=$($C -o json ps | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["tasks"]))')
+	[ "$have" = 5 ] || lost=$((lost + 1))
+	for id in $ids; do
+		# one live generation at most, and one shim (the sandbox init is a clone of the
+		# shim with the same command line: count only processes outside the cgroups)
+		live=$(ls -d /sys/fs/cgroup/unified/$CG/$id-*/ 2>/dev/null | wc -l)
+		[ "$live" -gt 1 ] && dups=$((dups + 1))
+		shims=0
+		for p in $(pgrep -f "taskd-shim $STATE/tasks/$id"); do
+			cat /sys/fs/cgroup/unified/$CG/$id-*/cgroup.procs 2>/dev/null | grep -qx "$p" ||
+				shims=$((shims + 1))
+		done
+		[ "$shims" -gt 1 ] && dups=$((dups + 1))
+	done
+done
+check "all tasks accounted for after each of $KILLS kill -9 + restart" "[ $lost = 0 ]" "lost=$lost"
+check "no task ever ran twice (one live cgroup, one shim)" "[ $dups = 0 ]" "dups=$dups"
+for p in $(pgrep -f "taskd-shim $STATE/tasks/"); do :; done
+long_state=$($C -o json get "$(echo $ids | cut -d' ' -f3)" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+check "the long-running task is still RUNNING" "[ '$long_state' = RUNNING ]"
+
+# ---------------------------------------------------------------- stop everything, drain
+for id in $ids; do $C stop "$id" >/dev/null 2>&1; done
+i=0
+while [ $i -lt 100 ]; do
+	busy=$($C -o json ps | python3 -c 'import json,sys; print(sum(1 for t in json.load(sys.stdin)["tasks"] if t["state"] in ("PENDING","RUNNING")))')
+	[ "$busy" = 0 ] && break
+	sleep 0.1
+	i=$((i + 1))
+done
+check "every task stopped" "[ '$busy' = 0 ]"
+i=0
+while [ $i -lt 300 ]; do
+	pend=$(curl -s -H "Authorization: Bearer $(cat "$STATE/taskd.token")" \
+		"http://127.0.0.1:$PORT/metrics" | awk '/^taskd_outbox_pending/ { print $2 }')
+	[ "$pend" = 0 ] && break
+	sleep 0.1
+	i=$((i + 1))
+done
+check "outbox drained (every notification acknowledged)" "[ '$pend' = 0 ]" "pending=$pend"
+curl -s -H "Authorization: Bearer $(cat "$STATE/taskd.token")" \
+	"http://127.0.0.1:$PORT/v1/events?after=0" >"$T/events.json"
+$C -o json ps >"$T/tasks.json"
+
+python3 - "$T/events.json" "$T/received.jsonl" "$T/tasks.json" >"$T/verdict" 2>&1 <<'EOF'
+import json, sys
+events = json.load(open(sys.argv[1]))["events"]
+recv = [json.loads(l) for l in open(sys.argv[2])]
+tasks = {t["task_id"]: t for t in json.load(open(sys.argv[3]))["tasks"]}
+notes = [r["body"] for r in recv if r["path"].startswith("/v1/tasks/")]
+beats = [r["body"] for r in recv if r["path"].startswith("/v1/hosts/")]
+problems = []
+# de-duplicate by seq (at-least-once delivery), keep the receipt order
+seen, uniq = set(), []
+for b in notes:
+    if b["seq"] in seen:
+        continue
+    seen.add(b["seq"])
+    uniq.append(b)
+for b in uniq:
+    if b["event_id"] != "notify-e2e:%d" % b["seq"]:
+        problems.append("bad event_id %s" % b["event_id"])
+# in order per task
+last = {}
+for b in uniq:
+    if b["seq"] <= last.get(b["task_id"], 0):
+        problems.append("out of order for %s: %d after %d" % (b["task_id"], b["seq"], last[b["task_id"]]))
+    last[b["task_id"]] = b["seq"]
+# nothing lost: one notification per recorded state change (events other than "deleted")
+per_task_events = {}
+for e in events:
+    if e["type"] != "deleted":
+        per_task_events.setdefault(e["task_id"], []).append(e)
+per_task_notes = {}
+for b in uniq:
+    per_task_notes.setdefault(b["task_id"], []).append(b)
+for tid, evs in per_task_events.items():
+    got = per_task_notes.get(tid, [])
+    if len(got) != len(evs):
+        problems.append("%s: %d state changes, %d notifications" % (tid, len(evs), len(got)))
+    if [e["data"]["state"] for e in evs] != [b["state"] for b in got]:
+        problems.append("%s: states differ" % tid)
+    final = tasks[tid]
+    if got and (got[-1]["state"] != final["state"] or got[-1]["reason"] != final["reason"]):
+        problems.append("%s: last notification %s/%s, task %s/%s" % (tid, got[-1]["state"], got[-1]["reason"], final["state"], final["reason"]))
+if not beats:
+    problems.append("no heartbeat received")
+else:
+    hb = beats[-1]
+    if hb["host_id"] != "notify-e2e" or hb["zone"] != "e2e-1" or "vcpus" not in hb["resources"] or len(hb["tasks"]) != len(tasks):
+        problems.append("bad heartbeat %s" % hb)
+print("notifications=%d unique=%d heartbeats=%d duplicates=%d" % (len(notes), len(uniq), len(beats), len(notes) - len(uniq)))
+for p in problems:
+    print("PROBLEM", p)
+EOF
+echo "# $(head -1 "$T/verdict")"
+check "every state change notified once after de-duplication, in order, final state right" \
+	"! grep -q PROBLEM '$T/verdict'" "$(grep PROBLEM "$T/verdict" | head -5 | tr '\n' ';')"
+check "heartbeats carry host id, zone, resources and the task list" \
+	"! grep -q 'PROBLEM.*heartbeat' '$T/verdict'"
+
+# ---------------------------------------------------------------- cleanup
+for id in $ids; do $C rm "$id" >/dev/null 2>&1; done
+check "no task cgroup left" "[ \$(ls -d /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l) = 0 ]"
+check "no shim left" "! pgrep -f 'taskd-shim $STATE/' >/dev/null"
+kill "$TASKD_PID"
+wait "$TASKD_PID" 2>/dev/null
+TASKD_PID=
+echo "1..$n"
+exit $fail
