@@ -1036,6 +1036,8 @@ int fetcher_materialize(struct fetcher *f, const char *digest, enum fetcher_kind
 		r = materialize_executable(f, hex, exe_name, err);
 	if (r < 0)
 		return r;
+	/* The new tree counts against the budget too. */
+	(void)enforce_budget(f, hex);
 done:
 	*ret_dir = TAKE_PTR(dir);
 	return 0;

@@ -517,6 +517,30 @@ static void test_eviction_spares_pins(void **state)
 	fetcher_free(f);
 }
 
+static void test_budget_counts_unpacked_trees(void **state)
+{
+	const struct tentry tree[] = { { .path = "zeros", .type = 'f', .zeros = 60000 } };
+	struct fetcher *f = NULL;
+	struct cd_error err = { 0 };
+	char path[256], *dir = NULL;
+	void *data = NULL;
+	size_t len = 0;
+
+	assert_int_equal(tar_build(tree, 1, 'g', &data, &len), 0);
+	/* Room for both blobs, not for the 60000 extracted bytes as well. */
+	assert_int_equal(fetcher_new(tmpdir, 1000 + len + 30000, &f, &err), 0);
+	put_blob(tmpdir, HEX_A, 1000, 1000);
+	snprintf(path, sizeof(path), "%s/sha256/" HEX_B, tmpdir);
+	assert_int_equal(fs_write_atomic(path, data, len, 0444), 0);
+	free(data);
+	if (fetcher_materialize(f, HEX_B, FETCHER_KIND_AUTO, NULL, NULL, &dir, &err) < 0)
+		fail_msg("%s", err.msg);
+	free(dir);
+	assert_false(blob_exists(tmpdir, HEX_A)); /* evicted to make room for the tree */
+	assert_true(blob_exists(tmpdir, HEX_B));
+	fetcher_free(f);
+}
+
 static void test_gc_leftovers(void **state)
 {
 	struct fetcher *f = NULL;
@@ -618,6 +642,8 @@ int main(void)
 						setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_pins_persist, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_eviction_spares_pins, setup_tmp, teardown_tmp),
+		cmocka_unit_test_setup_teardown(test_budget_counts_unpacked_trees, setup_tmp,
+						teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_gc_leftovers, setup_tmp, teardown_tmp),
 		cmocka_unit_test_setup_teardown(test_materialize_executable, setup_tmp,
 						teardown_tmp),
