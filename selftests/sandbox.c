@@ -985,6 +985,81 @@ static void test_userns(void)
 	run_end(&x);
 }
 
+/* The pure-v1 code paths (no cgroup2 at all: no CLONE_INTO_CGROUP, no cgroup.kill) in a forked
+ * child whose private mount namespace shows only the v1 hierarchies. */
+static void pure_v1_child(void)
+{
+	static const char *const ctrls[] = { "memory", "cpu", "cpuacct", "pids", "freezer" };
+	char root[] = "/tmp/cd-selftest-v1.XXXXXX", src[PATH_MAX], dst[PATH_MAX];
+	struct cg_system *v1 = NULL;
+	struct run x;
+	struct sandbox_status st;
+	int r;
+
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    !mkdtemp(root) || mount("tmpfs", root, "tmpfs", 0, NULL) < 0) {
+		ok(false, "pure v1: private mount namespace");
+		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(ctrls); i++) {
+		snprintf(src, sizeof(src), "/sys/fs/cgroup/%s", ctrls[i]);
+		snprintf(dst, sizeof(dst), "%s/%s", root, ctrls[i]);
+		if (mkdir(dst, 0755) < 0 || mount(src, dst, NULL, MS_BIND, NULL) < 0) {
+			ok(false, "pure v1: bind %s", ctrls[i]);
+			return;
+		}
+	}
+	r = cg_system_detect(root, &v1, NULL);
+	ok(r == 0 && cg_system_layout(v1) == CG_LAYOUT_V1, "pure v1 view detected as v1");
+	if (r < 0)
+		return;
+	sys = v1;
+	run_init(&x, SH("sleep 30 & sleep 30 & echo started; wait"));
+	x.cfg.limits.memory_bytes = 64ULL << 20;
+	x.cfg.limits.pids_max = 16;
+	if (run_start(&x) == 0 && run_wait_output(&x, "started")) {
+		char buf[64];
+
+		ok(!x.t->into_cgroup && x.t->cgroup_id == 0,
+		   "pure v1: no clone3 into a cgroup, no cgroup2 id");
+		ok(read_cg(&x, CG_V1_PIDS, "pids.max", buf, sizeof(buf)) && streq(buf, "16"),
+		   "pure v1: limits applied");
+		ok(task_cgroup_is_empty(x.t->cg) == 0, "pure v1: the task is in its cgroup");
+		r = task_cgroup_kill(x.t->cg, 2 * USEC_PER_SEC);
+		ok(r == 0 && task_cgroup_is_empty(x.t->cg) == 1,
+		   "pure v1: freeze + SIGKILL loop empties the cgroup");
+		ok(run_wait(&x, &st) == 1 && st.signaled && st.code == SIGKILL,
+		   "pure v1: the init was killed with the tree");
+	} else {
+		ok(false, "pure v1: launch");
+	}
+	run_end(&x);
+	ok(cgroup_gone(x.id), "pure v1: destroy removed the cgroups");
+	umount2(root, MNT_DETACH);
+	rmdir(root);
+}
+
+static void test_pure_v1(void)
+{
+	int before = n_test, before_fail = n_fail, st;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		pure_v1_child();
+		fflush(stdout);
+		/* report how many ran and failed: the parent's counters continue from there */
+		_exit(((n_test - before) << 4) | (n_fail != before_fail ? 1 : 0));
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) {
+		ok(false, "pure v1 child");
+		return;
+	}
+	n_test += WEXITSTATUS(st) >> 4;
+	n_fail += WEXITSTATUS(st) & 1;
+}
+
 static void test_net_none(void)
 {
 	struct run x;
@@ -1320,6 +1395,7 @@ int main(int argc, char **argv)
 	test_net_none();
 	test_userns();
 	test_v2_on_unified();
+	test_pure_v1();
 	test_adopt_and_gc();
 	{
 		char *slash = strrchr(self, '/');
