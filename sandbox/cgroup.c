@@ -933,15 +933,16 @@ int task_cgroup_kill(const struct task_cgroup *cg, uint64_t timeout_usec)
 	r = task_cgroup_is_empty(cg);
 	if (r != 0)
 		return r < 0 ? r : 0;
-	for (;;) {
+	for (unsigned round = 0;; round++) {
 		if (use_kill_file) {
 			r = write_at(cg->fd[CG_UNIFIED], "cgroup.kill", "1");
 			if (r < 0)
 				return r;
 		}
-		/* v1 (and hybrid tasks attached to v1 only): freeze so nothing forks while we
-		 * kill, then thaw so SIGKILL is acted upon */
-		for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX; h++) {
+		/* v1 (and, from the second round on, hybrid tasks attached to v1 only): freeze so
+		 * nothing forks while we kill, then thaw so SIGKILL is acted upon */
+		for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX && !(use_kill_file && round == 0);
+		     h++) {
 			if (cg->fd[h] < 0 || v1_is_duplicate(cg->sys, h))
 				continue;
 			bool frozen = v1_freeze(cg, true) == 0;
