@@ -633,7 +633,7 @@ static int handle_fallback_target(struct taskwatch *tw, struct tw_target *t)
 
 		t->src_init.ready = false;
 		event_init(&ev, TASKWATCH_EV_EXIT, t);
-		r = tw_target_read_init_exit(t, &ev, give_up);
+		r = tw_target_read_init_exit(t, tw->epfd, &ev, give_up);
 		if (r == -EAGAIN) {
 			/* A non-child exited but its parent has not reaped it yet, and the
 			 * kernel publishes the status at reap time: look again in a moment.

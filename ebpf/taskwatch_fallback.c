@@ -272,7 +272,8 @@ static void fill_status(struct taskwatch_event *ev, int status)
 	}
 }
 
-int tw_target_read_init_exit(struct tw_target *t, struct taskwatch_event *ev, bool give_up)
+int tw_target_read_init_exit(struct tw_target *t, int epfd, struct taskwatch_event *ev,
+			     bool give_up)
 {
 	siginfo_t si = { 0 };
 	struct tw_pidfd_info info = { .mask = TW_PIDFD_INFO_EXIT };
@@ -314,7 +315,8 @@ int tw_target_read_init_exit(struct tw_target *t, struct taskwatch_event *ev, bo
 		return -errno;
 	}
 	t->init_done = true;
-	/* its only reference: closing it also takes it out of the epoll set */
-	t->init_pidfd = safe_close(t->init_pidfd);
+	/* Explicitly out of epoll: the caller may hold another fd of the same pidfd file, and
+	 * an epoll registration lives as long as the file, not our fd. */
+	t->init_pidfd = close_source(epfd, t->init_pidfd);
 	return 1;
 }

@@ -69,4 +69,5 @@ int tw_target_read_empty(struct tw_target *t);
 /* Fill an exit event for the init if it has exited: 1 = filled, 0 = still running, -EAGAIN =
  * exited but not reaped by its (other) parent yet, so the status is not published; with
  * give_up, report it as TASKWATCH_F_STATUS_UNKNOWN instead. */
-int tw_target_read_init_exit(struct tw_target *t, struct taskwatch_event *ev, bool give_up);
+int tw_target_read_init_exit(struct tw_target *t, int epfd, struct taskwatch_event *ev,
+			     bool give_up);

@@ -885,6 +885,117 @@ static void case_no_caps(void)
 	       WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
+/* Two tasks at once, told apart by cookie; the callback removes each target as its task
+ * ends (taskd's pattern), which must be safe in the middle of a consume. */
+struct pair {
+	struct taskwatch *tw;
+	struct test_cgroup cg[2];
+	struct taskwatch_classifier cls[2];
+	int ended, removed_ok, foreign;
+};
+
+static int pair_collect(const struct taskwatch_event *ev, void *userdata)
+{
+	struct pair *p = userdata;
+
+	for (int i = 0; i < 2; i++) {
+		if (ev->type == TASKWATCH_EV_LOST) {
+			taskwatch_reason_feed(&p->cls[i], ev);
+			continue;
+		}
+		if (ev->cookie != (uint64_t)(100 + i))
+			continue;
+		if (ev->cgroup_id != p->cg[i].id)
+			p->foreign++;
+		if (!p->cls[i].ended && taskwatch_reason_feed(&p->cls[i], ev)) {
+			p->ended++;
+			if (taskwatch_remove(p->tw, p->cg[i].id) == 0)
+				p->removed_ok++;
+		}
+	}
+	return 0;
+}
+
+static int child_exit5(void *arg)
+{
+	usleep(20 * 1000);
+	return 5;
+}
+
+static void case_two_tasks(struct taskwatch *tw)
+{
+	struct pair p = { .tw = tw };
+	struct taskwatch_reason r0 = { 0 }, r1 = { 0 };
+	pid_t pid[2] = { -1, -1 };
+	int pidfd[2] = { -1, -1 };
+	bool ok = true;
+	char b0[96] = "", b1[96] = "";
+
+	for (int i = 0; i < 2; i++) {
+		struct taskwatch_target t = TASKWATCH_TARGET_INIT;
+
+		char name[32];
+		int e;
+
+		taskwatch_reason_init(&p.cls[i]);
+		snprintf(name, sizeof(name), "%s-pair%d", taskwatch_mode(tw, NULL), i);
+		e = test_cgroup_create(&p.cg[i], name, 0);
+		if (e < 0) {
+			tap_diag("pair: cgroup: %s", strerror(-e));
+			ok = false;
+			break;
+		}
+		t.cgroup_id = p.cg[i].id;
+		t.cookie = (uint64_t)(100 + i);
+		t.cgroup_path = p.cg[i].unified;
+		e = taskwatch_add(tw, &t);
+		if (e < 0) {
+			tap_diag("pair: add: %s", strerror(-e));
+			ok = false;
+		}
+	}
+	for (int i = 0; ok && i < 2; i++) {
+		int e = 0;
+
+		pid[i] = test_spawn(&p.cg[i], i ? child_sleep : child_exit5, NULL, &pidfd[i]);
+		if (pid[i] > 0)
+			e = taskwatch_set_init(tw, p.cg[i].id, pid[i], pidfd[i]);
+		if (pid[i] <= 0 || e < 0) {
+			tap_diag("pair: spawn/set_init: %s", strerror(pid[i] <= 0 ? -pid[i] : -e));
+			ok = false;
+		}
+	}
+	if (ok)
+		kill(pid[1], SIGKILL);
+	for (int n = 0; ok && p.ended < 2 && n < PUMP_TIMEOUT_MS / 10; n++) {
+		struct pollfd pf = { .fd = taskwatch_fd(tw), .events = POLLIN };
+
+		(void)poll(&pf, 1, 10);
+		int c = taskwatch_consume(tw, pair_collect, &p);
+
+		if (c < 0)
+			tap_diag("consume: %s", strerror(-c));
+		ok = c >= 0;
+	}
+	ok = ok && taskwatch_reason_get(&p.cls[0], &r0) == 0 &&
+	     taskwatch_reason_get(&p.cls[1], &r1) == 0;
+	taskwatch_reason_format(&r0, b0, sizeof(b0));
+	taskwatch_reason_format(&r1, b1, sizeof(b1));
+	tap_ok(ok && r0.kind == TASKWATCH_REASON_EXITED && r0.exit_code == 5 &&
+		       r1.kind == TASKWATCH_REASON_SIGNALED && r1.signal == SIGKILL &&
+		       p.removed_ok == 2 && p.foreign == 0 &&
+		       taskwatch_remove(tw, p.cg[0].id) == -ENOENT,
+	       "%s: two tasks at once -> %s and %s; each removed from its own callback",
+	       taskwatch_mode(tw, NULL), b0, b1);
+	for (int i = 0; i < 2; i++) {
+		if (pid[i] > 0)
+			waitpid(pid[i], NULL, 0);
+		safe_close(pidfd[i]);
+		(void)taskwatch_remove(tw, p.cg[i].id);
+		test_cgroup_destroy(&p.cg[i]);
+	}
+}
+
 static void case_forced_env(void)
 {
 	_cleanup_taskwatch_ struct taskwatch *tw = NULL;
@@ -918,12 +1029,13 @@ static void run_mode(struct taskwatch *tw)
 	case_init_sigkill(tw);
 	case_not_our_child(tw);
 	case_init_forward(tw);
+	case_two_tasks(tw);
 }
 
-/* tests per mode (bpf/fallback): init-forward 1, not-our-child 1, empty-at-add 1, exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
+/* tests per mode (bpf/fallback): two-tasks 1, init-forward 1, not-our-child 1, empty-at-add 1, exit0 2/1, exit3 1, segv 3/2, sigkill 2, oom 2/1,
  * children 2/1, orphan 2, storm 2/1, outside 1, init-oom 2/1, init-kill 2/1 */
-#define TESTS_BPF 24
-#define TESTS_FALLBACK 17
+#define TESTS_BPF 25
+#define TESTS_FALLBACK 18
 
 int main(void)
 {
