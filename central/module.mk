@@ -16,3 +16,4 @@ $(eval $(call cd_test,test_planner,tests/unit/test_planner.c,central api cdlib))
 $(eval $(call cd_test,test_pipeline_store,tests/unit/test_pipeline_store.c,central api cdlib))
 $(eval $(call cd_test,test_pipeline_runner,tests/unit/test_pipeline_runner.c,central api cdlib))
 $(eval $(call cd_test,test_pipeline_api,tests/unit/test_pipeline_api.c,central api cdlib))
+E2E_TESTS += tests/e2e/pipeline_api.sh

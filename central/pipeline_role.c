@@ -251,7 +251,7 @@ static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 	const struct deployd_config *cfg = deployd_config(d);
 	struct store *store = deployd_store(d);
 	struct pipelines_role *pr;
-	char path[PATH_MAX], work[PATH_MAX], logs[PATH_MAX], owner[128];
+	char path[PATH_MAX], logs[PATH_MAX], owner[128];
 	const struct pipeline_api_endpoint *eps;
 	size_t n_eps;
 	int r;
@@ -265,13 +265,10 @@ static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 	pr->lease_s = 30;
 	pr->builds = cfg->roles & DEPLOYD_ROLE_BUILDER;
 	snprintf(path, sizeof(path), "%s/pipelines.conf", cfg->state_dir);
-	snprintf(work, sizeof(work), "%s/builder", cfg->state_dir);
 	snprintf(logs, sizeof(logs), "%s/pipeline-logs", cfg->state_dir);
 	r = store_pipelines_migrate(store, err);
 	if (r >= 0)
 		r = load_conf(pr, path, err);
-	if (r >= 0 && !pr->artifacts_url)
-		pr->artifacts_url = deployd_advertise_url(d);
 	if (r >= 0 && !pr->artifacts_token && !cfg->insecure_no_auth) {
 		_cleanup_free_ char *tp = deployd_config_token_path(cfg);
 		char *tok = NULL;
@@ -287,22 +284,6 @@ static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 						       .url = deployd_advertise_url(d),
 						       .token = pr->artifacts_token };
 		pr->n_zones = 1;
-	}
-	if (r >= 0) {
-		struct builder_config bc = { .work_dir = work,
-					     .log_dir = logs,
-					     .artifacts_url = pr->artifacts_url,
-					     .artifacts_token = pr->artifacts_token };
-
-		r = builder_new(&bc, &pr->builder, err);
-	}
-	if (r >= 0) {
-		struct job_deployer_config jc = { .builder = pr->builder,
-						  .zones = pr->zones,
-						  .n_zones = pr->n_zones,
-						  .log_dir = logs };
-
-		r = job_deployer_new(&jc, &pr->jobs, err);
 	}
 	if (r >= 0) {
 		struct runner_config rc = {
@@ -363,10 +344,57 @@ static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 	return 0;
 }
 
+/* This deployd's URL once it listens (the advertised one may name port 0). */
+static const char *self_url(struct pipelines_role *pr)
+{
+	const char *adv = deployd_advertise_url(pr->d);
+	char buf[300];
+
+	if (!adv || !endswith(adv, ":0"))
+		return adv;
+	snprintf(buf, sizeof(buf), "%.*s:%d", (int)(strlen(adv) - 2), adv, deployd_port(pr->d));
+	return keep(pr, strdup(buf));
+}
+
 static int role_start(struct deployd *d, void *state, struct cd_error *err)
 {
 	struct pipelines_role *pr = state;
-	int r = runner_start(pr->runner, err);
+	const struct deployd_config *cfg = deployd_config(d);
+	char work[PATH_MAX], logs[PATH_MAX];
+	int r = 0;
+
+	snprintf(work, sizeof(work), "%s/builder", cfg->state_dir);
+	snprintf(logs, sizeof(logs), "%s/pipeline-logs", cfg->state_dir);
+	if (!pr->artifacts_url)
+		pr->artifacts_url = self_url(pr);
+	/* Without zone lines: the zone this deployd manages. */
+	if (pr->n_zones == 0 && (cfg->roles & DEPLOYD_ROLE_CLUSTER)) {
+		pr->zones[0] = (struct pipeline_zone){ .zone = cfg->zone,
+						       .region = cfg->region,
+						       .url = self_url(pr),
+						       .token = pr->artifacts_token };
+		pr->n_zones = pr->zones[0].url ? 1 : 0;
+	}
+	if (!pr->artifacts_url)
+		return -ENOMEM;
+	{
+		struct builder_config bc = { .work_dir = work,
+					     .log_dir = logs,
+					     .artifacts_url = pr->artifacts_url,
+					     .artifacts_token = pr->artifacts_token };
+
+		r = builder_new(&bc, &pr->builder, err);
+	}
+	if (r >= 0) {
+		struct job_deployer_config jc = { .builder = pr->builder,
+						  .zones = pr->zones,
+						  .n_zones = pr->n_zones,
+						  .log_dir = logs };
+
+		r = job_deployer_new(&jc, &pr->jobs, err);
+	}
+	if (r >= 0)
+		r = runner_start(pr->runner, err);
 
 	if (r >= 0)
 		r = poller_start(pr->poller, err);
