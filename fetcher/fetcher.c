@@ -344,8 +344,9 @@ static int error_rank(int r)
 }
 
 /* Download into part_fd from the mirrors until one yields the expected digest. */
-static int download(struct fetcher *f, const char *hex, int part_fd, const char *const *mirrors,
-		    size_t n_mirrors, const struct fetch_options *o, struct cd_error *err)
+static int download(struct fetcher *f, const char *hex, int part_fd, uint64_t adopt,
+		    const char *const *mirrors, size_t n_mirrors, const struct fetch_options *o,
+		    struct cd_error *err)
 {
 	_cleanup_(easy_cleanupp) CURL *easy = curl_easy_init();
 	_cleanup_(transfer_state_release) struct transfer_state st = { 0 };
@@ -367,7 +368,8 @@ static int download(struct fetcher *f, const char *hex, int part_fd, const char 
 		r = cas_blob_url(mirrors[i], o->instance, hex, &url);
 		if (r < 0)
 			return cd_error_set(err, r, "invalid mirror URL \"%s\"", mirrors[i]);
-		r = transfer_reset(&st);
+		/* The first mirror continues a crashed download's bytes; the others start over. */
+		r = adopt > 0 ? transfer_adopt(&st, adopt) : transfer_reset(&st);
 		if (r < 0)
 			return cd_error_set(err, r, "cannot reset the download file: %s",
 					    strerror(-r));
@@ -379,11 +381,19 @@ static int download(struct fetcher *f, const char *hex, int part_fd, const char 
 						    strerror(-r));
 			if (streq(hex_of(sum, got), hex))
 				return 0;
+			if (adopt > 0) {
+				/* Maybe the leftover was torn (power loss): this mirror again,
+				 * from byte 0, before blaming it. */
+				adopt = 0;
+				i--;
+				continue;
+			}
 			r = cd_error_set(&e, -EBADMSG,
 					 "%s: digest mismatch: expected sha256:%s, got sha256:%s "
 					 "(%llu bytes)",
 					 url, hex, got, (unsigned long long)st.offset);
 		}
+		adopt = 0;
 		if (msgs.len > 0)
 			(void)strbuf_adds(&msgs, "; ");
 		(void)strbuf_adds(&msgs, e.msg);
@@ -399,20 +409,82 @@ static int download(struct fetcher *f, const char *hex, int part_fd, const char 
 
 static int evict_locked(struct fetcher *f, const char *keep, struct fetcher_gc_stats *stats);
 
+static void closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
+
+/*
+ * Find the largest "<hex>.*.part" in tmp/ (called with the digest lock held, so its writer is
+ * dead), remove any others, and return its name and size. -ENOENT when there is none.
+ */
+static int adopt_leftover(struct fetcher *f, const char *hex, char name[static NAME_MAX + 1],
+			  uint64_t *ret_size)
+{
+	_cleanup_(closedirp) DIR *d = NULL;
+	struct dirent *de;
+	uint64_t best = 0;
+	bool found = false;
+	int fd;
+
+	fd = openat(f->tmp_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		safe_close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (strncmp(de->d_name, hex, CAS_HEX_LEN) != 0 || de->d_name[CAS_HEX_LEN] != '.' ||
+		    !endswith(de->d_name, ".part") ||
+		    fstatat(f->tmp_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		if (found && (uint64_t)st.st_size <= best) {
+			(void)unlinkat(f->tmp_fd, de->d_name, 0);
+			continue;
+		}
+		if (found)
+			(void)unlinkat(f->tmp_fd, name, 0);
+		snprintf(name, NAME_MAX + 1, "%s", de->d_name);
+		best = (uint64_t)st.st_size;
+		found = true;
+	}
+	if (!found)
+		return -ENOENT;
+	*ret_size = best;
+	return 0;
+}
+
 /* Leader path: download to tmp/, fsync, rename into sha256/, fsync the directory. */
 static int fetch_and_publish(struct fetcher *f, const char *hex, const char *const *mirrors,
 			     size_t n_mirrors, const struct fetch_options *o, struct cd_error *err)
 {
-	char part[CAS_HEX_LEN + 32], rnd[17];
+	char part[NAME_MAX + 1], rnd[17];
 	_cleanup_close_ int fd = -EBADF;
+	uint64_t adopt = 0;
 	int r;
 
-	id_random_hex(rnd, sizeof(rnd));
-	snprintf(part, sizeof(part), "%s.%s.part", hex, rnd);
-	fd = openat(f->tmp_fd, part, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return cd_error_set(err, -errno, "cannot create %s/tmp/%s: %m", f->dir, part);
-	r = download(f, hex, fd, mirrors, n_mirrors, o, err);
+	/* We hold the digest lock: a .part of this digest belongs to a download that died. */
+	if (adopt_leftover(f, hex, part, &adopt) == 0) {
+		fd = openat(f->tmp_fd, part, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			adopt = 0;
+	}
+	if (fd < 0) {
+		id_random_hex(rnd, sizeof(rnd));
+		snprintf(part, sizeof(part), "%s.%s.part", hex, rnd);
+		fd = openat(f->tmp_fd, part, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+			    0600);
+		if (fd < 0)
+			return cd_error_set(err, -errno, "cannot create %s/tmp/%s: %m", f->dir,
+					    part);
+	}
+	r = download(f, hex, fd, adopt, mirrors, n_mirrors, o, err);
 	if (r >= 0 && fsync(fd) < 0)
 		r = cd_error_set(err, -errno, "fsync of the downloaded blob failed: %m");
 	if (r >= 0 && fchmod(fd, 0444) < 0)
@@ -576,12 +648,6 @@ static int pin_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct fetcher_pin *)a)->digest,
 		      ((const struct fetcher_pin *)b)->digest);
-}
-
-static void closedirp(DIR **d)
-{
-	if (*d)
-		closedir(*d);
 }
 
 int fetcher_pin_list(struct fetcher *f, struct fetcher_pin **ret, size_t *ret_n)

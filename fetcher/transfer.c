@@ -218,6 +218,38 @@ int transfer_finish(struct transfer_state *st, unsigned char md[static 32])
 	return 0;
 }
 
+int transfer_adopt(struct transfer_state *st, uint64_t size)
+{
+	struct transfer_pipeline *pl = st->pl;
+	uint64_t off = 0;
+
+	(void)pipeline_drain(pl);
+	pl->error = 0;
+	pl->cur_len = 0;
+	if (EVP_DigestInit_ex(pl->md, EVP_sha256(), NULL) != 1)
+		return -ENOMEM;
+	/* Hash what the file holds (the final digest covers every byte, so a torn leftover is
+	 * caught), then continue after it. */
+	while (off < size) {
+		ssize_t n = pread(st->fd, pl->bufs[0], MIN(PL_BUF_SIZE, size - off), (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		if (EVP_DigestUpdate(pl->md, pl->bufs[0], (size_t)n) != 1)
+			return -ENOMEM;
+		off += (uint64_t)n;
+	}
+	if (ftruncate(st->fd, (off_t)off) < 0)
+		return -errno;
+	pl->cur_off = off;
+	st->offset = off;
+	return 0;
+}
+
 int transfer_reset(struct transfer_state *st)
 {
 	struct transfer_pipeline *pl = st->pl;

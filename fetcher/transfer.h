@@ -38,6 +38,9 @@ int transfer_finish(struct transfer_state *st, unsigned char md[static 32]);
 
 /* Reset st to an empty file and a fresh hash (drains first). Returns 0 or -errno. */
 int transfer_reset(struct transfer_state *st);
+/* Take over the first size bytes already in st->fd (a crashed download): hash them and continue
+ * from there. Returns 0 or -errno. */
+int transfer_adopt(struct transfer_state *st, uint64_t size);
 
 /*
  * GET url with easy (reused, so its connection is kept alive between calls) until the body is

@@ -78,7 +78,7 @@ put() {
 	echo "$h"
 }
 
-echo "1..28"
+echo "1..30"
 if ! start_nginx; then
 	echo "# cannot start nginx"; cat "$T/ngx/error.log" 2>/dev/null | sed 's/^/# /'
 	exit 1
@@ -187,6 +187,21 @@ check "--gc removes the dead download" '! ls "$T/c8/tmp" | grep -q "\.part$"' "$
 "$CDFETCH" "$H8" --from "$URL/slow" --cache "$T/c8" -q >"$T/out" 2>"$T/err"
 rc=$?
 check "fetch after the crash succeeds" '[ $rc = 0 ] && cmp -s "$T/b8" "$T/c8/sha256/$H8"' "$(cat "$T/err")"
+
+# ... and without gc, the next fetch continues the dead download's bytes with a Range request
+"$CDFETCH" "$H8" --from "$URL/slow" --cache "$T/c10" -q >/dev/null 2>&1 &
+kp=$!
+for _ in $(seq 100); do
+	[ -n "$(find "$T/c10/tmp" -name "$H8.*.part" -size +100k 2>/dev/null)" ] && break
+	sleep 0.02
+done
+kill -9 "$kp" 2>/dev/null; wait "$kp" 2>/dev/null
+check "killed again mid-download" 'ls "$T/c10/tmp" | grep -q "\.part$"'
+before=$(grep -c "^GET /slow/cas/$H8 206 range=bytes=" "$T/ngx/access.log")
+"$CDFETCH" "$H8" --from "$URL/slow" --cache "$T/c10" -q >"$T/out" 2>"$T/err"
+rc=$?
+after=$(grep -c "^GET /slow/cas/$H8 206 range=bytes=" "$T/ngx/access.log")
+check "the next fetch resumes the dead download" '[ $rc = 0 ] && [ $((after - before)) = 1 ] && cmp -s "$T/b8" "$T/c10/sha256/$H8"' "rc=$rc 206s: $before -> $after $(cat "$T/err")"
 
 # pins via the CLI persist; unpin of an unpinned digest fails
 "$CDFETCH" --pin "$H" --cache "$T/c" >/dev/null && out=$("$CDFETCH" --pin "$H" --cache "$T/c")

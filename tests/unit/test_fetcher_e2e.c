@@ -756,6 +756,49 @@ static void test_stale_failure_not_shared(void **state)
 	close(h.fd);
 }
 
+static void put_leftover(struct fetcher *f, const char *hex, const void *data, size_t len)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s/tmp/%s.0badc0ffee.part", fetcher_dir(f), hex);
+	assert_int_equal(fs_write_atomic(p, data, len, 0600), 0);
+}
+
+static void test_adopt_crashed_download(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-adopt", 0);
+	_cleanup_free_ void *data = random_bytes(3 << 20);
+	_cleanup_free_ void *junk = random_bytes(1 << 20);
+	char hex[CAS_HEX_LEN + 1], p[256];
+	const char *m[] = { base };
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL, *path2 = NULL;
+
+	quick_options(&o);
+	memcpy(data, "adopt-1", 7);
+	sha256_hex(data, 3 << 20, hex);
+	serve("", hex, data, 3 << 20);
+	/* A download that died after 1 MiB: the next fetch continues it with a Range. */
+	put_leftover(f, hex, data, 1 << 20);
+	if (fetcher_fetch(f, hex, m, 1, &o, &path, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
+	assert_int_equal(log_count(hex, " 206 range=bytes=1048576-"), 1);
+	assert_int_equal(log_count(hex, NULL), 1);
+	snprintf(p, sizeof(p), "%s/tmp", fetcher_dir(f));
+	assert_false(dir_has_prefix(p, hex, ".part"));
+
+	/* A torn leftover (garbage): the digest catches it, the mirror is asked again in full. */
+	memcpy(data, "adopt-2", 7);
+	sha256_hex(data, 3 << 20, hex);
+	serve("", hex, data, 3 << 20);
+	put_leftover(f, hex, junk, 1 << 20);
+	if (fetcher_fetch(f, hex, m, 1, &o, &path2, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
+	assert_int_equal(log_count(hex, " 206 range=bytes=1048576-"), 1);
+	assert_int_equal(log_count(hex, " 200 range=- "), 1); /* nginx logs "-" for no Range */
+}
+
 static void test_fsync_failure(void **state)
 {
 	_cleanup_fetcher_ struct fetcher *f = cache_new("c-fsync", 0);
@@ -1179,6 +1222,7 @@ int main(void)
 		cmocka_unit_test(test_size_cap),
 		cmocka_unit_test(test_server_without_range),
 		cmocka_unit_test(test_fsync_failure),
+		cmocka_unit_test(test_adopt_crashed_download),
 		cmocka_unit_test(test_stale_failure_not_shared),
 		cmocka_unit_test(test_https_http2),
 		cmocka_unit_test(test_probe),
