@@ -213,7 +213,9 @@ static int child_segv(void *arg)
 	struct rlimit rl = { RLIM_INFINITY, RLIM_INFINITY };
 	volatile int *p;
 
-	/* core_pattern is relative ("core") or a pipe: give it a writable, throw-away cwd */
+	/* core_pattern is relative ("core") or a pipe: give it a writable, throw-away cwd; and
+	 * the default action even if a handler was inherited (sanitizer builds install one) */
+	signal(SIGSEGV, SIG_DFL);
 	(void)setrlimit(RLIMIT_CORE, &rl);
 	if (chdir(coredir) < 0)
 		return 125;
