@@ -250,6 +250,19 @@ int transfer_adopt(struct transfer_state *st, uint64_t size)
 	return 0;
 }
 
+int transfer_peek(struct transfer_state *st, unsigned char md[static 32])
+{
+	EVP_MD_CTX *copy = EVP_MD_CTX_new();
+	unsigned len = 0;
+	int r = pipeline_drain(st->pl);
+
+	if (r >= 0 && (!copy || EVP_MD_CTX_copy_ex(copy, st->pl->md) != 1 ||
+		       EVP_DigestFinal_ex(copy, md, &len) != 1 || len != 32))
+		r = -ENOMEM;
+	EVP_MD_CTX_free(copy);
+	return r;
+}
+
 int transfer_reset(struct transfer_state *st)
 {
 	struct transfer_pipeline *pl = st->pl;

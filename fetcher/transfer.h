@@ -41,6 +41,8 @@ int transfer_reset(struct transfer_state *st);
 /* Take over the first size bytes already in st->fd (a crashed download): hash them and continue
  * from there. Returns 0 or -errno. */
 int transfer_adopt(struct transfer_state *st, uint64_t size);
+/* The SHA-256 of the bytes accepted so far, without ending the hash. Returns 0 or -errno. */
+int transfer_peek(struct transfer_state *st, unsigned char md[static 32]);
 
 /*
  * GET url with easy (reused, so its connection is kept alive between calls) until the body is

@@ -797,6 +797,18 @@ static void test_adopt_crashed_download(void **state)
 		fail_msg("fetch: %s", err.msg);
 	assert_int_equal(log_count(hex, " 206 range=bytes=1048576-"), 1);
 	assert_int_equal(log_count(hex, " 200 range=- "), 1); /* nginx logs "-" for no Range */
+
+	/* Complete but unpublished (died between the last byte and the rename): no request. */
+	{
+		_cleanup_free_ char *path3 = NULL;
+
+		memcpy(data, "adopt-3", 7);
+		sha256_hex(data, 3 << 20, hex);
+		put_leftover(f, hex, data, 3 << 20);
+		if (fetcher_fetch(f, hex, m, 1, &o, &path3, &err) < 0)
+			fail_msg("fetch: %s", err.msg);
+		assert_int_equal(log_count(hex, NULL), 0);
+	}
 }
 
 static void test_fsync_failure(void **state)
