@@ -465,14 +465,17 @@ static void task_ended(struct manager *m, struct task *t, const char *reason, in
 		t->restart_at = clock_mono_usec() + delay;
 		t->rec.state = TASK_PENDING;
 		set_reason(t, "restarting");
-		if (sig)
-			set_message(t, "restart in %.1fs after %s (signal %d)%s%s",
-				    (double)delay / USEC_PER_SEC, reason, sig, message ? ": " : "",
+		{
+			char why[32] = "";
+
+			if (sig)
+				snprintf(why, sizeof(why), " (signal %d)", sig);
+			else if (code >= 0)
+				snprintf(why, sizeof(why), " (exit code %d)", code);
+			set_message(t, "restart in %.1fs after %s%s%s%s",
+				    (double)delay / USEC_PER_SEC, reason, why, message ? ": " : "",
 				    message ? message : "");
-		else
-			set_message(t, "restart in %.1fs after %s (exit code %d)%s%s",
-				    (double)delay / USEC_PER_SEC, reason, code, message ? ": " : "",
-				    message ? message : "");
+		}
 		task_save(m, t, "restarting");
 		return;
 	}
@@ -1147,12 +1150,15 @@ static void *supervisor(void *arg)
 static int task_parse_doc(struct task *t, struct problem *p)
 {
 	json_t *a;
-	struct jobspec *spec = NULL;
-	int r = jobspec_from_string(t->rec.spec_json, strlen(t->rec.spec_json), &spec, p);
 
-	if (r < 0)
-		return r;
-	t->spec = spec;
+	if (!t->spec) {
+		struct jobspec *spec = NULL;
+		int r = jobspec_from_string(t->rec.spec_json, strlen(t->rec.spec_json), &spec, p);
+
+		if (r < 0)
+			return r;
+		t->spec = spec;
+	}
 	if (!t->rec.artifact_json)
 		return 0;
 	a = json_loads(t->rec.artifact_json, 0, NULL);

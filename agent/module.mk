@@ -13,6 +13,7 @@ INSTALL_LIBEXEC += taskd-shim
 $(eval $(call cd_test,test_agent_state,tests/unit/test_agent_state.c,agent cdlib))
 $(eval $(call cd_test,test_agent_config,tests/unit/test_agent_config.c,agent cdlib))
 $(eval $(call cd_test,test_agent_logfile,tests/unit/test_agent_logfile.c,agent cdlib))
+$(eval $(call cd_test,test_agent_manager,tests/unit/test_agent_manager.c,$(AGENT_LIBS)))
 
 $(eval $(call cd_prog,taskctl,agent/taskctl.c,api cdlib))
 INSTALL_BIN += taskctl

@@ -1,0 +1,465 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests for agent/manager (PutTask validation, idempotency, conflicts, listing, SetTaskState
+ * and DELETE errors, events, metrics, the outbox written with each change), agent/api's token
+ * check, agent/notify's delivery rules, and agent/taskdir's records. The manager runs on a
+ * temporary state dir with a shim path that cannot start, so no task process is created: a put
+ * task ends in ERROR start_failed, which is itself checked.
+ */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "agent/api.h"
+#include "agent/manager.h"
+#include "agent/notify.h"
+#include "agent/state.h"
+#include "agent/taskdir.h"
+#include "lib/fs.h"
+
+static char tmpdir[64];
+static char cgparent[64];
+static struct manager *mgr;
+static unsigned changes;
+
+static void on_change(void *userdata)
+{
+	changes++;
+}
+
+static int setup(void **state)
+{
+	struct manager_config mc = { 0 };
+	struct state *st = NULL;
+	char db[128];
+	char *mask[] = { tmpdir, NULL };
+
+	strcpy(tmpdir, "/tmp/cd-test-agent-manager.XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	snprintf(cgparent, sizeof(cgparent), "cd-test-agent-manager-%d", (int)getpid());
+	snprintf(db, sizeof(db), "%s/taskd.db", tmpdir);
+	assert_int_equal(state_open(db, &st, NULL), 0);
+	mc.state_dir = tmpdir;
+	mc.cgroup_parent = cgparent;
+	mc.shim_path = "/nonexistent/taskd-shim";
+	mc.host_id = "unit";
+	mc.notify = true;
+	mc.log_max_bytes = 1 << 20;
+	mc.log_keep = 1;
+	mc.log_line_max = 1024;
+	mc.restart_reset_s = 60;
+	mc.max_tasks = 3;
+	mc.events_keep = 1000;
+	mc.cache_max_bytes = 1 << 30;
+	mc.mask = mask;
+	mc.on_change = on_change;
+	changes = 0;
+	assert_int_equal(manager_new(&mc, st, &mgr, NULL), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	manager_free(mgr);
+	mgr = NULL;
+	assert_int_equal(fs_rm_rf_at(AT_FDCWD, tmpdir), 0);
+	return 0;
+}
+
+static json_t *body(const char *text)
+{
+	json_t *j = json_loads(text, 0, NULL);
+
+	assert_non_null(j);
+	return j;
+}
+
+static bool has_pointer(const struct problem *p, const char *ptr)
+{
+	for (size_t i = 0; i < p->n_errors; i++)
+		if (streq(p->errors[i].pointer, ptr))
+			return true;
+	return false;
+}
+
+static int put(const char *text, json_t **ret, struct problem *p)
+{
+	json_t *b = body(text);
+	int r;
+
+	problem_init(p, 400, NULL, NULL);
+	r = manager_put_task(mgr, b, ret, p);
+	json_decref(b);
+	return r;
+}
+
+#define SPEC                                                                                       \
+	"\"spec\":{\"name\":\"web\",\"target\":\"//a:web\",\"command\":[\"/bin/true\"],"           \
+	"\"restart\":{\"policy\":\"never\"}}"
+
+static void test_put_reports_every_invalid_field(void **state)
+{
+	struct problem p;
+	json_t *t = NULL;
+
+	assert_int_equal(put("{\"job\":\"nope\",\"index\":-1,\"task_id\":\"Bad_Id\","
+			     "\"request_id\":\"has space\",\"extra\":1,"
+			     "\"artifact\":{\"digest\":\"md5:1\",\"mirrors\":[\"ftp://x\"]},"
+			     "\"spec\":{\"name\":\"Bad Name\",\"reqs\":{\"vcpus\":-1}}}",
+			     &t, &p),
+			 -EINVAL);
+	assert_int_equal(p.status, 422);
+	assert_true(has_pointer(&p, "/job"));
+	assert_true(has_pointer(&p, "/index"));
+	assert_true(has_pointer(&p, "/task_id"));
+	assert_true(has_pointer(&p, "/request_id"));
+	assert_true(has_pointer(&p, "/extra"));
+	assert_true(has_pointer(&p, "/artifact/digest"));
+	assert_true(has_pointer(&p, "/artifact/mirrors/0"));
+	assert_true(has_pointer(&p, "/spec/name"));
+	assert_true(has_pointer(&p, "/spec/reqs/vcpus"));
+	problem_release(&p);
+
+	assert_int_equal(put("[1]", &t, &p), -EINVAL);
+	assert_int_equal(p.status, 422);
+	problem_release(&p);
+	assert_int_equal(put("{}", &t, &p), -EINVAL);
+	assert_true(has_pointer(&p, "/job"));
+	assert_true(has_pointer(&p, "/spec"));
+	problem_release(&p);
+}
+
+static void test_put_idempotent_and_conflicts(void **state)
+{
+	struct problem p;
+	json_t *a = NULL, *b = NULL, *c = NULL;
+	const char *id;
+
+	assert_int_equal(put("{\"request_id\":\"r1\",\"task_id\":\"t-1\",\"job\":\"job://us-east/"
+			     "us-east-1/web\",\"index\":2," SPEC "}",
+			     &a, &p),
+			 201);
+	problem_release(&p);
+	id = json_string_value(json_object_get(a, "task_id"));
+	assert_string_equal(id, "t-1");
+	assert_string_equal(json_string_value(json_object_get(a, "task")),
+			    "task://us-east/us-east-1/web/t-1");
+	assert_int_equal(json_integer_value(json_object_get(a, "index")), 2);
+	/* the same request again: the same task, 200 */
+	assert_int_equal(put("{\"request_id\":\"r1\",\"task_id\":\"t-1\",\"job\":\"job://us-east/"
+			     "us-east-1/web\",\"index\":2," SPEC "}",
+			     &b, &p),
+			 200);
+	problem_release(&p);
+	assert_string_equal(json_string_value(json_object_get(b, "task_id")), "t-1");
+	/* the task id with another request id: 409 */
+	assert_int_equal(put("{\"request_id\":\"r2\",\"task_id\":\"t-1\",\"job\":\"job://us-east/"
+			     "us-east-1/web\"," SPEC "}",
+			     &c, &p),
+			 -EEXIST);
+	assert_int_equal(p.status, 409);
+	problem_release(&p);
+	/* a request id reused for another task id: 409 */
+	assert_int_equal(put("{\"request_id\":\"r1\",\"task_id\":\"t-2\",\"job\":\"job://us-east/"
+			     "us-east-1/web\"," SPEC "}",
+			     &c, &p),
+			 -EEXIST);
+	problem_release(&p);
+	json_decref(a);
+	json_decref(b);
+	assert_true(changes > 0);
+}
+
+static void test_put_capacity(void **state)
+{
+	struct problem p;
+	json_t *t = NULL;
+
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(put("{\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p), 201);
+		problem_release(&p);
+		json_decref(t);
+	}
+	assert_int_equal(put("{\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p), -ENOSPC);
+	assert_int_equal(p.status, 507);
+	problem_release(&p);
+}
+
+static void wait_final(const char *id, json_t **ret)
+{
+	/* The launch fails synchronously inside PutTask (no shim binary), so the state is final
+	 * by the time put returns; no waiting is needed. */
+	assert_int_equal(manager_get_task(mgr, id, true, ret), 0);
+}
+
+static void test_failed_launch_is_start_failed_and_notified(void **state)
+{
+	struct problem p;
+	json_t *t = NULL, *g = NULL, *list = NULL;
+	struct outbox_msg *v = NULL;
+	size_t n = 0;
+
+	assert_int_equal(put("{\"task_id\":\"t-9\",\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p),
+			 201);
+	problem_release(&p);
+	json_decref(t);
+	wait_final("t-9", &g);
+	assert_string_equal(json_string_value(json_object_get(g, "state")), "ERROR");
+	assert_string_equal(json_string_value(json_object_get(g, "reason")), "start_failed");
+	assert_non_null(json_string_value(json_object_get(g, "message")));
+	assert_non_null(json_object_get(g, "spec"));
+	assert_true(json_is_false(json_object_get(g, "healthy")));
+	json_decref(g);
+
+	/* every change went to the outbox, in order, with the protocol's members */
+	assert_int_equal(manager_outbox_due(mgr, (usec_t)INT64_MAX, 100, &v, &n), 0);
+	assert_true(n >= 2);
+	{
+		json_t *first = json_loads(v[0].body, 0, NULL),
+		       *last = json_loads(v[n - 1].body, 0, NULL);
+
+		assert_string_equal(json_string_value(json_object_get(first, "state")), "PENDING");
+		assert_string_equal(json_string_value(json_object_get(first, "host_id")), "unit");
+		assert_string_equal(json_string_value(json_object_get(last, "state")), "ERROR");
+		assert_string_equal(json_string_value(json_object_get(last, "reason")),
+				    "start_failed");
+		assert_true(json_is_null(json_object_get(last, "exit_code")));
+		json_decref(first);
+		json_decref(last);
+	}
+	for (size_t i = 1; i < n; i++)
+		assert_true(v[i].id > v[i - 1].id);
+	assert_int_equal(manager_outbox_ack(mgr, v[0].id), 0);
+	outbox_msg_array_free(v, n);
+
+	assert_int_equal(manager_list_tasks(mgr, NULL, "ERROR", &list), 0);
+	assert_int_equal(json_array_size(json_object_get(list, "tasks")), 1);
+	json_decref(list);
+	assert_int_equal(manager_list_tasks(mgr, "job://r/r-1/other", NULL, &list), 0);
+	assert_int_equal(json_array_size(json_object_get(list, "tasks")), 0);
+	json_decref(list);
+	assert_int_equal(manager_list_tasks(mgr, NULL, "SLEEPING", &list), -EINVAL);
+}
+
+static void test_set_state_and_delete(void **state)
+{
+	struct problem p;
+	json_t *t = NULL;
+	char *dir = NULL;
+
+	assert_int_equal(manager_set_state(mgr, "nope", "DONE", &t), -ENOENT);
+	assert_int_equal(manager_delete_task(mgr, "nope"), -ENOENT);
+	assert_int_equal(put("{\"task_id\":\"t-3\",\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p),
+			 201);
+	problem_release(&p);
+	json_decref(t);
+	assert_int_equal(manager_set_state(mgr, "t-3", "PENDING", &t), -EINVAL);
+	assert_int_equal(manager_set_state(mgr, "t-3", "DONE", &t), 0);
+	assert_string_equal(json_string_value(json_object_get(t, "desired")), "DONE");
+	json_decref(t);
+	assert_false(manager_task_active(mgr, "t-3"));
+	assert_int_equal(manager_task_dir(mgr, "t-3", &dir), 0);
+	assert_int_equal(access(dir, F_OK), 0);
+	assert_int_equal(manager_delete_task(mgr, "t-3"), 0);
+	assert_int_equal(access(dir, F_OK), -1);
+	free(dir);
+	assert_int_equal(manager_get_task(mgr, "t-3", false, &t), -ENOENT);
+	assert_int_equal(manager_delete_task(mgr, "t-3"), -ENOENT);
+}
+
+static void test_events_and_metrics(void **state)
+{
+	struct problem p;
+	json_t *t = NULL, *ev = NULL;
+	struct strbuf out = STRBUF_INIT;
+	json_int_t last;
+
+	assert_int_equal(put("{\"task_id\":\"t-4\",\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p),
+			 201);
+	problem_release(&p);
+	json_decref(t);
+	assert_int_equal(manager_events(mgr, 0, 0, 100, NULL, NULL, &ev), 0);
+	assert_true(json_array_size(json_object_get(ev, "events")) >= 2);
+	assert_string_equal(json_string_value(json_object_get(
+				    json_array_get(json_object_get(ev, "events"), 0), "type")),
+			    "created");
+	last = json_integer_value(json_object_get(ev, "last"));
+	json_decref(ev);
+	/* nothing newer, no wait: an empty page with the same head */
+	assert_int_equal(manager_events(mgr, (uint64_t)last, 0, 100, NULL, NULL, &ev), 0);
+	assert_int_equal(json_array_size(json_object_get(ev, "events")), 0);
+	assert_int_equal(json_integer_value(json_object_get(ev, "last")), last);
+	json_decref(ev);
+
+	assert_int_equal(manager_metrics(mgr, &out), 0);
+	assert_non_null(strstr(out.buf, "taskd_tasks{state=\"ERROR\"} 1\n"));
+	assert_non_null(strstr(out.buf, "taskd_task_start_failures_total 1\n"));
+	assert_non_null(strstr(out.buf, "# TYPE taskd_task_start_latency_seconds histogram"));
+	assert_non_null(strstr(out.buf, "taskd_task_start_latency_seconds_bucket{le=\"+Inf\"} 0"));
+	strbuf_release(&out);
+}
+
+static void test_restart_reloads_tasks(void **state)
+{
+	struct problem p;
+	json_t *t = NULL;
+	struct manager_config mc = { 0 };
+	struct state *st = NULL;
+	struct manager_adopt_stats as;
+	char db[128];
+
+	assert_int_equal(put("{\"task_id\":\"t-5\",\"request_id\":\"q\",\"job\":\"job://r/r-1/"
+			     "web\"," SPEC "}",
+			     &t, &p),
+			 201);
+	problem_release(&p);
+	json_decref(t);
+	manager_free(mgr);
+	mgr = NULL;
+	snprintf(db, sizeof(db), "%s/taskd.db", tmpdir);
+	assert_int_equal(state_open(db, &st, NULL), 0);
+	mc.state_dir = tmpdir;
+	mc.cgroup_parent = cgparent;
+	mc.shim_path = "/nonexistent/taskd-shim";
+	mc.host_id = "unit";
+	mc.log_max_bytes = 1 << 20;
+	mc.log_line_max = 1024;
+	mc.max_tasks = 3;
+	mc.events_keep = 1000;
+	mc.cache_max_bytes = 1 << 30;
+	assert_int_equal(manager_new(&mc, st, &mgr, NULL), 0);
+	manager_adopt_stats(mgr, &as);
+	assert_int_equal(as.tasks, 1);
+	assert_int_equal(manager_get_task(mgr, "t-5", false, &t), 0);
+	assert_string_equal(json_string_value(json_object_get(t, "state")), "ERROR");
+	json_decref(t);
+	/* idempotency survives the restart */
+	assert_int_equal(put("{\"task_id\":\"t-5\",\"request_id\":\"q\",\"job\":\"job://r/r-1/"
+			     "web\"," SPEC "}",
+			     &t, &p),
+			 200);
+	problem_release(&p);
+	json_decref(t);
+}
+
+static void test_api_authorized(void **state)
+{
+	struct taskd_api api = { .token = "0123456789abcdef", .agent_token = "fedcba9876543210" };
+	struct taskd_api only = { .token = "0123456789abcdef" };
+
+	assert_true(taskd_api_authorized(&api, "Bearer 0123456789abcdef"));
+	assert_true(taskd_api_authorized(&api, "Bearer fedcba9876543210"));
+	assert_false(taskd_api_authorized(&api, "Bearer 0123456789abcdeF"));
+	assert_false(taskd_api_authorized(&api, "Bearer 0123456789abcde"));
+	assert_false(taskd_api_authorized(&api, "Bearer "));
+	assert_false(taskd_api_authorized(&api, "Basic 0123456789abcdef"));
+	assert_false(taskd_api_authorized(&api, NULL));
+	assert_false(taskd_api_authorized(&only, "Bearer fedcba9876543210"));
+}
+
+static void test_notify_rules(void **state)
+{
+	assert_int_equal(notifier_classify_status(200), 1);
+	assert_int_equal(notifier_classify_status(204), 1);
+	assert_int_equal(notifier_classify_status(404), -1);
+	assert_int_equal(notifier_classify_status(410), -1);
+	assert_int_equal(notifier_classify_status(422), -1);
+	assert_int_equal(notifier_classify_status(401), -1);
+	assert_int_equal(notifier_classify_status(409), 0);
+	assert_int_equal(notifier_classify_status(429), 0);
+	assert_int_equal(notifier_classify_status(503), 0);
+	assert_int_equal(notifier_classify_status(500), 0);
+	assert_int_equal(notifier_retry_delay(0), 200 * USEC_PER_MSEC);
+	assert_int_equal(notifier_retry_delay(1), 400 * USEC_PER_MSEC);
+	assert_int_equal(notifier_retry_delay(30), 60 * USEC_PER_SEC);
+	assert_int_equal(notifier_retry_delay(1000), 60 * USEC_PER_SEC);
+}
+
+static void test_taskdir_records(void **state)
+{
+	struct launch_spec s = { 0 }, back;
+	struct shim_status st, st2;
+	struct cd_error err = { 0 };
+	char *argv[] = { "/bin/echo", "hi", NULL };
+	char *mask[] = { "/var/lib/codedeploy", NULL };
+	struct launch_env env[] = { { "A", "1" }, { "B", "x=y" } };
+	char *text = NULL;
+	uint64_t start = 0;
+
+	s.task_id = "t";
+	s.generation = 7;
+	s.cgroup_parent = "codedeploy";
+	s.cgroup_name = "t-7";
+	s.argv = argv;
+	s.env = env;
+	s.n_env = 2;
+	s.net = "none";
+	s.memory_mb = 64;
+	s.millicpus = 500;
+	s.log_max_bytes = 4096;
+	s.log_keep = 2;
+	s.log_line_max = 100;
+	s.mask = mask;
+	assert_int_equal(launch_spec_to_string(&s, &text), 0);
+	assert_int_equal(launch_spec_from_string(text, &back, &err), 0);
+	free(text);
+	assert_int_equal(back.generation, 7);
+	assert_string_equal(back.argv[1], "hi");
+	assert_null(back.argv[2]);
+	assert_int_equal(back.n_env, 2);
+	assert_null(back.app_dir);
+	assert_string_equal(back.mask[0], "/var/lib/codedeploy");
+	assert_int_equal(back.millicpus, 500);
+	launch_spec_release(&back);
+	assert_int_equal(launch_spec_from_string("{\"task_id\":1}", &back, &err), -EINVAL);
+	assert_int_equal(launch_spec_from_string("nonsense", &back, &err), -EINVAL);
+
+	shim_status_init(&st);
+	st.phase = SHIM_EXITED;
+	st.generation = 3;
+	st.exit_code = 3;
+	strcpy(st.reason, "exited");
+	strcpy(st.message, "with \"quotes\"");
+	st.oom_kills = 2;
+	assert_int_equal(shim_status_to_string(&st, &text), 0);
+	assert_int_equal(shim_status_from_string(text, &st2), 0);
+	free(text);
+	assert_int_equal(st2.phase, SHIM_EXITED);
+	assert_int_equal(st2.exit_code, 3);
+	assert_int_equal(st2.oom_kills, 2);
+	assert_string_equal(st2.message, "with \"quotes\"");
+	assert_int_equal(shim_status_from_string("{\"phase\":\"bogus\"}", &st2), -EINVAL);
+
+	assert_int_equal(proc_start_time(getpid(), &start), 0);
+	assert_true(start > 0);
+	assert_true(proc_is_same(getpid(), start));
+	assert_false(proc_is_same(getpid(), start + 1));
+	assert_int_equal(proc_start_time(0, &start), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_put_reports_every_invalid_field, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_put_idempotent_and_conflicts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_put_capacity, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_launch_is_start_failed_and_notified,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_state_and_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_reloads_tasks, setup, teardown),
+		cmocka_unit_test(test_api_authorized),
+		cmocka_unit_test(test_notify_rules),
+		cmocka_unit_test(test_taskdir_records),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
