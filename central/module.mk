@@ -17,3 +17,4 @@ $(eval $(call cd_test,test_pipeline_store,tests/unit/test_pipeline_store.c,centr
 $(eval $(call cd_test,test_pipeline_runner,tests/unit/test_pipeline_runner.c,central api cdlib))
 $(eval $(call cd_test,test_pipeline_api,tests/unit/test_pipeline_api.c,central api cdlib))
 E2E_TESTS += tests/e2e/pipeline_api.sh
+E2E_TESTS += tests/e2e/pipeline_crash.sh
