@@ -267,17 +267,6 @@ int main(int argc, char **argv)
 	}
 	if (!cache && !probe)
 		return usage_error("--cache DIR is required");
-	if (token_file) {
-		r = fs_read_file_at(AT_FDCWD, token_file, 4096, &token, NULL);
-		if (r < 0) {
-			fprintf(stderr, "cdfetch: cannot read %s: %s\n", token_file, strerror(-r));
-			return 1;
-		}
-		token[strcspn(token, "\r\n")] = '\0';
-		if (!*token)
-			return usage_error("%s holds no token", token_file);
-		fo.bearer_token = token;
-	}
 	if (gc + pin + unpin + probe + pins > 1)
 		return usage_error("--gc, --pin, --unpin, --pins and --probe exclude each other");
 	if (gc || pins) {
@@ -292,6 +281,17 @@ int main(int argc, char **argv)
 					   argv[optind]);
 		if (!pin && !unpin && n_mirrors == 0 && (!unpack || probe))
 			return usage_error("at least one --from URL is required");
+	}
+	if (token_file) {
+		r = fs_read_file_at(AT_FDCWD, token_file, 4096, &token, NULL);
+		if (r < 0) {
+			fprintf(stderr, "cdfetch: cannot read %s: %s\n", token_file, strerror(-r));
+			return 1;
+		}
+		token[strcspn(token, "\r\n")] = '\0';
+		if (!*token)
+			return usage_error("%s holds no token", token_file);
+		fo.bearer_token = token;
 	}
 	if (probe) {
 		/* A private scratch cache: probing must not need (or touch) a real one. */
