@@ -1,0 +1,196 @@
+# bash completion for taskctl(1)                                   -*- shell-script -*-
+#
+# Completes global options, verbs (taskd verbs, or deployd verbs after --server), each verb's
+# options, -o values, --state values, files for --token-file and put -f, and task ids: those
+# are asked from taskd with `taskctl ps -o json`, passing along the --host/--token/--token-file
+# already typed, quietly (no output on errors) and with a 2 s limit, so completion never hangs
+# on an unreachable taskd or an unreadable token file.
+
+_taskctl_task_ids()
+{
+	local -a cmd=("${words[0]}")
+	local out
+
+	[[ ${cmd[0]} == "~/"* ]] && cmd[0]=$HOME/${cmd[0]#"~/"}
+	cmd+=("${conn[@]}" -o json ps)
+	if type -P timeout >/dev/null 2>&1; then
+		out=$(timeout 2 "${cmd[@]}" 2>/dev/null </dev/null) || return
+	else
+		out=$("${cmd[@]}" 2>/dev/null </dev/null) || return
+	fi
+	# `ps -o json` prints {"tasks": [...]} indented, one member per line.
+	sed -n 's/^[[:space:]]*"task_id":[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$out"
+}
+
+_taskctl_files()
+{
+	if declare -F _filedir >/dev/null; then
+		_filedir
+	else
+		compopt -o filenames 2>/dev/null
+		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+	fi
+}
+
+_taskctl()
+{
+	local cur prev cword
+	local -a words
+	if declare -F _get_comp_words_by_ref >/dev/null; then
+		# Keep URLs (':') and --opt=value ('=') in one word.
+		_get_comp_words_by_ref -n =: cur prev words cword
+	else
+		words=("${COMP_WORDS[@]}")
+		cword=$COMP_CWORD
+		cur=${words[cword]}
+		prev=${words[cword - 1]}
+	fi
+
+	local global_opts="--host --server --token --token-file -o --output --help --version"
+	local taskd_verbs="ps get inspect logs stop start rm events put run"
+	local server_verbs="jobs job hosts events"
+	local -a conn=()
+	local verb="" server="" i w
+	local -a args=() # the verb's words before the current one
+
+	# Walk the words before the cursor: global options (with their values), then the verb.
+	for ((i = 1; i < cword; i++)); do
+		w=${words[i]}
+		if [[ -n $verb ]]; then
+			args+=("$w")
+			continue
+		fi
+		case $w in
+		--host | --token | --token-file)
+			conn+=("$w" "${words[i + 1]}")
+			((i++))
+			;;
+		--server)
+			server=${words[i + 1]}
+			((i++))
+			;;
+		-o | --output)
+			((i++))
+			;;
+		--host=* | --token=* | --token-file=*) conn+=("$w") ;;
+		--server=*) server=${w#--server=} ;;
+		-*) ;;
+		*) verb=$w ;;
+		esac
+	done
+
+	# The value of an option.
+	case $prev in
+	-o | --output)
+		[[ -z $verb ]] && mapfile -t COMPREPLY < <(compgen -W "table wide json" -- "$cur")
+		return
+		;;
+	--token-file)
+		[[ -z $verb ]] && _taskctl_files
+		return
+		;;
+	--host | --server | --token)
+		[[ -z $verb ]] && return
+		;;
+	esac
+	case $cur in
+	--output=*)
+		mapfile -t COMPREPLY < <(compgen -W "table wide json" -- "${cur#--output=}")
+		return
+		;;
+	esac
+
+	if [[ -z $verb ]]; then
+		if [[ $cur == -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W "$global_opts" -- "$cur")
+		elif [[ -n $server ]]; then
+			mapfile -t COMPREPLY < <(compgen -W "$server_verbs" -- "$cur")
+		else
+			mapfile -t COMPREPLY < <(compgen -W "$taskd_verbs" -- "$cur")
+		fi
+		return
+	fi
+
+	# Positional words of the verb so far (options and their values left out).
+	local -a pos=()
+	local takes_value=""
+	for w in "${args[@]}"; do
+		if [[ -n $takes_value ]]; then
+			takes_value=""
+			continue
+		fi
+		case $w in
+		--job | --state | --tail | --after | -f | --file | --index | --digest | --mirror | \
+			--request-id)
+			# -f is a flag of logs, a value-taking option of put/run
+			if [[ $w == -f && $verb == logs ]]; then continue; fi
+			takes_value=1
+			;;
+		-*) ;;
+		*) pos+=("$w") ;;
+		esac
+	done
+
+	local opts=""
+	case $verb in
+	ps)
+		case $prev in
+		--state)
+			mapfile -t COMPREPLY < <(compgen -W "PENDING RUNNING DONE ERROR" -- "$cur")
+			return
+			;;
+		--job) return ;;
+		esac
+		opts="--job --state --help"
+		;;
+	get | inspect | stop | start | rm)
+		opts="--help"
+		;;
+	logs)
+		[[ $prev == --tail ]] && return
+		opts="-f --follow --tail --help"
+		;;
+	events)
+		[[ $prev == --after ]] && return
+		opts="-w --watch --after --help"
+		;;
+	put | run)
+		case $prev in
+		-f | --file)
+			_taskctl_files
+			return
+			;;
+		--job | --index | --digest | --mirror | --request-id) return ;;
+		esac
+		opts="-f --file --job --index --digest --mirror --request-id --help"
+		;;
+	job)
+		if ((${#pos[@]} == 0)) && [[ $cur != -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W "get" -- "$cur")
+			return
+		fi
+		opts="--help"
+		;;
+	jobs | hosts)
+		opts="--help"
+		;;
+	*)
+		return
+		;;
+	esac
+
+	if [[ $cur == -* ]]; then
+		mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
+		return
+	fi
+	case $verb in
+	get | inspect | stop | start | rm | logs)
+		if ((${#pos[@]} == 0)) && [[ -z $server ]]; then
+			mapfile -t COMPREPLY < <(compgen -W "$(_taskctl_task_ids)" -- "$cur")
+		fi
+		;;
+	esac
+}
+complete -F _taskctl taskctl
+
+# ex: filetype=sh
