@@ -25,6 +25,7 @@
 #include "lib/clock.h"
 #include "lib/fs.h"
 #include "lib/str.h"
+#include "sandbox/initloop.h"
 
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
@@ -41,8 +42,6 @@
 static const char *const host_entries[] = {
 	"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "opt", "srv", "var",
 };
-
-static const int forwarded_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
 
 /* Error record the child writes to the CLOEXEC pipe; one write < PIPE_BUF. */
 struct child_error {
@@ -61,6 +60,7 @@ struct plan {
 	int sync_r, err_w, status_w, status_file;
 	int fd_in, fd_out, fd_err;
 	int new_cgroupns;
+	int init_fd;		    /* sandbox-init binary to exec as pid 1, -1 = in-process */
 	int v1_tasks[_CG_HIER_MAX]; /* the child enters its v1 hierarchies itself */
 	int n_v1_tasks;
 	char tmpfs_opts[64];
@@ -398,79 +398,6 @@ static _noreturn_ void child_exec(const struct plan *p)
 	child_fail(p, "exec", last_errno);
 }
 
-/* Decimal without printf. */
-static char *fmt_uint(char *end, unsigned v)
-{
-	*--end = '\0';
-	do
-		*--end = (char)('0' + v % 10);
-	while (v /= 10);
-	return end;
-}
-
-static void write_status(const struct plan *p, int wstatus)
-{
-	char rec[48], num[16];
-	size_t n;
-
-	if (WIFSIGNALED(wstatus)) {
-		s_join(rec, sizeof(rec), "signaled ",
-		       fmt_uint(num + sizeof(num), WTERMSIG(wstatus)));
-		s_join(rec, sizeof(rec), rec, WCOREDUMP(wstatus) ? " core\n" : "\n");
-	} else {
-		s_join(rec, sizeof(rec), "exited ",
-		       fmt_uint(num + sizeof(num), WEXITSTATUS(wstatus)));
-		s_join(rec, sizeof(rec), rec, "\n");
-	}
-	n = s_len(rec);
-	(void)!write(p->status_w, rec, n);
-	if (p->status_file >= 0) {
-		(void)!pwrite(p->status_file, rec, n, 0);
-		(void)!ftruncate(p->status_file, (off_t)n);
-		(void)fsync(p->status_file);
-	}
-}
-
-/* pid 1 of the task: forward signals, reap everything, mirror the command's status. */
-static _noreturn_ void child_init_loop(const struct plan *p, pid_t cmd)
-{
-	sigset_t set;
-	int cmd_status = 0;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	for (size_t i = 0; i < ARRAY_SIZE(forwarded_signals); i++)
-		sigaddset(&set, forwarded_signals[i]);
-	for (;;) {
-		siginfo_t si;
-		int sig = sigwaitinfo(&set, &si);
-		bool done = false;
-
-		if (sig < 0)
-			continue;
-		if (sig != SIGCHLD) {
-			(void)kill(cmd, sig);
-			continue;
-		}
-		for (;;) {
-			int st;
-			pid_t w = waitpid(-1, &st, WNOHANG);
-
-			if (w <= 0)
-				break;
-			if (w == cmd) {
-				cmd_status = st;
-				done = true;
-			}
-		}
-		if (done)
-			break;
-	}
-	write_status(p, cmd_status);
-	/* leaving takes the rest of the pid namespace with us (the kernel SIGKILLs it) */
-	_exit(WIFSIGNALED(cmd_status) ? 128 + WTERMSIG(cmd_status) : WEXITSTATUS(cmd_status));
-}
-
 /* Close every fd but keep[]; async-signal-safe. */
 static void close_all_except(const struct plan *p, int *keep, size_t n)
 {
@@ -492,6 +419,24 @@ static void close_all_except(const struct plan *p, int *keep, size_t n)
 		next = (unsigned)keep[i] + 1;
 	}
 	check(p, (int)syscall(SYS_close_range, next, ~0U, 0), "close-fds");
+}
+
+/* Become the sandbox-init binary (through the fd opened by the caller: its path is not in our
+ * view), so the long-lived init holds no copy of the caller's memory. The status fds must
+ * survive the exec; pending signals and the blocked mask do. On failure we stay in-process. */
+static void exec_init(const struct plan *p, pid_t cmd)
+{
+	char a[3][24];
+	char *argv[] = { "sandbox-init", sandbox_fmt_int(a[0] + sizeof(a[0]), cmd),
+			 sandbox_fmt_int(a[1] + sizeof(a[1]), p->status_w),
+			 sandbox_fmt_int(a[2] + sizeof(a[2]), p->status_file), NULL };
+	char *envp[] = { NULL };
+
+	if (fcntl(p->status_w, F_SETFD, 0) < 0 ||
+	    (p->status_file >= 0 && fcntl(p->status_file, F_SETFD, 0) < 0))
+		return;
+	(void)syscall(SYS_execveat, p->init_fd, "", argv, envp, AT_EMPTY_PATH);
+	(void)fcntl(p->status_w, F_SETFD, FD_CLOEXEC);
 }
 
 /* Write value to /proc/self/oom_score_adj, saving the old one into old (NUL-terminated) when
@@ -521,7 +466,7 @@ static int oom_adj_swap(const char *value, char *old, size_t size)
 static _noreturn_ void child_main(const struct plan *p)
 {
 	int keep[8 + _CG_HIER_MAX] = { p->sync_r, p->err_w,  p->status_w, p->status_file,
-				       p->fd_in,  p->fd_out, p->fd_err,	  -1 };
+				       p->fd_in,  p->fd_out, p->fd_err,	  p->init_fd };
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	char c, oom_adj[16];
 	int oom_adj_len;
@@ -578,7 +523,9 @@ static _noreturn_ void child_main(const struct plan *p)
 	close(p->fd_in);
 	close(p->fd_out);
 	close(p->fd_err);
-	child_init_loop(p, cmd);
+	if (p->init_fd >= 0)
+		exec_init(p, cmd);
+	sandbox_init_loop(cmd, p->status_w, p->status_file);
 }
 
 /* ---- parent side ---- */
@@ -654,6 +601,13 @@ int sandbox_config_validate(const struct sandbox_config *cfg, struct cd_error *e
 		if (cfg->rlimits[i].resource < 0 || cfg->rlimits[i].resource >= RLIM_NLIMITS ||
 		    cfg->rlimits[i].cur > cfg->rlimits[i].max)
 			r = cd_error_set(err, -EINVAL, "invalid rlimit #%zu", i);
+	if (cfg->init_binary) {
+		if (!abs_path_ok(cfg->init_binary))
+			r = cd_error_set(err, -EINVAL, "invalid init binary \"%s\"",
+					 cfg->init_binary);
+		else if (access(cfg->init_binary, X_OK) < 0)
+			r = cd_error_set(err, -errno, "init binary %s: %m", cfg->init_binary);
+	}
 	if (cfg->caps >> (CAP_LAST_CAP + 1))
 		r = cd_error_set(err, -EINVAL, "unknown capability bits in 0x%" PRIx64, cfg->caps);
 	if (cfg->mask_paths) {
@@ -749,6 +703,8 @@ int sandbox_proc_start_time(pid_t pid, uint64_t *ret)
 
 static void plan_release(struct plan *p)
 {
+	if (p->init_fd >= 0)
+		p->init_fd = safe_close(p->init_fd);
 	for (int i = 0; i < p->n_v1_tasks; i++)
 		safe_close(p->v1_tasks[i]);
 	p->n_v1_tasks = 0;
@@ -879,6 +835,12 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 		if (startswith(*e, "PATH="))
 			p.path_env = *e + 5;
 	p.last_cap = read_last_cap();
+	p.init_fd = -1;
+	if (cfg->init_binary && !cfg->no_init) {
+		p.init_fd = open(cfg->init_binary, O_PATH | O_CLOEXEC);
+		if (p.init_fd < 0)
+			return cd_error_set(err, -errno, "init binary %s: %m", cfg->init_binary);
+	}
 	plan_host_entries(&p);
 	if (!cfg->no_seccomp) {
 		r = sandbox_seccomp_get(&cfg->seccomp, &p.bpf, err);
@@ -946,6 +908,8 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	p.sync_r = safe_close(p.sync_r);
 	p.err_w = safe_close(p.err_w);
 	p.status_w = safe_close(p.status_w);
+	if (p.init_fd >= 0)
+		p.init_fd = safe_close(p.init_fd);
 	for (int i = 0; i < p.n_v1_tasks; i++)
 		p.v1_tasks[i] = safe_close(p.v1_tasks[i]);
 	p.n_v1_tasks = 0;

@@ -13,9 +13,9 @@
  * drops capabilities, sets no_new_privs and rlimits, loads the seccomp profile and execs.
  * The init forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the command, reaps every
  * orphan, and exits when the command exits; the kernel then SIGKILLs what is left in the pid
- * namespace. The init is a clone of the caller, not a separate binary: no extra exec on the
- * start path (see docs/sandbox.md for the measured costs); it closes every inherited fd but the
- * few it needs, and never allocates memory.
+ * namespace. The init is a clone of the caller that, when cfg->init_binary is set, execs the tiny
+ * sandbox-init after forking the command (off the command's start path; see docs/sandbox.md for
+ * the measured costs); it closes every inherited fd but the few it needs, and never allocates.
  * Fallbacks: without clone3 (kernel < 5.3) or CLONE_INTO_CGROUP (< 5.7, or pure v1) the init is
  * created with clone(2) and moved into every hierarchy through cgroup.procs by the caller
  * while it waits on a sync pipe, so nothing of the task runs outside its cgroup either way.
@@ -95,8 +95,13 @@ struct sandbox_config {
 	const char *const *mask_paths; /* NULL-terminated, absolute; missing paths are skipped */
 	const struct sandbox_rlimit *rlimits;
 	size_t n_rlimits;
-	bool no_init;	 /* run the command itself as pid 1 (it then ignores SIGTERM unless it
+	bool no_init; /* run the command itself as pid 1 (it then ignores SIGTERM unless it
 			  * installs a handler) */
+	/* The sandbox-init binary (build/sandbox-init, installed to libexec): once the command is
+	 * forked the init execs it, so the long-lived pid 1 keeps no copy-on-write image of the
+	 * caller's memory; the exec runs beside the command's own start. NULL = the init stays a
+	 * clone of the caller (fine for a small caller like sandbox-run; a daemon should set it). */
+	const char *init_binary;
 	bool no_seccomp; /* skip the default seccomp profile */
 	struct sandbox_seccomp_opts seccomp;
 	int stdin_fd; /* duplicated into the task; -1 = /dev/null */

@@ -1,7 +1,18 @@
 # sandbox/: launch a process tree in cgroups + namespaces + seccomp (see docs/sandbox.md).
-SANDBOX_SRCS := sandbox/cgroup.c sandbox/seccomp.c sandbox/netns.c sandbox/launch.c
+SANDBOX_SRCS := sandbox/cgroup.c sandbox/seccomp.c sandbox/netns.c sandbox/launch.c \
+	sandbox/initloop.c
 $(eval $(call cd_lib,sandbox,$(SANDBOX_SRCS)))
 $(eval $(call cd_prog,sandbox-run,sandbox/sandbox_run.c,sandbox cdlib))
 $(eval $(call cd_selftest,sandbox,selftests/sandbox.c,sandbox cdlib))
 $(eval $(call cd_test,test_sandbox,tests/unit/test_sandbox.c,sandbox cdlib))
 DEPS_PKGS += runc crun
+
+# sandbox-init: libc only, linked statically so exec'ing it as every task's pid 1 costs no
+# dynamic loading (and it needs nothing from the task's view of the host).
+SANDBOX_INIT_SRCS := sandbox/init_main.c sandbox/initloop.c
+ALL_SRCS += sandbox/init_main.c
+PROGS += $(BUILD)/sandbox-init
+INSTALL_LIBEXEC += sandbox-init
+$(BUILD)/sandbox-init: $(call objs,obj,$(SANDBOX_INIT_SRCS))
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -static-pie -Wl,-z,relro,-z,now $(LDFLAGS) -o $@ $^

@@ -108,6 +108,7 @@ static void usage(FILE *f)
 		"  --env K=V             environment (repeatable; default only PATH)\n"
 		"  --status-file FILE    the init writes the final status record there\n"
 		"  --no-init             run COMMAND itself as pid 1\n"
+		"  --init-binary PATH    pid 1 execs this sandbox-init (default: stays a clone)\n"
 		"  --no-seccomp          do not load the default seccomp profile\n"
 		"  --timing              print the launch time to stderr\n"
 		"  --attach-by-pid       benchmark: move the task into its cgroups by pid (slow)\n"
@@ -260,6 +261,7 @@ int main(int argc, char **argv)
 		OPT_ATTACH_BY_PID,
 		OPT_USERNS,
 		OPT_ISOLATE,
+		OPT_INIT_BINARY,
 		OPT_VERSION,
 	};
 	static const struct option opts[] = {
@@ -291,6 +293,7 @@ int main(int argc, char **argv)
 		{ "attach-by-pid", no_argument, NULL, OPT_ATTACH_BY_PID },
 		{ "userns", required_argument, NULL, OPT_USERNS },
 		{ "isolate", no_argument, NULL, OPT_ISOLATE },
+		{ "init-binary", required_argument, NULL, OPT_INIT_BINARY },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{},
@@ -441,6 +444,9 @@ int main(int argc, char **argv)
 			cfg.userns_size = u;
 			break;
 		}
+		case OPT_INIT_BINARY:
+			cfg.init_binary = optarg;
+			break;
 		case OPT_ISOLATE:
 			cfg.bridge.isolate = true;
 			break;

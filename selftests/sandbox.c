@@ -536,44 +536,100 @@ static void test_cpu_quota(void)
 	run_end(&x);
 }
 
-static void test_signals_and_status(void)
+static char init_bin[PATH_MAX], cli[PATH_MAX];
+
+/* comm of pid (waits up to 1 s for it to become want). */
+static bool comm_becomes(pid_t pid, const char *want)
 {
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	for (int i = 0; i < 100; i++) {
+		_cleanup_free_ char *s = NULL;
+
+		if (fs_read_file_at(AT_FDCWD, path, 64, &s, NULL) == 0) {
+			s[strcspn(s, "\n")] = '\0';
+			if (streq(s, want))
+				return true;
+		}
+		clock_sleep_usec(10000);
+	}
+	return false;
+}
+
+/* The init's duties, in-process (init == NULL) or exec'd into sandbox-init. */
+static void test_init_duties(const char *init)
+{
+	const char *mode = init ? "sandbox-init" : "in-process init";
 	struct run x;
 	struct sandbox_status st;
 	char *out;
 
 	run_init(&x, SH("exit 7"));
+	x.cfg.init_binary = init;
 	out = run_full(&x, &st);
-	ok(out && !st.signaled && st.code == 7, "init exits with the command's status (7)");
+	ok(out && !st.signaled && st.code == 7, "%s exits with the command's status (7)", mode);
 	run_end(&x);
 
 	run_init(&x, SH("kill -SEGV $$"));
+	x.cfg.init_binary = init;
 	out = run_full(&x, &st);
 	ok(out && st.signaled && st.code == SIGSEGV && sandbox_status_exit_code(&st) == 139,
-	   "a command killed by SIGSEGV is reported as signaled 11");
+	   "%s: a command killed by SIGSEGV is reported as signaled 11", mode);
 	run_end(&x);
 
 	run_init(&x, HELPER("sigwait"));
+	x.cfg.init_binary = init;
 	if (run_start(&x) == 0 && run_wait_output(&x, "ready")) {
+		if (init)
+			ok(comm_becomes(x.t->ident.pid, "sandbox-init"),
+			   "pid 1 of the task is the sandbox-init binary");
 		ok(sandbox_signal(x.t, SIGTERM) == 0, "SIGTERM sent to the task");
 		ok(run_wait(&x, &st) == 1 && !st.signaled && st.code == 0 &&
 			   strstr(run_output(&x), "got 15"),
-		   "SIGTERM reaches the command's handler through init");
+		   "%s: SIGTERM reaches the command's handler", mode);
 	} else {
 		ok(false, "sigwait helper started");
 	}
 	run_end(&x);
 
-	/* orphans: the middle shell exits at once, its child is re-parented to init; once that
-	 * child has exited, init must reap it (3 s at most) */
 	run_init(&x, SH("sh -c '(sleep 0.1; touch /tmp/orphan-done) &'; "
 			"while [ ! -e /tmp/orphan-done ]; do sleep 0.05; done; "
 			"for i in $(seq 60); do z=$(grep -l '^State:.*Z' /proc/[0-9]*/status "
 			"2>/dev/null | wc -l); [ $z = 0 ] && break; sleep 0.05; done; "
 			"echo zombies=$z"));
+	x.cfg.init_binary = init;
 	out = run_full(&x, &st);
-	ok(out && strstr(out, "zombies=0"), "orphans are reaped by init (no zombies)");
+	ok(out && strstr(out, "zombies=0"), "%s reaps orphans (no zombies)", mode);
 	run_end(&x);
+
+	/* the status file is written by whichever init runs */
+	{
+		char path[] = "/tmp/cd-selftest-status.XXXXXX";
+		int sfd = mkstemp(path);
+		char buf[64] = "";
+
+		run_init(&x, SH("exit 5"));
+		x.cfg.init_binary = init;
+		x.cfg.status_fd = sfd;
+		out = run_full(&x, &st);
+		(void)!pread(sfd, buf, sizeof(buf) - 1, 0);
+		ok(out && streq(buf, "exited 5\n"), "%s writes the status file", mode);
+		run_end(&x);
+		close(sfd);
+		unlink(path);
+	}
+}
+
+static void test_signals_and_status(void)
+{
+	struct run x;
+
+	test_init_duties(NULL);
+	if (access(init_bin, X_OK) == 0)
+		test_init_duties(init_bin);
+	else
+		skip("sandbox-init binary", "not built next to the selftests");
 
 	/* --no-init: the command is pid 1 and the kernel drops SIGTERM */
 	run_init(&x, SH("sleep 30"));
@@ -1229,8 +1285,6 @@ static void test_net_bridge(void)
 	fs_rm_rf_at(AT_FDCWD, ipam);
 }
 
-static char cli[PATH_MAX];
-
 /* Run sandbox-run with args; returns its exit code (or 128 + signal), output in buf. With
  * term_on, SIGTERM is sent to sandbox-run itself once its output contains that string. */
 static int run_cli(char *const *args, const char *term_on, char *buf, size_t size)
@@ -1383,6 +1437,23 @@ int main(int argc, char **argv)
 		}
 	}
 
+	{
+		char dir[PATH_MAX], *slash;
+
+		snprintf(dir, sizeof(dir), "%s", self);
+		slash = strrchr(dir, '/');
+		if (slash) {
+			*slash = '\0';
+			char p[PATH_MAX + 32];
+
+			snprintf(p, sizeof(p), "%s/../sandbox-run", dir);
+			if (!realpath(p, cli))
+				cli[0] = '\0';
+			snprintf(p, sizeof(p), "%s/../sandbox-init", dir);
+			if (!realpath(p, init_bin))
+				init_bin[0] = '\0';
+		}
+	}
 	test_namespaces();
 	test_limits_visible();
 	test_filesystem();

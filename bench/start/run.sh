@@ -14,7 +14,8 @@ BUILD=${BUILD:-build}
 CHUNK=${CHUNK:-10}
 SR=$BUILD/sandbox-run
 [ "$(id -u)" = 0 ] || { echo "bench/start: needs root (cgroups, namespaces)"; exit 77; }
-[ -x "$SR" ] || { echo "bench/start: build $SR first (make BUILD=$BUILD $SR)"; exit 1; }
+[ -x "$SR" ] && [ -x "$BUILD/sandbox-init" ] ||
+	{ echo "bench/start: build $SR and $BUILD/sandbox-init first"; exit 1; }
 if ! command -v runc >/dev/null || ! command -v crun >/dev/null; then
 	apt-get install -y runc crun >/dev/null 2>&1 || {
 		apt-get update >/dev/null 2>&1 && apt-get install -y runc crun >/dev/null 2>&1
@@ -135,13 +136,16 @@ ratio() { # a b label
 echo "start latency of /bin/true, N=$N per variant, $(nproc) cpus, kernel $(uname -r)," \
 	"load $(cut -d' ' -f1-3 /proc/loadavg)"
 SRARGS="--cgroup-parent cd-bench-$$ --memory 64M --pids 64 --net none"
-VARIANTS="fork-exec sandbox-run sandbox-run-attach-by-pid crun crun-cgroup2-view-no-limits runc"
+VARIANTS="fork-exec sandbox-run sandbox-run-init-binary sandbox-run-attach-by-pid crun crun-cgroup2-view-no-limits runc"
 for v in $VARIANTS; do : >"$W/$v.txt"; done
 off=0
 while [ "$off" -lt "$N" ]; do
 	chunk $off fork-exec "" -- /bin/true
 	# shellcheck disable=SC2086
 	chunk $off sandbox-run "" -- "$SR" $SRARGS --id "cdbench-$$-%d" -- /bin/true
+	# shellcheck disable=SC2086
+	chunk $off sandbox-run-init-binary "" -- "$SR" $SRARGS --init-binary "$(realpath "$BUILD/sandbox-init")" \
+		--id "cdbench-$$-i%d" -- /bin/true
 	# shellcheck disable=SC2086
 	chunk $off sandbox-run-attach-by-pid "" -- "$SR" $SRARGS --attach-by-pid \
 		--id "cdbench-$$-p%d" -- /bin/true
@@ -159,3 +163,4 @@ ratio sandbox_run crun "goal <= 1"
 ratio sandbox_run crun_cgroup2_view_no_limits "goal <= 1; crun runs without limits"
 ratio sandbox_run fork_exec "goal <= 3"
 ratio sandbox_run_attach_by_pid sandbox_run "moving by pid vs clone3 into cgroup"
+ratio sandbox_run_init_binary sandbox_run "init exec'ing sandbox-init vs staying a clone"
