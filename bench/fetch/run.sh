@@ -36,8 +36,10 @@ now_ns() { date +%s%N; }
 mbps() { echo "$1 $2" | awk '{ printf "%.0f", $1 / ($2 / 1e9) }'; }   # MB, ns → MB/s
 
 mkdir -p "$T/www/cas" "$T/ngx/tmp"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$T/ngx/nginx.conf" <<CONF
+printf '%s' "$T" >"$T/www/ready"
+for try in 1 2 3 4 5; do
+	PORT=$(shuf -i 20000-60999 -n 1)
+	cat >"$T/ngx/nginx.conf" <<CONF
 daemon off;
 master_process off;
 worker_processes 1;
@@ -57,9 +59,22 @@ http {
 	server { listen 127.0.0.1:$PORT; root $T/www; }
 }
 CONF
-"$NGINX" -p "$T/ngx" -c "$T/ngx/nginx.conf" -e "$T/ngx/error.log" &
-NGINX_PID=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.05; done
+	"$NGINX" -p "$T/ngx" -c "$T/ngx/nginx.conf" -e "$T/ngx/error.log" &
+	NGINX_PID=$!
+	up=0
+	for _ in $(seq 100); do
+		# our nginx (it serves our marker), not whoever else owns a random port
+		if [ "$(curl -s "http://127.0.0.1:$PORT/ready" 2>/dev/null)" = "$T" ]; then
+			up=1
+			break
+		fi
+		kill -0 "$NGINX_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	[ "$up" = 1 ] && break
+	kill "$NGINX_PID" 2>/dev/null; wait "$NGINX_PID" 2>/dev/null; NGINX_PID=
+done
+[ -n "$NGINX_PID" ] || { echo "bench/fetch: cannot start nginx" >&2; exit 1; }
 URL="http://127.0.0.1:$PORT"
 
 put() { # FILE → hex (served)

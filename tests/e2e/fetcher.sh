@@ -24,12 +24,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# A random unprivileged port; start_nginx retries when it happens to be taken.
 free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	shuf -i 20000-60999 -n 1
 }
 
 start_nginx() {
 	mkdir -p "$T/www/cas" "$T/www/slow/cas" "$T/www/auth/cas" "$T/ngx/tmp"
+	printf '%s' "$T" >"$T/www/ready"
 	for try in 1 2 3 4 5; do
 		PORT=$(free_port)
 		cat >"$T/ngx/nginx.conf" <<CONF
@@ -60,7 +62,10 @@ CONF
 		"$NGINX" -p "$T/ngx" -c "$T/ngx/nginx.conf" -e "$T/ngx/error.log" &
 		NGINX_PID=$!
 		for _ in $(seq 50); do
-			if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then return 0; fi
+			# Our nginx, not whoever else may own a random port: it serves our marker.
+			if [ "$(curl -s "http://127.0.0.1:$PORT/ready" 2>/dev/null)" = "$T" ]; then
+				return 0
+			fi
 			kill -0 "$NGINX_PID" 2>/dev/null || break
 			sleep 0.05
 		done

@@ -195,6 +195,16 @@ static bool port_open(int port)
 	return ok;
 }
 
+/* Is it our nginx on nginx_port (it serves www/ready = T), not a stranger that won the port? */
+static bool nginx_serves_marker(void)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "test \"$(curl -s http://127.0.0.1:%d/ready)\" = '%s'",
+		 nginx_port, T);
+	return system(cmd) == 0;
+}
+
 static const char *nginx_bin(void)
 {
 	return access("/usr/sbin/nginx", X_OK) == 0 ? "/usr/sbin/nginx" : NULL;
@@ -217,6 +227,8 @@ static int start_nginx(void)
 		snprintf(ca_file, sizeof(ca_file), "%s/ngx/cert.pem", T);
 	snprintf(path, sizeof(path), "%s/www", T);
 	assert_int_equal(fs_mkdir_p(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/www/ready", T);
+	assert_int_equal(fs_write_atomic(path, T, strlen(T), 0644), 0);
 	for (int attempt = 0; attempt < 5; attempt++) {
 		char tls[512] = "";
 
@@ -268,7 +280,7 @@ static int start_nginx(void)
 			_exit(127);
 		}
 		for (int i = 0; i < 100; i++) {
-			if (port_open(nginx_port)) {
+			if (port_open(nginx_port) && nginx_serves_marker()) {
 				snprintf(base, sizeof(base), "http://127.0.0.1:%d", nginx_port);
 				return 0;
 			}
