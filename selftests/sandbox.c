@@ -15,6 +15,7 @@
 #include <linux/capability.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1116,6 +1117,77 @@ static void test_pure_v1(void)
 	n_fail += WEXITSTATUS(st) & 1;
 }
 
+struct thread_arg {
+	int index, ok;
+};
+static volatile int hammer_stop;
+
+static void *malloc_hammer(void *arg)
+{
+	/* keeps malloc's locks busy: a child that allocated after clone would deadlock */
+	while (!hammer_stop) {
+		void *p[64];
+
+		for (int i = 0; i < 64; i++)
+			p[i] = malloc((size_t)(i * 97 % 4096) + 1);
+		for (int i = 0; i < 64; i++)
+			free(p[i]);
+	}
+	return NULL;
+}
+
+static void *launcher_thread(void *arg)
+{
+	struct thread_arg *ta = arg;
+
+	for (int i = 0; i < 5; i++) {
+		struct sandbox_config cfg;
+		struct sandbox_task *t = NULL;
+		struct sandbox_status st;
+		struct cd_error err = { 0 };
+		char id[64];
+		char *argv[] = { "/bin/sh", "-c", "exit 3", NULL };
+
+		sandbox_config_init(&cfg);
+		snprintf(id, sizeof(id), "thr%d-%d-%d", (int)getpid(), ta->index, i);
+		cfg.task_id = id;
+		cfg.cgroup_parent = parent;
+		cfg.argv = argv;
+		cfg.limits.pids_max = 16;
+		if (sandbox_launch(sys, &cfg, &t, &err) < 0) {
+			diag("thread %d: %s", ta->index, cd_error_message(&err));
+			continue;
+		}
+		if (sandbox_wait(t, 20 * USEC_PER_SEC, -1, &st) == 1 && !st.signaled &&
+		    st.code == 3)
+			ta->ok++;
+		sandbox_destroy(t, NULL);
+		sandbox_task_free(t);
+	}
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	pthread_t th[4], hammer;
+	struct thread_arg args[4];
+	int total = 0;
+
+	hammer_stop = 0;
+	pthread_create(&hammer, NULL, malloc_hammer, NULL);
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct thread_arg){ .index = i };
+		pthread_create(&th[i], NULL, launcher_thread, &args[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		total += args[i].ok;
+	}
+	hammer_stop = 1;
+	pthread_join(hammer, NULL);
+	ok(total == 20, "20 launches from 4 threads beside a malloc-heavy thread (%d ok)", total);
+}
+
 static void test_net_none(void)
 {
 	struct run x;
@@ -1464,6 +1536,7 @@ int main(int argc, char **argv)
 	test_pids_max();
 	test_cpu_quota();
 	test_net_none();
+	test_threads();
 	test_userns();
 	test_v2_on_unified();
 	test_pure_v1();
