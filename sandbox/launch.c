@@ -36,6 +36,10 @@
 #define STAGE "/tmp"
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define MAX_HOST_ENTRIES 16
+/* Child path buffers: every configured path is validated shorter than 256 bytes, so STAGE + a
+ * path always fits (no truncation to a prefix). Small, because the child runs on a copy of the
+ * calling thread's stack. */
+#define PATHBUF 512
 
 /* Host top-level entries the task sees read-only (directories bound, symlinks recreated). The
  * rest of the host (/root, /home, /run, /tmp, /mnt, ...) is not visible at all. */
@@ -51,7 +55,7 @@ struct child_error {
 
 struct host_entry {
 	char name[16];
-	char link[PATH_MAX]; /* symlink target, "" for a directory */
+	char link[256]; /* symlink target, "" for a directory */
 };
 
 /* Everything the child needs, prepared by the parent: the child never allocates. */
@@ -85,7 +89,7 @@ static size_t s_len(const char *s)
 	return n;
 }
 
-/* dst = a + b (b may be NULL); truncation leaves a path that will simply not exist. */
+/* dst = a + b (b may be NULL), truncated to size. */
 static char *s_join(char *dst, size_t size, const char *a, const char *b)
 {
 	size_t i = 0;
@@ -152,7 +156,7 @@ static void setup_dev(const struct plan *p)
 		{ "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" },
 		{ "ptmx", "pts/ptmx" },
 	};
-	char src[64], dst[PATH_MAX];
+	char src[64], dst[PATHBUF];
 
 	check(p, mkdir(STAGE "/dev", 0755), "mount-dev");
 	for (size_t i = 0; i < ARRAY_SIZE(nodes); i++) {
@@ -177,7 +181,7 @@ static void setup_proc(const struct plan *p)
 					    "sched_debug", "sysrq-trigger", "latency_stats",
 					    "config.gz" };
 	static const char *const ro[] = { "sys", "irq", "bus", "fs", "acpi", "scsi" };
-	char dst[PATH_MAX];
+	char dst[PATHBUF];
 
 	check(p, mkdir(STAGE "/proc", 0555), "mount-proc");
 	check(p, mount("proc", STAGE "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
@@ -197,7 +201,7 @@ static void setup_proc(const struct plan *p)
 static void setup_masks(const struct plan *p)
 {
 	const char *const *m = p->cfg->mask_paths;
-	char dst[PATH_MAX];
+	char dst[PATHBUF];
 	struct stat st;
 
 	for (; m && *m; m++) {
@@ -235,7 +239,7 @@ static void writable_dir(const struct plan *p, const char *dst, mode_t mode, uid
 static void child_setup_fs(const struct plan *p)
 {
 	const struct sandbox_config *cfg = p->cfg;
-	char src[PATH_MAX], dst[PATH_MAX];
+	char src[PATHBUF], dst[PATHBUF];
 	int app_tree = -1;
 
 	check(p, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "mount-private");
@@ -663,8 +667,8 @@ static int plan_host_entries(struct plan *p)
 		if (S_ISLNK(st.st_mode)) {
 			ssize_t n = readlink(path, h->link, sizeof(h->link) - 1);
 
-			if (n <= 0)
-				continue;
+			if (n <= 0 || n >= (ssize_t)sizeof(h->link) - 1)
+				continue; /* a target that long is not a distribution's usr merge */
 			h->link[n] = '\0';
 		} else if (S_ISDIR(st.st_mode)) {
 			h->link[0] = '\0';
