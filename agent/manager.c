@@ -1250,6 +1250,10 @@ static void adopt(struct manager *m, struct task *t, char ***keep_cgroups)
 				}
 			}
 			m->adopt.adopted++;
+			/* A stop was asked for before we died: make sure the shim heard it (a second
+			 * SIGTERM is harmless: the shim's grace timer is already running). */
+			if (t->rec.desired == TASK_DONE)
+				shim_stop(t);
 			if (t->rec.state != TASK_RUNNING && st.phase == SHIM_RUNNING) {
 				/* we died between the spawn and saving RUNNING */
 				t->rec.state = TASK_RUNNING;

@@ -10,7 +10,7 @@ set -u
 BUILD=${BUILD:-build}
 TASKD=${TASKD:-$BUILD/taskd}
 TASKCTL=${TASKCTL:-$BUILD/taskctl}
-KILLS=${KILLS:-10}
+KILLS=${KILLS:-20}
 n=0
 fail=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
