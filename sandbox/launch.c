@@ -212,7 +212,7 @@ static void setup_masks(const struct plan *p)
 			check(p,
 			      mount("tmpfs", dst, "tmpfs",
 				    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-				    "size=0,mode=000"),
+				    "size=4k,mode=000"),
 			      "mask");
 		} else {
 			check(p, mount("/dev/null", dst, NULL, MS_BIND, NULL), "mask");
