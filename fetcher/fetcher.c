@@ -351,6 +351,7 @@ static int download(struct fetcher *f, const char *hex, int part_fd, uint64_t ad
 	_cleanup_(easy_cleanupp) CURL *easy = curl_easy_init();
 	_cleanup_(transfer_state_release) struct transfer_state st = { 0 };
 	_cleanup_strbuf_ struct strbuf msgs = STRBUF_INIT;
+	bool carry = false;
 	int best = 0, r;
 
 	if (!easy)
@@ -359,22 +360,32 @@ static int download(struct fetcher *f, const char *hex, int part_fd, uint64_t ad
 	if (r < 0)
 		return cd_error_set(err, r, "cannot start the download writer: %s", strerror(-r));
 	curl_easy_setopt(easy, CURLOPT_SHARE, f->share);
-	for (size_t i = 0; i < n_mirrors; i++) {
+	/* carry: st holds verified-by-nobody-yet bytes worth continuing with a Range request — a
+	 * crashed download's leftover, or what a failing mirror delivered before it gave up (the
+	 * content is addressed by its hash, so any mirror serves the same bytes). */
+	for (size_t i = 0; i < n_mirrors;) {
 		_cleanup_free_ char *url = NULL;
 		struct cd_error e = { 0 };
 		unsigned char sum[32];
 		char got[CAS_HEX_LEN + 1];
+		bool carried;
 
 		r = cas_blob_url(mirrors[i], o->instance, hex, &url);
 		if (r < 0)
 			return cd_error_set(err, r, "invalid mirror URL \"%s\"", mirrors[i]);
-		/* The first mirror continues a crashed download's bytes; the others start over. */
-		r = adopt > 0 ? transfer_adopt(&st, adopt) : transfer_reset(&st);
+		if (adopt > 0) {
+			r = transfer_adopt(&st, adopt);
+			adopt = 0;
+			carry = r >= 0;
+		} else if (!carry) {
+			r = transfer_reset(&st);
+		}
 		if (r < 0)
 			return cd_error_set(err, r, "cannot reset the download file: %s",
 					    strerror(-r));
-		/* It died after the last byte but before publishing: nothing left to fetch. */
-		if (adopt > 0 && transfer_peek(&st, sum) == 0 && streq(hex_of(sum, got), hex))
+		carried = carry && st.offset > 0;
+		/* A leftover complete but unpublished (died before the rename): nothing to fetch. */
+		if (carried && transfer_peek(&st, sum) == 0 && streq(hex_of(sum, got), hex))
 			return 0;
 		r = transfer_get(easy, url, &st, o, &e);
 		if (r >= 0) {
@@ -384,11 +395,10 @@ static int download(struct fetcher *f, const char *hex, int part_fd, uint64_t ad
 						    strerror(-r));
 			if (streq(hex_of(sum, got), hex))
 				return 0;
-			if (adopt > 0) {
-				/* Maybe the leftover was torn (power loss): this mirror again,
-				 * from byte 0, before blaming it. */
-				adopt = 0;
-				i--;
+			if (carried) {
+				/* The carried bytes may be the bad ones (a torn leftover): ask this
+				 * mirror again from byte 0 before blaming it. */
+				carry = false;
 				continue;
 			}
 			r = cd_error_set(&e, -EBADMSG,
@@ -396,7 +406,7 @@ static int download(struct fetcher *f, const char *hex, int part_fd, uint64_t ad
 					 "(%llu bytes)",
 					 url, hex, got, (unsigned long long)st.offset);
 		}
-		adopt = 0;
+		carry = st.offset > 0 && r != -EBADMSG && !local_failure(r);
 		if (msgs.len > 0)
 			(void)strbuf_adds(&msgs, "; ");
 		(void)strbuf_adds(&msgs, e.msg);
@@ -404,6 +414,7 @@ static int download(struct fetcher *f, const char *hex, int part_fd, uint64_t ad
 			best = r;
 		if (local_failure(r))
 			break;
+		i++;
 	}
 	if (!best)
 		return cd_error_set(err, -EINVAL, "no mirrors given");

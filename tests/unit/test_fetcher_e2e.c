@@ -645,6 +645,35 @@ static void test_multiple_drops(void **state)
 	}
 }
 
+static void test_resume_on_next_mirror(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-carry", 0);
+	_cleanup_free_ void *data = random_bytes(3 << 20);
+	char hex[CAS_HEX_LEN + 1], m1[96], m2[96];
+	const char *m[] = { m1, m2 };
+	struct proxy px;
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL;
+
+	quick_options(&o);
+	o.attempts = 1;
+	o.max_resumes = 0;
+	memcpy(data, "carry", 5);
+	sha256_hex(data, 3 << 20, hex);
+	serve("carry1", hex, data, 3 << 20);
+	serve("carry2", hex, data, 3 << 20);
+	/* Mirror 1 gives up after 1 MiB; mirror 2 is asked only for the rest. */
+	proxy_start(&px, 1 << 20, 1);
+	snprintf(m1, sizeof(m1), "http://127.0.0.1:%d/carry1", px.port);
+	snprintf(m2, sizeof(m2), "%s/carry2", base);
+	if (fetcher_fetch(f, hex, m, 2, &o, &path, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
+	proxy_stop(&px);
+	assert_int_equal(log_count("GET /carry2/cas/", " 206 range=bytes="), 1);
+	assert_int_equal(log_count("GET /carry2/cas/", " 200 "), 0);
+}
+
 static void test_size_cap(void **state)
 {
 	_cleanup_fetcher_ struct fetcher *f = cache_new("c-cap", 0);
@@ -1243,6 +1272,7 @@ int main(void)
 		cmocka_unit_test(test_digest_mismatch),
 		cmocka_unit_test(test_resume_after_drop),
 		cmocka_unit_test(test_multiple_drops),
+		cmocka_unit_test(test_resume_on_next_mirror),
 		cmocka_unit_test(test_size_cap),
 		cmocka_unit_test(test_server_without_range),
 		cmocka_unit_test(test_fsync_failure),
