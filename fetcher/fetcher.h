@@ -72,9 +72,10 @@ const char *fetcher_dir(const struct fetcher *f);
  * in *ret_path (malloc()ed). A cached blob is returned at once (and marked recently used).
  * Otherwise mirrors (n_mirrors base URLs, e.g. "http://10.0.0.1:8080") are tried in order:
  * 404 moves on, transient failures are retried with backoff, a dropped connection resumes with
- * Range when the server answers 206 (and restarts when it answers 200). Concurrent calls for one
- * digest, in any thread or process using the same dir, perform one download; the others wait
- * and get the same result or the same error.
+ * Range when the server answers 206 (and restarts when it answers 200); bytes a failing mirror
+ * delivered, or a crashed download left in tmp/, are continued rather than fetched again.
+ * Concurrent calls for one digest, in any thread or process using the same dir, perform one
+ * download; the others wait and get the same result or the same error.
  * Errors: -EINVAL bad digest/URL/options, -ENOENT no mirror has it, -EBADMSG content did not
  * match (message names expected and actual digests; nothing is published), -EFBIG over max_size,
  * -ETIMEDOUT stalled or could not connect, -ENOSPC/-EDQUOT/-EIO local disk (no partial file
