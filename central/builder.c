@@ -507,6 +507,8 @@ int builder_pack_dir(const char *dir, const char *path, char ret_hex[static 65],
 	int r;
 
 	r = collect(dir, "", &l, err);
+	if (r >= 0 && l.n == 0)
+		r = cd_error_set(err, -ENODATA, "the build produced no output in OUT");
 	if (r >= 0) {
 		qsort(l.paths, l.n, sizeof(*l.paths), cmp_str);
 		a = archive_write_new();
@@ -528,8 +530,6 @@ int builder_pack_dir(const char *dir, const char *path, char ret_hex[static 65],
 	for (size_t i = 0; i < l.n; i++)
 		free(l.paths[i]);
 	free(l.paths);
-	if (r >= 0 && l.n == 0)
-		r = cd_error_set(err, -ENODATA, "the build produced no output in OUT");
 	if (r >= 0)
 		r = sha256_file(path, ret_hex, ret_size, err);
 	if (r < 0)

@@ -18,3 +18,4 @@ $(eval $(call cd_test,test_pipeline_runner,tests/unit/test_pipeline_runner.c,cen
 $(eval $(call cd_test,test_pipeline_api,tests/unit/test_pipeline_api.c,central api cdlib))
 E2E_TESTS += tests/e2e/pipeline_api.sh
 E2E_TESTS += tests/e2e/pipeline_crash.sh
+$(eval $(call cd_test,test_pipeline_builder,tests/unit/test_pipeline_builder.c,central api cdlib))

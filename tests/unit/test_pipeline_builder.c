@@ -1,0 +1,630 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for central/builder and central/pipeline_job against a fake artifact store and
+ * fake cluster managers served on loopback by api/http_server: reproducible packing, a real
+ * git + make build of a small repo, idempotent re-execution (indexed targets are not rebuilt),
+ * build and test failures, and the job stage: spec artifact → target pinned to the commit →
+ * PutJob per zone in order; a rollback in the first zone fails the stage and the second zone
+ * is never touched. Also poller_ls_remote on a local repository. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "api/http_server.h"
+#include "central/builder.h"
+#include "central/pipeline_job.h"
+#include "central/pipeline_run.h"
+#include "central/poller.h"
+#include "lib/fs.h"
+#include "lib/str.h"
+
+static char tmpdir[64];
+static char repo[128];
+static char sha[72];
+static struct store *st;
+static struct http_server *srv;
+static struct builder *bld;
+static char base[64];
+
+/* ---- fake artifact store + cluster managers (one server) ----------------------------------- */
+
+#define MAX_BLOBS 16
+static pthread_mutex_t fake_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	char key[160];
+	char *data;
+	size_t len;
+} blobs[MAX_BLOBS], index_[MAX_BLOBS];
+static int n_blobs, n_index;
+static struct strbuf puts_log = STRBUF_INIT; /* "zone:version;" per PutJob */
+static char last_put_body[4096];
+static const char *failing_zone; /* this zone rolls back */
+static int job_version[4], job_polls[4];
+
+static int zone_slot(const char *zone)
+{
+	return streq(zone, "us-east-1") ? 0 : streq(zone, "eu-west-1") ? 1 : 2;
+}
+
+static void h_cas_put(struct http_request *req, void *data)
+{
+	size_t len;
+	const char *b = http_request_body(req, &len);
+
+	pthread_mutex_lock(&fake_lock);
+	if (n_blobs < MAX_BLOBS) {
+		snprintf(blobs[n_blobs].key, sizeof(blobs[n_blobs].key), "%s",
+			 http_request_param(req, "hex"));
+		blobs[n_blobs].data = malloc(len + 1);
+		memcpy(blobs[n_blobs].data, b, len);
+		blobs[n_blobs].len = len;
+		n_blobs++;
+	}
+	pthread_mutex_unlock(&fake_lock);
+	http_reply_empty(req, 201);
+}
+
+static void h_cas_get(struct http_request *req, void *data)
+{
+	const char *hex = http_request_param(req, "hex");
+
+	pthread_mutex_lock(&fake_lock);
+	for (int i = 0; i < n_blobs; i++)
+		if (streq(blobs[i].key, hex)) {
+			http_reply_bytes(req, 200, "application/octet-stream", blobs[i].data,
+					 blobs[i].len);
+			pthread_mutex_unlock(&fake_lock);
+			return;
+		}
+	pthread_mutex_unlock(&fake_lock);
+	http_reply_error(req, 404, "no blob");
+}
+
+static void h_index_put(struct http_request *req, void *data)
+{
+	size_t len;
+	const char *b = http_request_body(req, &len);
+
+	pthread_mutex_lock(&fake_lock);
+	if (n_index < MAX_BLOBS) {
+		snprintf(index_[n_index].key, sizeof(index_[n_index].key), "%s",
+			 http_request_param(req, "ref"));
+		index_[n_index].data = strndup(b, len);
+		n_index++;
+	}
+	pthread_mutex_unlock(&fake_lock);
+	http_reply_json_new(req, 201, json_pack("{s:b}", "created", 1));
+}
+
+static void h_index_get(struct http_request *req, void *data)
+{
+	const char *ref = http_request_param(req, "ref");
+
+	pthread_mutex_lock(&fake_lock);
+	for (int i = 0; i < n_index; i++)
+		if (streq(index_[i].key, ref)) {
+			http_reply_bytes(req, 200, "application/json", index_[i].data,
+					 strlen(index_[i].data));
+			pthread_mutex_unlock(&fake_lock);
+			return;
+		}
+	pthread_mutex_unlock(&fake_lock);
+	http_reply_error(req, 404, "not indexed");
+}
+
+static void h_put_job(struct http_request *req, void *data)
+{
+	const char *zone = http_request_param(req, "zone");
+	size_t len;
+	const char *b = http_request_body(req, &len);
+	int z = zone_slot(zone), v;
+
+	pthread_mutex_lock(&fake_lock);
+	v = ++job_version[z];
+	job_polls[z] = 0;
+	strbuf_addf(&puts_log, "%s:%d;", zone, v);
+	snprintf(last_put_body, sizeof(last_put_body), "%.*s", (int)len, b);
+	pthread_mutex_unlock(&fake_lock);
+	http_reply_json_new(req, 201,
+			    json_pack("{s:i, s:b, s:b}", "version", v, "created", 1, "changed", 1));
+}
+
+/* First poll: rolling; then RUNNING with the version stable, or rolled back. */
+static void h_job_state(struct http_request *req, void *data)
+{
+	const char *zone = http_request_param(req, "zone");
+	int z = zone_slot(zone), polls, v;
+	bool fail;
+
+	pthread_mutex_lock(&fake_lock);
+	polls = job_polls[z]++;
+	v = job_version[z];
+	fail = failing_zone && streq(failing_zone, zone);
+	pthread_mutex_unlock(&fake_lock);
+	if (polls == 0)
+		http_reply_json_new(req, 200,
+				    json_pack("{s:s, s:s, s:i, s:i, s:{s:s}}", "state", "PENDING",
+					      "reason", "0/1 tasks running", "version", v,
+					      "stable_version", v - 1, "rollout", "state",
+					      "rolling"));
+	else if (fail)
+		http_reply_json_new(req, 200,
+				    json_pack("{s:s, s:i, s:i, s:{s:s, s:s}}", "state", "RUNNING",
+					      "version", v, "stable_version", v - 1, "rollout",
+					      "state", "rolled_back", "reason",
+					      "task 0 failed its health check"));
+	else
+		http_reply_json_new(req, 200,
+				    json_pack("{s:s, s:i, s:i, s:{s:s}}", "state", "RUNNING",
+					      "version", v, "stable_version", v, "rollout", "state",
+					      "done"));
+}
+
+static const struct http_route routes[] = {
+	{ .method = "PUT", .pattern = "/cas/{hex}", .handler = h_cas_put },
+	{ .method = "GET", .pattern = "/cas/{hex}", .handler = h_cas_get },
+	{ .method = "PUT", .pattern = "/v1/artifacts/{ref*}", .handler = h_index_put },
+	{ .method = "GET", .pattern = "/v1/artifacts/{ref*}", .handler = h_index_get },
+	{ .method = "PUT", .pattern = "/v1/jobs/{region}/{zone}/{name}", .handler = h_put_job },
+	{ .method = "GET",
+	  .pattern = "/v1/jobs/{region}/{zone}/{name}/state",
+	  .handler = h_job_state },
+};
+
+/* ---- fixture ------------------------------------------------------------------------------- */
+
+static void sh(const char *fmt, ...) _printf_(1, 2);
+static void sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	if (system(cmd) != 0)
+		fail_msg("command failed: %s", cmd);
+}
+
+static void write_file(const char *rel, const char *text)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s", repo, rel);
+	assert_int_equal(fs_write_atomic(path, text, strlen(text), 0644), 0);
+}
+
+static void commit_all(const char *msg)
+{
+	FILE *f;
+	char cmd[512];
+
+	sh("git -C %s add -A && git -C %s -c user.name=t -c user.email=t@example.invalid commit "
+	   "-q -m '%s'",
+	   repo, repo, msg);
+	snprintf(cmd, sizeof(cmd), "git -C %s rev-parse HEAD", repo);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(sha, sizeof(sha), f));
+	sha[strcspn(sha, "\n")] = '\0';
+	pclose(f);
+}
+
+static int setup(void **state)
+{
+	struct http_server_config sc = { .listen = "127.0.0.1:0",
+					 .num_threads = 4,
+					 .routes = routes,
+					 .n_routes = ARRAY_SIZE(routes),
+					 .max_body_bytes = 64 << 20 };
+	struct cd_error err = { 0 };
+	char path[160], work[160], logs[160];
+	struct builder_config bc = { 0 };
+
+	strcpy(tmpdir, "/tmp/cd-test-pbuild.XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	snprintf(repo, sizeof(repo), "%s/repo", tmpdir);
+	snprintf(path, sizeof(path), "%s/d.db", tmpdir);
+	assert_int_equal(store_open(path, &st, &err), 0);
+	assert_int_equal(store_pipelines_migrate(st, &err), 0);
+	if (http_server_new(&sc, &srv, &err) < 0)
+		fail_msg("server: %s", cd_error_message(&err));
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", http_server_port(srv));
+	snprintf(work, sizeof(work), "%s/work", tmpdir);
+	snprintf(logs, sizeof(logs), "%s/logs", tmpdir);
+	bc.work_dir = work;
+	bc.log_dir = logs;
+	bc.artifacts_url = base;
+	assert_int_equal(builder_new(&bc, &bld, &err), 0);
+
+	sh("mkdir -p %s/svc/specs && git init -q -b main %s", repo, repo);
+	write_file("svc/Makefile",
+		   "OUT ?= out\n"
+		   "main:\n\tprintf 'main v1' > $(OUT)/main\n\tchmod +x $(OUT)/main\n"
+		   "broken:\n\tfalse\n"
+		   "nothing:\n\ttrue\n"
+		   "tests:\n\tprintf '#!/bin/sh\\nexit $(RC)\\n' > $(OUT)/tests\n"
+		   "\tchmod +x $(OUT)/tests\n"
+		   ".PHONY: main broken nothing tests\n");
+	write_file("svc/specs/Makefile", "OUT ?= out\nna eu both:\n\tcp $@.json $(OUT)/\n"
+					 ".PHONY: na eu both\n");
+	write_file("svc/specs/both.json", "{\"name\":\"svc\",\"target\":\"//svc:main\","
+					  "\"zones\":[\"us-east-1\",\"eu-west-1\"]}");
+	write_file("svc/specs/na.json", "{\"name\":\"svc\",\"target\":\"//svc:main\","
+					"\"zones\":[\"mars-1\"]}");
+	commit_all("one");
+	pthread_mutex_lock(&fake_lock);
+	strbuf_reset(&puts_log);
+	failing_zone = NULL;
+	memset(job_version, 0, sizeof(job_version));
+	memset(job_polls, 0, sizeof(job_polls));
+	pthread_mutex_unlock(&fake_lock);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	builder_free(bld);
+	http_server_free(srv);
+	store_free(st);
+	for (int i = 0; i < n_blobs; i++)
+		free(blobs[i].data);
+	for (int i = 0; i < n_index; i++)
+		free(index_[i].data);
+	n_blobs = n_index = 0;
+	strbuf_release(&puts_log);
+	assert_int_equal(fs_rm_rf_at(AT_FDCWD, tmpdir), 0);
+	return 0;
+}
+
+/* A claimed action of a one-stage pipeline, as the runner would hand it to an executor. */
+struct claimed {
+	char pid[ID_LEN + 1];
+	struct store_run run;
+	struct store_claim claim;
+	struct action_dag *dag;
+	struct exec_ctx ctx;
+};
+
+static void claim_stage(struct claimed *c, const char *schema, void *data)
+{
+	struct cd_error err = { 0 };
+	bool created;
+
+	assert_int_equal(store_pipeline_create(st, "P", "t", repo, "main", schema, NULL,
+					       clock_real_usec(), c->pid, &err),
+			 0);
+	assert_int_equal(store_run_create(st, c->pid, sha, NULL, "api", NULL, clock_real_usec(),
+					  &c->run, &created, &err),
+			 0);
+	store_run_release(&c->run);
+	assert_int_equal(pipeline_run_start_next(st, c->pid, clock_real_usec(), &err), 1);
+	assert_int_equal(store_run_get(st, c->pid, 1, &c->run, &err), 0);
+	assert_int_equal(store_action_claim(st, "t", clock_real_usec(), 600 * USEC_PER_SEC,
+					    &c->claim, &err),
+			 1);
+	assert_int_equal(pipeline_run_plan(st, c->pid, 1, &c->dag, &err), 0);
+	c->ctx = (struct exec_ctx){ .store = st,
+				    .claim = &c->claim,
+				    .run = &c->run,
+				    .node = dag_find_node(c->dag, c->claim.stage),
+				    .now = clock_real_usec(),
+				    .data = data };
+}
+
+static void release(struct claimed *c)
+{
+	store_run_release(&c->run);
+	store_claim_release(&c->claim);
+	dag_free(c->dag);
+}
+
+/* ---- tests --------------------------------------------------------------------------------- */
+
+static void test_pack_is_reproducible(void **state)
+{
+	char a[200], b[200], dir[200], empty[200], hex1[65], hex2[65];
+	uint64_t s1, s2;
+	struct cd_error err = { 0 };
+
+	sh("mkdir -p %s/p/d && echo hi > %s/p/d/f && echo x > %s/p/a && chmod 755 %s/p/a && "
+	   "ln -s a %s/p/l",
+	   tmpdir, tmpdir, tmpdir, tmpdir, tmpdir);
+	snprintf(a, sizeof(a), "%s/1.tar", tmpdir);
+	snprintf(b, sizeof(b), "%s/2.tar", tmpdir);
+	snprintf(dir, sizeof(dir), "%s/p", tmpdir);
+	snprintf(empty, sizeof(empty), "%s/empty", tmpdir);
+	assert_int_equal(builder_pack_dir(dir, a, hex1, &s1, &err), 0);
+	/* different mtimes and owner do not change the bytes */
+	sh("touch -d '2001-01-01' %s/p/a %s/p/d/f && chown 1:1 %s/p/d/f", tmpdir, tmpdir, tmpdir);
+	assert_int_equal(builder_pack_dir(dir, b, hex2, &s2, &err), 0);
+	assert_string_equal(hex1, hex2);
+	assert_int_equal(s1, s2);
+	/* listing: sorted, uid 0, mtime 0 */
+	sh("tar -tvf %s --numeric-owner > %s/list", a, tmpdir);
+	{
+		_cleanup_free_ char *list = NULL;
+		char path[200];
+
+		snprintf(path, sizeof(path), "%s/list", tmpdir);
+		assert_int_equal(fs_read_file_at(AT_FDCWD, path, 1 << 16, &list, NULL), 0);
+		assert_non_null(strstr(list, "-rwxr-xr-x 0/0"));
+		assert_non_null(strstr(list, "1970-01-01"));
+		assert_true(strstr(list, " a\n") < strstr(list, " d/f\n"));
+	}
+	/* empty output and device nodes are refused */
+	sh("mkdir -p %s/empty", tmpdir);
+	assert_int_equal(builder_pack_dir(empty, a, hex1, &s1, &err), -ENODATA);
+}
+
+static void test_build_indexes_and_is_idempotent(void **state)
+{
+	struct claimed c = { 0 };
+	struct exec_result res = { 0 };
+	char digest[72];
+
+	claim_stage(&c,
+		    "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\","
+		    "\"//svc/specs:both\"]}]",
+		    bld);
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	if (res.outcome != EXEC_FINISHED)
+		fail_msg("build: %s", res.message);
+	assert_non_null(strstr(res.result, "\"//svc:main\":\"sha256:"));
+	free(res.result);
+	assert_int_equal(n_index, 2);
+	assert_int_equal(builder_lookup_artifact(bld, "//svc:main", sha, digest, NULL), 1);
+	assert_true(startswith(digest, "sha256:") != NULL);
+	/* again (a re-claim after a crash): nothing is rebuilt or uploaded */
+	memset(&res, 0, sizeof(res));
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FINISHED);
+	free(res.result);
+	assert_int_equal(n_index, 2);
+	assert_int_equal(n_blobs, 2);
+	{
+		_cleanup_free_ char *text = NULL;
+		size_t len;
+
+		assert_int_equal(builder_read_artifact_file(bld, digest, "main", 1024, &text, &len,
+							    NULL),
+				 0);
+		assert_string_equal(text, "main v1");
+	}
+	release(&c);
+}
+
+static void test_build_failures(void **state)
+{
+	struct claimed c = { 0 };
+	struct exec_result res = { 0 };
+
+	claim_stage(&c,
+		    "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:broken\"]}]",
+		    bld);
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	assert_non_null(strstr(res.message, "//svc:broken: make exited with status 2"));
+	release(&c);
+}
+
+static void test_build_missing_dir_and_empty_output(void **state)
+{
+	struct claimed c = { 0 };
+	struct exec_result res = { 0 };
+
+	claim_stage(&c, "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//nope:x\"]}]",
+		    bld);
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	assert_non_null(strstr(res.message, "directory //nope does not exist"));
+	release(&c);
+}
+
+static void test_test_stage(void **state)
+{
+	struct claimed c = { 0 };
+	struct exec_result res = { 0 };
+
+	claim_stage(&c, "[{\"name\":\"t\",\"type\":\"test\",\"test_target\":\"//svc:tests\"}]",
+		    bld);
+	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
+	if (res.outcome != EXEC_FINISHED)
+		fail_msg("test: %s", res.message);
+	release(&c);
+
+	/* a failing test (exit status 3) fails the stage */
+	write_file("svc/Makefile", "OUT ?= out\ntests:\n\tprintf '#!/bin/sh\\nexit 3\\n' > "
+				   "$(OUT)/tests\n\tchmod +x $(OUT)/tests\n.PHONY: tests\n");
+	commit_all("failing");
+	store_free(st);
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
+		unlink(path);
+		assert_int_equal(store_open(path, &st, NULL), 0);
+		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
+	}
+	memset(&c, 0, sizeof(c));
+	memset(&res, 0, sizeof(res));
+	claim_stage(&c, "[{\"name\":\"t\",\"type\":\"test\",\"test_target\":\"//svc:tests\"}]",
+		    bld);
+	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	assert_non_null(strstr(res.message, "//svc:tests exited with status 3"));
+	release(&c);
+}
+
+static struct job_deployer *new_deployer(void)
+{
+	const struct pipeline_zone zones[] = { { "us-east-1", "us-east", base, "tok" },
+					       { "eu-west-1", "eu-west", base, "tok" } };
+	struct job_deployer_config jc = {
+		.builder = bld, .zones = zones, .n_zones = ARRAY_SIZE(zones), .poll = 1
+	};
+	struct job_deployer *d = NULL;
+
+	assert_int_equal(job_deployer_new(&jc, &d, NULL), 0);
+	return d;
+}
+
+/* Drive the job executor like the runner: feed each result back as the next claim's. */
+static enum exec_outcome drive_job(struct claimed *c, struct job_deployer *d, char *msg,
+				   size_t msg_size)
+{
+	for (int i = 0; i < 20; i++) {
+		struct exec_result res = { 0 };
+
+		assert_int_equal(job_deployer_exec(&c->ctx, &res), 0);
+		snprintf(msg, msg_size, "%s", res.message);
+		if (res.result) {
+			free(c->claim.result);
+			c->claim.result = res.result;
+		}
+		if (res.outcome != EXEC_DEFER)
+			return res.outcome;
+	}
+	fail_msg("job stage did not end: %s", msg);
+	return EXEC_FAILED;
+}
+
+static void test_job_deploys_zones_in_order(void **state)
+{
+	struct job_deployer *d = new_deployer();
+	struct claimed b = { 0 }, c = { 0 };
+	struct exec_result res = { 0 };
+	char msg[1024];
+
+	/* the service must be built first */
+	claim_stage(&b, "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]}]",
+		    bld);
+	assert_int_equal(builder_exec_build(&b.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FINISHED);
+	free(res.result);
+	release(&b);
+	store_free(st);
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
+		unlink(path);
+		assert_int_equal(store_open(path, &st, NULL), 0);
+		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
+	}
+	claim_stage(&c, "[{\"name\":\"deploy\",\"type\":\"job\",\"spec\":\"//svc/specs:both\"}]",
+		    d);
+	assert_int_equal(drive_job(&c, d, msg, sizeof(msg)), EXEC_FINISHED);
+	assert_string_equal(msg, "svc healthy in us-east-1, eu-west-1");
+	assert_string_equal(puts_log.buf, "us-east-1:1;eu-west-1:1;");
+	{
+		char want[128];
+
+		snprintf(want, sizeof(want), "\"target\":\"//svc:main@%s\"", sha);
+		assert_non_null(strstr(last_put_body, want));
+	}
+	release(&c);
+	job_deployer_free(d);
+}
+
+static void test_job_rollback_stops_before_next_zone(void **state)
+{
+	struct job_deployer *d = new_deployer();
+	struct claimed b = { 0 }, c = { 0 };
+	struct exec_result res = { 0 };
+	char msg[1024];
+
+	claim_stage(&b, "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]}]",
+		    bld);
+	assert_int_equal(builder_exec_build(&b.ctx, &res), 0);
+	free(res.result);
+	release(&b);
+	store_free(st);
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
+		unlink(path);
+		assert_int_equal(store_open(path, &st, NULL), 0);
+		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
+	}
+	failing_zone = "us-east-1";
+	claim_stage(&c, "[{\"name\":\"deploy\",\"type\":\"job\",\"spec\":\"//svc/specs:both\"}]",
+		    d);
+	assert_int_equal(drive_job(&c, d, msg, sizeof(msg)), EXEC_FAILED);
+	assert_non_null(strstr(msg, "us-east-1: version 1 rolled back: task 0 failed its health"));
+	assert_string_equal(puts_log.buf, "us-east-1:1;"); /* eu-west-1 never touched */
+	release(&c);
+	job_deployer_free(d);
+}
+
+static void test_job_refusals(void **state)
+{
+	struct job_deployer *d = new_deployer();
+	struct claimed c = { 0 };
+	char msg[1024];
+
+	/* //svc:main is not built at this commit */
+	claim_stage(&c, "[{\"name\":\"deploy\",\"type\":\"job\",\"spec\":\"//svc/specs:both\"}]",
+		    d);
+	assert_int_equal(drive_job(&c, d, msg, sizeof(msg)), EXEC_FAILED);
+	assert_non_null(strstr(msg, "is not built: add it to a build stage"));
+	assert_null(puts_log.buf);
+	release(&c);
+	job_deployer_free(d);
+}
+
+static void test_job_unknown_zone(void **state)
+{
+	struct job_deployer *d = new_deployer();
+	struct claimed c = { 0 };
+	char msg[1024];
+
+	claim_stage(&c, "[{\"name\":\"deploy\",\"type\":\"job\",\"spec\":\"//svc/specs:na\"}]", d);
+	assert_int_equal(drive_job(&c, d, msg, sizeof(msg)), EXEC_FAILED);
+	assert_non_null(strstr(msg, "zone mars-1"));
+	release(&c);
+	job_deployer_free(d);
+}
+
+static void test_ls_remote(void **state)
+{
+	char got[72];
+	struct cd_error err = { 0 };
+
+	assert_int_equal(poller_ls_remote(repo, "main", got, &err), 0);
+	assert_string_equal(got, sha);
+	assert_int_equal(poller_ls_remote(repo, "nope", got, &err), -ENOENT);
+	assert_true(poller_ls_remote("/nonexistent/repo", "main", got, &err) < 0);
+	/* an option-looking repo name stays a repo name */
+	assert_true(poller_ls_remote("--upload-pack=touch /tmp/cd-pwned", "main", got, &err) < 0);
+	assert_int_equal(access("/tmp/cd-pwned", F_OK), -1);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_pack_is_reproducible),
+		T(test_build_indexes_and_is_idempotent),
+		T(test_build_failures),
+		T(test_build_missing_dir_and_empty_output),
+		T(test_test_stage),
+		T(test_job_deploys_zones_in_order),
+		T(test_job_rollback_stops_before_next_zone),
+		T(test_job_refusals),
+		T(test_job_unknown_zone),
+		T(test_ls_remote),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
