@@ -929,9 +929,24 @@ static void test_adopt_and_gc(void)
 		}
 		task_cgroup_attach(cg, pid, false);
 		task_cgroup_free(cg);
-		r = sandbox_gc(sys, parent, NULL, "/nonexistent-ipam", &e);
-		waitpid(pid, NULL, 0);
-		ok(r >= 1 && cgroup_gone(name), "sandbox_gc kills and removes leftovers (%d)", r);
+		{
+			struct task_cgroup *kept = NULL;
+			char kname[64];
+			const char *keep[2] = { kname, NULL };
+
+			snprintf(kname, sizeof(kname), "kept-%d", (int)getpid());
+			task_cgroup_create(sys, parent, kname, NULL, &kept, &e);
+			r = sandbox_gc(sys, parent, keep, "/nonexistent-ipam", &e);
+			waitpid(pid, NULL, 0);
+			ok(r == 1 && cgroup_gone(name),
+			   "sandbox_gc kills and removes leftovers (%d)", r);
+			ok(kept && !cgroup_gone(kname),
+			   "sandbox_gc leaves the tasks it is told to keep");
+			if (kept) {
+				task_cgroup_destroy(kept, NULL);
+				task_cgroup_free(kept);
+			}
+		}
 	}
 }
 
