@@ -625,6 +625,7 @@ static void test_init_duties(const char *init)
 static void test_signals_and_status(void)
 {
 	struct run x;
+	int r;
 
 	test_init_duties(NULL);
 	if (access(init_bin, X_OK) == 0)
@@ -645,6 +646,22 @@ static void test_signals_and_status(void)
 		   "stop falls back to killing the cgroup");
 	} else {
 		ok(false, "no_init launch");
+	}
+	run_end(&x);
+
+	/* a command that ignores SIGTERM under our init: stop waits out the grace, then kills */
+	run_init(&x, SH("trap '' TERM; echo ready; sleep 30"));
+	if (run_start(&x) == 0 && run_wait_output(&x, "ready")) {
+		usec_t t0 = clock_mono_usec(), took;
+
+		r = sandbox_stop(x.t, 300000);
+		took = clock_mono_usec() - t0;
+		ok(r == 0 && x.t->reaped && x.t->status.signaled && x.t->status.code == SIGKILL &&
+			   took >= 300000 && took < 5 * USEC_PER_SEC,
+		   "stop: SIGTERM ignored, grace waited out (%" PRIu64 " ms), then killed",
+		   took / 1000);
+	} else {
+		ok(false, "trap launch");
 	}
 	run_end(&x);
 
