@@ -81,6 +81,12 @@ static int map_libcgroup(int r)
 		return -EPERM;
 	case ECGINVAL:
 		return -EINVAL;
+	case ECGNONEMPTY:
+		return -EBUSY;
+	case ECGVALUEEXISTS:
+		return -EEXIST;
+	case ECGCANTSETVALUE:
+		return -EIO;
 	case ECGFAIL:
 	default:
 		return -EIO;
