@@ -56,3 +56,4 @@ rpm: pkg-src
 E2E_TESTS += tests/e2e/packaging.sh
 
 .PHONY: man install-data pkg-src deb rpm
+E2E_TESTS += tests/e2e/docs.sh
