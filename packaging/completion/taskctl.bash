@@ -11,6 +11,7 @@ _taskctl_task_ids()
 	local -a cmd=("${words[0]}")
 	local out
 
+	# shellcheck disable=SC2088 # a literal "~/" left unexpanded on the command line
 	[[ ${cmd[0]} == "~/"* ]] && cmd[0]=$HOME/${cmd[0]#"~/"}
 	cmd+=("${conn[@]}" -o json ps)
 	if type -P timeout >/dev/null 2>&1; then

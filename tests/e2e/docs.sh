@@ -18,7 +18,11 @@ not_ok() {
 	echo "not ok $n - $1"
 	[ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/# /'
 }
-# check DESCRIPTION MISSING-LIST: ok when the list is empty, else list what is missing.
+# expect DESCRIPTION EXPECTED ACTUAL: ok when equal, else show what came.
+expect() {
+	if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "expected: $2"$'\n'"got: $3"; fi
+}
+# check_none DESCRIPTION MISSING-LIST: ok when the list is empty, else list what is missing.
 check_none() {
 	if [ -z "$2" ]; then ok "$1"; else not_ok "$1" "missing: $(echo $2)"; fi
 }
@@ -107,8 +111,11 @@ for p in $PAGES; do
 	done
 	check_none "$p has the sections of a reference page" "$missing"
 	name=${p%.*}
-	grep -qE "^ +$name - " "$T/$p.txt" && ok "$p: NAME line is '$name - ...'" ||
+	if grep -qE "^ +$name - " "$T/$p.txt"; then
+		ok "$p: NAME line is '$name - ...'"
+	else
 		not_ok "$p: NAME line is '$name - ...'"
+	fi
 done
 
 # ---------------------------------------------------------------- flags: --help ⇄ man page
@@ -283,12 +290,10 @@ ts=$(conf_state packaging/taskd.conf)
 ts=${ts:-$(sed -n 's/^#define TASKD_DEFAULT_STATE_DIR "\(.*\)"/\1/p' agent/config.h)}
 ds=$(conf_state packaging/deployd.conf)
 ds=${ds:-$(sed -n 's/^#define DEPLOYD_DEFAULT_STATE_DIR "\(.*\)"/\1/p' central/config.h)}
-[ "$ts" = "$(unit_state packaging/systemd/taskd.service)" ] &&
-	ok "taskd's state dir ($ts) is taskd.service's StateDirectory" ||
-	not_ok "taskd's state dir ($ts) is taskd.service's StateDirectory"
-[ "$ds" = "$(unit_state packaging/systemd/deployd.service)" ] &&
-	ok "deployd's state dir ($ds) is deployd.service's StateDirectory" ||
-	not_ok "deployd's state dir ($ds) is deployd.service's StateDirectory"
+expect "taskd's state dir is taskd.service's StateDirectory" \
+	"$(unit_state packaging/systemd/taskd.service)" "$ts"
+expect "deployd's state dir is deployd.service's StateDirectory" \
+	"$(unit_state packaging/systemd/deployd.service)" "$ds"
 missing=""
 for ref in $(sed -n 's/^Documentation=//p' packaging/systemd/*.service); do
 	case $ref in
@@ -349,11 +354,9 @@ for f in $GLOBAL_FLAGS; do
 done
 check_none "completion offers every global flag of taskctl --help" "$missing"
 out=$(complete_words taskctl -o "" | sort | tr '\n' ' ')
-[ "$out" = "json table wide " ] && ok "completion offers table, wide, json after -o" ||
-	not_ok "completion offers table, wide, json after -o" "got: $out"
+expect "completion offers table, wide, json after -o" "json table wide " "$out"
 out=$(complete_words taskctl ps --state "" | sort | tr '\n' ' ')
-[ "$out" = "DONE ERROR PENDING RUNNING " ] && ok "completion offers the states after ps --state" ||
-	not_ok "completion offers the states after ps --state" "got: $out"
+expect "completion offers the states after ps --state" "DONE ERROR PENDING RUNNING " "$out"
 
 missing=""
 for v in $VERBS; do
@@ -402,33 +405,28 @@ python3 "$T/api.py" >"$T/api.port" 2>"$T/api.err" &
 SERVER_PID=$!
 for _ in $(seq 1 50); do [ -s "$T/api.port" ] && break; sleep 0.1; done
 port=$(head -1 "$T/api.port")
+TOKEN=docs-e2e-token-0123456789
 if [ -n "$port" ]; then
 	url=http://127.0.0.1:$port
 	for mode in "" --full; do
-		label=${mode:+ (with bash-completion loaded)}
-		out=$(complete_words $mode "$TASKCTL" --host "$url" --token docs-e2e-token-0123456789 \
-			stop "" | sort | tr '\n' ' ')
-		[ "$out" = "01a0c0ffee0000000000000000aa 01a0c0ffee0000000000000000bb " ] &&
-			ok "completion offers task ids from 'taskctl ps -o json' for stop$label" ||
-			not_ok "completion offers task ids from 'taskctl ps -o json' for stop$label" "got: $out"
+		out=$(complete_words $mode "$TASKCTL" --host "$url" --token $TOKEN stop "" |
+			sort | tr '\n' ' ')
+		expect "completion offers task ids from 'taskctl ps -o json' for stop${mode:+ ($mode)}" \
+			"01a0c0ffee0000000000000000aa 01a0c0ffee0000000000000000bb " "$out"
 	done
-	out=$(complete_words "$TASKCTL" --host "$url" --token docs-e2e-token-0123456789 logs -f 01a0c0ffee0000000000000000b)
-	[ "$out" = "01a0c0ffee0000000000000000bb" ] && ok "completion completes a task id prefix after logs -f" ||
-		not_ok "completion completes a task id prefix after logs -f" "got: $out"
-	out=$(complete_words "$TASKCTL" --host "$url" --token docs-e2e-token-0123456789 rm 01a0c0ffee0000000000000000aa "")
-	[ -z "$out" ] && ok "completion offers no second task id" || not_ok "completion offers no second task id" "got: $out"
+	out=$(complete_words "$TASKCTL" --host "$url" --token $TOKEN logs -f 01a0c0ffee0000000000000000b)
+	expect "completion completes a task id prefix after logs -f" \
+		01a0c0ffee0000000000000000bb "$out"
+	out=$(complete_words "$TASKCTL" --host "$url" --token $TOKEN rm 01a0c0ffee0000000000000000aa "")
+	expect "completion offers no second task id" "" "$out"
+	out=$(complete_words "$TASKCTL" --host "$url" --token wrong-token-0123456789 get "" 2>&1)
+	expect "completion is quiet when the token is refused" "" "$out"
 else
 	not_ok "stand-in task API started" "$(cat "$T/api.err")"
 fi
-# Unreachable taskd, wrong token: nothing offered, nothing printed, no hang.
-out=$(complete_words "$TASKCTL" --host http://127.0.0.1:1 --token x0123456789abcdef get "" 2>&1)
-[ -z "$out" ] && ok "completion is quiet when taskd is unreachable" ||
-	not_ok "completion is quiet when taskd is unreachable" "got: $out"
-if [ -n "$port" ]; then
-	out=$(complete_words "$TASKCTL" --host "$url" --token wrong-token-0123456789 get "" 2>&1)
-	[ -z "$out" ] && ok "completion is quiet when the token is refused" ||
-		not_ok "completion is quiet when the token is refused" "got: $out"
-fi
+# Unreachable taskd: nothing offered, nothing printed, no hang.
+out=$(complete_words "$TASKCTL" --host http://127.0.0.1:1 --token $TOKEN get "" 2>&1)
+expect "completion is quiet when taskd is unreachable" "" "$out"
 
 echo "1..$n"
 [ "$fails" = 0 ]
