@@ -307,13 +307,14 @@ static int poll_job(struct zone_client *z, const char *name, int64_t version,
 	rstate = json_string_value(json_object_get(rollout, "state"));
 	rreason = json_string_value(json_object_get(rollout, "reason"));
 	r = 0;
-	if (rstate && (streq(rstate, "rolled_back") || streq(rstate, "halted")))
-		set_msg(res, EXEC_FAILED, "%s: version %" PRId64 " %s: %s", z->zone, version,
-			streq(rstate, "halted") ? "rollout halted" : "rolled back",
-			rreason ? rreason :
-			reason	? reason :
-				  "no reason given");
-	else if (state && streq(state, "ERROR"))
+	if (rstate && (streq(rstate, "rolled_back") || streq(rstate, "halted"))) {
+		if (rreason)
+			set_msg(res, EXEC_FAILED, "%s: %s", z->zone, rreason);
+		else
+			set_msg(res, EXEC_FAILED, "%s: version %" PRId64 " %s: %s", z->zone,
+				version, streq(rstate, "halted") ? "rollout halted" : "rolled back",
+				reason ? reason : "no reason given");
+	} else if (state && streq(state, "ERROR"))
 		set_msg(res, EXEC_FAILED, "%s: job is ERROR: %s", z->zone,
 			reason ? reason : "no reason given");
 	else if (state && streq(state, "RUNNING") && stable >= version &&
