@@ -482,13 +482,18 @@ static int v2_enable_controllers(const char *root, const char *parent, struct cd
 	return 0;
 }
 
-static int v2_apply_limits(int fd, const struct cg_limits *lim, struct cd_error *err)
+/* With reset, a 0 field is written as "max" (used by task_cgroup_set_limits); without, it is
+ * left at the kernel's default. */
+static int v2_apply_limits(int fd, const struct cg_limits *lim, bool reset, struct cd_error *err)
 {
 	char buf[64];
 	int r;
 
-	if (lim->memory_bytes) {
-		snprintf(buf, sizeof(buf), "%" PRIu64, lim->memory_bytes);
+	if (lim->memory_bytes || reset) {
+		if (lim->memory_bytes)
+			snprintf(buf, sizeof(buf), "%" PRIu64, lim->memory_bytes);
+		else
+			snprintf(buf, sizeof(buf), "max");
 		r = write_at(fd, "memory.max", buf);
 		if (r < 0)
 			return cd_error_set(err, r, "cannot set memory.max: %s", strerror(-r));
@@ -498,16 +503,22 @@ static int v2_apply_limits(int fd, const struct cg_limits *lim, struct cd_error 
 				return cd_error_set(err, r, "cannot set memory.swap.max");
 		}
 	}
-	if (lim->cpu_millis) {
-		snprintf(buf, sizeof(buf), "%llu %llu",
-			 (unsigned long long)lim->cpu_millis * CPU_PERIOD_US / 1000,
-			 (unsigned long long)CPU_PERIOD_US);
+	if (lim->cpu_millis || reset) {
+		if (lim->cpu_millis)
+			snprintf(buf, sizeof(buf), "%llu %llu",
+				 (unsigned long long)lim->cpu_millis * CPU_PERIOD_US / 1000,
+				 (unsigned long long)CPU_PERIOD_US);
+		else
+			snprintf(buf, sizeof(buf), "max %llu", (unsigned long long)CPU_PERIOD_US);
 		r = write_at(fd, "cpu.max", buf);
 		if (r < 0)
 			return cd_error_set(err, r, "cannot set cpu.max: %s", strerror(-r));
 	}
-	if (lim->pids_max) {
-		snprintf(buf, sizeof(buf), "%" PRIu64, lim->pids_max);
+	if (lim->pids_max || reset) {
+		if (lim->pids_max)
+			snprintf(buf, sizeof(buf), "%" PRIu64, lim->pids_max);
+		else
+			snprintf(buf, sizeof(buf), "max");
 		r = write_at(fd, "pids.max", buf);
 		if (r < 0)
 			return cd_error_set(err, r, "cannot set pids.max: %s", strerror(-r));
@@ -774,7 +785,7 @@ int task_cgroup_create(const struct cg_system *sys, const char *parent, const ch
 		goto fail;
 	}
 	if (sys->layout == CG_LAYOUT_V2) {
-		r = v2_apply_limits(cg->fd[CG_UNIFIED], limits, err);
+		r = v2_apply_limits(cg->fd[CG_UNIFIED], limits, false, err);
 		if (r < 0)
 			goto fail;
 	}
@@ -785,6 +796,114 @@ fail:
 	destroy_all(sys, cg->name, NULL);
 	task_cgroup_free(cg);
 	return r;
+}
+
+/* New v1 limits on an existing group. memsw must never be below the memory limit: raise memsw
+ * before the limit, lower it after. 0 = unlimited (-1 in v1 files, "max" for pids). */
+static int v1_set_limits(const struct task_cgroup *cg, const struct cg_limits *lim,
+			 struct cd_error *err)
+{
+	const struct cg_system *sys = cg->sys;
+	int64_t mem = lim->memory_bytes ? (int64_t)lim->memory_bytes : -1;
+	int64_t quota = lim->cpu_millis ? (int64_t)(lim->cpu_millis * CPU_PERIOD_US / 1000) : -1;
+	uint64_t cur = 0;
+	bool memsw = cg->fd[CG_V1_MEMORY] >= 0 &&
+		     file_exists_at(cg->fd[CG_V1_MEMORY], "memory.memsw.limit_in_bytes");
+	bool raising;
+	struct cgroup *lcg;
+	int r = 0;
+
+	if (cg->fd[CG_V1_MEMORY] >= 0)
+		(void)read_u64_at(cg->fd[CG_V1_MEMORY], "memory.limit_in_bytes", &cur);
+	raising = mem < 0 || (uint64_t)mem > cur;
+	if (!sys->libcgroup_ok) {
+		char buf[32];
+		int fd;
+
+		if ((fd = cg->fd[CG_V1_MEMORY]) >= 0) {
+			snprintf(buf, sizeof(buf), "%" PRId64, mem);
+			if (memsw && raising)
+				r = write_at(fd, "memory.memsw.limit_in_bytes", buf);
+			if (r == 0)
+				r = write_at(fd, "memory.limit_in_bytes", buf);
+			if (r == 0 && memsw && !raising)
+				r = write_at(fd, "memory.memsw.limit_in_bytes", buf);
+		}
+		if (r == 0 && (fd = cg->fd[CG_V1_CPU]) >= 0) {
+			snprintf(buf, sizeof(buf), "%" PRId64, quota);
+			r = write_at(fd, "cpu.cfs_quota_us", buf);
+		}
+		if (r == 0 && (fd = cg->fd[CG_V1_PIDS]) >= 0) {
+			if (lim->pids_max)
+				snprintf(buf, sizeof(buf), "%" PRIu64, lim->pids_max);
+			else
+				snprintf(buf, sizeof(buf), "max");
+			r = write_at(fd, "pids.max", buf);
+		}
+		if (r < 0)
+			return cd_error_set(err, r, "cannot change the limits of %s: %s", cg->name,
+					    strerror(-r));
+		return 0;
+	}
+
+	lcg = cgroup_new_cgroup(cg->name);
+	if (!lcg)
+		return -ENOMEM;
+	for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX && r == 0; h++) {
+		struct cgroup_controller *c;
+
+		if (cg->fd[h] < 0 || (h != CG_V1_MEMORY && h != CG_V1_CPU && h != CG_V1_PIDS))
+			continue;
+		c = cgroup_add_controller(lcg, hier_names[h]);
+		if (!c) {
+			r = -ENOMEM;
+			break;
+		}
+		if (h == CG_V1_MEMORY) {
+			/* libcgroup writes values in the order they were added */
+			if (memsw && raising)
+				r = map_libcgroup(cgroup_add_value_int64(
+					c, "memory.memsw.limit_in_bytes", mem));
+			if (r == 0)
+				r = map_libcgroup(
+					cgroup_add_value_int64(c, "memory.limit_in_bytes", mem));
+			if (r == 0 && memsw && !raising)
+				r = map_libcgroup(cgroup_add_value_int64(
+					c, "memory.memsw.limit_in_bytes", mem));
+		} else if (h == CG_V1_CPU) {
+			r = map_libcgroup(cgroup_add_value_int64(c, "cpu.cfs_quota_us", quota));
+		} else if (lim->pids_max) {
+			r = map_libcgroup(cgroup_add_value_uint64(c, "pids.max", lim->pids_max));
+		} else {
+			r = map_libcgroup(cgroup_add_value_string(c, "pids.max", "max"));
+		}
+	}
+	if (r == 0) {
+		int lr = cgroup_modify_cgroup(lcg);
+
+		r = map_libcgroup(lr);
+		if (r < 0)
+			cd_error_set(err, r, "libcgroup cannot change the limits of %s: %s",
+				     cg->name, cgroup_strerror(lr));
+	}
+	cgroup_free(&lcg);
+	return r;
+}
+
+int task_cgroup_set_limits(struct task_cgroup *cg, const struct cg_limits *limits,
+			   struct cd_error *err)
+{
+	static const struct cg_limits none;
+	int r;
+
+	if (!limits)
+		limits = &none;
+	r = cg_limits_validate(limits, err);
+	if (r < 0)
+		return r;
+	if (cg->sys->layout == CG_LAYOUT_V2)
+		return v2_apply_limits(cg->fd[CG_UNIFIED], limits, true, err);
+	return v1_set_limits(cg, limits, err);
 }
 
 int task_cgroup_open(const struct cg_system *sys, const char *parent, const char *name,

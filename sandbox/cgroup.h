@@ -96,6 +96,14 @@ int cg_limits_validate(const struct cg_limits *limits, struct cd_error *err);
 int task_cgroup_create(const struct cg_system *sys, const char *parent, const char *name,
 		       const struct cg_limits *limits, struct task_cgroup **ret,
 		       struct cd_error *err);
+/*
+ * Change the limits of a running task (0 = unlimited for each field: all three are written).
+ * v1 keeps memsw >= the memory limit at every step (raised first, lowered last). Lowering memory
+ * below current usage makes the kernel reclaim, and may OOM-kill inside the cgroup. Errors:
+ * -EINVAL (limits), -errno of the failing write with a message.
+ */
+int task_cgroup_set_limits(struct task_cgroup *cg, const struct cg_limits *limits,
+			   struct cd_error *err);
 /* Open an existing task cgroup (re-adoption after a restart, gc). -ENOENT when it exists in no
  * hierarchy. */
 int task_cgroup_open(const struct cg_system *sys, const char *parent, const char *name,

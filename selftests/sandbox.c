@@ -410,6 +410,29 @@ static void test_limits_visible(void)
 	   "cpu.cfs_quota_us = 50000 for 0.5 vcpu");
 	ok(read_cg(&x, CG_V1_PIDS, "pids.max", buf, sizeof(buf)) && streq(buf, "32"),
 	   "pids.max = 32");
+	{
+		struct cg_limits more = { .memory_bytes = 128ULL << 20, .cpu_millis = 1500 };
+		struct cd_error e = { 0 };
+		char mem[32] = "", sw[32] = "", q[32] = "", pm[32] = "";
+
+		r = task_cgroup_set_limits(x.t->cg, &more, &e);
+		read_cg(&x, CG_V1_MEMORY, "memory.limit_in_bytes", mem, sizeof(mem));
+		read_cg(&x, CG_V1_MEMORY, "memory.memsw.limit_in_bytes", sw, sizeof(sw));
+		read_cg(&x, CG_V1_CPU, "cpu.cfs_quota_us", q, sizeof(q));
+		read_cg(&x, CG_V1_PIDS, "pids.max", pm, sizeof(pm));
+		ok(r == 0 && streq(mem, "134217728") && streq(sw, "134217728") &&
+			   streq(q, "150000") && streq(pm, "max"),
+		   "set_limits raises memory (memsw first), cpu 1.5, pids unlimited (%s)",
+		   cd_error_message(&e));
+		more.memory_bytes = 48ULL << 20;
+		r = task_cgroup_set_limits(x.t->cg, &more, &e);
+		read_cg(&x, CG_V1_MEMORY, "memory.limit_in_bytes", mem, sizeof(mem));
+		read_cg(&x, CG_V1_MEMORY, "memory.memsw.limit_in_bytes", sw, sizeof(sw));
+		ok(r == 0 && streq(mem, "50331648") && streq(sw, "50331648"),
+		   "set_limits lowers memory (limit first, then memsw)");
+		more.memory_bytes = 1;
+		ok(task_cgroup_set_limits(x.t->cg, &more, NULL) == -EINVAL, "set_limits validates");
+	}
 	snprintf(pidbuf, sizeof(pidbuf), "%d", (int)x.t->ident.pid);
 	for (int h = 0; h < _CG_HIER_MAX; h++) {
 		char procs[4096];

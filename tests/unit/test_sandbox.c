@@ -253,6 +253,38 @@ static void test_create_destroy_fake_tree(void **state)
 		assert_non_null(strstr(err.msg, "already exists"));
 		assert_null(dup);
 	}
+	/* new limits through cgroupfs (libcgroup does not see this tree) */
+	{
+		static const char *const files[] = { "memory/cd/prod/t1/memory.limit_in_bytes",
+						     "cpu,cpuacct/cd/prod/t1/cpu.cfs_quota_us",
+						     "pids/cd/prod/t1/pids.max" };
+		struct cg_limits lim = { .memory_bytes = 64ULL << 20, .cpu_millis = 250 };
+		char *got;
+
+		for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+			snprintf(path, sizeof(path), "%s/%s", root, files[i]);
+			assert_int_equal(fs_write_atomic(path, "", 0, 0644), 0);
+		}
+		assert_int_equal(task_cgroup_set_limits(cg, &lim, NULL), 0);
+		snprintf(path, sizeof(path), "%s/%s", root, files[0]);
+		assert_int_equal(fs_read_file_at(AT_FDCWD, path, 64, &got, NULL), 0);
+		assert_string_equal(got, "67108864");
+		free(got);
+		snprintf(path, sizeof(path), "%s/%s", root, files[1]);
+		assert_int_equal(fs_read_file_at(AT_FDCWD, path, 64, &got, NULL), 0);
+		assert_string_equal(got, "25000");
+		free(got);
+		snprintf(path, sizeof(path), "%s/%s", root, files[2]);
+		assert_int_equal(fs_read_file_at(AT_FDCWD, path, 64, &got, NULL), 0);
+		assert_string_equal(got, "max");
+		free(got);
+		lim.memory_bytes = 5;
+		assert_int_equal(task_cgroup_set_limits(cg, &lim, NULL), -EINVAL);
+		for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+			snprintf(path, sizeof(path), "%s/%s", root, files[i]);
+			assert_int_equal(unlink(path), 0);
+		}
+	}
 	assert_int_equal(task_cgroup_destroy(cg, NULL), 0);
 	task_cgroup_free(cg);
 	assert_false(exists("memory/cd/prod/t1"));
