@@ -324,6 +324,7 @@ struct proxy {
 	int port;
 	size_t drop_after; /* response bytes passed before closing a doomed connection */
 	int drops_left;	   /* connections still to drop */
+	int busy_left;	   /* connections still to answer with 503 (before any drops) */
 	pthread_t thread;
 };
 
@@ -391,6 +392,17 @@ static void *proxy_run(void *arg)
 
 		if (fd < 0)
 			return NULL;
+		if (__atomic_load_n(&px->busy_left, __ATOMIC_SEQ_CST) > 0) {
+			static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+						   "Content-Length: 0\r\nConnection: close\r\n\r\n";
+			char req[4096];
+
+			__atomic_sub_fetch(&px->busy_left, 1, __ATOMIC_SEQ_CST);
+			(void)!read(fd, req, sizeof(req));
+			(void)!write(fd, busy, sizeof(busy) - 1);
+			close(fd);
+			continue;
+		}
 		c = calloc(1, sizeof(*c));
 		c->client = fd;
 		c->upstream = connect_port(nginx_port);
@@ -592,7 +604,7 @@ static void test_resume_after_drop(void **state)
 	_cleanup_fetcher_ struct fetcher *f = cache_new("c-resume", 0);
 	char hex[CAS_HEX_LEN + 1], url[96];
 	const char *m[] = { url };
-	struct proxy px;
+	struct proxy px = { 0 };
 	struct fetch_options o;
 	struct cd_error err = { 0 };
 	_cleanup_free_ char *path = NULL;
@@ -616,7 +628,7 @@ static void test_multiple_drops(void **state)
 	_cleanup_fetcher_ struct fetcher *f = cache_new("c-drops", 0);
 	char hex[CAS_HEX_LEN + 1], url[96];
 	const char *m[] = { url };
-	struct proxy px;
+	struct proxy px = { 0 };
 	struct fetch_options o;
 	struct cd_error err = { 0 };
 	_cleanup_free_ char *path = NULL;
@@ -651,7 +663,7 @@ static void test_resume_on_next_mirror(void **state)
 	_cleanup_free_ void *data = random_bytes(3 << 20);
 	char hex[CAS_HEX_LEN + 1], m1[96], m2[96];
 	const char *m[] = { m1, m2 };
-	struct proxy px;
+	struct proxy px = { 0 };
 	struct fetch_options o;
 	struct cd_error err = { 0 };
 	_cleanup_free_ char *path = NULL;
@@ -672,6 +684,38 @@ static void test_resume_on_next_mirror(void **state)
 	proxy_stop(&px);
 	assert_int_equal(log_count("GET /carry2/cas/", " 206 range=bytes="), 1);
 	assert_int_equal(log_count("GET /carry2/cas/", " 200 "), 0);
+}
+
+static void test_retry_after_503(void **state)
+{
+	_cleanup_fetcher_ struct fetcher *f = cache_new("c-503", 0);
+	char hex[CAS_HEX_LEN + 1], url[96];
+	const char *m[] = { url };
+	struct proxy px = { .busy_left = 2 };
+	struct fetch_options o;
+	struct cd_error err = { 0 };
+	_cleanup_free_ char *path = NULL, *p2 = NULL;
+
+	quick_options(&o);
+	o.attempts = 3;
+	serve_random("busy", 10000, hex);
+	/* Two 503s, then the real thing: backoff and retry on the same mirror. */
+	proxy_start(&px, 0, 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/busy", px.port);
+	if (fetcher_fetch(f, hex, m, 1, &o, &path, &err) < 0)
+		fail_msg("fetch: %s", err.msg);
+	assert_int_equal(log_count(hex, NULL), 1);
+	/* Out of attempts: the 503 is the error. */
+	{
+		_cleanup_fetcher_ struct fetcher *g = cache_new("c-503b", 0);
+
+		__atomic_store_n(&px.busy_left, 5, __ATOMIC_SEQ_CST);
+		o.attempts = 2;
+		cd_error_reset(&err);
+		assert_int_equal(fetcher_fetch(g, hex, m, 1, &o, &p2, &err), -EAGAIN);
+		assert_non_null(strstr(err.msg, "HTTP 503"));
+	}
+	proxy_stop(&px);
 }
 
 static void test_size_cap(void **state)
@@ -883,7 +927,7 @@ static void test_server_without_range(void **state)
 	_cleanup_fetcher_ struct fetcher *f = cache_new("c-norange", 0);
 	char hex[CAS_HEX_LEN + 1], url[96];
 	const char *m[] = { url };
-	struct proxy px;
+	struct proxy px = { 0 };
 	struct fetch_options o;
 	struct cd_error err = { 0 };
 	_cleanup_free_ char *path = NULL;
@@ -1273,6 +1317,7 @@ int main(void)
 		cmocka_unit_test(test_resume_after_drop),
 		cmocka_unit_test(test_multiple_drops),
 		cmocka_unit_test(test_resume_on_next_mirror),
+		cmocka_unit_test(test_retry_after_503),
 		cmocka_unit_test(test_size_cap),
 		cmocka_unit_test(test_server_without_range),
 		cmocka_unit_test(test_fsync_failure),
