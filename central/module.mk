@@ -19,3 +19,4 @@ $(eval $(call cd_test,test_pipeline_api,tests/unit/test_pipeline_api.c,central a
 E2E_TESTS += tests/e2e/pipeline_api.sh
 E2E_TESTS += tests/e2e/pipeline_crash.sh
 $(eval $(call cd_test,test_pipeline_builder,tests/unit/test_pipeline_builder.c,central api cdlib))
+E2E_TESTS += tests/e2e/pipeline_demo.sh
