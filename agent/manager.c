@@ -30,6 +30,7 @@
 #include "api/json.h"
 #include "api/jobspec.h"
 #include "api/names.h"
+#include "ebpf/taskwatch.h"
 #include "fetcher/fetcher.h"
 #include "lib/fs.h"
 #include "lib/id.h"
@@ -79,6 +80,10 @@ struct task {
 	pid_t probe_pid;
 	int probe_pidfd;
 	usec_t probe_deadline;
+	/* per-process events (ebpf/taskwatch, BPF mode only) */
+	bool watched;
+	uint64_t cgroup_id;
+	struct taskwatch_classifier cls;
 };
 
 struct manager {
@@ -97,6 +102,8 @@ struct manager {
 	bool thread_started;
 	bool stopping;
 	unsigned fetches_inflight;
+	struct cg_system *cgsys;
+	struct taskwatch *tw; /* NULL unless BPF mode loaded */
 	struct manager_adopt_stats adopt;
 	/* metrics */
 	uint64_t starts_total, restarts_total, oom_kills_total, fetch_bytes_total,
@@ -107,7 +114,7 @@ struct manager {
 	uint64_t latency_count;
 };
 
-enum { TAG_WAKE = 0, TAG_TIMER = 1 };
+enum { TAG_WAKE = 0, TAG_TIMER = 1, TAG_WATCH = 4 /* never a slot tag: those end in 2 or 3 */ };
 #define TAG_SHIM(slot) (((slot) << 2) | 2)
 #define TAG_PROBE(slot) (((slot) << 2) | 3)
 
@@ -423,6 +430,96 @@ static void probe_cancel(struct manager *m, struct task *t)
 	t->probe_pidfd = safe_close(t->probe_pidfd);
 }
 
+/* ---------------------------------------------------------------- per-process events */
+
+static int watch_event(const struct taskwatch_event *ev, void *userdata)
+{
+	struct task *t = find_slot(userdata, ev->cookie);
+
+	if (t && t->watched)
+		(void)taskwatch_reason_feed(&t->cls, ev);
+	return 0;
+}
+
+static void watch_consume(struct manager *m)
+{
+	if (m->tw)
+		(void)taskwatch_consume(m->tw, watch_event, m);
+}
+
+/* Watch the running generation's cgroup: exits, fatal signals with their sender, OOM kills. */
+static void watch_task(struct manager *m, struct task *t)
+{
+	struct taskwatch_target tg = TASKWATCH_TARGET_INIT;
+	const char *root;
+	char name[CGNAME_MAX], path[PATH_MAX];
+
+	if (!m->tw || t->watched || t->task_pid <= 0)
+		return;
+	root = cg_system_hier_path(m->cgsys, CG_UNIFIED);
+	task_cg_name(t, name);
+	if (!root ||
+	    snprintf(path, sizeof(path), "%s/%s/%s", root, m->cfg.cgroup_parent, name) >=
+		    (int)sizeof(path) ||
+	    taskwatch_cgroup_id(path, &tg.cgroup_id) < 0)
+		return;
+	tg.cookie = t->slot;
+	tg.init_pid = t->task_pid;
+	/* The sandbox init forks the command: the main process. We start watching after that
+	 * fork, so name it explicitly (the init's first child) rather than wait for a fork event
+	 * that already happened. */
+	{
+		_cleanup_free_ char *kids = NULL;
+		char kpath[96];
+		unsigned main_pid;
+
+		snprintf(kpath, sizeof(kpath), "/proc/%d/task/%d/children", (int)t->task_pid,
+			 (int)t->task_pid);
+		if (fs_read_file_at(AT_FDCWD, kpath, 4096, &kids, NULL) >= 0 &&
+		    sscanf(kids, "%u", &main_pid) == 1 && main_pid > 0) {
+			tg.main_kind = TASKWATCH_MAIN_PID;
+			tg.main_pid = (pid_t)main_pid;
+		} else
+			tg.main_kind = TASKWATCH_MAIN_INIT_CHILD;
+	}
+	tg.cgroup_path = path;
+	if (taskwatch_add(m->tw, &tg) < 0)
+		return;
+	taskwatch_reason_init(&t->cls);
+	t->cgroup_id = tg.cgroup_id;
+	t->watched = true;
+}
+
+/*
+ * What the watcher saw, to sharpen the shim's record: the OOM killer as the root cause of a
+ * death the shim saw as a plain signal or exit code, and who sent a fatal signal. Unwatches.
+ */
+static const char *watch_conclude(struct manager *m, struct task *t, const char *reason,
+				  char *detail, size_t size)
+{
+	struct taskwatch_reason r;
+
+	detail[0] = '\0';
+	if (!t->watched)
+		return reason;
+	watch_consume(m);
+	(void)taskwatch_remove(m->tw, t->cgroup_id);
+	t->watched = false;
+	if (taskwatch_reason_get(&t->cls, &r) < 0 || r.uncertain)
+		return reason;
+	if (r.kind == TASKWATCH_REASON_OOM_KILLED &&
+	    (streq(reason, "signaled") || streq(reason, "exited")))
+		return "oom_killed";
+	if (r.kind == TASKWATCH_REASON_SIGNALED && streq(reason, "signaled")) {
+		if (r.sender_kernel)
+			snprintf(detail, size, "signal %d raised by the kernel", r.signal);
+		else if (r.sender_pid > 0)
+			snprintf(detail, size, "signal %d sent by pid %d (%.16s)", r.signal,
+				 (int)r.sender_pid, r.sender_comm);
+	}
+	return reason;
+}
+
 /*
  * A run ended (or could not start). Decide: final state, or PENDING with a restart scheduled.
  * reason is the shim's (exited, signaled, oom_killed, stopped, start_failed) or ours (lost).
@@ -435,9 +532,14 @@ static void task_ended(struct manager *m, struct task *t, const char *reason, in
 		.backoff_s = t->spec->restart.backoff_s,
 		.max_backoff_s = t->spec->restart.max_backoff_s,
 	};
-	bool by_request = streq(reason, "stopped") && !t->health_kill;
-	bool failed;
+	bool by_request, failed;
 	usec_t ran_for = t->run_started ? clock_mono_usec() - t->run_started : 0;
+	char detail[128];
+
+	reason = watch_conclude(m, t, reason, detail, sizeof(detail));
+	if (detail[0] && !message)
+		message = detail;
+	by_request = streq(reason, "stopped") && !t->health_kill;
 
 	if (t->health_kill)
 		reason = "health_failed";
@@ -651,6 +753,8 @@ static void probe_start(struct manager *m, struct task *t)
 
 static void shim_stop(struct task *t)
 {
+	if (t->watched)
+		taskwatch_reason_stop_requested(&t->cls, 0);
 	if (t->shim_pidfd >= 0)
 		syscall(SYS_pidfd_send_signal, t->shim_pidfd, SIGTERM, NULL, 0);
 	t->phase = P_STOPPING;
@@ -918,6 +1022,7 @@ static void task_launch(struct manager *m, struct task *t)
 	t->next_probe = clock_mono_usec() + (usec_t)t->spec->health.interval_s * USEC_PER_SEC;
 	set_reason(t, "");
 	set_message(t, NULL);
+	watch_task(m, t);
 	task_save(m, t, "running");
 	if (r == 1)
 		shim_finished(m, t);
@@ -1113,6 +1218,8 @@ static void *supervisor(void *arg)
 				uint64_t v;
 
 				(void)!read(m->wakefd, &v, sizeof(v));
+			} else if (tag == TAG_WATCH) {
+				watch_consume(m);
 			} else if (tag == TAG_TIMER) {
 				uint64_t v;
 
@@ -1250,6 +1357,7 @@ static void adopt(struct manager *m, struct task *t, char ***keep_cgroups)
 				}
 			}
 			m->adopt.adopted++;
+			watch_task(m, t);
 			/* A stop was asked for before we died: make sure the shim heard it (a second
 			 * SIGTERM is harmless: the shim's grace timer is already running). */
 			if (t->rec.desired == TASK_DONE)
@@ -1442,6 +1550,22 @@ int manager_new(const struct manager_config *cfg, struct state *st, struct manag
 	}
 	ev.data.u64 = TAG_WAKE;
 	epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->wakefd, &ev);
+	r = cg_system_detect(NULL, &m->cgsys, err);
+	if (r < 0)
+		goto fail;
+	/* Per-process events only in BPF mode: the fallback needs to be the init's parent, and
+	 * the shim is. Without BPF the shim's record (wait status + cgroup OOM count) suffices. */
+	m->adopt.watch_mode = "off (BPF unavailable)";
+	if (taskwatch_new(NULL, &m->tw) >= 0) {
+		if (taskwatch_is_bpf(m->tw)) {
+			m->adopt.watch_mode = "bpf";
+			ev.data.u64 = TAG_WATCH;
+			epoll_ctl(m->epfd, EPOLL_CTL_ADD, taskwatch_fd(m->tw), &ev);
+		} else {
+			taskwatch_free(m->tw);
+			m->tw = NULL;
+		}
+	}
 	ev.data.u64 = TAG_TIMER;
 	epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->timerfd, &ev);
 
@@ -1489,6 +1613,9 @@ void manager_free(struct manager *m)
 		task_free(t);
 	}
 	fetcher_free(m->fetcher);
+	if (m->tw)
+		taskwatch_free(m->tw);
+	cg_system_free(m->cgsys);
 	state_close(m->st);
 	safe_close(m->epfd);
 	safe_close(m->timerfd);

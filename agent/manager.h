@@ -57,6 +57,7 @@ void manager_free(struct manager *m);
 /* Outcome of readoption, for the start-up log line. */
 struct manager_adopt_stats {
 	unsigned tasks, adopted, ended_while_down, lost, relaunched, orphan_cgroups;
+	const char *watch_mode; /* "bpf", or why per-process events are off (static string) */
 };
 void manager_adopt_stats(struct manager *m, struct manager_adopt_stats *ret);
 

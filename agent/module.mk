@@ -3,7 +3,7 @@ AGENT_LIB_SRCS := agent/state.c agent/config.c agent/restart.c agent/logfile.c a
 	agent/runtime.c agent/manager.c agent/api.c agent/notify.c
 $(eval $(call cd_lib,agent,$(AGENT_LIB_SRCS)))
 
-AGENT_LIBS := agent fetcher sandbox api cdlib
+AGENT_LIBS := agent fetcher sandbox taskwatch api cdlib
 
 $(eval $(call cd_prog,taskd,agent/taskd.c,$(AGENT_LIBS)))
 $(eval $(call cd_prog,taskd-shim,agent/shim.c,agent sandbox cdlib))

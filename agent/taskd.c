@@ -292,10 +292,15 @@ static int run(void)
 					       cd_error_message(&err));
 	}
 	manager_adopt_stats(m, &as);
-	log_info("tasks recovered",
-		 "tasks=%u adopted=%u ended_while_down=%u lost=%u resumed=%u orphan_cgroups=%u",
-		 as.tasks, as.adopted, as.ended_while_down, as.lost, as.relaunched,
-		 as.orphan_cgroups);
+	{
+		char q[128];
+
+		log_info("tasks recovered",
+			 "tasks=%u adopted=%u ended_while_down=%u lost=%u resumed=%u "
+			 "orphan_cgroups=%u process_events=%s",
+			 as.tasks, as.adopted, as.ended_while_down, as.lost, as.relaunched,
+			 as.orphan_cgroups, log_quote(as.watch_mode, q, sizeof(q)));
+	}
 
 	api.manager = m;
 	api.token = token;

@@ -185,6 +185,14 @@ check "exit 3 → exit_code 3" "[ \"\$(field '$t_3' exit_code)\" = 3 ]"
 t_k=$(put killed '"command":["/bin/sh","-c","sleep 0.2; kill -9 $$"],"restart":{"policy":"never"}')
 check "kill -9 → ERROR signaled 9" \
 	"wait_for '$t_k' ERROR signaled && [ \"\$(field '$t_k' signal)\" = 9 ]"
+if grep -q 'process_events=bpf' "$T/taskd.log"; then
+	check "eBPF names the sender of the fatal signal" \
+		"field '$t_k' message | grep -q 'signal 9 sent by pid [0-9]* (sh)'" \
+		"$(field "$t_k" message)"
+else
+	n=$((n + 1))
+	echo "ok $n - eBPF names the sender of the fatal signal # SKIP BPF unavailable"
+fi
 t_oom=$(put oom '"command":["/bin/sh","-c","tail /dev/zero"],"reqs":{"memory_mb":32},"restart":{"policy":"never"}')
 check "memory limit → ERROR oom_killed" "wait_for '$t_oom' ERROR oom_killed 30"
 met=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/metrics")
