@@ -40,6 +40,7 @@ printf 'admin %s\nagent %s\nteam:foo_team %s\nteam:bar_team %s\n' "$ADMIN" "$(he
 	"$BAR" >"$T/tokens"
 chmod 0600 "$T/tokens"
 mkdir -p "$T/state"
+printf 'poll_interval_s 1\n' >"$T/state/pipelines.conf"
 "$DEPLOYD" --role pipelines,artifacts,builder --state-dir "$T/state" --listen 127.0.0.1:0 \
 	--token-file "$T/tokens" >"$T/deployd.log" 2>&1 &
 DPID=$!
@@ -53,7 +54,7 @@ if [ -z "$PORT" ]; then
 	echo "1..0 # SKIP deployd did not start: $(tail -3 "$T/deployd.log" | tr '\n' ' ')"
 	exit 77
 fi
-echo "1..27"
+echo "1..26"
 BASE=http://127.0.0.1:$PORT
 
 # req TOKEN METHOD PATH [BODY] [curl args...]: body in $T/body, status printed
@@ -172,7 +173,7 @@ REF=$(python3 -c 'import urllib.parse,sys;print(urllib.parse.quote(sys.argv[1],s
 check "//repo/foo_service:main@<commit> is indexed with a digest" \
 	'[ "$(req "$FOO" GET "/v1/artifacts/$REF")" = 200 ] && field digest | grep -q "^sha256:"'
 check "the build log is readable through the API" \
-	'[ "$(req "$FOO" GET "/v1/pipelines/$BPID/runs/$BRUN/stages/Code%20Build/log")" = 200 ] && grep -q "make" "$T/body"'
+	'[ "$(req "$FOO" GET "/v1/pipelines/$BPID/runs/$BRUN/stages/Code%20Build/log")" = 200 ] && grep -q "# build stage" "$T/body"'
 sed -i 's/Hello from/Goodbye from/' "$REPO/repo/foo_service/greeting.c"
 g commit -q -am broken
 SHA2=$(git -C "$REPO" rev-parse HEAD)
@@ -188,4 +189,19 @@ done
 check "a failing unit test stops the run at Service Tests" \
 	'[ "$st" = ERROR ] && [ "$(field stages 1 state)" = ERROR ] && field error_message | grep -q "Service Tests"' \
 	"$(cat "$T/body")"
+
+# ---- repository polling: a new commit starts a run by itself ---------------------------------
+sed -i 's/Goodbye from/Hello from/' "$REPO/repo/foo_service/greeting.c"
+g commit -q -am fixed
+SHA3=$(git -C "$REPO" rev-parse HEAD)
+polled=0
+for _ in $(seq 1 100); do
+	req "$FOO" GET "/v1/pipelines/$BPID/runs?page_size=1" >/dev/null
+	if [ "$(field runs 0 commit)" = "$SHA3" ] && [ "$(field runs 0 trigger)" = poll ]; then
+		polled=1
+		break
+	fi
+	sleep 0.2
+done
+check "the poller starts a run for a new commit" '[ $polled = 1 ]' "$(cat "$T/body")"
 exit $fail
