@@ -72,9 +72,11 @@ struct plan {
 	const char *cwd;
 	struct host_entry host[MAX_HOST_ENTRIES];
 	size_t n_host;
+	char *const *argv; /* the command (cfg->argv, or sandbox_exec()'s) */
 	char *const *envp;
 	const char *path_env;
 	const struct sandbox_bpf *bpf; /* cached, NULL = no seccomp */
+	int pdeath_pidfd; /* sandbox_exec: SIGKILL the command when this process ends, -1 none */
 	int last_cap;
 };
 
@@ -341,7 +343,7 @@ static int move_fd_high(const struct plan *p, int fd)
 static _noreturn_ void child_exec(const struct plan *p)
 {
 	const struct sandbox_config *cfg = p->cfg;
-	const char *file = cfg->argv[0];
+	const char *file = p->argv[0];
 	sigset_t none;
 	int in, out, err, last_errno = ENOENT;
 
@@ -367,6 +369,15 @@ static _noreturn_ void child_exec(const struct plan *p)
 	check(p, (int)syscall(SYS_setresgid, cfg->gid, cfg->gid, cfg->gid), "setgid");
 	check(p, (int)syscall(SYS_setresuid, cfg->uid, cfg->uid, cfg->uid), "setuid");
 	set_caps(p);
+	if (p->pdeath_pidfd >= 0) {
+		struct pollfd pfd = { .fd = p->pdeath_pidfd, .events = POLLIN };
+
+		/* after setresuid, which clears it; our parent is outside our pid namespace
+		 * (getppid() is 0), so its pidfd closes the race */
+		check(p, prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "pdeathsig");
+		if (poll(&pfd, 1, 0) != 0)
+			_exit(1);
+	}
 	check(p, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no-new-privs");
 	if (p->bpf) {
 		int r = sandbox_seccomp_load(p->bpf);
@@ -378,7 +389,7 @@ static _noreturn_ void child_exec(const struct plan *p)
 	check(p, sigprocmask(SIG_SETMASK, &none, NULL), "sigmask");
 
 	if (strchr(file, '/')) {
-		execve(file, cfg->argv, p->envp);
+		execve(file, p->argv, p->envp);
 		child_fail(p, "exec", errno);
 	}
 	/* PATH search without malloc (execvpe may allocate) */
@@ -391,7 +402,7 @@ static _noreturn_ void child_exec(const struct plan *p)
 			memcpy(path, dlen ? dir : ".", dlen ? dlen : 1);
 			path[dlen ? dlen : 1] = '/';
 			s_copy(path + (dlen ? dlen : 1) + 1, sizeof(path) - dlen - 2, file);
-			execve(path, cfg->argv, p->envp);
+			execve(path, p->argv, p->envp);
 			if (errno == EACCES)
 				last_errno = EACCES;
 			else if (errno != ENOENT && errno != ENOTDIR)
@@ -705,6 +716,30 @@ int sandbox_proc_start_time(pid_t pid, uint64_t *ret)
 	return parse_u64(strndupa(p + 1, strcspn(p + 1, " ")), ret);
 }
 
+/* The child dup2()s the command's stdio onto 0-2: an fd of ours there (a daemon that closed its
+ * stdio gets them from pipe2/open) would be overwritten. Moves fd to >= 3; -1 on failure. */
+static int fd_above_stdio(int fd)
+{
+	int high;
+
+	if (fd < 0 || fd > 2)
+		return fd;
+	high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	close(fd);
+	return high;
+}
+
+static void plan_env(struct plan *p, const struct sandbox_config *cfg)
+{
+	static char *const default_env[] = { "PATH=" DEFAULT_PATH, NULL };
+
+	p->envp = cfg->envp ? cfg->envp : default_env;
+	p->path_env = DEFAULT_PATH;
+	for (char *const *e = p->envp; *e; e++)
+		if (startswith(*e, "PATH="))
+			p->path_env = *e + 5;
+}
+
 static void plan_release(struct plan *p)
 {
 	if (p->init_fd >= 0)
@@ -804,7 +839,11 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 		   struct sandbox_task **ret, struct cd_error *err)
 {
 	usec_t t0 = clock_mono_usec(), phase[4];
-	struct plan p = { .cfg = cfg, .sync_r = -EBADF, .err_w = -EBADF, .status_w = -EBADF };
+	struct plan p = { .cfg = cfg,
+			  .sync_r = -EBADF,
+			  .err_w = -EBADF,
+			  .status_w = -EBADF,
+			  .pdeath_pidfd = -1 };
 	_cleanup_close_ int sync_w = -EBADF, err_r = -EBADF, status_r = -EBADF, devnull = -EBADF,
 			    pidfd = -EBADF;
 	struct sandbox_task *t = NULL;
@@ -829,19 +868,12 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	snprintf(p.tmpfs_opts, sizeof(p.tmpfs_opts), "size=%llu,mode=0755",
 		 (unsigned long long)(cfg->storage_bytes ? cfg->storage_bytes :
 							   SANDBOX_DEFAULT_STORAGE_BYTES));
-	p.envp = cfg->envp;
-	if (!p.envp) {
-		static char *const default_env[] = { "PATH=" DEFAULT_PATH, NULL };
-		p.envp = default_env;
-	}
-	p.path_env = DEFAULT_PATH;
-	for (char *const *e = p.envp; *e; e++)
-		if (startswith(*e, "PATH="))
-			p.path_env = *e + 5;
+	p.argv = cfg->argv;
+	plan_env(&p, cfg);
 	p.last_cap = read_last_cap();
 	p.init_fd = -1;
 	if (cfg->init_binary && !cfg->no_init) {
-		p.init_fd = open(cfg->init_binary, O_PATH | O_CLOEXEC);
+		p.init_fd = fd_above_stdio(open(cfg->init_binary, O_PATH | O_CLOEXEC));
 		if (p.init_fd < 0)
 			return cd_error_set(err, -errno, "init binary %s: %m", cfg->init_binary);
 	}
@@ -852,7 +884,7 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 			goto out;
 	}
 	if (cfg->stdin_fd < 0 || cfg->stdout_fd < 0 || cfg->stderr_fd < 0) {
-		devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		devnull = fd_above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC));
 		if (devnull < 0) {
 			r = cd_error_set(err, -errno, "/dev/null: %m");
 			goto out;
@@ -864,16 +896,20 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	/* a socket, so a dead child means EPIPE from send(MSG_NOSIGNAL), never SIGPIPE */
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
 		goto fail_errno;
-	p.sync_r = fds[0];
+	p.sync_r = fd_above_stdio(fds[0]);
 	sync_w = fds[1];
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		goto fail_errno;
 	err_r = fds[0];
-	p.err_w = fds[1];
+	p.err_w = fd_above_stdio(fds[1]);
 	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
 		goto fail_errno;
 	status_r = fds[0];
-	p.status_w = fds[1];
+	p.status_w = fd_above_stdio(fds[1]);
+	if (p.sync_r < 0 || p.err_w < 0 || p.status_w < 0) {
+		r = cd_error_set(err, -EMFILE, "out of file descriptors");
+		goto out;
+	}
 
 	phase[0] = clock_mono_usec();
 	r = task_cgroup_create(sys, parent, cfg->task_id, &cfg->limits, &cg, err);
@@ -893,6 +929,8 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 			goto fail_cgroup;
 		}
 		p.n_v1_tasks = r;
+		for (int i = 0; i < p.n_v1_tasks; i++)
+			p.v1_tasks[i] = fd_above_stdio(p.v1_tasks[i]);
 	}
 	cgfd = cfg->attach_by_pid ? -1 : task_cgroup_fd(cg, CG_UNIFIED);
 
@@ -1294,4 +1332,195 @@ int sandbox_gc(const struct cg_system *sys, const char *parent, const char *cons
 	}
 	(void)netns_gc(ipam_dir);
 	return n;
+}
+
+/* ---- running another process inside a running task ---- */
+
+/* The middle process of sandbox_exec(): enters the task, forks the command into its pid
+ * namespace, and mirrors the command's end. Never returns. */
+static _noreturn_ void exec_child(const struct plan *p, int task_pidfd, unsigned ns_flags)
+{
+	int keep[6 + _CG_HIER_MAX] = { p->err_w, p->fd_in, p->fd_out, p->fd_err, task_pidfd, -1 };
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	sigset_t set;
+	pid_t cmd;
+	int st = 0, self;
+
+	for (int sig = 1; sig < _NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)sigaction(sig, &dfl, NULL);
+	for (int i = 0; i < _CG_HIER_MAX; i++)
+		keep[6 + i] = i < p->n_v1_tasks ? p->v1_tasks[i] : -1;
+	close_all_except(p, keep, ARRAY_SIZE(keep));
+	for (int i = 0; i < p->n_v1_tasks; i++) {
+		if (write(p->v1_tasks[i], "0", 1) != 1)
+			child_fail(p, "cgroup-attach", errno);
+		close(p->v1_tasks[i]);
+	}
+	/* every namespace of the task at once; the pid namespace applies to our children */
+	check(p, setns(task_pidfd, (int)ns_flags), "setns");
+	close(task_pidfd);
+	if (p->cfg->userns_size) {
+		check(p, (int)syscall(SYS_setresgid, 0, 0, 0), "userns");
+		check(p, (int)syscall(SYS_setresuid, 0, 0, 0), "userns");
+	}
+	self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	check(p, self, "pidfd");
+	/* fds 0-2 may be free here and the command dup2()s its stdio over them */
+	if (self < 3) {
+		int high = fcntl(self, F_DUPFD_CLOEXEC, 3);
+
+		check(p, high, "pidfd");
+		close(self);
+		self = high;
+	}
+	cmd = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
+	if (cmd < 0)
+		child_fail(p, "fork", errno);
+	if (cmd == 0) {
+		struct plan q = *p;
+
+		/* a killed middle (probe timeout) takes the command with it (set by child_exec
+		 * after the credential change, which clears it) */
+		q.pdeath_pidfd = self;
+		child_exec(&q);
+	}
+	close(self);
+	close(p->err_w);
+	close(p->fd_in);
+	close(p->fd_out);
+	close(p->fd_err);
+	/* forward what the init would forward; everything stays blocked otherwise */
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	for (size_t i = 0; i < ARRAY_SIZE(sandbox_forwarded_signals); i++)
+		sigaddset(&set, sandbox_forwarded_signals[i]);
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&set, &si);
+
+		if (sig > 0 && sig != SIGCHLD)
+			(void)kill(cmd, sig);
+		if (sig == SIGCHLD && waitpid(cmd, &st, WNOHANG) == cmd)
+			break;
+	}
+	if (WIFSIGNALED(st)) {
+		/* not a namespace init: we can die the same way, so the caller sees the signal */
+		sigset_t one;
+
+		sigemptyset(&one);
+		sigaddset(&one, WTERMSIG(st));
+		(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* no second core dump */
+		(void)kill(getpid(), WTERMSIG(st));
+		(void)sigprocmask(SIG_UNBLOCK, &one, NULL);
+		_exit(128 + WTERMSIG(st));
+	}
+	_exit(WEXITSTATUS(st));
+}
+
+int sandbox_exec(const struct sandbox_task *t, const struct sandbox_config *cfg, char *const *argv,
+		 pid_t *ret_pid, int *ret_pidfd, struct cd_error *err)
+{
+	struct plan p = { .cfg = cfg,
+			  .sync_r = -EBADF,
+			  .err_w = -EBADF,
+			  .status_w = -EBADF,
+			  .status_file = -1,
+			  .init_fd = -1,
+			  .pdeath_pidfd = -1 };
+	_cleanup_close_ int err_r = -EBADF, devnull = -EBADF, pidfd = -EBADF;
+	unsigned ns_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID |
+			    CLONE_NEWCGROUP;
+	struct clone_args_v2 args = { .flags = CLONE_PIDFD, .exit_signal = SIGCHLD };
+	struct child_error ce;
+	sigset_t all, old;
+	int fds[2], r, cgfd;
+	ssize_t n;
+	pid_t pid;
+
+	if (!argv || !argv[0] || !argv[0][0])
+		return cd_error_set(err, -EINVAL, "missing command");
+	if (strlen(argv[0]) >= PATH_MAX)
+		return cd_error_set(err, -ENAMETOOLONG, "command path too long");
+	if (t->reaped || !t->cg)
+		return cd_error_set(err, -ESRCH, "task %s is not running", t->ident.task_id);
+	if (cfg->net != SANDBOX_NET_HOST)
+		ns_flags |= CLONE_NEWNET;
+	if (cfg->userns_size)
+		ns_flags |= CLONE_NEWUSER;
+
+	p.argv = argv;
+	plan_env(&p, cfg);
+	p.work_dir = cfg->work_dir ? cfg->work_dir : SANDBOX_DEFAULT_WORK_DIR;
+	p.cwd = cfg->cwd ? cfg->cwd : p.work_dir;
+	p.last_cap = read_last_cap();
+	if (!cfg->no_seccomp) {
+		r = sandbox_seccomp_get(&cfg->seccomp, &p.bpf, err);
+		if (r < 0)
+			return r;
+	}
+	devnull = fd_above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC));
+	if (devnull < 0)
+		return cd_error_set(err, -errno, "/dev/null: %m");
+	p.fd_in = cfg->stdin_fd >= 0 ? cfg->stdin_fd : devnull;
+	p.fd_out = cfg->stdout_fd >= 0 ? cfg->stdout_fd : devnull;
+	p.fd_err = cfg->stderr_fd >= 0 ? cfg->stderr_fd : devnull;
+	r = task_cgroup_open_v1_tasks(t->cg, p.v1_tasks, ARRAY_SIZE(p.v1_tasks));
+	if (r < 0)
+		return cd_error_set(err, r, "cannot open the task's v1 tasks files: %s",
+				    strerror(-r));
+	p.n_v1_tasks = r;
+	for (int i = 0; i < p.n_v1_tasks; i++)
+		p.v1_tasks[i] = fd_above_stdio(p.v1_tasks[i]);
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		r = cd_error_set(err, -errno, "pipe: %m");
+		goto out;
+	}
+	err_r = fds[0];
+	p.err_w = fd_above_stdio(fds[1]);
+	if (p.err_w < 0) {
+		r = cd_error_set(err, -EMFILE, "out of file descriptors");
+		goto out;
+	}
+
+	cgfd = task_cgroup_fd(t->cg, CG_UNIFIED);
+	if (cgfd >= 0) {
+		args.flags |= CLONE_INTO_CGROUP;
+		args.cgroup = (uint64_t)cgfd;
+	}
+	args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+	if (pid == 0)
+		exec_child(&p, t->pidfd, ns_flags);
+	r = pid < 0 ? -errno : 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0) {
+		/* NEEDSWORK: no clone(2) fallback here; sandbox_exec needs clone3 (5.3) and
+		 * setns() on a pidfd (5.8) */
+		cd_error_set(err, r, "clone3: %s", strerror(-r));
+		goto out;
+	}
+	p.err_w = safe_close(p.err_w);
+	do
+		n = read(err_r, &ce, sizeof(ce));
+	while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		ce.step[sizeof(ce.step) - 1] = '\0';
+		kill_and_reap(pid, pidfd);
+		if (streq(ce.step, "exec"))
+			r = cd_error_set(err, -ce.err, "exec %s: %s (step exec)", argv[0],
+					 strerror(ce.err));
+		else
+			r = cd_error_set(err, -ce.err, "exec in task %s failed at step %s: %s",
+					 t->ident.task_id, ce.step, strerror(ce.err));
+		goto out;
+	}
+	*ret_pid = pid;
+	*ret_pidfd = TAKE_FD(pidfd);
+	r = 0;
+out:
+	plan_release(&p);
+	return r;
 }

@@ -178,6 +178,20 @@ int sandbox_stop(struct sandbox_task *t, uint64_t grace_usec);
 int sandbox_destroy(struct sandbox_task *t, struct cd_error *err);
 void sandbox_task_free(struct sandbox_task *t);
 
+/*
+ * Run argv inside a running task (health probes, `taskctl exec`): in its cgroup, all its
+ * namespaces (pid included: the process is a child of nobody there, reaped by the task's init
+ * if orphaned), with the same uid/gid, capabilities, no_new_privs, rlimits and seccomp profile as
+ * the task's command. cfg is the task's launch config (its argv is ignored; stdio fds, cwd and
+ * envp are used). On success *ret_pid is a middle process in the caller's pid namespace that
+ * forwards the forwardable signals and exits as the command did (same code, or killed by the same
+ * signal); *ret_pidfd (owned by the caller) polls readable at its end, and killing it kills the
+ * command (PR_SET_PDEATHSIG). The caller reaps it (waitid P_PIDFD). Errors: -errno + message,
+ * exec failures with the step, as sandbox_launch(). Needs clone3 and setns() on a pidfd (5.8).
+ */
+int sandbox_exec(const struct sandbox_task *t, const struct sandbox_config *cfg, char *const *argv,
+		 pid_t *ret_pid, int *ret_pidfd, struct cd_error *err);
+
 /* Find a task again after a restart. -ESRCH when the pid is gone or is another process. */
 int sandbox_adopt(const struct cg_system *sys, const struct sandbox_ident *ident,
 		  struct sandbox_task **ret, struct cd_error *err);

@@ -1243,6 +1243,106 @@ static void test_threads(void)
 	ok(total == 20, "20 launches from 4 threads beside a malloc-heavy thread (%d ok)", total);
 }
 
+static int exec_wait(int pidfd, siginfo_t *si)
+{
+	memset(si, 0, sizeof(*si));
+	return waitid((idtype_t)P_PIDFD, (id_t)pidfd, si, WEXITED);
+}
+
+static void test_exec_in_task(void)
+{
+	struct run x;
+	struct cd_error e = { 0 };
+	siginfo_t si;
+	pid_t pid;
+	int pidfd = -1, out = memfd_create("exec-out", MFD_CLOEXEC), r;
+	char buf[4096], want[128];
+	ssize_t n;
+
+	run_init(&x, SH("echo ready; sleep 30"));
+	x.cfg.uid = 65534;
+	x.cfg.gid = 65534;
+	if (run_start(&x) < 0 || !run_wait_output(&x, "ready")) {
+		ok(false, "exec: task launch");
+		run_end(&x);
+		close(out);
+		return;
+	}
+	x.cfg.stdout_fd = out;
+	x.cfg.stderr_fd = out;
+	r = sandbox_exec(x.t, &x.cfg,
+			 SH("echo pid=$$; echo uid=$(id -u); echo host=$(hostname); "
+			    "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; "
+			    "echo sleepers=$(pgrep -c sleep); cat /proc/self/cgroup | tail -1; "
+			    "echo cwd=$(pwd)"),
+			 &pid, &pidfd, &e);
+	ok(r == 0, "sandbox_exec starts a command inside the task (%s)", cd_error_message(&e));
+	if (r == 0) {
+		r = exec_wait(pidfd, &si);
+		close(pidfd);
+		n = pread(out, buf, sizeof(buf) - 1, 0);
+		buf[n > 0 ? n : 0] = '\0';
+		snprintf(want, sizeof(want), "host=%s\n", x.id);
+		ok(r == 0 && si.si_code == CLD_EXITED && si.si_status == 0,
+		   "exec: exit 0 mirrored");
+		ok(strstr(buf, want) && strstr(buf, "uid=65534\n") && strstr(buf, "cwd=/task\n"),
+		   "exec: the task's uts namespace, uid and work dir");
+		ok(!strstr(buf, "pid=1\n") && !strstr(buf, "pid=2\n") &&
+			   strstr(buf, "sleepers=1\n"),
+		   "exec: the task's pid namespace (sees the task's sleep)");
+		ok(strstr(buf, "CapEff:\t0000000000000000") && strstr(buf, "NoNewPrivs:\t1") &&
+			   strstr(buf, "Seccomp:\t2") && strstr(buf, "0::/\n"),
+		   "exec: no caps, no_new_privs, seccomp, the task's cgroup namespace");
+		if (n_fail)
+			diag("exec output:\n%s", buf);
+	}
+
+	r = sandbox_exec(x.t, &x.cfg, SH("kill -TERM $$"), &pid, &pidfd, &e);
+	ok(r == 0 && exec_wait(pidfd, &si) == 0 && si.si_code == CLD_KILLED &&
+		   si.si_status == SIGTERM,
+	   "exec: a signal death is mirrored by the middle process");
+	safe_close(pidfd);
+
+	r = sandbox_exec(x.t, &x.cfg, SH("sleep 30"), &pid, &pidfd, &e);
+	if (r == 0) {
+		char procs[4096];
+		int lines = 0;
+
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		exec_wait(pidfd, &si);
+		close(pidfd);
+		for (int i = 0; i < 100; i++) {
+			lines = 0;
+			if (read_cg(&x, CG_V1_PIDS, "cgroup.procs", procs, sizeof(procs))) {
+				int f = openat(task_cgroup_fd(x.t->cg, CG_V1_PIDS), "cgroup.procs",
+					       O_RDONLY | O_CLOEXEC);
+				ssize_t k = f >= 0 ? read(f, procs, sizeof(procs) - 1) : 0;
+
+				safe_close(f);
+				procs[k > 0 ? k : 0] = '\0';
+				for (char *c = procs; *c; c++)
+					lines += *c == '\n';
+			}
+			if (lines == 3) /* init, sh, the task's sleep */
+				break;
+			clock_sleep_usec(10000);
+		}
+		ok(lines == 3, "exec: killing the middle process kills the command (%d left)",
+		   lines);
+	} else {
+		ok(false, "exec sleep");
+	}
+
+	r = sandbox_exec(x.t, &x.cfg, ((char *[]){ "/nonexistent", NULL }), &pid, &pidfd, &e);
+	ok(r == -ENOENT && strstr(e.msg, "step exec"), "exec: failure reported with errno (%s)",
+	   e.msg);
+	sandbox_stop(x.t, 0);
+	ok(sandbox_exec(x.t, &x.cfg, SH("true"), &pid, &pidfd, NULL) == -ESRCH,
+	   "exec into a stopped task: ESRCH");
+	run_end(&x);
+	close(out);
+}
+
 static void test_net_none(void)
 {
 	struct run x;
@@ -1591,6 +1691,7 @@ int main(int argc, char **argv)
 	test_pids_max();
 	test_cpu_quota();
 	test_net_none();
+	test_exec_in_task();
 	test_threads();
 	test_userns();
 	test_v2_on_unified();
