@@ -59,8 +59,9 @@ stop_demo() {
 		rm -f "$p"
 	done
 	# Whatever is left in the demo's task cgroups (processes, then the groups).
-	local cg
-	for cg in $(find /sys/fs/cgroup -maxdepth 3 -type d -name "$(cat "$t/cgroup_parent" 2>/dev/null || echo none)" 2>/dev/null); do
+	local pat
+	pat=$(cat "$t/cgroup_parent" 2>/dev/null || echo none)
+	find /sys/fs/cgroup -maxdepth 3 -type d -name "$pat" 2>/dev/null | while read -r cg; do
 		find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null
 		sleep 0.2
 		find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
