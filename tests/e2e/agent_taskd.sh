@@ -324,6 +324,12 @@ t_end=$(put ender '"command":["/bin/sh","-c","sleep 1.5; exit 5"],"restart":{"po
 wait_for "$t_run" RUNNING >/dev/null
 wait_for "$t_end" RUNNING >/dev/null
 pid_before=$(field "$t_run" pid)
+check "task runs in its own pid, mount, uts, ipc and net namespaces" \
+	"( for ns in pid mnt uts ipc net; do [ \"\$(readlink /proc/$pid_before/ns/\$ns)\" != \"\$(readlink /proc/self/ns/\$ns)\" ] || exit 1; done )"
+check "task runs in its own cgroup under cgroup_parent (memory and unified)" \
+	"grep -q ':memory:/$CG/$t_run-' /proc/$pid_before/cgroup && grep -q '^0::/$CG/$t_run-' /proc/$pid_before/cgroup"
+check "GetTaskState reports cgroup usage" \
+	"[ \"\$(jget \"\$(task_json '$t_run')\" \"d['usage']['pids']\")\" -ge 1 ]"
 kill -9 "$TASKD_PID"
 wait "$TASKD_PID" 2>/dev/null
 TASKD_PID=
