@@ -1390,7 +1390,7 @@ static _noreturn_ void exec_child(const struct plan *p, int task_pidfd, unsigned
 	close(p->fd_in);
 	close(p->fd_out);
 	close(p->fd_err);
-	/* forward what the init would forward; everything stays blocked otherwise */
+	/* forward what the init would forward, but SIGTERM; everything else stays blocked */
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	for (size_t i = 0; i < ARRAY_SIZE(sandbox_forwarded_signals); i++)
@@ -1399,8 +1399,8 @@ static _noreturn_ void exec_child(const struct plan *p, int task_pidfd, unsigned
 		siginfo_t si;
 		int sig = sigwaitinfo(&set, &si);
 
-		if (sig > 0 && sig != SIGCHLD)
-			(void)kill(cmd, sig);
+		XX if (sig == SIGTERM)(void) kill(-cmd, SIGKILL);
+		else if (sig > 0 && sig != SIGCHLD)(void) kill(cmd, sig);
 		if (sig == SIGCHLD && waitpid(cmd, &st, WNOHANG) == cmd)
 			break;
 	}

@@ -184,10 +184,14 @@ void sandbox_task_free(struct sandbox_task *t);
  * if orphaned), with the same uid/gid, capabilities, no_new_privs, rlimits and seccomp profile as
  * the task's command. cfg is the task's launch config (its argv is ignored; stdio fds, cwd and
  * envp are used). On success *ret_pid is a middle process in the caller's pid namespace that
- * forwards the forwardable signals and exits as the command did (same code, or killed by the same
- * signal); *ret_pidfd (owned by the caller) polls readable at its end, and killing it kills the
- * command (PR_SET_PDEATHSIG). The caller reaps it (waitid P_PIDFD). Errors: -errno + message,
- * exec failures with the step, as sandbox_launch(). Needs clone3 and setns() on a pidfd (5.8).
+ * exits as the command did (same code, or killed by the same signal); *ret_pidfd (owned by the
+ * caller) polls readable at its end; the caller reaps it (waitid P_PIDFD). Stopping (a probe's
+ * timeout): send SIGTERM to the middle — it SIGKILLs the command's process group (the command
+ * runs setsid) and then ends as the command did (signaled 9). SIGINT/SIGHUP/SIGQUIT/SIGUSR1/
+ * SIGUSR2 are forwarded to the command. SIGKILL of the middle kills the command itself
+ * (PR_SET_PDEATHSIG) but not what it forked, which then lives on in the task until it ends.
+ * Errors: -errno + message, exec failures with the step, as sandbox_launch(). Needs clone3 and
+ * setns() on a pidfd (5.8).
  */
 int sandbox_exec(const struct sandbox_task *t, const struct sandbox_config *cfg, char *const *argv,
 		 pid_t *ret_pid, int *ret_pidfd, struct cd_error *err);

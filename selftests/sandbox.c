@@ -1303,12 +1303,14 @@ static void test_exec_in_task(void)
 	   "exec: a signal death is mirrored by the middle process");
 	safe_close(pidfd);
 
-	r = sandbox_exec(x.t, &x.cfg, SH("sleep 30"), &pid, &pidfd, &e);
+	/* "; true" makes the shell fork sleep: a tree, not one process */
+	r = sandbox_exec(x.t, &x.cfg, SH("sleep 30; true"), &pid, &pidfd, &e);
 	if (r == 0) {
 		char procs[4096];
 		int lines = 0;
 
-		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		clock_sleep_usec(100000);
+		syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
 		exec_wait(pidfd, &si);
 		close(pidfd);
 		for (int i = 0; i < 100; i++) {
@@ -1327,8 +1329,8 @@ static void test_exec_in_task(void)
 				break;
 			clock_sleep_usec(10000);
 		}
-		ok(lines == 3, "exec: killing the middle process kills the command (%d left)",
-		   lines);
+		ok(lines == 3 && si.si_code == CLD_KILLED && si.si_status == SIGKILL,
+		   "exec: SIGTERM to the middle kills the command's whole tree (%d left)", lines);
 	} else {
 		ok(false, "exec sleep");
 	}
