@@ -1399,8 +1399,11 @@ static _noreturn_ void exec_child(const struct plan *p, int task_pidfd, unsigned
 		siginfo_t si;
 		int sig = sigwaitinfo(&set, &si);
 
-		XX if (sig == SIGTERM)(void) kill(-cmd, SIGKILL);
-		else if (sig > 0 && sig != SIGCHLD)(void) kill(cmd, sig);
+		/* SIGTERM = stop (probe timeout): the command's process group, now */
+		if (sig == SIGTERM)
+			(void)kill(-cmd, SIGKILL);
+		else if (sig > 0 && sig != SIGCHLD)
+			(void)kill(cmd, sig);
 		if (sig == SIGCHLD && waitpid(cmd, &st, WNOHANG) == cmd)
 			break;
 	}
