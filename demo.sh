@@ -1,11 +1,12 @@
 #!/bin/bash
 # `make demo`: the whole system on this machine, deploying the seed's FooService pipeline.
 #
-# Starts (all on loopback, state under one temp dir, one shared SQLite database):
-#   deployd "central"  --role pipelines,artifacts,builder   127.0.0.1:27400
-#   deployd us-east-1  --role cluster (region us-east)       127.0.0.1:27401
-#   deployd eu-west-1  --role cluster (region eu-west)       127.0.0.1:27402
-#   taskd us-host-1 (zone us-east-1) 127.0.0.1:27411, taskd eu-host-1 (zone eu-west-1) :27412
+# Starts (state under one temp dir, one shared SQLite database, a private bridge 10.231.0.1/24):
+#   deployd "central"  --role pipelines,artifacts,builder   10.231.0.1:27400
+#   deployd us-east-1  --role cluster (region us-east)       10.231.0.1:27401
+#   deployd eu-west-1  --role cluster (region eu-west)       10.231.0.1:27402
+#   four worker hosts, each a taskd in its own network namespace on the bridge:
+#   us-host-1 10.231.0.11, us-host-2 .12 (us-east-1), eu-host-1 .21, eu-host-2 .22 (eu-west-1)
 # then creates a git repo from examples/foo_service_repo, the seed's FooService pipeline, and
 # walks four commits through it: v1 (deployed to both zones), v2 (a rolling update), a commit
 # whose unit tests fail (the run stops at "Service Tests"), and one whose health check fails
@@ -18,11 +19,22 @@ set -u
 ROOT=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD:-build}
 BIN=$ROOT/$BUILD
-CENTRAL=127.0.0.1:27400
-US=127.0.0.1:27401
-EU=127.0.0.1:27402
-TASKD_US=127.0.0.1:27411
-TASKD_EU=127.0.0.1:27412
+NET=10.231.0
+GW=$NET.1
+CENTRAL=$GW:27400
+US=$GW:27401
+EU=$GW:27402
+# name:zone-short:zone:address of each worker host; FooService listens on 18081 (us), 18082 (eu)
+HOSTS="us-host-1:us:us-east-1:$NET.11 us-host-2:us:us-east-1:$NET.12 eu-host-1:eu:eu-west-1:$NET.21 eu-host-2:eu:eu-west-1:$NET.22"
+zone_addrs() { # zone_addrs us|eu -> "addr:port ..."
+	local h out="" port=18081
+	[ "$1" = eu ] && port=18082
+	for h in $HOSTS; do
+		IFS=: read -r _ zs _ addr <<<"$h"
+		[ "$zs" = "$1" ] && out="$out $addr:$port"
+	done
+	echo $out
+}
 STEP_TIMEOUT=${DEMO_STEP_TIMEOUT:-240}
 STATE_LINK=/tmp/codedeploy-demo.current
 
@@ -66,6 +78,15 @@ stop_demo() {
 		sleep 0.2
 		find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
 	done
+	# The hosts' network namespaces and the bridge.
+	if [ -f "$t/net" ]; then
+		local tag
+		tag=$(cat "$t/net")
+		for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$tag-"); do
+			ip netns del "$ns" 2>/dev/null
+		done
+		ip link del "${tag}br" 2>/dev/null
+	fi
 	# Worktrees and mounts never outlive their processes; the state goes last.
 	rm -rf "$t"
 	[ "$(readlink "$STATE_LINK" 2>/dev/null)" = "$t" ] && rm -f "$STATE_LINK"
@@ -85,14 +106,12 @@ fi
 for b in deployd taskd taskctl; do
 	[ -x "$BIN/$b" ] || die "$BIN/$b is missing: run 'make' first (or it is not written yet)"
 done
-for c in git make cc curl; do
+for c in git make cc curl ip nsenter; do
 	command -v $c >/dev/null || die "$c is not installed"
 done
-for hp in $CENTRAL $US $EU $TASKD_US $TASKD_EU 127.0.0.1:18081 127.0.0.1:18082; do
-	if (exec 3<>"/dev/tcp/${hp%:*}/${hp#*:}") 2>/dev/null; then
-		die "port $hp is in use (another demo? './demo.sh stop')"
-	fi
-done
+if ip -o addr show | grep -q " $GW/"; then
+	die "$GW is in use (another demo? './demo.sh stop')"
+fi
 
 T=$(mktemp -d /tmp/codedeploy-demo.XXXXXX)
 ln -sfn "$T" "$STATE_LINK"
@@ -150,6 +169,27 @@ start() { # start NAME LOG CMD...
 	disown $!
 }
 
+# ---- a private bridge and four host network namespaces --------------------------------------
+say "creating a bridge ($GW/24) and four worker-host network namespaces"
+TAG=cdd$$
+echo "$TAG" >"$T/net"
+ip link add "${TAG}br" type bridge || die "cannot create bridge ${TAG}br"
+ip addr add "$GW/24" dev "${TAG}br"
+ip link set "${TAG}br" up
+i=0
+for h in $HOSTS; do
+	IFS=: read -r name _ _ addr <<<"$h"
+	i=$((i + 1))
+	ns=$TAG-$name
+	ip netns add "$ns" || die "cannot create netns $ns"
+	ip link add "${TAG}v$i" type veth peer name eth0 netns "$ns" || die "cannot create veth"
+	ip link set "${TAG}v$i" master "${TAG}br" up
+	ip -n "$ns" addr add "$addr/24" dev eth0
+	ip -n "$ns" link set eth0 up
+	ip -n "$ns" link set lo up
+	ip -n "$ns" route add default via "$GW"
+done
+
 # ---- deployd x3 ----------------------------------------------------------------------------
 say "starting deployd (pipelines, artifacts, builder) and two cluster managers"
 mkdir -p "$T/central" "$T/us" "$T/eu"
@@ -177,31 +217,39 @@ start eu "$T/logs/deployd-eu-west-1.log" "$BIN/deployd" --config "$T/eu/deployd.
 wait_http $EU "deployd eu-west-1" "$T/logs/deployd-eu-west-1.log"
 echo "deployd central http://$CENTRAL, us-east-1 http://$US, eu-west-1 http://$EU"
 
-# ---- taskd x2 ------------------------------------------------------------------------------
-say "starting a taskd worker host in each zone"
-for z in "us us-east-1 $TASKD_US $US" "eu eu-west-1 $TASKD_EU $EU"; do
-	set -- $z
-	mkdir -p "$T/taskd-$1"
-	cat >"$T/taskd-$1/taskd.conf" <<EOF
-state_dir = $T/taskd-$1
-listen = $3
+# ---- taskd on each worker host -------------------------------------------------------------
+say "starting taskd on the four worker hosts"
+CGP=$(cat "$T/cgroup_parent")
+for h in $HOSTS; do
+	IFS=: read -r name zs zone addr <<<"$h"
+	mgr=$US
+	[ "$zs" = eu ] && mgr=$EU
+	mkdir -p "$T/$name"
+	cat >"$T/$name/taskd.conf" <<EOF
+state_dir = $T/$name
+listen = $addr:7411
+advertise_url = http://$addr:7411
 token_file = $T/agent.token
-manager_url = http://$4
+manager_url = http://$mgr
 manager_token_file = $T/agent.token
-host_id = $1-host-1
-zone = $2
-cgroup_parent = $(cat "$T/cgroup_parent")-$1
+host_id = $name
+zone = $zone
+cgroup_parent = $CGP-$name
 EOF
-	start "taskd-$1" "$T/logs/taskd-$1.log" "$BIN/taskd" --config "$T/taskd-$1/taskd.conf"
-	wait_http $3 "taskd $1-host-1" "$T/logs/taskd-$1.log"
+	# nsenter switches only the network namespace (ip netns exec would remount /sys and hide
+	# the cgroup hierarchies taskd needs).
+	start "$name" "$T/logs/taskd-$name.log" nsenter --net="/run/netns/$TAG-$name" \
+		"$BIN/taskd" --config "$T/$name/taskd.conf"
+	wait_http "$addr:7411" "taskd $name" "$T/logs/taskd-$name.log"
 done
-# taskd's cgroups are <parent>-us / <parent>-eu: remember both for cleanup
-echo "$(cat "$T/cgroup_parent")-*" >"$T/cgroup_parent"
+# taskd's cgroups are <parent>-<host>: remember the pattern for cleanup
+echo "$CGP-*" >"$T/cgroup_parent"
 sleep 2
-"$BIN/taskctl" --server "http://$US" --token "$ADMIN" hosts ||
-	die "taskctl could not list the us-east-1 hosts"
-"$BIN/taskctl" --server "http://$EU" --token "$ADMIN" hosts ||
-	die "taskctl could not list the eu-west-1 hosts"
+for z in $US $EU; do
+	echo "\$ taskctl --server http://$z hosts"
+	"$BIN/taskctl" --server "http://$z" --token "$ADMIN" hosts ||
+		die "taskctl could not list the hosts of http://$z"
+done
 
 # ---- the repository ------------------------------------------------------------------------
 say "creating the FooService git repository"
@@ -261,37 +309,47 @@ trigger() { # trigger MESSAGE -> sets RUN for the repo's HEAD, as a git hook wou
 }
 
 show_service() {
-	echo "\$ taskctl --host http://$TASKD_US ps"
-	"$BIN/taskctl" --host "http://$TASKD_US" --token-file "$T/agent.token" ps
-	echo "\$ taskctl --host http://$TASKD_EU ps"
-	"$BIN/taskctl" --host "http://$TASKD_EU" --token-file "$T/agent.token" ps
-	echo "\$ curl http://127.0.0.1:18081/   (us-east-1)"
-	curl -s -m 5 http://127.0.0.1:18081/ || echo "(no answer)"
-	echo "\$ curl http://127.0.0.1:18082/   (eu-west-1)"
-	curl -s -m 5 http://127.0.0.1:18082/ || echo "(no answer)"
+	local h name addr
+	for h in $HOSTS; do
+		IFS=: read -r name _ _ addr <<<"$h"
+		echo "\$ taskctl --host http://$addr:7411 ps    ($name)"
+		"$BIN/taskctl" --host "http://$addr:7411" --token-file "$T/agent.token" ps
+	done
+	for hp in $(zone_addrs us) $(zone_addrs eu); do
+		printf '$ curl http://%s/  ->  ' "$hp"
+		curl -s -m 5 "http://$hp/" || echo "(no answer)"
+	done
+}
+
+# serves ZONE-SHORT VERSION ZONE: every host of the zone answers "VERSION (zone ZONE)"
+serves() {
+	local hp
+	for hp in $(zone_addrs "$1"); do
+		curl -s -m 5 "http://$hp/" | grep -q "$2 (zone $3)" || return 1
+	done
 }
 
 # ---- 1: v1 to both zones -------------------------------------------------------------------
-say "commit 1: FooService v1 — the run builds, tests, deploys us-east-1, then eu-west-1"
+say "commit 1: FooService v1 — the run builds, tests, deploys us-east-1, then eu-west-1 (2 hosts each)"
 trigger "v1"
 watch_run "$RUN" || die "run $RUN failed; stage logs: curl http://$CENTRAL/v1/pipelines/$PID/runs/$RUN/stages/<name>/log"
 show_service
-curl -s -m 5 http://127.0.0.1:18081/ | grep -q "v1 (zone us-east-1)" || die "us-east-1 does not serve v1"
-curl -s -m 5 http://127.0.0.1:18082/ | grep -q "v1 (zone eu-west-1)" || die "eu-west-1 does not serve v1"
+serves us v1 us-east-1 || die "us-east-1 does not serve v1 on both hosts"
+serves eu v1 eu-west-1 || die "eu-west-1 does not serve v1 on both hosts"
 
 PREV=v1
 # ---- 2: rolling update to v2 ---------------------------------------------------------------
 # make check's shorter version (DEMO_SHORT=1) goes from v1 straight to the unhealthy commit.
 [ "${DEMO_SHORT:-0}" = 1 ] || {
 PREV=v2
-say "commit 2: FooService v2 — a rolling update in both zones"
+say "commit 2: FooService v2 — a rolling update in both zones, one host at a time"
 sed -i 's/FooService v1/FooService v2/' "$REPO/repo/foo_service/greeting.c"
 git_c commit -q -am "FooService v2"
 trigger "v2"
 watch_run "$RUN" || die "run $RUN failed"
 show_service
-curl -s -m 5 http://127.0.0.1:18081/ | grep -q "v2 (zone us-east-1)" || die "us-east-1 does not serve v2"
-curl -s -m 5 http://127.0.0.1:18082/ | grep -q "v2 (zone eu-west-1)" || die "eu-west-1 does not serve v2"
+serves us v2 us-east-1 || die "us-east-1 does not serve v2 on both hosts"
+serves eu v2 eu-west-1 || die "eu-west-1 does not serve v2 on both hosts"
 
 # ---- 3: failing unit tests -----------------------------------------------------------------
 say "commit 3: a change that fails its unit tests — the run stops at \"Service Tests\""
@@ -301,7 +359,7 @@ trigger "failing tests"
 if watch_run "$RUN"; then die "run $RUN should have failed at Service Tests"; fi
 echo "\$ curl http://$CENTRAL/v1/pipelines/$PID/runs/$RUN/stages/Service%20Tests/log"
 api GET $CENTRAL "/v1/pipelines/$PID/runs/$RUN/stages/Service%20Tests/log" "" | tail -8
-curl -s -m 5 http://127.0.0.1:18081/ | grep -q "v2" || die "us-east-1 changed although tests failed"
+serves us v2 us-east-1 || die "us-east-1 changed although tests failed"
 }
 
 # ---- 4: failing health check ---------------------------------------------------------------
@@ -312,8 +370,8 @@ git_c commit -q -am "FooService v4 (unhealthy)"
 trigger "unhealthy"
 if watch_run "$RUN"; then die "run $RUN should have failed at us-east-1"; fi
 show_service
-curl -s -m 5 http://127.0.0.1:18081/ | grep -q "$PREV (zone us-east-1)" || die "us-east-1 did not roll back to $PREV"
-curl -s -m 5 http://127.0.0.1:18082/ | grep -q "$PREV (zone eu-west-1)" || die "eu-west-1 was touched"
+serves us "$PREV" us-east-1 || die "us-east-1 did not roll back to $PREV"
+serves eu "$PREV" eu-west-1 || die "eu-west-1 was touched"
 
 say "done: every step above came from the running system"
 cat <<EOF
@@ -322,7 +380,7 @@ Where to look next:
   runs             curl ... http://$CENTRAL/v1/pipelines/$PID/runs
   stage logs       curl ... http://$CENTRAL/v1/pipelines/$PID/runs/<n>/stages/<name>/log
   jobs             taskctl --server http://$US --token <admin> jobs
-  tasks on a host  taskctl --host http://$TASKD_US --token-file <agent token> ps
+  tasks on a host  taskctl --host http://$NET.11:7411 --token-file <agent token> ps
   daemon logs      $T/logs/
   docs             docs/pipelines.md, docs/demo.md
 (DEMO_KEEP=1 make demo keeps everything running; ./demo.sh stop removes it.)
