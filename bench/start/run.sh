@@ -96,6 +96,13 @@ cat >"$W/cgroup2-view" <<'SH'
 exec unshare -m --propagation private /bin/sh -c 'mount -t cgroup2 none /sys/fs/cgroup && exec "$0" "$@"' "$@"
 SH
 chmod +x "$W/cgroup2-view"
+# ... and crun with its limits: a private mount namespace without the cgroup2 mount makes the
+# host look pure v1, which crun supports (memory + pids limits applied through v1)
+cat >"$W/v1-view" <<'SH'
+#!/bin/sh
+exec unshare -m --propagation private /bin/sh -c 'umount /sys/fs/cgroup/unified && exec "$0" "$@"' "$@"
+SH
+chmod +x "$W/v1-view"
 
 stats() { # file -> "p50 p99" in microseconds
 	sort -n "$1" | awk '{a[NR]=$1} END {i=int(NR*0.99+0.5); if (i<1) i=1; print a[int((NR+1)/2)], a[i]}'
@@ -136,7 +143,7 @@ ratio() { # a b label
 echo "start latency of /bin/true, N=$N per variant, $(nproc) cpus, kernel $(uname -r)," \
 	"load $(cut -d' ' -f1-3 /proc/loadavg)"
 SRARGS="--cgroup-parent cd-bench-$$ --memory 64M --pids 64 --net none"
-VARIANTS="fork-exec sandbox-run sandbox-run-init-binary sandbox-run-attach-by-pid crun crun-cgroup2-view-no-limits runc"
+VARIANTS="fork-exec sandbox-run sandbox-run-init-binary sandbox-run-attach-by-pid crun crun-v1-view crun-cgroup2-view-no-limits runc"
 for v in $VARIANTS; do : >"$W/$v.txt"; done
 off=0
 while [ "$off" -lt "$N" ]; do
@@ -150,6 +157,8 @@ while [ "$off" -lt "$N" ]; do
 	chunk $off sandbox-run-attach-by-pid "" -- "$SR" $SRARGS --attach-by-pid \
 		--id "cdbench-$$-p%d" -- /bin/true
 	chunk $off crun "" -- "$CRUN" --root "$W/crun" run --bundle "$B" "cdbench-$$-c%d"
+	chunk $off crun-v1-view "$W/v1-view" -- "$CRUN" --root "$W/crun" run --bundle "$B" \
+		"cdbench-$$-w%d"
 	chunk $off crun-cgroup2-view-no-limits "$W/cgroup2-view" -- "$CRUN" --root "$W/crun" run \
 		--config "$B/config-nolimits.json" --bundle "$B" "cdbench-$$-v%d"
 	chunk $off runc "" -- "$RUNC" --root "$W/runc" run --bundle "$B" "cdbench-$$-r%d"
@@ -160,6 +169,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 ratio sandbox_run runc "goal <= 0.5"
 ratio sandbox_run crun "goal <= 1"
+ratio sandbox_run crun_v1_view "goal <= 1; crun with limits, host seen as pure v1"
 ratio sandbox_run crun_cgroup2_view_no_limits "goal <= 1; crun runs without limits"
 ratio sandbox_run fork_exec "goal <= 3"
 ratio sandbox_run_attach_by_pid sandbox_run "moving by pid vs clone3 into cgroup"
