@@ -308,12 +308,15 @@ static int poll_job(struct zone_client *z, const char *name, int64_t version,
 	rreason = json_string_value(json_object_get(rollout, "reason"));
 	r = 0;
 	if (rstate && (streq(rstate, "rolled_back") || streq(rstate, "halted"))) {
-		if (rreason)
-			set_msg(res, EXEC_FAILED, "%s: %s", z->zone, rreason);
+		/* The cluster's reason says what happened ("rolled back from version 3 to 2:
+		 * task ... failed its health check"). */
+		const char *why = rreason ? rreason : reason;
+
+		if (why)
+			set_msg(res, EXEC_FAILED, "%s: %s", z->zone, why);
 		else
-			set_msg(res, EXEC_FAILED, "%s: version %" PRId64 " %s: %s", z->zone,
-				version, streq(rstate, "halted") ? "rollout halted" : "rolled back",
-				reason ? reason : "no reason given");
+			set_msg(res, EXEC_FAILED, "%s: version %" PRId64 " %s", z->zone, version,
+				streq(rstate, "halted") ? "rollout halted" : "rolled back");
 	} else if (state && streq(state, "ERROR"))
 		set_msg(res, EXEC_FAILED, "%s: job is ERROR: %s", z->zone,
 			reason ? reason : "no reason given");

@@ -1,9 +1,9 @@
 #!/bin/bash
-# The shorter `make demo` inside `make check` (TAP, root): three deployds and two taskds on
-# loopback deploy the seed's FooService pipeline for v1 to both zones, then an unhealthy commit
+# The shorter `make demo` inside `make check` (TAP, root): three deployds on a private bridge and
+# four taskds, each in its own network namespace, deploy the seed's FooService pipeline for v1 to both zones, then an unhealthy commit
 # rolls back in us-east-1 while eu-west-1 is never touched (demo.sh with DEMO_SHORT=1; every
 # check is demo.sh's own, which exits 1 naming the step that failed). Skipped without root or
-# when the demo's loopback ports are taken.
+# when the demo's bridge address is taken.
 set -u
 BUILD=${BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -11,12 +11,13 @@ if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (taskd)"; exit 77; fi
 for b in deployd taskd taskctl taskd-shim; do
 	[ -x "$BUILD/$b" ] || { echo "1..0 # SKIP $BUILD/$b not built"; exit 77; }
 done
-for p in 27400 27401 27402 27411 27412 18081 18082; do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-		echo "1..0 # SKIP port $p in use"
-		exit 77
-	fi
+for c in ip nsenter git make cc curl python3; do
+	command -v $c >/dev/null || { echo "1..0 # SKIP $c not installed"; exit 77; }
 done
+if ip -o addr show | grep -q " 10.231.0.1/"; then
+	echo "1..0 # SKIP 10.231.0.1 in use (a demo running?)"
+	exit 77
+fi
 echo "1..3"
 LOG=$(mktemp /tmp/cd-e2e-pipeline-demo.XXXXXX)
 BUILD=$BUILD DEMO_SHORT=1 DEMO_STEP_TIMEOUT=120 "$ROOT/demo.sh" >"$LOG" 2>&1
