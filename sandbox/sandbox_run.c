@@ -315,6 +315,7 @@ int main(int argc, char **argv)
 
 	log_open("sandbox-run");
 	sandbox_config_init(&cfg);
+	opterr = 0; /* one line of our own on a usage error */
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		uint64_t v;
 		unsigned u;
@@ -460,7 +461,9 @@ int main(int argc, char **argv)
 			printf("sandbox-run %s\n", CD_VERSION);
 			return 0;
 		default:
-			fprintf(stderr, "sandbox-run: invalid option (see --help)\n");
+			fprintf(stderr,
+				"sandbox-run: invalid option or missing argument: %s (see --help)\n",
+				argv[optind - 1]);
 			return 2;
 		}
 	}
