@@ -1600,6 +1600,50 @@ static void test_cli(void)
 		ok(rc == 0 && strstr(out, "hello-app\n1000\n"),
 		   "sandbox-run --ro-bind DIR:/app --user");
 	}
+	rc = run_cli((char *[]){ cli,
+				 parg,
+				 idarg,
+				 "--rlimit",
+				 "NOFILE=64:128",
+				 "--env",
+				 "FOO=bar",
+				 "--user",
+				 "1000",
+				 "--cap",
+				 "net_raw",
+				 "--vcpus",
+				 "0.5",
+				 "--storage",
+				 "1M",
+				 "--",
+				 "/bin/sh",
+				 "-c",
+				 "ulimit -n; ulimit -Hn; echo $FOO; grep CapEff /proc/self/status; "
+				 "head -c 2000000 /dev/zero > /tmp/f 2>/dev/null || echo full",
+				 NULL },
+		     NULL, out, sizeof(out));
+	ok(rc == 0 && strstr(out, "64\n128\nbar\nCapEff:\t0000000000002000\nfull\n"),
+	   "sandbox-run --rlimit --env --user --cap --vcpus --storage");
+	{
+		static const char *const bad[][2] = {
+			{ "--vcpus", "0" },	{ "--vcpus", "1.2345" }, { "--memory", "12X" },
+			{ "--cap", "nope" },	{ "--rlimit", "FOO=1" }, { "--user", "x" },
+			{ "--userns", "0:10" }, { "--pids", "0" }
+		};
+		int good = 0;
+
+		for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+			rc = run_cli((char *[]){ cli, (char *)bad[i][0], (char *)bad[i][1], "--",
+						 "true", NULL },
+				     NULL, out, sizeof(out));
+			if (rc == 2 && strchr(out, '\n') == out + strlen(out) - 1)
+				good++;
+			else
+				diag("%s %s: rc %d, %s", bad[i][0], bad[i][1], rc, out);
+		}
+		ok(good == (int)ARRAY_SIZE(bad),
+		   "sandbox-run: %d bad option values, exit 2 with one line", good);
+	}
 	ok(cgroup_gone(idarg + 5), "sandbox-run cleaned up its cgroup");
 }
 
