@@ -1,26 +1,37 @@
 # bash completion for taskctl(1)                                   -*- shell-script -*-
 #
 # Completes global options, verbs (taskd verbs, or deployd verbs after --server), each verb's
-# options, -o values, --state values, files for --token-file and put -f, and task ids: those
-# are asked from taskd with `taskctl ps -o json`, passing along the --host/--token/--token-file
-# already typed, quietly (no output on errors) and with a 2 s limit, so completion never hangs
-# on an unreachable taskd or an unreadable token file.
+# options, -o values, --state values, files for --token-file and put -f, task ids and the
+# job URLs of `ps --job` (asked from taskd with `taskctl ps -o json`), and the jobs of
+# `job get` (asked from deployd with `taskctl --server URL jobs`). Those calls pass along the
+# --host/--token/--token-file already typed, are quiet (no output on errors) and limited to
+# 2 s, so completion never hangs on an unreachable server or an unreadable token file.
 
-_taskctl_task_ids()
+# _taskctl_query MEMBER ARGS...: run the typed taskctl with ARGS and print the values of the
+# JSON string member MEMBER in its output, one per line (taskctl indents its JSON output with
+# one member per line). Quiet and bounded: nothing on errors, at most 2 s.
+_taskctl_query()
 {
-	local -a cmd=("${words[0]}")
-	local out
+	local member=$1 out
+	shift
+	local -a cmd=("${words[0]}" "$@")
 
 	# shellcheck disable=SC2088 # a literal "~/" left unexpanded on the command line
 	[[ ${cmd[0]} == "~/"* ]] && cmd[0]=$HOME/${cmd[0]#"~/"}
-	cmd+=("${conn[@]}" -o json ps)
 	if type -P timeout >/dev/null 2>&1; then
 		out=$(timeout 2 "${cmd[@]}" 2>/dev/null </dev/null) || return
 	else
 		out=$("${cmd[@]}" 2>/dev/null </dev/null) || return
 	fi
-	# `ps -o json` prints {"tasks": [...]} indented, one member per line.
-	sed -n 's/^[[:space:]]*"task_id":[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$out"
+	sed -n 's/^[[:space:]]*"'"$member"'":[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$out"
+}
+
+# COMPREPLY from a word list that may hold ':' (job URLs): with bash-completion's word
+# splitting, the part of cur up to its last ':' is not replaced, so trim it from the matches.
+_taskctl_reply()
+{
+	mapfile -t COMPREPLY < <(compgen -W "$1" -- "$cur")
+	declare -F __ltrim_colon_completions >/dev/null && __ltrim_colon_completions "$cur"
 }
 
 _taskctl_files()
@@ -140,7 +151,10 @@ _taskctl()
 			mapfile -t COMPREPLY < <(compgen -W "PENDING RUNNING DONE ERROR" -- "$cur")
 			return
 			;;
-		--job) return ;;
+		--job)
+			_taskctl_reply "$(_taskctl_query job "${conn[@]}" -o json ps | sort -u)"
+			return
+			;;
 		esac
 		opts="--job --state --help"
 		;;
@@ -170,6 +184,12 @@ _taskctl()
 			mapfile -t COMPREPLY < <(compgen -W "get" -- "$cur")
 			return
 		fi
+		if ((${#pos[@]} == 1)) && [[ ${pos[0]} == get && $cur != -* && -n $server ]]; then
+			# REGION/ZONE/NAME of the cluster's jobs
+			_taskctl_reply "$(_taskctl_query job --server "$server" "${conn[@]}" jobs |
+				sed 's|^job://||')"
+			return
+		fi
 		opts="--help"
 		;;
 	jobs | hosts)
@@ -187,7 +207,8 @@ _taskctl()
 	case $verb in
 	get | inspect | stop | start | rm | logs)
 		if ((${#pos[@]} == 0)) && [[ -z $server ]]; then
-			mapfile -t COMPREPLY < <(compgen -W "$(_taskctl_task_ids)" -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W \
+				"$(_taskctl_query task_id "${conn[@]}" -o json ps)" -- "$cur")
 		fi
 		;;
 	esac

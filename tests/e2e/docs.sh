@@ -372,9 +372,10 @@ for v in $VERBS; do
 done
 check_none "completion offers each verb's flags from 'taskctl VERB --help'" "$missing"
 
-# Task ids come from `taskctl ps -o json` run by the completion with the --host and --token
-# typed on the line. A minimal stand-in for taskd's GET /v1/tasks serves two tasks and checks
-# the token, so the real taskctl's JSON output is what the completion parses.
+# Task ids and job URLs come from `taskctl ps -o json`, jobs of `job get` from `taskctl
+# --server URL jobs`, run by the completion with the --host/--server and --token typed on the
+# line. A minimal stand-in for GET /v1/tasks (taskd) and GET /v1/jobs (deployd) checks the
+# token, so the real taskctl's JSON output is what the completion parses.
 cat >"$T/api.py" <<'EOF'
 import http.server, json, sys
 TASKS = {"tasks": [
@@ -383,13 +384,20 @@ TASKS = {"tasks": [
     {"task_id": "01a0c0ffee0000000000000000bb", "job": "job://local/local-1/web",
      "state": "DONE", "reason": "exited", "exit_code": 0, "restarts": 0},
 ]}
+JOBS = {"jobs": [
+    {"job_id": "01a0c0ffee00000000000000j001", "job": "job://local/local-1/web", "name": "web",
+     "state": "RUNNING", "version": 1, "reason": None},
+    {"job_id": "01a0c0ffee00000000000000j002", "job": "job://local/local-1/batch",
+     "name": "batch", "state": "DONE", "version": 3, "reason": "completed"},
+], "next_page_token": None}
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.headers.get("Authorization") != "Bearer docs-e2e-token-0123456789":
             self.send_response(401); self.end_headers(); return
-        if self.path.split("?")[0] != "/v1/tasks":
+        doc = {"/v1/tasks": TASKS, "/v1/jobs": JOBS}.get(self.path.split("?")[0])
+        if doc is None:
             self.send_response(404); self.end_headers(); return
-        body = json.dumps(TASKS).encode()
+        body = json.dumps(doc).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -419,6 +427,16 @@ if [ -n "$port" ]; then
 		01a0c0ffee0000000000000000bb "$out"
 	out=$(complete_words "$TASKCTL" --host "$url" --token $TOKEN rm 01a0c0ffee0000000000000000aa "")
 	expect "completion offers no second task id" "" "$out"
+	for mode in "" --full; do
+		out=$(complete_words $mode "$TASKCTL" --host "$url" --token $TOKEN ps --job "")
+		expect "completion offers the job URLs of the tasks after ps --job${mode:+ ($mode)}" \
+			"job://local/local-1/web" "$out"
+	done
+	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN job get "" | sort | tr '\n' ' ')
+	expect "completion offers the cluster's jobs after job get" \
+		"local/local-1/batch local/local-1/web " "$out"
+	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN job get local/local-1/w)
+	expect "completion completes a job prefix after job get" "local/local-1/web" "$out"
 	out=$(complete_words "$TASKCTL" --host "$url" --token wrong-token-0123456789 get "" 2>&1)
 	expect "completion is quiet when the token is refused" "" "$out"
 else
