@@ -874,6 +874,39 @@ static void test_errors(void)
 	run_end(&x);
 
 	run_init(&x, ((char *[]){ "/bin/true", NULL }));
+	x.cfg.cwd = "/etc/hostname";
+	ok(run_start(&x) == -ENOTDIR && strstr(x.err.msg, "chdir"), "cwd that is a file: ENOTDIR");
+	run_end(&x);
+
+	{
+		/* above fs.nr_open: refused even with CAP_SYS_RESOURCE */
+		static const struct sandbox_rlimit big = { RLIMIT_NOFILE, 100000000, 100000000 };
+
+		run_init(&x, ((char *[]){ "/bin/true", NULL }));
+		x.cfg.rlimits = &big;
+		x.cfg.n_rlimits = 1;
+		ok(run_start(&x) == -EPERM && strstr(x.err.msg, "rlimit"),
+		   "impossible rlimit names the step: %s", x.err.msg);
+		ok(cgroup_gone(x.id), "no cgroup left after a failed rlimit");
+		run_end(&x);
+	}
+
+	{
+		struct sandbox_status st;
+		const char *masks[] = { "/nonexistent/secret", NULL };
+
+		run_init(&x, SH("grep -E '^Seccomp:' /proc/self/status; "
+				"mount -t tmpfs none /tmp 2>/dev/null || echo mount-refused"));
+		x.cfg.mask_paths = masks;
+		x.cfg.no_seccomp = true;
+		ok(run_full(&x, &st) && strstr(run_output(&x), "Seccomp:\t0") &&
+			   strstr(run_output(&x), "mount-refused"),
+		   "no_seccomp: no filter, yet mount still refused (no capabilities); a missing "
+		   "mask path is skipped");
+		run_end(&x);
+	}
+
+	run_init(&x, ((char *[]){ "/bin/true", NULL }));
 	x.cfg.limits.memory_bytes = 1;
 	ok(run_start(&x) == -EINVAL && strstr(x.err.msg, "memory"), "invalid limit: %s", x.err.msg);
 	ok(cgroup_gone(x.id), "no cgroup left after invalid input");
