@@ -16,9 +16,12 @@
  * namespace. The init is a clone of the caller that, when cfg->init_binary is set, execs the tiny
  * sandbox-init after forking the command (off the command's start path; see docs/sandbox.md for
  * the measured costs); it closes every inherited fd but the few it needs, and never allocates.
- * Fallbacks: without clone3 (kernel < 5.3) or CLONE_INTO_CGROUP (< 5.7, or pure v1) the init is
- * created with clone(2) and moved into every hierarchy through cgroup.procs by the caller
- * while it waits on a sync pipe, so nothing of the task runs outside its cgroup either way.
+ * v1 hierarchies (hybrid, pure v1): the child itself writes "0" to each v1 `tasks` file (opened
+ * by the caller) before anything else; a self-move skips the global lock whose RCU grace period
+ * makes a move by pid cost milliseconds. Fallbacks: without CLONE_INTO_CGROUP (kernel < 5.7) the
+ * caller writes the child's pid to the cgroup2 cgroup.procs, without clone3 (< 5.3) clone(2) is
+ * used; the child waits on a sync socket meanwhile, so nothing of the task runs outside its
+ * cgroup either way. sandbox_exec() runs further processes inside a running task.
  *
  * Final status (sandbox_wait()): a pid-namespace init cannot die by a signal it raises itself
  * (the kernel protects it, pid_namespaces(7)), so the init reports the command's status in a
