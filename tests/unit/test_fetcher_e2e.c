@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -275,6 +276,9 @@ static int start_nginx(void)
 		nginx_pid = fork();
 		assert_true(nginx_pid >= 0);
 		if (nginx_pid == 0) {
+			/* Never outlive the test, even if it crashes before its teardown. */
+			if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1)
+				_exit(127);
 			execl(nginx_bin(), "nginx", "-p", prefix, "-c", path, "-e", errlog,
 			      (char *)NULL);
 			_exit(127);
