@@ -14,8 +14,10 @@ BUILD=${BUILD:-build}
 CHUNK=${CHUNK:-10}
 SR=$BUILD/sandbox-run
 [ "$(id -u)" = 0 ] || { echo "bench/start: needs root (cgroups, namespaces)"; exit 77; }
-[ -x "$SR" ] && [ -x "$BUILD/sandbox-init" ] ||
-	{ echo "bench/start: build $SR and $BUILD/sandbox-init first"; exit 1; }
+if [ ! -x "$SR" ] || [ ! -x "$BUILD/sandbox-init" ]; then
+	echo "bench/start: build $SR and $BUILD/sandbox-init first"
+	exit 1
+fi
 if ! command -v runc >/dev/null || ! command -v crun >/dev/null; then
 	apt-get install -y runc crun >/dev/null 2>&1 || {
 		apt-get update >/dev/null 2>&1 && apt-get install -y runc crun >/dev/null 2>&1
@@ -29,7 +31,7 @@ STARTER=$BUILD/bench/starter
 
 W=$(mktemp -d /tmp/cd-bench-start.XXXXXX)
 cleanup() {
-	for d in /sys/fs/cgroup/*/cd-bench-$$; do
+	for d in /sys/fs/cgroup/*/"cd-bench-$$"; do
 		[ -d "$d" ] && rmdir "$d" 2>/dev/null
 	done
 	rm -rf "$W"
@@ -123,6 +125,7 @@ report() { # name
 		printf '%-28s FAILED: %s\n' "$name" "$(tail -3 "$W/$name.err" | tr '\n' ' ')"
 		return
 	fi
+	# shellcheck disable=SC2046 # two numbers, split on purpose
 	set -- $(stats "$W/$name.txt")
 	awk -v n="$name" -v a="$1" -v b="$2" -v c="$(wc -l <"$W/$name.txt")" \
 		'BEGIN {printf "%-28s p50 %8.2f ms   p99 %8.2f ms   (n=%d)\n", n, a / 1000, b / 1000, c}'
@@ -147,21 +150,21 @@ VARIANTS="fork-exec sandbox-run sandbox-run-init-binary sandbox-run-attach-by-pi
 for v in $VARIANTS; do : >"$W/$v.txt"; done
 off=0
 while [ "$off" -lt "$N" ]; do
-	chunk $off fork-exec "" -- /bin/true
+	chunk "$off" fork-exec "" -- /bin/true
 	# shellcheck disable=SC2086
-	chunk $off sandbox-run "" -- "$SR" $SRARGS --id "cdbench-$$-%d" -- /bin/true
+	chunk "$off" sandbox-run "" -- "$SR" $SRARGS --id "cdbench-$$-%d" -- /bin/true
 	# shellcheck disable=SC2086
-	chunk $off sandbox-run-init-binary "" -- "$SR" $SRARGS --init-binary "$(realpath "$BUILD/sandbox-init")" \
+	chunk "$off" sandbox-run-init-binary "" -- "$SR" $SRARGS --init-binary "$(realpath "$BUILD/sandbox-init")" \
 		--id "cdbench-$$-i%d" -- /bin/true
 	# shellcheck disable=SC2086
-	chunk $off sandbox-run-attach-by-pid "" -- "$SR" $SRARGS --attach-by-pid \
+	chunk "$off" sandbox-run-attach-by-pid "" -- "$SR" $SRARGS --attach-by-pid \
 		--id "cdbench-$$-p%d" -- /bin/true
-	chunk $off crun "" -- "$CRUN" --root "$W/crun" run --bundle "$B" "cdbench-$$-c%d"
-	chunk $off crun-v1-view "$W/v1-view" -- "$CRUN" --root "$W/crun" run --bundle "$B" \
+	chunk "$off" crun "" -- "$CRUN" --root "$W/crun" run --bundle "$B" "cdbench-$$-c%d"
+	chunk "$off" crun-v1-view "$W/v1-view" -- "$CRUN" --root "$W/crun" run --bundle "$B" \
 		"cdbench-$$-w%d"
-	chunk $off crun-cgroup2-view-no-limits "$W/cgroup2-view" -- "$CRUN" --root "$W/crun" run \
+	chunk "$off" crun-cgroup2-view-no-limits "$W/cgroup2-view" -- "$CRUN" --root "$W/crun" run \
 		--config "$B/config-nolimits.json" --bundle "$B" "cdbench-$$-v%d"
-	chunk $off runc "" -- "$RUNC" --root "$W/runc" run --bundle "$B" "cdbench-$$-r%d"
+	chunk "$off" runc "" -- "$RUNC" --root "$W/runc" run --bundle "$B" "cdbench-$$-r%d"
 	off=$((off + CHUNK))
 done
 for v in $VARIANTS; do report "$v"; done
