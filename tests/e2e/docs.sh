@@ -203,6 +203,41 @@ check_none "taskctl.1 documents every verb" "$missing"
 check_none "'taskctl VERB --help' exits 0 for every verb" "$bad_help"
 check_none "taskctl.1 documents every flag of each 'taskctl VERB --help'" "$missing_flags"
 
+# ---------------------------------------------------------------- REST routes
+# Every route in the route tables (agent/api.c; central/*.c, the pipelines endpoints included)
+# is a term of its page, "METHOD /path/PARAM" with {param} written in capitals, and every
+# route term of the page is in the code. /healthz is built into api/http_server.c.
+routes_of() { # FILES... → "METHOD path" lines
+	{
+		echo "GET /healthz"
+		grep -ohE '\{ "(GET|PUT|POST|DELETE|HEAD|PATCH)", "/[^"]*"' "$@" |
+			sed -E 's/^\{ "([A-Z]+)", "([^"]*)"/\1 \2/'
+	} | sort -u
+}
+page_routes() { grep -oE '^       (GET|PUT|POST|DELETE|HEAD|PATCH) /[^ ?[]*' "$1" | sed 's/^ *//' | sort -u; }
+check_routes() { # PAGE FILES...
+	local page=$1 r re missing="" extra="" found
+	shift
+	routes_of "$@" >"$T/routes.code"
+	page_routes "$T/$page.txt" >"$T/routes.page"
+	while read -r r; do
+		re=$(printf '%s' "$r" | sed -E 's/\{[a-z_]+\*?\}/[A-Z][A-Z_@]*/g')
+		grep -qxE "$re" "$T/routes.page" || missing="$missing [$r]"
+	done <"$T/routes.code"
+	check_none "$page documents every route in the code ($(wc -l <"$T/routes.code"))" "$missing"
+	while read -r r; do
+		found=0
+		while read -r re; do
+			re=$(printf '%s' "$re" | sed -E 's/\{[a-z_]+\*?\}/[A-Z][A-Z_@]*/g')
+			printf '%s\n' "$r" | grep -qxE "$re" && found=1 && break
+		done <"$T/routes.code"
+		[ $found = 1 ] || extra="$extra [$r]"
+	done <"$T/routes.page"
+	check_none "every route $page documents exists in the code" "$extra"
+}
+check_routes taskd.8 agent/api.c
+check_routes deployd.8 central/*.c
+
 # ---------------------------------------------------------------- config keys
 # The parsers' key tables are the truth: agent/config.c keys[], central/config.c
 # deployd_config_set() and uint_keys[], central/pipeline_role.c load_conf().
