@@ -980,7 +980,6 @@ static void test_adopt_and_gc(void)
 		ok(sandbox_wait(t2, 5 * USEC_PER_SEC, sfd, &st) == 1 && st.signaled &&
 			   st.code == SIGTERM,
 		   "adopted task's status read from the status file (signaled 15)");
-		t2->cg = NULL; /* shared with x: destroyed below */
 		sandbox_task_free(t2);
 	}
 	run_end(&x);
