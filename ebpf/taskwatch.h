@@ -114,7 +114,9 @@ struct taskwatch_opts {
  * Create a watcher. opts may be NULL. BPF mode is tried first (needs kernel BTF, CAP_BPF +
  * CAP_PERFMON or CAP_SYS_ADMIN, a verifier that accepts the programs); any failure there falls
  * back silently and taskwatch_mode() says why. Returns 0 or -errno (-ENOMEM, epoll failures).
- * Not thread-safe: one thread uses one watcher.
+ * Not thread-safe: one thread uses one watcher. The ring buffer and the BPF data are mapped
+ * MADV_DONTFORK (so forking tasks stays cheap): a fork()ed child must not use the watcher.
+ * BPF mode needs Linux >= 5.11 (tp_btf, ring buffer, bpf_get_current_task_btf).
  */
 int taskwatch_new(const struct taskwatch_opts *opts, struct taskwatch **ret);
 struct taskwatch *taskwatch_free(struct taskwatch *tw);
