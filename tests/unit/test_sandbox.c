@@ -599,6 +599,30 @@ static int count_fds(void)
 	return n;
 }
 
+/* Teardown that also runs after a failed assertion: gc whatever the test left, then the
+ * parent. */
+static int teardown_launch(void **state)
+{
+	struct cg_system *sys = NULL;
+	char parent[64];
+
+	if (geteuid() != 0 || cg_system_detect(NULL, &sys, NULL) < 0)
+		return 0;
+	snprintf(parent, sizeof(parent), "cd-unit-sandbox-%d", (int)getpid());
+	(void)sandbox_gc(sys, parent, NULL, "/nonexistent-ipam", NULL);
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
+		char path[256];
+		const char *r = cg_system_hier_path(sys, h);
+
+		if (r) {
+			snprintf(path, sizeof(path), "%s/%s", r, parent);
+			(void)rmdir(path);
+		}
+	}
+	cg_system_free(sys);
+	return 0;
+}
+
 static void test_launch_under_asan(void **state)
 {
 	struct cg_system *sys = NULL;
@@ -645,17 +669,8 @@ static void test_launch_under_asan(void **state)
 	snprintf(id, sizeof(id), "u%d-bad", (int)getpid());
 	cd_error_reset(&err);
 	assert_int_equal(sandbox_launch(sys, &cfg, &t, &err), -ENOENT);
-	assert_int_equal(count_fds(), fds_before);
-	for (int h = 0; h < _CG_HIER_MAX; h++) {
-		char path[256];
-		const char *r = cg_system_hier_path(sys, h);
-
-		if (r) {
-			snprintf(path, sizeof(path), "%s/%s", r, parent);
-			(void)rmdir(path);
-		}
-	}
 	cg_system_free(sys);
+	assert_int_equal(count_fds(), fds_before);
 }
 
 int main(void)
@@ -679,7 +694,7 @@ int main(void)
 		cmocka_unit_test(test_seccomp_profile),
 		cmocka_unit_test(test_seccomp_userns_option),
 		cmocka_unit_test(test_seccomp_cache),
-		cmocka_unit_test(test_launch_under_asan),
+		cmocka_unit_test_teardown(test_launch_under_asan, teardown_launch),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
