@@ -217,7 +217,8 @@ const char *taskwatch_event_type_to_string(enum taskwatch_event_type t);
  * was told otherwise:
  *   killed_by_stop  the caller called taskwatch_reason_stop_requested() before the main died;
  *   oom_killed      the main process was the OOM victim, or it died after an OOM kill in the
- *                   task with a non-zero status (the kill of a child is the root cause);
+ *                   task with a non-zero status (the kill of a child is the root cause) —
+ *                   unless a process (not the kernel) sent the signal that killed it;
  *   signaled        the main died of a signal: sig, sender pid/comm when known; when the
  *                   sender is the init and someone sent the init that signal first, that
  *                   someone is the sender (via_init: the init forwarded it);

@@ -58,7 +58,7 @@ static const struct taskwatch_reason_signal *find_signal(const struct taskwatch_
 static void finish(struct taskwatch_classifier *c, uint64_t ts_ns)
 {
 	struct taskwatch_reason *r = &c->r;
-	bool known = true, clean;
+	bool known = true, clean, user_kill;
 	uint64_t death_ns = c->main_dead ? c->main_dead_ns : ts_ns;
 	int st = 0;
 
@@ -87,17 +87,6 @@ static void finish(struct taskwatch_classifier *c, uint64_t ts_ns)
 	}
 	clean = known && !WIFSIGNALED(st) && WEXITSTATUS(st) == 0;
 
-	if (c->stop_ns && death_ns >= c->stop_ns)
-		r->kind = TASKWATCH_REASON_KILLED_BY_STOP;
-	else if (c->main_oom || (r->oom_kills > 0 && !clean))
-		r->kind = TASKWATCH_REASON_OOM_KILLED;
-	else if (!known)
-		r->kind = TASKWATCH_REASON_UNKNOWN;
-	else if (r->signal)
-		r->kind = TASKWATCH_REASON_SIGNALED;
-	else
-		r->kind = TASKWATCH_REASON_EXITED;
-
 	if (r->signal) {
 		/* The first fatal signal of that number sent to the main is the one that killed
 		 * it (complete_signal() fixes the group exit code at send time). */
@@ -118,6 +107,20 @@ static void finish(struct taskwatch_classifier *c, uint64_t ts_ns)
 			memcpy(r->sender_comm, s->comm, TASKWATCH_COMM_LEN);
 		}
 	}
+	/* Killed by a process (not the kernel) on purpose: that is the story even if a child
+	 * was OOM-killed earlier. */
+	user_kill = r->signal && r->sender_pid > 0 && !r->sender_kernel;
+
+	if (c->stop_ns && death_ns >= c->stop_ns)
+		r->kind = TASKWATCH_REASON_KILLED_BY_STOP;
+	else if (c->main_oom || (r->oom_kills > 0 && !clean && !user_kill))
+		r->kind = TASKWATCH_REASON_OOM_KILLED;
+	else if (!known)
+		r->kind = TASKWATCH_REASON_UNKNOWN;
+	else if (r->signal)
+		r->kind = TASKWATCH_REASON_SIGNALED;
+	else
+		r->kind = TASKWATCH_REASON_EXITED;
 }
 
 bool taskwatch_reason_feed(struct taskwatch_classifier *c, const struct taskwatch_event *ev)

@@ -235,6 +235,25 @@ static void test_oom_of_child_then_success(void **state)
 	assert_int_equal(r.oom_kills, 1); /* still reported */
 }
 
+static void test_user_kill_after_child_oom(void **state)
+{
+	struct taskwatch_classifier c;
+	struct taskwatch_reason r;
+	/* a child was OOM-killed, later an operator kills the main: that is what ended it */
+	struct taskwatch_event evs[] = {
+		ev_oom(300, 0, 1),
+		ev_signal(MAIN, TASKWATCH_F_MAIN, SIGKILL, 777, "kill", 2),
+		ev_exit(MAIN, MAIN_INIT, SIGKILL, 3),
+	};
+
+	taskwatch_reason_init(&c);
+	feed_all(&c, evs, 3);
+	assert_int_equal(taskwatch_reason_get(&c, &r), 0);
+	assert_int_equal(r.kind, TASKWATCH_REASON_SIGNALED);
+	assert_int_equal(r.sender_pid, 777);
+	assert_int_equal(r.oom_kills, 1);
+}
+
 static void test_fallback_oom_unknown_victim(void **state)
 {
 	struct taskwatch_classifier c;
@@ -456,6 +475,7 @@ int main(void)
 		cmocka_unit_test(test_oom_of_main),
 		cmocka_unit_test(test_oom_of_child_then_failure),
 		cmocka_unit_test(test_oom_of_child_then_success),
+		cmocka_unit_test(test_user_kill_after_child_oom),
 		cmocka_unit_test(test_fallback_oom_unknown_victim),
 		cmocka_unit_test(test_stop_requested),
 		cmocka_unit_test(test_death_before_stop_is_not_stop),
