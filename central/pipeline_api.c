@@ -243,6 +243,41 @@ static char *schema_text(const struct pipeline_schema *schema)
 	return s;
 }
 
+/* Audited changes: the change and its event (the audit log, /v1/events) commit together. */
+static int tx_begin(struct pipeline_api *api, struct cd_error *err)
+{
+	return store_begin(api->cfg.store, err);
+}
+
+/* Append event kind (NULL: none) about subject with data (stolen, may be NULL) when r >= 0,
+ * then commit; roll back when anything failed. Returns r or the first error. */
+static int tx_end(struct pipeline_api *api, int r, const struct principal *who, const char *kind,
+		  const char *subject, json_t *data, struct cd_error *err)
+{
+	if (r >= 0 && kind) {
+		char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+
+		r = data && !text ? -ENOMEM :
+				    store_event_append(api->cfg.store, who->name, kind, subject,
+						       text, NULL, err);
+		free(text);
+	}
+	json_decref(data);
+	if (r >= 0)
+		return store_commit(api->cfg.store, err);
+	store_rollback(api->cfg.store);
+	return r;
+}
+
+static const char *subject_of(char *buf, size_t size, const char *pipeline_id, int64_t run)
+{
+	if (run > 0)
+		snprintf(buf, size, "pipeline/%s/run/%" PRId64, pipeline_id, run);
+	else
+		snprintf(buf, size, "pipeline/%s", pipeline_id);
+	return buf;
+}
+
 /* ---- pipelines ----------------------------------------------------------------------------- */
 
 static void h_create_pipeline(struct pipeline_api *api, struct http_request *req,
@@ -278,8 +313,16 @@ static void h_create_pipeline(struct pipeline_api *api, struct http_request *req
 		http_reply_error(req, 500, "out of memory");
 		return;
 	}
-	r = store_pipeline_create(api->cfg.store, pl->name, pl->owner, pl->repo, pl->branch, schema,
-				  who->name, clock_real_usec(), id, &err);
+	r = tx_begin(api, &err);
+	if (r >= 0) {
+		char subj[96];
+
+		r = store_pipeline_create(api->cfg.store, pl->name, pl->owner, pl->repo, pl->branch,
+					  schema, who->name, clock_real_usec(), id, &err);
+		r = tx_end(api, r, who, "pipeline.create",
+			   r >= 0 ? subject_of(subj, sizeof(subj), id, 0) : "",
+			   json_pack("{s:s, s:s}", "name", pl->name, "owner", pl->owner), &err);
+	}
 	if (r < 0) {
 		reply_store_error(req, r, &err);
 		return;
@@ -454,9 +497,16 @@ static void h_put_schema(struct pipeline_api *api, struct http_request *req,
 	json_decref(body);
 	if (r >= 0) {
 		text = schema_text(schema);
-		r = text ? store_schema_put(api->cfg.store, row.pipeline_id, if_match, text,
-					    who->name, clock_real_usec(), &version, &err) :
-			   -ENOMEM;
+		r = text ? tx_begin(api, &err) : -ENOMEM;
+		if (r >= 0) {
+			char subj[96];
+
+			r = store_schema_put(api->cfg.store, row.pipeline_id, if_match, text,
+					     who->name, clock_real_usec(), &version, &err);
+			r = tx_end(api, r, who, "pipeline.schema.put",
+				   subject_of(subj, sizeof(subj), row.pipeline_id, 0),
+				   json_pack("{s:I}", "version", (json_int_t)version), &err);
+		}
 		if (r < 0 && r != -ENOMEM)
 			reply_store_error(req, r, &err);
 		else if (r >= 0)
@@ -490,7 +540,16 @@ static void h_activate_schema(struct pipeline_api *api, struct http_request *req
 	if (!load_pipeline(api, req, &row))
 		return;
 	if (may_change(req, who, row.owner)) {
-		r = store_schema_activate(api->cfg.store, row.pipeline_id, (int64_t)version, &err);
+		char subj[96];
+
+		r = tx_begin(api, &err);
+		if (r >= 0) {
+			r = store_schema_activate(api->cfg.store, row.pipeline_id, (int64_t)version,
+						  &err);
+			r = tx_end(api, r, who, "pipeline.schema.activate",
+				   subject_of(subj, sizeof(subj), row.pipeline_id, 0),
+				   json_pack("{s:I}", "version", (json_int_t)version), &err);
+		}
 		if (r >= 0)
 			r = store_schema_get(api->cfg.store, row.pipeline_id, (int64_t)version, &sv,
 					     &err);
@@ -568,8 +627,16 @@ static void h_create_run(struct pipeline_api *api, struct http_request *req,
 		http_reply_problem(req, &p);
 		goto out;
 	}
-	r = store_run_create(api->cfg.store, row.pipeline_id, commit, key, "api", who->name,
-			     clock_real_usec(), &run, &created, &err);
+	r = tx_begin(api, &err);
+	if (r >= 0) {
+		char subj[128];
+
+		r = store_run_create(api->cfg.store, row.pipeline_id, commit, key, "api", who->name,
+				     clock_real_usec(), &run, &created, &err);
+		r = tx_end(api, r, who, created ? "pipeline.run.create" : NULL,
+			   subject_of(subj, sizeof(subj), row.pipeline_id, run.run),
+			   created ? json_pack("{s:s}", "commit", commit) : NULL, &err);
+	}
 	if (r >= 0 && created) {
 		/* Start it now when the pipeline is idle; otherwise it waits its turn. */
 		r = pipeline_run_start_next(api->cfg.store, row.pipeline_id, clock_real_usec(),
@@ -672,8 +739,9 @@ static void run_verb(struct pipeline_api *api, struct http_request *req,
 	struct store_run run = { 0 };
 	struct cd_error err = { 0 };
 	usec_t now = clock_real_usec();
-	int64_t n, attempt;
+	int64_t n, attempt = 0;
 	json_t *o = NULL;
+	char subj[128];
 	int r = -EINVAL;
 
 	if (!parse_run_param(req, &n) || !load_pipeline(api, req, &row))
@@ -682,15 +750,26 @@ static void run_verb(struct pipeline_api *api, struct http_request *req,
 		store_pipeline_release(&row);
 		return;
 	}
+	r = tx_begin(api, &err);
+	if (r < 0) {
+		reply_store_error(req, r, &err);
+		store_pipeline_release(&row);
+		return;
+	}
 	switch (verb) {
 	case VERB_CANCEL:
 		r = store_run_cancel(api->cfg.store, row.pipeline_id, n, who->name, now, &err);
+		r = tx_end(api, r, who, "pipeline.run.cancel",
+			   subject_of(subj, sizeof(subj), row.pipeline_id, n), NULL, &err);
 		if (r >= 0)
 			/* The pipeline's next pending run may start now. */
 			r = pipeline_run_start_next(api->cfg.store, row.pipeline_id, now, &err);
 		break;
 	case VERB_RETRY:
 		r = store_run_retry(api->cfg.store, row.pipeline_id, n, now, &attempt, &err);
+		r = tx_end(api, r, who, "pipeline.run.retry",
+			   subject_of(subj, sizeof(subj), row.pipeline_id, n),
+			   json_pack("{s:I}", "attempt", (json_int_t)attempt), &err);
 		if (r >= 0)
 			r = pipeline_run_advance(api->cfg.store, row.pipeline_id, n, now, NULL,
 						 &err);
@@ -698,6 +777,9 @@ static void run_verb(struct pipeline_api *api, struct http_request *req,
 	case VERB_APPROVE:
 		r = store_stage_approve(api->cfg.store, row.pipeline_id, n,
 					http_request_param(req, "stage"), who->name, now, &err);
+		r = tx_end(api, r, who, "pipeline.stage.approve",
+			   subject_of(subj, sizeof(subj), row.pipeline_id, n),
+			   json_pack("{s:s}", "stage", http_request_param(req, "stage")), &err);
 		break;
 	}
 	runner_kick(api->cfg.runner);

@@ -149,6 +149,21 @@ static int advance_locked(struct store *s, const struct store_run *run, usec_t n
 			r = store_run_set_state(s, run->pipeline_id, run->run, RUN_ERROR, msg, now,
 						err);
 	}
+	if (r >= 0 && (state == RUN_FINISHED || state == RUN_ERROR)) {
+		/* The audit log sees every run end, in the same transaction. */
+		char subject[128];
+		json_t *data = json_pack("{s:s, s:s?}", "state", run_state_to_string(state),
+					 "failed_stage", failed ? failed->name : NULL);
+		char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+
+		snprintf(subject, sizeof(subject), "pipeline/%s/run/%lld", run->pipeline_id,
+			 (long long)run->run);
+		r = text ? store_event_append(s, "deployd", "pipeline.run.end", subject, text, NULL,
+					      err) :
+			   -ENOMEM;
+		free(text);
+		json_decref(data);
+	}
 	store_stage_list_free(stages, n);
 	if (r >= 0 && ret_state)
 		*ret_state = state;
@@ -179,10 +194,10 @@ int pipeline_run_advance(struct store *s, const char *pipeline_id, int64_t run, 
 		return r;
 	}
 	{
+		/* A failed commit has already rolled back and released the store. */
 		int c = store_commit(s, err);
 
 		if (c < 0) {
-			store_rollback(s);
 			store_run_release(&v);
 			return c;
 		}

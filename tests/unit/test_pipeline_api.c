@@ -158,6 +158,20 @@ static void test_create_get_and_auth(void **state)
 	json_decref(b);
 	create_seed(id);
 	assert_int_equal(req(ADMIN, "POST", "/v1/pipelines", seed_pipeline, NULL), 409);
+	/* the audit log names who did it; the refused attempts left nothing */
+	{
+		struct store_event *ev = NULL;
+		size_t n = 0;
+		char subj[64];
+
+		assert_int_equal(store_event_list(st, 0, 0, &ev, &n, NULL), 0);
+		assert_int_equal(n, 1);
+		assert_string_equal(ev[0].kind, "pipeline.create");
+		assert_string_equal(ev[0].actor, "team:foo_team");
+		snprintf(subj, sizeof(subj), "pipeline/%s", id);
+		assert_string_equal(ev[0].subject, subj);
+		store_event_list_free(ev, n);
+	}
 
 	snprintf(path, sizeof(path), "/v1/pipelines/%s", id);
 	assert_int_equal(req(BAR, "GET", path, NULL, &b), 200); /* anyone may read */
