@@ -998,6 +998,88 @@ static void case_two_tasks(struct taskwatch *tw)
 	}
 }
 
+/* build/taskwatch, the debug CLI, next to build/selftests/taskwatch */
+static int child_gated_exit3(void *arg)
+{
+	char c;
+
+	if (read(*(int *)arg, &c, 1) != 1)
+		return 126;
+	return child_exit3(NULL);
+}
+
+static void case_cli(bool fallback)
+{
+	char exe[512], cli[560], out[8192] = "", pidbuf[16];
+	struct test_cgroup cg;
+	int gate[2] = { -1, -1 }, outp[2] = { -1, -1 };
+	pid_t task = -1, cpid = -1;
+	size_t len = 0;
+	ssize_t n, e;
+	bool ok;
+
+	e = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (e <= 0) {
+		tap_skip("no /proc/self/exe", "cli");
+		return;
+	}
+	exe[e] = '\0';
+	*strrchr(exe, '/') = '\0';
+	snprintf(cli, sizeof(cli), "%s/../taskwatch", exe);
+	if (access(cli, X_OK) < 0) {
+		tap_skip("taskwatch CLI not built", "cli %s", fallback ? "--fallback" : "");
+		return;
+	}
+	ok = test_cgroup_create(&cg, fallback ? "cli-fb" : "cli-bpf", 0) == 0;
+	ok = ok && pipe2(gate, O_CLOEXEC) == 0 && pipe2(outp, O_CLOEXEC) == 0;
+	if (ok)
+		task = test_spawn(&cg, child_gated_exit3, &gate[0], NULL);
+	ok = ok && task > 0;
+	if (ok) {
+		snprintf(pidbuf, sizeof(pidbuf), "%d", (int)task);
+		cpid = fork();
+		if (cpid == 0) {
+			dup2(outp[1], 1);
+			execl(cli, "taskwatch", "--cgroup", cg.unified, "--init", pidbuf, "--exit",
+			      fallback ? "--fallback" : NULL, (char *)NULL);
+			_exit(127);
+		}
+		close(outp[1]);
+		outp[1] = -1;
+		/* the header is printed once every cgroup is watched: then let the task go */
+		while (ok && !strstr(out, "DETAILS") && len < sizeof(out) - 1 &&
+		       (n = read(outp[0], out + len, sizeof(out) - 1 - len)) > 0)
+			out[len += (size_t)n] = '\0';
+		ok = strstr(out, "DETAILS") && write(gate[1], "g", 1) == 1;
+		/* we are the task's parent, not the CLI: reap it, which is when the kernel
+		 * publishes the status to a non-parent's pidfd (the CLI's fallback) */
+		ok = ok && waitpid(task, NULL, 0) == task;
+		task = -1;
+		while (ok && len < sizeof(out) - 1 &&
+		       (n = read(outp[0], out + len, sizeof(out) - 1 - len)) > 0)
+			out[len += (size_t)n] = '\0';
+	}
+	if (cpid > 0) {
+		int st = -1;
+
+		kill(cpid, SIGTERM); /* no-op when --exit already ended it */
+		waitpid(cpid, &st, 0);
+	}
+	if (task > 0)
+		waitpid(task, NULL, 0);
+	tap_ok(ok && strstr(out, "# task ended: exited(3)") &&
+		       (fallback || strstr(out, "filename=/bin/sh")),
+	       "taskwatch CLI%s prints events and the task's reason",
+	       fallback ? " --fallback" : "");
+	if (!ok || !strstr(out, "# task ended: exited(3)"))
+		tap_diag("cli output: %s", out);
+	safe_close(gate[0]);
+	safe_close(gate[1]);
+	safe_close(outp[0]);
+	safe_close(outp[1]);
+	test_cgroup_destroy(&cg);
+}
+
 static void case_forced_env(void)
 {
 	_cleanup_taskwatch_ struct taskwatch *tw = NULL;
@@ -1062,8 +1144,8 @@ int main(void)
 		return 77;
 	}
 
-	/* + load, + overflow, + not inherited; + forced by env, + no capabilities */
-	tap_plan(1 + TESTS_BPF + 2 + TESTS_FALLBACK + 2);
+	/* + load, + overflow, + not inherited; + forced by env, + no capabilities, + CLI x2 */
+	tap_plan(1 + TESTS_BPF + 2 + TESTS_FALLBACK + 4);
 	e = taskwatch_new(NULL, &bpf);
 	if (e < 0) {
 		tap_ok(false, "taskwatch_new: %s", strerror(-e));
@@ -1089,6 +1171,8 @@ int main(void)
 	run_mode(fallback);
 	case_forced_env();
 	case_no_caps();
+	case_cli(false);
+	case_cli(true);
 
 	(void)fs_rm_rf_at(AT_FDCWD, coredir);
 	return tap_failures() ? 1 : 0;
