@@ -30,7 +30,8 @@ enum taskwatch_event_type {
 	TASKWATCH_EV_FATAL_SIGNAL = 4, /* a signal whose delivery kills the target was sent */
 	TASKWATCH_EV_OOM_KILL = 5,
 	TASKWATCH_EV_CGROUP_EMPTY = 6, /* user space only: cgroup.events says "populated 0" */
-	TASKWATCH_EV_LOST = 7,	       /* user space only: events dropped since the last one */
+	TASKWATCH_EV_LOST = 7,	       /* user space only: events dropped since the last one;
+					* global (cookie 0, cgroup_id 0): feed it to every task */
 	TASKWATCH_EV__MAX = 8,
 };
 
