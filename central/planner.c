@@ -20,7 +20,7 @@ struct action_node {
 };
 
 struct action_dag {
-	json_t *schema; /* deep copy; owns every string the nodes point to */
+	json_t *schema; /* a reference: owns every string the nodes point to */
 	char *pipeline_id;
 	struct action_node start;
 	struct action_node *nodes;
@@ -383,7 +383,8 @@ int planner_plan(const char *pipeline_id, const json_t *schema, struct action_da
 	dag = dag_alloc(n);
 	if (!dag)
 		return -ENOMEM;
-	dag->schema = json_deep_copy(schema);
+	/* Read-only from here on (contract in planner.h). */
+	dag->schema = json_incref((json_t *)schema);
 	if (pipeline_id)
 		dag->pipeline_id = strdup(pipeline_id);
 	dag->nodes = calloc(n, sizeof(*dag->nodes));

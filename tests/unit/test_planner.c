@@ -36,7 +36,7 @@ static struct action_dag *plan_ok(const char *text)
 	r = planner_plan("p1", j, &dag, &err);
 	if (r < 0)
 		fail_msg("plan failed: %s", cd_error_message(&err));
-	json_decref(j); /* the DAG must not depend on the caller's copy */
+	json_decref(j); /* the DAG keeps its own reference */
 	return dag;
 }
 
