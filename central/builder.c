@@ -138,8 +138,9 @@ static void log_line(int fd, const char *fmt, ...)
  * given): a lost lease, a timeout or a stopping runner kills the session and returns that code.
  * *ret_status gets the exit status (128 + signal when killed by one).
  */
-static int run_cmd(struct builder *b, struct exec_ctx *ctx, char *const argv[], const char *cwd,
-		   int log_fd, int *ret_status, struct cd_error *err)
+static int run_cmd_env(struct builder *b, struct exec_ctx *ctx, char *const argv[],
+		       char *const envp[], const char *cwd, int log_fd, int *ret_status,
+		       struct cd_error *err)
 {
 	_cleanup_strbuf_ struct strbuf cmd = STRBUF_INIT;
 	int status = 0, r;
@@ -170,7 +171,10 @@ static int run_cmd(struct builder *b, struct exec_ctx *ctx, char *const argv[], 
 		(void)setrlimit(RLIMIT_FSIZE, &fsize);
 		signal(SIGPIPE, SIG_DFL);
 		syscall(SYS_close_range, 3U, ~0U, 0U);
-		execvp(argv[0], argv);
+		if (envp)
+			execvpe(argv[0], argv, envp);
+		else
+			execvp(argv[0], argv);
 		_exit(127);
 	}
 	for (;;) {
@@ -205,6 +209,12 @@ static int run_cmd(struct builder *b, struct exec_ctx *ctx, char *const argv[], 
 	if (*ret_status == 127)
 		log_line(log_fd, "# %s: command not found or not executable", argv[0]);
 	return 0;
+}
+
+static int run_cmd(struct builder *b, struct exec_ctx *ctx, char *const argv[], const char *cwd,
+		   int log_fd, int *ret_status, struct cd_error *err)
+{
+	return run_cmd_env(b, ctx, argv, NULL, cwd, log_fd, ret_status, err);
 }
 
 /* run_cmd that must succeed: a non-zero status is an error with the command named. */
@@ -939,6 +949,50 @@ int builder_exec_build(struct exec_ctx *ctx, struct exec_result *res)
 	return 0;
 }
 
+/* Count <testcase> and <failure>/<error> elements of a JUnit XML report (not a full XML
+ * parser: the counts are what a human reads next to "passed"). -ENOENT when there is none. */
+static int junit_counts(const char *path, unsigned *ret_tests, unsigned *ret_failures)
+{
+	_cleanup_free_ char *xml = NULL;
+	unsigned tests = 0, failures = 0;
+	int r = fs_read_file_at(AT_FDCWD, path, 16u << 20, &xml, NULL);
+
+	if (r < 0)
+		return r;
+	for (const char *p = xml; (p = strchr(p, '<')); p++) {
+		if (startswith(p, "<testcase") && p[9] && strchr(" \t\n/>", p[9]))
+			tests++;
+		else if ((startswith(p, "<failure") && p[8] && strchr(" \t\n/>", p[8])) ||
+			 (startswith(p, "<error") && p[6] && strchr(" \t\n/>", p[6])))
+			failures++;
+	}
+	*ret_tests = tests;
+	*ret_failures = failures;
+	return 0;
+}
+
+/* environ + XML_OUTPUT_FILE=<xml> (the variable Bazel gives tests for their JUnit report). */
+static char **test_env(const char *xml)
+{
+	extern char **environ;
+	size_t n = 0, k = 0;
+	char **v;
+
+	while (environ[n])
+		n++;
+	v = calloc(n + 2, sizeof(*v));
+	if (!v)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!startswith(environ[i], "XML_OUTPUT_FILE="))
+			v[k++] = environ[i];
+	if (asprintf(&v[k], "XML_OUTPUT_FILE=%s", xml) < 0) {
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
 int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 {
 	struct builder *b = ctx->data;
@@ -947,7 +1001,9 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 	struct cd_error err = { 0 };
 	struct checkout co = { .b = b, .ctx = ctx, .pipeline_id = ctx->claim->pipeline_id };
 	const char *target = node_test_target(ctx->node);
-	char out[PATH_MAX], bin[PATH_MAX + 64], pkg[PATH_MAX];
+	char out[PATH_MAX], bin[PATH_MAX + 64], pkg[PATH_MAX], xml[PATH_MAX + 16];
+	unsigned n_tests = 0, n_failures = 0;
+	bool have_junit = false;
 	struct target t;
 	int r, status = 0;
 
@@ -963,12 +1019,27 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 		r = make_target(&co, &t, target, out, &err);
 	if (r == 0) {
 		char *const argv[] = { bin, NULL };
+		char **envp = NULL;
 
 		r = pathf(bin, sizeof(bin), "%s/%s", out, t.name);
 		if (r >= 0)
 			r = pathf(pkg, sizeof(pkg), "%s/%s", co.wt, t.package);
 		if (r >= 0)
-			r = run_cmd(b, ctx, argv, pkg, log_fd, &status, &err);
+			r = pathf(xml, sizeof(xml), "%s.junit.xml", out);
+		if (r >= 0 && !(envp = test_env(xml)))
+			r = -ENOMEM;
+		if (r >= 0)
+			r = run_cmd_env(b, ctx, argv, envp, pkg, log_fd, &status, &err);
+		if (envp) {
+			for (size_t i = 0; envp[i]; i++)
+				if (startswith(envp[i], "XML_OUTPUT_FILE="))
+					free(envp[i]);
+			free(envp);
+		}
+		if (r >= 0 && junit_counts(xml, &n_tests, &n_failures) >= 0) {
+			have_junit = true;
+			log_line(log_fd, "# JUnit: %u tests, %u failed", n_tests, n_failures);
+		}
 		if (r == 0 && status != 0) {
 			cd_error_set(&err, -EIO, "%s exited with status %d", target, status);
 			r = 1;
@@ -977,17 +1048,33 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 	checkout_close(&co);
 	if (r == -ESTALE || r == -ECANCELED || r == -ETIMEDOUT)
 		return r;
+	if (have_junit) {
+		json_t *j = json_pack("{s:{s:i, s:i}}", "junit", "tests", (int)n_tests, "failures",
+				      (int)n_failures);
+
+		res->result = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		json_decref(j);
+	}
 	if (r == 1) {
 		res->outcome = EXEC_FAILED;
-		snprintf(res->message, sizeof(res->message), "%s (see the stage log)",
-			 cd_error_message(&err));
+		if (have_junit)
+			snprintf(res->message, sizeof(res->message),
+				 "%s (%u of %u tests failed; see the stage log)",
+				 cd_error_message(&err), n_failures, n_tests);
+		else
+			snprintf(res->message, sizeof(res->message), "%s (see the stage log)",
+				 cd_error_message(&err));
 		log_line(log_fd, "# FAILED: %s", cd_error_message(&err));
 	} else if (r < 0) {
 		fail_or_retry(r, &err, res);
 		log_line(log_fd, "# error: %s", res->message);
 	} else {
 		res->outcome = EXEC_FINISHED;
-		snprintf(res->message, sizeof(res->message), "%s passed", target);
+		if (have_junit)
+			snprintf(res->message, sizeof(res->message), "%s passed (%u tests)", target,
+				 n_tests);
+		else
+			snprintf(res->message, sizeof(res->message), "%s passed", target);
 		log_line(log_fd, "# PASSED: %s", target);
 	}
 	return 0;

@@ -442,9 +442,13 @@ static void test_test_stage(void **state)
 		fail_msg("test: %s", res.message);
 	release(&c);
 
-	/* a failing test (exit status 3) fails the stage */
-	write_file("svc/Makefile", "OUT ?= out\ntests:\n\tprintf '#!/bin/sh\\nexit 3\\n' > "
-				   "$(OUT)/tests\n\tchmod +x $(OUT)/tests\n.PHONY: tests\n");
+	/* a failing test (exit status 3) fails the stage; its JUnit report is counted */
+	write_file("svc/Makefile", "OUT ?= out\ntests:\n\tcp junit.sh $(OUT)/tests\n"
+				   "\tchmod +x $(OUT)/tests\n.PHONY: tests\n");
+	write_file("svc/junit.sh",
+		   "#!/bin/sh\ncat > \"$XML_OUTPUT_FILE\" <<EOF\n<testsuite tests=\"3\">"
+		   "<testcase name=\"a\"/><testcase name=\"b\"><failure message=\"x\"/>"
+		   "</testcase><testcase name=\"c\"></testcase></testsuite>\nEOF\nexit 3\n");
 	commit_all("failing");
 	store_free(st);
 	{
@@ -461,7 +465,10 @@ static void test_test_stage(void **state)
 		    bld);
 	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
 	assert_int_equal(res.outcome, EXEC_FAILED);
-	assert_non_null(strstr(res.message, "//svc:tests exited with status 3"));
+	assert_non_null(
+		strstr(res.message, "//svc:tests exited with status 3 (1 of 3 tests failed"));
+	assert_string_equal(res.result, "{\"junit\":{\"tests\":3,\"failures\":1}}");
+	free(res.result);
 	release(&c);
 }
 
