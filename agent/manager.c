@@ -1541,6 +1541,8 @@ int manager_new(const struct manager_config *cfg, struct state *st, struct manag
 	r = fetcher_new(cache, cfg->cache_max_bytes, &m->fetcher, err);
 	if (r < 0)
 		goto fail;
+	/* leftovers of downloads and unpacks a crash interrupted; pinned blobs are kept */
+	(void)fetcher_gc(m->fetcher, NULL, NULL);
 	m->epfd = epoll_create1(EPOLL_CLOEXEC);
 	m->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	m->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -214,6 +214,19 @@ check "artifact fetched from the mirror and run read-only at /app → DONE exite
 	"wait_for '$t_art' DONE exited"
 check "artifact task log shows it ran from /app" \
 	"$C logs '$t_art' | grep -q 'hello from the artifact: /app/hello'"
+mkdir -p "$T/arch/bin"
+printf '#!/bin/sh\necho archive-ok\nif touch /app/x 2>/dev/null; then echo WRITABLE; else echo app-read-only; fi\n' \
+	>"$T/arch/bin/run.sh"
+chmod 755 "$T/arch/bin/run.sh"
+tar -C "$T/arch" -czf "$T/arch.tgz" bin
+ARCH_HEX=$(sha256sum "$T/arch.tgz" | cut -d' ' -f1)
+cp "$T/arch.tgz" "$T/www/cas/$ARCH_HEX"
+printf '{"job":"job://e2e/e2e-1/tgz","spec":{"name":"tgz","target":"//e2e:tgz","command":["/app/bin/run.sh"],"restart":{"policy":"never"}},"artifact":{"digest":"sha256:%s","mirrors":["%s/nothere","%s"]}}' \
+	"$ARCH_HEX" "$MIRROR" "$MIRROR" >"$T/put-tgz.json"
+t_tgz=$(jget "$(api PUT /v1/tasks "$T/put-tgz.json")" "d['task_id']")
+check "tar.gz artifact (second mirror) unpacked, run from /app, /app read-only" \
+	"wait_for '$t_tgz' DONE exited && $C logs '$t_tgz' | grep -q archive-ok && $C logs '$t_tgz' | grep -q app-read-only" \
+	"$($C logs "$t_tgz" 2>&1 | tr '\n' ' ')"
 out=$(api PUT /v1/tasks "$T/put-art.json")
 check "PutTask replay without request_id makes a new task (201)" \
 	"[ \"\$(cat '$T/status')\" = 201 ]"
@@ -290,6 +303,14 @@ wait_for "$t_hx" RUNNING >/dev/null
 i=0
 while [ $i -lt 40 ] && [ "$(field "$t_hx" healthy)" != True ]; do sleep 0.1; i=$((i + 1)); done
 check "passing exec health check → healthy" "[ \"\$(field '$t_hx' healthy)\" = True ]"
+# an HTTP server on the task's own loopback (net none): the probe joins its network namespace
+t_hh=$(put healthh '"command":["/usr/bin/python3","-m","http.server","8080","--bind","127.0.0.1"],"health":{"type":"http","port":8080,"path":"/","interval_s":1,"timeout_s":1,"failure_threshold":3},"stop_grace_s":1')
+i=0
+while [ $i -lt 100 ] && [ "$(field "$t_hh" healthy)" != True ]; do sleep 0.1; i=$((i + 1)); done
+check "HTTP health check inside the task's network namespace → healthy" \
+	"[ \"\$(field '$t_hh' healthy)\" = True ]" "$(field "$t_hh" state) $(field "$t_hh" message)"
+$C stop "$t_hh" >/dev/null
+wait_for "$t_hh" DONE stopped >/dev/null
 
 # ---------------------------------------------------------------- logs
 t_log=$(put logs '"command":["/bin/sh","-c","i=0; while [ $i -lt 400 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; head -c 1000 /dev/zero | tr \"\\\\0\" a; echo"],"restart":{"policy":"never"}')

@@ -64,7 +64,8 @@ static void test_config_parse_text(void **state)
 			   "log_max_bytes = 1048576\n"
 			   "zone = \"us-east-1\"\n"
 			   "token_file = /etc/codedeploy/t\n"
-			   "threads = 4\r\n";
+			   "threads = 4\r\n"
+			   "cgroup_parent = codedeploy/prod.1\n";
 
 	assert_int_equal(taskd_config_init(&c), 0);
 	assert_int_equal(taskd_config_parse_text(&c, "t.conf", text, &err), 0);
@@ -75,6 +76,7 @@ static void test_config_parse_text(void **state)
 	assert_string_equal(c.zone, "us-east-1");
 	assert_int_equal(c.log_max_bytes, 1048576);
 	assert_int_equal(c.threads, 4);
+	assert_string_equal(c.cgroup_parent, "codedeploy/prod.1");
 	assert_true(c.token_file_explicit);
 	/* an empty optional value resets to the default */
 	assert_int_equal(taskd_config_parse_text(&c, "t.conf", "manager_url =\n", &err), 0);
@@ -109,6 +111,11 @@ static void test_config_errors_name_the_line(void **state)
 	expect_bad("log_level = loud\n", "debug|info|warn|error");
 	expect_bad("host_id = bad host\n", "host_id");
 	expect_bad("zone = \"unterminated\n", "unterminated quote");
+	expect_bad("cgroup_parent = ../escape\n", "cgroup_parent");
+	expect_bad("cgroup_parent = /abs\n", "cgroup_parent");
+	expect_bad("cgroup_parent = a//b\n", "cgroup_parent");
+	expect_bad("cgroup_parent = a/\n", "cgroup_parent");
+	expect_bad("cgroup_parent = sp ace\n", "cgroup_parent");
 }
 
 static void test_config_listen(void **state)
