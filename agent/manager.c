@@ -110,6 +110,7 @@ struct manager {
 		start_failures_total, health_failures_total, notify_delivered, notify_dropped;
 	uint64_t latency_counts[N_BUCKETS + 1];
 	uint64_t saves;
+	uint64_t state_write_errors;
 	double latency_sum;
 	uint64_t latency_count;
 };
@@ -365,9 +366,10 @@ static void task_save(struct manager *m, struct task *t, const char *event)
 	if (m->cfg.notify)
 		body = notify_body(m, t);
 	r = state_task_save(m->st, &t->rec, event, data, body, NULL);
-	if (r < 0)
+	if (r < 0) {
 		t->rec.version--;
-	else if (++m->saves % 1024 == 0)
+		m->state_write_errors++; /* visible in /metrics; the next save carries the row */
+	} else if (++m->saves % 1024 == 0)
 		(void)state_events_trim(m->st, m->cfg.events_keep);
 	pthread_cond_broadcast(&m->events_cond);
 	if (m->cfg.on_change)
@@ -2101,6 +2103,8 @@ int manager_metrics(struct manager *m, struct strbuf *out)
 	COUNTER("taskd_health_check_failures_total", "Failed health probes.",
 		m->health_failures_total);
 	COUNTER("taskd_fetch_bytes_total", "Artifact bytes downloaded.", m->fetch_bytes_total);
+	COUNTER("taskd_state_write_errors_total", "Task changes the database refused (disk full?).",
+		m->state_write_errors);
 	COUNTER("taskd_notifications_delivered_total", "NotifyTaskState messages acknowledged.",
 		m->notify_delivered);
 	COUNTER("taskd_notifications_dropped_total", "Notifications refused permanently.",

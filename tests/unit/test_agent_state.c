@@ -18,6 +18,19 @@
 #include "lib/fs.h"
 #include "lib/str.h"
 
+/* Fault injection: make our N-th sqlite3_step() call fail with SQLITE_FULL (disk full).
+ * SQLite's own internal calls (sqlite3_exec) are not wrapped. */
+int __real_sqlite3_step(sqlite3_stmt *s);
+int __wrap_sqlite3_step(sqlite3_stmt *s);
+static int step_fail_at; /* 0 = never */
+static int step_calls;
+int __wrap_sqlite3_step(sqlite3_stmt *s)
+{
+	if (step_fail_at && ++step_calls == step_fail_at)
+		return SQLITE_FULL;
+	return __real_sqlite3_step(s);
+}
+
 static char tmpdir[64];
 static char dbpath[128];
 
@@ -401,6 +414,69 @@ static void test_state_copy(void **state)
 	assert_null(c.message);
 }
 
+/* A failure at any statement of a task insert leaves no row, no event and no outbox message. */
+static void test_state_insert_is_atomic_under_faults(void **state)
+{
+	_cleanup_state_ struct state *st = NULL;
+	struct cd_error err = { 0 };
+
+	assert_int_equal(state_open(dbpath, &st, &err), 0);
+	for (int at = 1; at <= 3; at++) {
+		_cleanup_task_record_ struct task_record t = { 0 };
+		struct task_record *v = NULL;
+		size_t n = 0;
+		uint64_t count = 0, last = 0;
+
+		make_task(&t, "00000000000100000000000000f9", "req", "job://r/z/a");
+		cd_error_reset(&err);
+		step_calls = 0;
+		step_fail_at = at;
+		assert_int_equal(state_task_insert(st, &t, "created", NULL, "{}", &err), -ENOSPC);
+		step_fail_at = 0;
+		assert_int_equal(state_task_list(st, NULL, -1, &v, &n), 0);
+		assert_int_equal(n, 0);
+		task_record_array_free(v, n);
+		assert_int_equal(state_outbox_count(st, &count), 0);
+		assert_int_equal(count, 0);
+		assert_int_equal(state_events_last(st, &last), 0);
+		assert_int_equal(last, 0);
+	}
+	/* and the same insert succeeds once the disk has room again */
+	{
+		_cleanup_task_record_ struct task_record t = { 0 };
+
+		make_task(&t, "00000000000100000000000000f9", "req", "job://r/z/a");
+		assert_int_equal(state_task_insert(st, &t, "created", NULL, "{}", &err), 0);
+	}
+}
+
+/* A failed save leaves the previous row, and no event or message of the failed change. */
+static void test_state_save_is_atomic_under_faults(void **state)
+{
+	_cleanup_state_ struct state *st = NULL;
+	_cleanup_task_record_ struct task_record t = { 0 }, got = { 0 };
+	uint64_t count = 0;
+
+	assert_int_equal(state_open(dbpath, &st, NULL), 0);
+	make_task(&t, "00000000000100000000000000fa", NULL, "job://r/z/a");
+	assert_int_equal(state_task_insert(st, &t, "created", NULL, "{}", NULL), 0);
+	t.version++;
+	t.state = TASK_RUNNING;
+	step_calls = 0;
+	step_fail_at = 3; /* update ok, event ok, outbox fails */
+	assert_int_equal(state_task_save(st, &t, "running", NULL, "{}", NULL), -ENOSPC);
+	step_fail_at = 0;
+	assert_int_equal(state_task_get(st, t.task_id, &got), 0);
+	assert_int_equal(got.state, TASK_PENDING);
+	assert_int_equal(got.version, 1);
+	assert_int_equal(state_outbox_count(st, &count), 0);
+	assert_int_equal(count, 1);
+	/* retried with the same version: succeeds */
+	assert_int_equal(state_task_save(st, &t, "running", NULL, "{}", NULL), 0);
+	assert_int_equal(state_outbox_count(st, &count), 0);
+	assert_int_equal(count, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -419,6 +495,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_state_outbox_order_retry_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_crash_safety, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_state_insert_is_atomic_under_faults, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_state_save_is_atomic_under_faults, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
