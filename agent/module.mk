@@ -19,3 +19,4 @@ $(eval $(call cd_prog,taskctl,agent/taskctl.c,api cdlib))
 INSTALL_BIN += taskctl
 E2E_TESTS += tests/e2e/agent_taskd.sh
 E2E_TESTS += tests/e2e/agent_notify.sh
+E2E_TESTS += tests/e2e/agent_deployd.sh

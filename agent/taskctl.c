@@ -85,7 +85,8 @@ static void main_help(void)
 	       "  put -f FILE [...]            PutTask from a JobSpec or PutTask body (alias: run)\n"
 	       "\n"
 	       "The cluster (deployd, with --server URL):\n"
-	       "  jobs | job get REGION/ZONE/NAME | hosts | events [-w]\n"
+	       "  jobs | hosts | events [-w]\n"
+	       "  job get|stop|start REGION/ZONE/NAME | job put -f FILE REGION/ZONE/NAME\n"
 	       "\n"
 	       "Options:\n"
 	       "  --host URL        taskd base URL (default %s)\n"
@@ -746,16 +747,72 @@ static int verb_hosts(int argc, char **argv)
 	return server_get("/v1/hosts");
 }
 
+static bool job_path_valid(const char *s)
+{
+	int slashes = 0;
+
+	if (!*s || strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-/") != strlen(s))
+		return false;
+	for (const char *p = s; *p; p++)
+		if (*p == '/' && (p == s || p[1] == '/' || !p[1] || ++slashes > 2))
+			return false;
+	return slashes == 2;
+}
+
 static int verb_job(int argc, char **argv)
 {
 	char path[512];
+	const char *sub = argc >= 2 ? argv[1] : "";
 
-	if (argc != 3 || !streq(argv[1], "get"))
-		return usage_error("usage: job get REGION/ZONE/NAME");
-	if (strspn(argv[2], "abcdefghijklmnopqrstuvwxyz0123456789-/") != strlen(argv[2]))
-		return usage_error("'%s' is not REGION/ZONE/NAME", argv[2]);
-	snprintf(path, sizeof(path), "/v1/jobs/%s/state", argv[2]);
-	return server_get(path);
+	if (streq(sub, "get") && argc == 3) {
+		if (!job_path_valid(argv[2]))
+			return usage_error("'%s' is not REGION/ZONE/NAME", argv[2]);
+		snprintf(path, sizeof(path), "/v1/jobs/%s/state", argv[2]);
+		return server_get(path);
+	}
+	if ((streq(sub, "stop") || streq(sub, "start")) && argc == 3) {
+		json_t *reply = NULL;
+		int r;
+
+		if (!job_path_valid(argv[2]))
+			return usage_error("'%s' is not REGION/ZONE/NAME", argv[2]);
+		snprintf(path, sizeof(path), "/v1/jobs/%s/state", argv[2]);
+		r = client_open();
+		if (r)
+			return r;
+		r = call("PUT", path,
+			 json_pack("{s:s}", "state", streq(sub, "stop") ? "DONE" : "RUNNING"),
+			 &reply, NULL);
+		if (r)
+			return r;
+		print_json(reply);
+		json_decref(reply);
+		return 0;
+	}
+	if (streq(sub, "put") && argc == 5 && streq(argv[2], "-f")) {
+		json_t *spec = NULL, *reply = NULL;
+		int r;
+
+		if (!job_path_valid(argv[4]))
+			return usage_error("'%s' is not REGION/ZONE/NAME", argv[4]);
+		r = read_spec_file(argv[3], &spec);
+		if (r)
+			return r;
+		snprintf(path, sizeof(path), "/v1/jobs/%s", argv[4]);
+		r = client_open();
+		if (r) {
+			json_decref(spec);
+			return r;
+		}
+		r = call("PUT", path, spec, &reply, NULL);
+		if (r)
+			return r;
+		print_json(reply);
+		json_decref(reply);
+		return 0;
+	}
+	return usage_error("usage: job get|stop|start REGION/ZONE/NAME | job put -f FILE "
+			   "REGION/ZONE/NAME");
 }
 
 static const struct verb verbs[] = {
@@ -773,7 +830,9 @@ static const struct verb verbs[] = {
 	  verb_put, false },
 	{ "run", "run -f FILE ... (same as put)", verb_put, false },
 	{ "jobs", "jobs (with --server)", verb_jobs, true },
-	{ "job", "job get REGION/ZONE/NAME (with --server)", verb_job, true },
+	{ "job",
+	  "job get|stop|start REGION/ZONE/NAME | job put -f FILE REGION/ZONE/NAME (with --server)",
+	  verb_job, true },
 	{ "hosts", "hosts (with --server)", verb_hosts, true },
 };
 
