@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -543,8 +544,14 @@ static void task_ended(struct manager *m, struct task *t, const char *reason, in
 		message = detail;
 	by_request = streq(reason, "stopped") && !t->health_kill;
 
-	if (t->health_kill)
+	if (t->health_kill) {
 		reason = "health_failed";
+		if (!message) {
+			snprintf(detail, sizeof(detail), "health check failed %u times in a row",
+				 t->failures);
+			message = detail;
+		}
+	}
 	t->health_kill = false;
 	probe_cancel(m, t);
 	t->shim_pidfd = safe_close(t->shim_pidfd);
@@ -670,6 +677,13 @@ static int probe_connect(pid_t task_pid, const struct jobspec_health *h, bool ne
 static _noreturn_ void probe_child(pid_t task_pid, const struct jobspec_health *h, bool net_host,
 				   char *const *envp)
 {
+	sigset_t none;
+
+	/* Nothing of taskd's (its state lock, sockets) may outlive it in a probe. */
+	syscall(SYS_close_range, 3, ~0U, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (h->type == JOBSPEC_HEALTH_EXEC) {
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@
 
 static struct taskd_config config;
 static _Atomic(struct notifier *) the_notifier;
+static int state_lock_fd = -1; /* held for taskd's life */
 
 static void help(void)
 {
@@ -222,6 +224,22 @@ static int run(void)
 	if (r < 0)
 		return log_error_errno(r, "cannot create the state directory", "path=%s",
 				       config.state_dir);
+	/* One taskd per state dir: a second one would adopt and double-supervise every task. */
+	{
+		_cleanup_free_ char *lock_path = NULL;
+
+		r = taskd_config_path(&config, "taskd.lock", &lock_path);
+		if (r < 0)
+			return r;
+		state_lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (state_lock_fd < 0)
+			return log_error_errno(-errno, "cannot open the state lock", "path=%s",
+					       lock_path);
+		if (flock(state_lock_fd, LOCK_EX | LOCK_NB) < 0)
+			return log_error_errno(-errno,
+					       "another taskd is using this state directory",
+					       "path=%s", config.state_dir);
+	}
 	r = load_or_create_token(&token_path, &token);
 	if (r < 0)
 		return r;

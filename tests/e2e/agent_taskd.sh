@@ -297,7 +297,7 @@ wait_for "$t_ign" DONE stopped >/dev/null
 
 # ---------------------------------------------------------------- health
 t_h=$(put health '"command":["/bin/sh","-c","sleep 60"],"health":{"type":"tcp","port":9,"interval_s":1,"timeout_s":1,"failure_threshold":2},"restart":{"policy":"never"},"stop_grace_s":1')
-check "failing TCP health check → ERROR health_failed" "wait_for '$t_h' ERROR health_failed 15"
+check "failing TCP health check → ERROR health_failed with a message" "wait_for '$t_h' ERROR health_failed 15 && field '$t_h' message | grep -q 'health check failed 2 times'"
 t_hx=$(put healthx '"command":["/bin/sh","-c","sleep 60"],"health":{"type":"exec","command":["/bin/true"],"interval_s":1,"timeout_s":1,"failure_threshold":1},"stop_grace_s":1')
 wait_for "$t_hx" RUNNING >/dev/null
 i=0
