@@ -4,7 +4,7 @@ CENTRAL_SRCS := $(filter-out central/main.c,$(sort $(wildcard central/*.c)))
 $(eval $(call cd_lib,central,$(CENTRAL_SRCS)))
 $(eval $(call cd_prog,deployd,central/main.c,central api cdlib))
 INSTALL_SBIN += deployd
-E2E_TESTS += tests/e2e/central_api.sh
+E2E_TESTS += tests/e2e/central_api.sh tests/e2e/central_taskd.sh
 $(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central cdlib))
 $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central cdlib))
 $(eval $(call cd_test,test_central_cluster,tests/unit/test_central_cluster.c,central api cdlib))
@@ -18,5 +18,8 @@ $(eval $(call cd_test,test_pipeline_runner,tests/unit/test_pipeline_runner.c,cen
 $(eval $(call cd_test,test_pipeline_api,tests/unit/test_pipeline_api.c,central api cdlib))
 E2E_TESTS += tests/e2e/pipeline_api.sh
 E2E_TESTS += tests/e2e/pipeline_crash.sh
-$(eval $(call cd_test,test_pipeline_builder,tests/unit/test_pipeline_builder.c,central api cdlib))
+$(eval $(call cd_test,test_pipeline_builder,tests/unit/test_pipeline_builder.c,central sandbox api cdlib))
 E2E_TESTS += tests/e2e/pipeline_demo.sh
+# Sandboxed builds: the builder uses sandbox/ (launch + cgroups); deployd and the builder test
+# need libsandbox after libcentral (extra prerequisites of the rules above).
+$(BUILD)/deployd: $(BUILD)/libsandbox.a

@@ -1,0 +1,257 @@
+#!/bin/sh
+# End-to-end test of deployd's cluster manager with real taskd hosts, as root (TAP): one deployd
+# (cluster + artifacts) and three taskd worker hosts on loopback ports, each with its own state
+# dir and cgroup parent; artifacts are uploaded to deployd's CAS and fetched by taskd.
+# Deploy a 2-task job on distinct hosts; kill -9 one host's taskd → its task is rescheduled on
+# another host after the heartbeats stop, and when the host comes back its stale task is stopped
+# and deleted; a rolling update to a healthy version goes batch by batch (never both tasks down);
+# an update whose health check fails is rolled back automatically; kill -9 deployd in the middle
+# of an update → the restarted deployd finishes it; no task lost or duplicated on the hosts;
+# stopping the job removes every task.
+set -u
+BUILD=${BUILD:-build}
+DEPLOYD=${DEPLOYD:-$BUILD/deployd}
+TASKD=${TASKD:-$BUILD/taskd}
+n=0
+fail=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
+check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+
+if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (taskd runs tasks in cgroups)"; exit 77; fi
+for b in "$DEPLOYD" "$TASKD" "$BUILD/taskd-shim"; do
+	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
+done
+for tool in curl python3 sha256sum; do
+	command -v $tool >/dev/null || { echo "1..0 # SKIP $tool missing"; exit 77; }
+done
+
+T=$(mktemp -d /tmp/cd-central-taskd.XXXXXX)
+CG=codedeploy-central-e2e-$$
+DPID=
+cleanup() {
+	[ -n "$DPID" ] && kill -9 "$DPID" 2>/dev/null
+	for i in 1 2 3; do
+		[ -f "$T/taskd$i.pid" ] && kill -9 "$(cat "$T/taskd$i.pid")" 2>/dev/null
+	done
+	for p in $(pgrep -f "taskd-shim $T/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+	for i in 1 2 3; do
+		for d in /sys/fs/cgroup/*/"$CG-$i" /sys/fs/cgroup/unified/"$CG-$i"; do
+			[ -d "$d" ] || continue
+			for c in "$d"/*/; do
+				[ -f "$c/cgroup.procs" ] || continue
+				for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
+				sleep 0.1
+				rmdir "$c" 2>/dev/null
+			done
+			rmdir "$d" 2>/dev/null
+		done
+	done
+	wait 2>/dev/null
+	rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+py() { python3 -c "import json,sys; d=json.load(sys.stdin); $1" 2>/dev/null; }
+wait_for() { # wait_for EXPR SECONDS
+	i=0
+	while [ $i -lt $(($2 * 10)) ]; do
+		eval "$1" && return 0
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 1
+}
+
+hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
+ADMIN=$(hex)
+AGENT=$(hex)
+printf 'admin %s\nagent %s\n' "$ADMIN" "$AGENT" >"$T/tokens"
+printf '%s\n' "$AGENT" >"$T/agent.token"
+chmod 0600 "$T/tokens" "$T/agent.token"
+
+PORT=$(free_port)
+U="http://127.0.0.1:$PORT"
+mkdir -p "$T/deployd"
+cat >"$T/deployd.conf" <<CONF
+tick_interval_ms = 200
+heartbeat_interval_s = 1
+lost_after = 2
+progress_deadline_s = 30
+CONF
+start_deployd() {
+	"$DEPLOYD" --config "$T/deployd.conf" --role cluster,artifacts --region us-east \
+		--zone us-east-1 --state-dir "$T/deployd" --listen "127.0.0.1:$PORT" \
+		--token-file "$T/tokens" --log-level debug >>"$T/deployd.log" 2>&1 &
+	DPID=$!
+	wait_for 'curl -sf $U/readyz >/dev/null' 10
+}
+api() { # api METHOD PATH [BODY] → stdout body
+	if [ $# -ge 3 ]; then
+		curl -s -m 10 -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+			--data-binary "$3" "$U$2"
+	else
+		curl -s -m 10 -X "$1" -H "Authorization: Bearer $ADMIN" "$U$2"
+	fi
+}
+check "deployd starts" "start_deployd" "$(tail -5 "$T/deployd.log" 2>/dev/null)"
+
+start_taskd() { # start_taskd I
+	i=$1
+	mkdir -p "$T/taskd$i"
+	[ -f "$T/taskd$i.port" ] || free_port >"$T/taskd$i.port"
+	p=$(cat "$T/taskd$i.port")
+	cat >"$T/taskd$i/taskd.conf" <<CONF
+state_dir = $T/taskd$i
+listen = 127.0.0.1:$p
+token_file = $T/agent.token
+manager_url = $U
+manager_token_file = $T/agent.token
+host_id = worker-$i
+zone = us-east-1
+cgroup_parent = $CG-$i
+heartbeat_interval_s = 1
+CONF
+	"$TASKD" --config "$T/taskd$i/taskd.conf" >>"$T/taskd$i.log" 2>&1 &
+	echo $! >"$T/taskd$i.pid"
+	wait_for "curl -sf http://127.0.0.1:$p/healthz >/dev/null" 10
+}
+for i in 1 2 3; do
+	check "taskd worker-$i starts" "start_taskd $i" "$(tail -5 "$T/taskd$i.log" 2>/dev/null)"
+done
+ready_hosts() { api GET /v1/hosts | py "print(sum(1 for h in d['hosts'] if h['state']=='READY'))"; }
+check "three hosts register by heartbeat" "wait_for '[ \"\$(ready_hosts)\" = 3 ]' 10" "$(api GET /v1/hosts)"
+
+# ---- artifacts: program blobs uploaded to deployd's CAS and indexed ----
+publish() { # publish COMMIT SCRIPT
+	printf '%s' "$2" >"$T/blob-$1"
+	h=$(sha256sum "$T/blob-$1" | cut -d' ' -f1)
+	curl -s -o /dev/null -X PUT -H "Authorization: Bearer $ADMIN" --data-binary @"$T/blob-$1" "$U/cas/$h"
+	api PUT "/v1/artifacts/app:web@$1" "{\"digest\":\"sha256:$h\",\"size\":$(stat -c %s "$T/blob-$1")}" >/dev/null
+}
+C1=1111111111111111111111111111111111111111
+C2=2222222222222222222222222222222222222222
+C3=3333333333333333333333333333333333333333
+C5=5555555555555555555555555555555555555555
+publish $C1 '#!/bin/sh
+echo "web v1"
+exec sleep 1000
+'
+publish $C2 '#!/bin/sh
+echo "web v2"
+exec sleep 1000
+'
+publish $C3 '#!/bin/sh
+echo "web v3"
+exec sleep 1000
+'
+publish $C5 '#!/bin/sh
+echo "web v5"
+exec sleep 1000
+'
+check "artifacts indexed" "api GET /v1/artifacts/app:web@$C5 | grep -q sha256:"
+
+spec() { # spec COMMIT HEALTH_CMD
+	printf '{"name":"web","target":"//app:web@%s","reqs":{"hosts":2,"vcpus":0.1,"memory_mb":32,"storage":{"size_mb":10}},"restart":{"policy":"on-failure","backoff_s":1,"max_backoff_s":2},"health":{"type":"exec","command":["/bin/sh","-c","%s"],"interval_s":1,"timeout_s":1,"failure_threshold":1},"stop_grace_s":1}' "$1" "$2"
+}
+state() { api GET /v1/jobs/us-east/us-east-1/web/state; }
+field() { state | py "print(d$1)"; }
+running_hosts() { # "host host" of desired RUNNING, RUNNING healthy tasks
+	state | py "print(' '.join(sorted(t['host_id'] for t in d['tasks'] if t['desired']=='RUNNING' and t['state']=='RUNNING' and t['healthy'])))"
+}
+job_ok() { # job_ok VERSION: RUNNING, stable at VERSION, 2 healthy tasks of VERSION on distinct hosts
+	s=$(state)
+	echo "$s" | py "
+ts=[t for t in d['tasks'] if t['desired']=='RUNNING' and t['state']=='RUNNING' and t['healthy'] and t['version']==$1]
+assert d['state']=='RUNNING' and d['stable_version']==$1 and len(ts)==2 and len(set(t['host_id'] for t in ts))==2
+print('ok')" | grep -q ok
+}
+
+# ---- deploy ----
+out=$(api PUT "/v1/jobs/us-east/us-east-1/web?min_healthy_s=1" "$(spec $C1 true)")
+check "PutJob v1 accepted" "echo '$out' | grep -q '\"version\": *1'" "$out"
+check "v1: two healthy tasks on distinct hosts, job RUNNING" "wait_for 'job_ok 1' 60" "$(state)"
+
+# ---- host loss ----
+victim=$(running_hosts | cut -d' ' -f1)
+vi=${victim#worker-}
+kill -9 "$(cat "$T/taskd$vi.pid")"
+killed_at=$(date +%s)
+lost() { api GET /v1/hosts/$victim | grep -q '"state": *"LOST"'; }
+check "the killed host becomes LOST" "wait_for lost 10"
+moved() { [ "$(running_hosts | grep -c "$victim")" = 0 ] && [ "$(running_hosts | wc -w)" = 2 ]; }
+check "its task is rescheduled on another host and runs" "wait_for moved 30" "$(state)"
+placed_at=$(api GET "/v1/events?after=0&limit=1000" | py "
+import calendar,time
+ev=[e for e in d['events'] if e['kind']=='task.placed' and e['data']['host_id']!='$victim']
+print(calendar.timegm(time.strptime(ev[-1]['ts'][:19], '%Y-%m-%dT%H:%M:%S')))")
+check "replacement placed within lost_after + 2 heartbeat intervals of the kill" \
+	"[ \$((placed_at - killed_at)) -le 4 ]" "killed $killed_at placed $placed_at"
+check "job back to RUNNING with 2 tasks" "wait_for 'job_ok 1' 30" "$(state)"
+# The host comes back with its old task still running (tasks outlive taskd): it is stopped and
+# deleted by the manager as an orphan.
+start_taskd "$vi"
+vport=$(cat "$T/taskd$vi.port")
+vtasks() { curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$vport/v1/tasks" | py "print(len([t for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web']))"; }
+check "the returning host's stale task is stopped and deleted" "wait_for '[ \"\$(vtasks)\" = 0 ]' 30" \
+	"$(curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$vport/v1/tasks")"
+check "three hosts READY again" "wait_for '[ \"\$(ready_hosts)\" = 3 ]' 10"
+
+# ---- rolling update to a healthy version: batch by batch ----
+api PUT "/v1/jobs/us-east/us-east-1/web" "$(spec $C2 true)" >/dev/null
+minup=2
+i=0
+while [ $i -lt 600 ]; do
+	up=$(running_hosts | wc -w)
+	[ "$up" -lt "$minup" ] && minup=$up
+	job_ok 2 && break
+	sleep 0.1
+	i=$((i + 1))
+done
+check "rolling update to v2 completes" "job_ok 2" "$(state)"
+check "never both tasks down during the update (max_unavailable 1)" "[ $minup -ge 1 ]" "min up $minup"
+stops=$(api GET "/v1/events?after=0&limit=1000" | py "
+ev=[e for e in d['events'] if e['kind']=='task.stop' and e['data'].get('why')=='rolling update' and e['data']['version']==1]
+print(len(ev))")
+check "one rolling-update stop per task (2 batches)" "[ '$stops' = 2 ]" "stops=$stops"
+
+# ---- update whose health check fails: rolled back ----
+api PUT "/v1/jobs/us-east/us-east-1/web" "$(spec $C3 false)" >/dev/null
+rolled() { state | py "assert d['rollout']['state']=='rolled_back'; print('ok')" | grep -q ok; }
+check "failing health check → rollout rolled back" "wait_for rolled 60" "$(state)"
+check "rollback reason names the failure" "field \"['rollout']['reason']\" | grep -q 'rolled back from version 3'" "$(field "['rollout']")"
+check "after the rollback: version 4 (the v2 spec) healthy on 2 hosts" "wait_for 'job_ok 4' 60" "$(state)"
+check "the rolled-back spec is v2's artifact" "api GET /v1/jobs/us-east/us-east-1/web | grep -q '@$C2'"
+
+# ---- kill -9 deployd in the middle of an update ----
+api PUT "/v1/jobs/us-east/us-east-1/web" "$(spec $C5 true)" >/dev/null
+first_stop() { api GET "/v1/events?after=0&limit=1000" | py "print(sum(1 for e in d['events'] if e['kind']=='task.stop' and e['data']['version']==4))" | grep -qv '^0$'; }
+check "update to v5 started" "wait_for first_stop 30"
+kill -9 "$DPID"
+wait "$DPID" 2>/dev/null
+check "deployd restarts after kill -9" "start_deployd" "$(tail -5 "$T/deployd.log")"
+check "the update resumes and finishes (v5 healthy on 2 hosts)" "wait_for 'job_ok 5' 90" "$(state)"
+
+# ---- no task lost, none duplicated ----
+host_tasks() { # every web task on every taskd, RUNNING: "task_id" lines
+	for i in 1 2 3; do
+		curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$(cat "$T/taskd$i.port")/v1/tasks" |
+			py "print('\n'.join(t['task_id'] for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web' and t['state']=='RUNNING'))"
+	done | sort | grep -v '^$'
+}
+want=$(state | py "print('\n'.join(sorted(t['task_id'] for t in d['tasks'] if t['desired']=='RUNNING')))")
+settled() { [ "$(host_tasks)" = "$want" ]; }
+check "hosts run exactly the manager's tasks (no loss, no duplicate)" "wait_for settled 30" \
+	"hosts: $(host_tasks | tr '\n' ' ') manager: $(echo "$want" | tr '\n' ' ')"
+
+# ---- stop ----
+api PUT /v1/jobs/us-east/us-east-1/web/state '{"state":"DONE"}' >/dev/null
+check "SetJobState DONE → job DONE" "wait_for '[ \"\$(field \"[\\\"state\\\"]\")\" = DONE ]' 30" "$(state)"
+gone() { [ -z "$(host_tasks)" ] && [ "$(for i in 1 2 3; do curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$(cat "$T/taskd$i.port")/v1/tasks" | py "print(len([t for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web']))"; done | awk "{s+=\$1} END {print s+0}")" = 0 ]; }
+check "every task deleted from the hosts" "wait_for gone 30"
+
+echo "1..$n"
+exit $fail
