@@ -2,7 +2,7 @@
 # adds its own central/pipeline*.c etc., which the wildcard below picks up.
 CENTRAL_SRCS := $(filter-out central/main.c,$(sort $(wildcard central/*.c)))
 $(eval $(call cd_lib,central,$(CENTRAL_SRCS)))
-$(eval $(call cd_prog,deployd,central/main.c,central api cdlib))
+$(eval $(call cd_prog,deployd,central/main.c,central sandbox api cdlib))
 INSTALL_SBIN += deployd
 E2E_TESTS += tests/e2e/central_api.sh tests/e2e/central_taskd.sh
 $(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central cdlib))
