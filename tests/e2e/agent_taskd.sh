@@ -131,6 +131,11 @@ start_taskd() {
 }
 start_taskd
 check "taskd starts and answers /healthz" "curl -sf http://127.0.0.1:$PORT/healthz >/dev/null"
+"$TASKD" --config "$T/taskd.conf" --state-dir "$STATE" --listen "127.0.0.1:$(free_port)" \
+	>"$T/second.log" 2>&1
+rc=$?
+check "a second taskd on the same state dir refuses to start" \
+	"[ $rc = 1 ] && grep -q 'another taskd' '$T/second.log'" "rc=$rc"
 check "token created 0600 in the state dir" "[ \$(stat -c %a '$STATE/taskd.token') = 600 ]"
 TOKEN=$(cat "$STATE/taskd.token")
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1/tasks")
