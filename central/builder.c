@@ -27,6 +27,8 @@
 #include "lib/fs.h"
 #include "lib/id.h"
 #include "lib/str.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/launch.h"
 
 #define DEFAULT_MAX_ARTIFACT ((size_t)512 * 1024 * 1024)
 #define DEFAULT_RLIMIT_CPU_S 3600
@@ -43,6 +45,11 @@ struct builder {
 	/* git operations on one mirror are not safe to run concurrently (fetch, worktree
 	 * bookkeeping); builds themselves run in parallel. */
 	pthread_mutex_t git_lock;
+	/* Builds and tests run in the sandbox when set (root): their own cgroup under
+	 * cg_parent, namespaces, seccomp, no capabilities, the worktree read-only at /app. */
+	struct cg_system *cg;
+	char cg_parent[64];
+	uint64_t sb_memory, sb_storage, sb_pids;
 };
 
 int builder_new(const struct builder_config *cfg, struct builder **ret, struct cd_error *err)
@@ -83,6 +90,25 @@ int builder_new(const struct builder_config *cfg, struct builder **ret, struct c
 		return r;
 	}
 	r = http_client_new(&hc, &b->http, err);
+	if (r >= 0 && cfg->sandbox) {
+		uint64_t h = 1469598103934665603ULL;
+
+		/* One cgroup parent per work dir: two deployds on a host never reap each
+		 * other's builds. */
+		for (const char *c = b->work_dir; *c; c++)
+			h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+		snprintf(b->cg_parent, sizeof(b->cg_parent), "codedeploy-build-%08llx",
+			 (unsigned long long)(h & 0xffffffffu));
+		b->sb_memory = cfg->sandbox_memory_bytes ? cfg->sandbox_memory_bytes : 2ULL << 30;
+		b->sb_storage = cfg->sandbox_storage_bytes ? cfg->sandbox_storage_bytes :
+							     1ULL << 30;
+		b->sb_pids = 4096;
+		r = cg_system_detect("/sys/fs/cgroup", &b->cg, err);
+		/* Builds a crashed deployd left running are killed now: their lease is gone and
+		 * another claim builds again. */
+		if (r >= 0)
+			r = sandbox_gc(b->cg, b->cg_parent, NULL, NULL, err);
+	}
 	if (r < 0) {
 		builder_free(b);
 		return r;
@@ -96,6 +122,8 @@ void builder_free(struct builder *b)
 	if (!b)
 		return;
 	http_client_free(b->http);
+	if (b->cg)
+		cg_system_free(b->cg);
 	pthread_mutex_destroy(&b->git_lock);
 	free(b->work_dir);
 	free(b->log_dir);
@@ -229,6 +257,138 @@ static int run_ok(struct builder *b, struct exec_ctx *ctx, char *const argv[], c
 		return cd_error_set(err, -EIO, "%s %s exited with status %d", argv[0],
 				    argv[1] ? argv[1] : "", status);
 	return 0;
+}
+
+/*
+ * Run `sh -c script sh args...` in the sandbox with app_dir read-only at /app and a writable
+ * /task: stdout to out_fd, stderr to log_fd. Keep-alive and stop semantics as run_cmd(); the
+ * whole cgroup is killed on stop. *ret_status = exit status (128 + signal).
+ */
+static int run_sandboxed(struct builder *b, struct exec_ctx *ctx, const char *script,
+			 char *const args[], const char *app_dir, int out_fd, int log_fd,
+			 int *ret_status, struct cd_error *err)
+{
+	char *argv[8] = { "/bin/sh", "-c", (char *)script, "sh" };
+	char id[40], hex[17];
+	char *const envp[] = { "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/task", "LANG=C.UTF-8",
+			       NULL };
+	struct sandbox_config cfg;
+	struct sandbox_task *t = NULL;
+	struct sandbox_status stt = { 0 };
+	int r;
+
+	for (size_t i = 0; args[i] && i < 3; i++)
+		argv[4 + i] = args[i];
+	id_random_hex(hex, sizeof(hex));
+	snprintf(id, sizeof(id), "build-%s", hex);
+	sandbox_config_init(&cfg);
+	cfg.task_id = id;
+	cfg.cgroup_parent = b->cg_parent;
+	cfg.argv = argv;
+	cfg.envp = envp;
+	cfg.app_dir = app_dir;
+	cfg.storage_bytes = b->sb_storage;
+	cfg.limits.memory_bytes = b->sb_memory;
+	cfg.limits.pids_max = b->sb_pids;
+	cfg.net = SANDBOX_NET_NONE;
+	cfg.stdout_fd = out_fd;
+	cfg.stderr_fd = log_fd;
+	log_line(log_fd, "$ [sandbox %s, /app = worktree] sh -c '%s' %s %s", id, script,
+		 args[0] ? args[0] : "", args[0] && args[1] ? args[1] : "");
+	r = sandbox_launch(b->cg, &cfg, &t, err);
+	if (r < 0)
+		return r;
+	for (;;) {
+		r = sandbox_wait(t, WAIT_STEP_USEC, -1, &stt);
+		if (r != 0)
+			break;
+		r = ctx ? runner_keepalive(ctx) : 0;
+		if (r < 0) {
+			log_line(log_fd, "# stopped: %s",
+				 r == -ETIMEDOUT ? "stage timed out" :
+				 r == -ESTALE	 ? "lease lost (run cancelled or taken over)" :
+						   "deployd is stopping");
+			(void)sandbox_stop(t, 0);
+			break;
+		}
+	}
+	(void)sandbox_destroy(t, NULL);
+	sandbox_task_free(t);
+	if (r < 0)
+		return r == -ESTALE || r == -ECANCELED || r == -ETIMEDOUT ?
+			       r :
+			       cd_error_set(err, r, "waiting for the sandbox: %s", strerror(-r));
+	*ret_status = sandbox_status_exit_code(&stt);
+	return 0;
+}
+
+/* Extract the tar at fd into the empty directory dest, refusing absolute paths, ".." and links
+ * that escape (libarchive's secure extraction flags). */
+static int extract_tar(int fd, const char *dest, struct cd_error *err)
+{
+	struct archive *a = archive_read_new(), *w = archive_write_disk_new();
+	struct archive_entry *e;
+	int r = 0, rc;
+
+	if (!a || !w) {
+		archive_read_free(a);
+		archive_write_free(w);
+		return -ENOMEM;
+	}
+	archive_read_support_format_tar(a);
+	/* Entries are re-rooted under dest below (threads share the cwd, so no chdir): absolute
+	 * names are refused by hand, ".." and escaping symlinks by libarchive. */
+	archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+						  ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+						  ARCHIVE_EXTRACT_PERM);
+	if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK)
+		r = cd_error_set(err, -EBADMSG, "build output: %s", archive_error_string(a));
+	while (r >= 0 && (rc = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+		char path[PATH_MAX];
+		const char *name = archive_entry_pathname(e);
+		mode_t type = archive_entry_filetype(e);
+
+		if (!name || name[0] == '/' || streq(name, "..") || startswith(name, "../") ||
+		    strstr(name, "/../") || endswith(name, "/..")) {
+			r = cd_error_set(err, -EINVAL, "build output: refused entry %s",
+					 name ? name : "(null)");
+			break;
+		}
+		if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
+			r = cd_error_set(err, -EINVAL, "build output: %s is not a file", name);
+			break;
+		}
+		if (pathf(path, sizeof(path), "%s/%s", dest, name) < 0) {
+			r = cd_error_set(err, -ENAMETOOLONG, "build output: path too long");
+			break;
+		}
+		archive_entry_set_pathname(e, path);
+		if (archive_write_header(w, e) != ARCHIVE_OK) {
+			r = cd_error_set(err, -EINVAL, "build output: %s", archive_error_string(w));
+			break;
+		}
+		for (;;) {
+			const void *buf;
+			size_t len;
+			la_int64_t off;
+
+			rc = archive_read_data_block(a, &buf, &len, &off);
+			if (rc == ARCHIVE_EOF)
+				break;
+			if (rc != ARCHIVE_OK ||
+			    archive_write_data_block(w, buf, len, off) != ARCHIVE_OK) {
+				r = cd_error_set(err, -EIO, "build output: %s",
+						 archive_error_string(rc != ARCHIVE_OK ? a : w));
+				break;
+			}
+		}
+	}
+	if (r >= 0 && rc != ARCHIVE_EOF)
+		r = cd_error_set(err, -EBADMSG, "build output: %s", archive_error_string(a));
+	archive_write_close(w);
+	archive_write_free(w);
+	archive_read_free(a);
+	return r;
 }
 
 /* ---- checkouts ----------------------------------------------------------------------------- */
@@ -780,7 +940,26 @@ static int make_target(struct checkout *co, const struct target *t, const char *
 			     t->package, co->commit);
 		return 1;
 	}
-	{
+	if (co->b->cg) {
+		static const char script[] =
+			"mkdir -p /task/out && make --no-print-directory -C \"/app/$1\" \"$2\" "
+			"OUT=/task/out >&2 && tar -C /task/out -cf - .";
+		char *const args[] = { (char *)t->package, (char *)t->name, NULL };
+		char stream[PATH_MAX + 8];
+		_cleanup_close_ int fd = -EBADF;
+
+		if (pathf(stream, sizeof(stream), "%s.stream", ret_out) < 0)
+			return cd_error_set(err, -ENAMETOOLONG, "%s: path too long", target);
+		fd = open(stream, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return cd_error_set(err, -errno, "creating %s: %s", stream,
+					    strerror(errno));
+		r = run_sandboxed(co->b, co->ctx, script, args, co->wt, fd, co->log_fd, &status,
+				  err);
+		if (r >= 0 && status == 0)
+			r = extract_tar(fd, ret_out, err);
+		(void)unlink(stream);
+	} else {
 		char *const argv[] = { "make", "--no-print-directory", "-C",
 				       pkg,    (char *)t->name,	       outarg,
 				       NULL };
@@ -1015,9 +1194,37 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 	co.repo = repo;
 	co.commit = ctx->run->commit;
 	co.log_fd = log_fd;
-	if (r >= 0)
+	if (r >= 0 && b->cg) {
+		/* Build and run inside: make fails with 125, the report comes back on stdout. */
+		static const char script[] =
+			"mkdir -p /task/out && { make --no-print-directory -C \"/app/$1\" \"$2\" "
+			"OUT=/task/out >&2 || exit 125; } && cd \"/app/$1\" && "
+			"XML_OUTPUT_FILE=/task/out/junit.xml \"/task/out/$2\" >&2; rc=$?; "
+			"[ -f /task/out/junit.xml ] && cat /task/out/junit.xml; exit $rc";
+		char *const args[] = { t.package, t.name, NULL };
+		_cleanup_close_ int fd = -EBADF;
+
+		r = checkout_open(&co, &err);
+		if (r >= 0)
+			r = pathf(xml, sizeof(xml), "%s/junit.xml", co.dir);
+		if (r >= 0 && (fd = open(xml, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+			r = cd_error_set(&err, -errno, "creating %s: %s", xml, strerror(errno));
+		if (r >= 0)
+			r = run_sandboxed(b, ctx, script, args, co.wt, fd, log_fd, &status, &err);
+		if (r >= 0 && junit_counts(xml, &n_tests, &n_failures) >= 0 && n_tests > 0) {
+			have_junit = true;
+			log_line(log_fd, "# JUnit: %u tests, %u failed", n_tests, n_failures);
+		}
+		if (r >= 0 && status == 125) {
+			cd_error_set(&err, -EIO, "%s: make failed", target);
+			r = 1;
+		} else if (r >= 0 && status != 0) {
+			cd_error_set(&err, -EIO, "%s exited with status %d", target, status);
+			r = 1;
+		}
+	} else if (r >= 0)
 		r = make_target(&co, &t, target, out, &err);
-	if (r == 0) {
+	if (r == 0 && !b->cg) {
 		char *const argv[] = { bin, NULL };
 		char **envp = NULL;
 

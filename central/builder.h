@@ -9,8 +9,10 @@
  * makes a re-executed stage attempt (after a crash) idempotent. Test stages build the test
  * target the same way and run <out>/<name>; the exit status decides. Logs go to one file per
  * stage attempt (pipeline_log_path()).
- * Owns: the work directory, child processes of builds (own session, killed as a group on
- * timeout, cancel or shutdown), rlimits of builds. Does not own the artifact store (HTTP).
+ * Owns: the work directory, child processes of builds (in the sandbox when configured, else
+ * their own session; killed on timeout, cancel or shutdown), rlimits of builds. Does not own
+ * the artifact store (HTTP). In the sandbox a build may write only to $(OUT): the source tree
+ * is read-only.
  */
 #pragma once
 
@@ -33,6 +35,12 @@ struct builder_config {
 	size_t max_artifact_bytes; /* 0 = 512 MiB */
 	/* rlimits for builds and tests; 0 = defaults (CPU 3600 s, file size 1 GiB). */
 	uint64_t rlimit_cpu_s, rlimit_fsize_bytes;
+	/* Run make and tests in the sandbox (needs root): own cgroup with memory and pids limits,
+	 * namespaces, no network, seccomp, no capabilities, the worktree read-only at /app and a
+	 * private /task where $(OUT) lives; the output comes back as a tar on stdout. Builds a
+	 * crashed deployd left are killed at builder_new(). 0 = 2 GiB memory, 1 GiB /task. */
+	bool sandbox;
+	uint64_t sandbox_memory_bytes, sandbox_storage_bytes;
 };
 
 int builder_new(const struct builder_config *cfg, struct builder **ret, struct cd_error *err);

@@ -13,6 +13,7 @@
  *   runners <n>                  (default 2)
  *   poll_interval_s <n>          (default 30)
  *   lease_s <n>                  (default 30)
+ *   sandbox_builds yes|no        (default yes when running as root)
  * Without zone lines, the zone this deployd manages (--role cluster) is the only one known.
  */
 #include <errno.h>
@@ -50,6 +51,7 @@ struct pipelines_role {
 	char *strings[4 * MAX_ZONES + 8]; /* owned copies the zones and URLs point to */
 	size_t n_strings;
 	unsigned runners, poll_interval_s, lease_s;
+	int sandbox_builds; /* -1 = when root */
 	const char *artifacts_url;
 	const char *artifacts_token;
 	bool builds;
@@ -151,6 +153,12 @@ static int load_conf(struct pipelines_role *pr, const char *path, struct cd_erro
 			pr->artifacts_token = keep(pr, tok);
 			if (!pr->artifacts_token)
 				return -ENOMEM;
+		} else if (streq(f[0], "sandbox_builds") && nf == 2) {
+			if (!streq(f[1], "yes") && !streq(f[1], "no"))
+				return cd_error_set(err, -EINVAL,
+						    "pipelines.conf:%d: sandbox_builds yes|no",
+						    lineno);
+			pr->sandbox_builds = streq(f[1], "yes");
 		} else if (streq(f[0], "runners") && nf == 2) {
 			r = parse_uint_key(f[1], 64, &pr->runners, "runners", lineno, err);
 			if (r < 0)
@@ -263,6 +271,7 @@ static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 	pr->runners = 2;
 	pr->poll_interval_s = 30;
 	pr->lease_s = 30;
+	pr->sandbox_builds = -1;
 	pr->builds = cfg->roles & DEPLOYD_ROLE_BUILDER;
 	snprintf(path, sizeof(path), "%s/pipelines.conf", cfg->state_dir);
 	snprintf(logs, sizeof(logs), "%s/pipeline-logs", cfg->state_dir);
@@ -378,10 +387,13 @@ static int role_start(struct deployd *d, void *state, struct cd_error *err)
 	if (!pr->artifacts_url)
 		return -ENOMEM;
 	{
-		struct builder_config bc = { .work_dir = work,
-					     .log_dir = logs,
-					     .artifacts_url = pr->artifacts_url,
-					     .artifacts_token = pr->artifacts_token };
+		struct builder_config bc = {
+			.work_dir = work,
+			.log_dir = logs,
+			.artifacts_url = pr->artifacts_url,
+			.artifacts_token = pr->artifacts_token,
+			.sandbox = pr->sandbox_builds < 0 ? geteuid() == 0 : pr->sandbox_builds,
+		};
 
 		r = builder_new(&bc, &pr->builder, err);
 	}
@@ -399,8 +411,12 @@ static int role_start(struct deployd *d, void *state, struct cd_error *err)
 	if (r >= 0)
 		r = poller_start(pr->poller, err);
 	if (r >= 0)
-		log_info("pipelines role started", "runners=%u zones=%zu builds=%s artifacts=%s",
-			 pr->runners, pr->n_zones, pr->builds ? "yes" : "no", pr->artifacts_url);
+		log_info("pipelines role started",
+			 "runners=%u zones=%zu builds=%s sandbox=%s artifacts=%s", pr->runners,
+			 pr->n_zones, pr->builds ? "yes" : "no",
+			 (pr->sandbox_builds < 0 ? geteuid() == 0 : pr->sandbox_builds) ? "yes" :
+											  "no",
+			 pr->artifacts_url);
 	return r;
 }
 

@@ -252,9 +252,10 @@ static int setup(void **state)
 		   "main:\n\tprintf 'main v1' > $(OUT)/main\n\tchmod +x $(OUT)/main\n"
 		   "broken:\n\tfalse\n"
 		   "nothing:\n\ttrue\n"
+		   "intree:\n\techo x > intree.txt\n\tcp intree.txt $(OUT)/\n"
 		   "tests:\n\tprintf '#!/bin/sh\\nexit $(RC)\\n' > $(OUT)/tests\n"
 		   "\tchmod +x $(OUT)/tests\n"
-		   ".PHONY: main broken nothing tests\n");
+		   ".PHONY: main broken nothing intree tests\n");
 	write_file("svc/specs/Makefile", "OUT ?= out\nna eu both:\n\tcp $@.json $(OUT)/\n"
 					 ".PHONY: na eu both\n");
 	write_file("svc/specs/both.json", "{\"name\":\"svc\",\"target\":\"//svc:main\","
@@ -603,6 +604,69 @@ static void test_job_unknown_zone(void **state)
 	job_deployer_free(d);
 }
 
+/* As root the builds run in the sandbox: same results, and the source tree is read-only. */
+static void test_sandboxed(void **state)
+{
+	struct builder_config bc = { 0 };
+	struct builder *sb = NULL;
+	struct claimed c = { 0 };
+	struct exec_result res = { 0 };
+	struct cd_error err = { 0 };
+	char work[160], logs[160];
+
+	if (geteuid() != 0)
+		skip();
+	snprintf(work, sizeof(work), "%s/work-sb", tmpdir);
+	snprintf(logs, sizeof(logs), "%s/logs", tmpdir);
+	bc.work_dir = work;
+	bc.log_dir = logs;
+	bc.artifacts_url = base;
+	bc.sandbox = true;
+	bc.sandbox_memory_bytes = 512ULL << 20;
+	bc.sandbox_storage_bytes = 128ULL << 20;
+	if (builder_new(&bc, &sb, &err) < 0)
+		fail_msg("sandboxed builder: %s", cd_error_message(&err));
+	claim_stage(&c,
+		    "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]},"
+		    "{\"name\":\"in\",\"type\":\"build\",\"build_targets\":[\"//svc:intree\"],"
+		    "\"depends_on\":[]},"
+		    "{\"name\":\"t\",\"type\":\"test\",\"test_target\":\"//svc:tests\","
+		    "\"depends_on\":[]}]",
+		    sb);
+	/* the first claim is whichever root came first; run the build explicitly */
+	c.ctx.node = dag_find_node(c.dag, "b");
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	if (res.outcome != EXEC_FINISHED)
+		fail_msg("sandboxed build: %s", res.message);
+	free(res.result);
+	{
+		char digest[72];
+		_cleanup_free_ char *text = NULL;
+		size_t len;
+
+		assert_int_equal(builder_lookup_artifact(sb, "//svc:main", sha, digest, NULL), 1);
+		assert_int_equal(
+			builder_read_artifact_file(sb, digest, "main", 1024, &text, &len, NULL), 0);
+		assert_string_equal(text, "main v1");
+	}
+	/* writing into the (read-only) source tree fails */
+	memset(&res, 0, sizeof(res));
+	c.ctx.node = dag_find_node(c.dag, "in");
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	if (!strstr(res.message, "//svc:intree: make exited with status"))
+		fail_msg("in-tree write: %s", res.message);
+	/* tests run inside too */
+	memset(&res, 0, sizeof(res));
+	c.ctx.node = dag_find_node(c.dag, "t");
+	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
+	if (res.outcome != EXEC_FINISHED)
+		fail_msg("sandboxed test: %s", res.message);
+	free(res.result);
+	release(&c);
+	builder_free(sb);
+}
+
 static void test_ls_remote(void **state)
 {
 	char got[72];
@@ -630,6 +694,7 @@ int main(void)
 		T(test_job_rollback_stops_before_next_zone),
 		T(test_job_refusals),
 		T(test_job_unknown_zone),
+		T(test_sandboxed),
 		T(test_ls_remote),
 	};
 
