@@ -277,7 +277,7 @@ static int run_sandboxed(struct builder *b, struct exec_ctx *ctx, const char *sc
 	struct sandbox_status stt = { 0 };
 	int r;
 
-	for (size_t i = 0; args[i] && i < 3; i++)
+	for (size_t i = 0; i < 3 && args[i]; i++)
 		argv[4 + i] = args[i];
 	id_random_hex(hex, sizeof(hex));
 	snprintf(id, sizeof(id), "build-%s", hex);
