@@ -22,6 +22,3 @@ E2E_TESTS += tests/e2e/pipeline_api.sh
 E2E_TESTS += tests/e2e/pipeline_crash.sh
 $(eval $(call cd_test,test_pipeline_builder,tests/unit/test_pipeline_builder.c,central sandbox api cdlib))
 E2E_TESTS += tests/e2e/pipeline_demo.sh
-# Sandboxed builds: the builder uses sandbox/ (launch + cgroups); deployd and the builder test
-# need libsandbox after libcentral (extra prerequisites of the rules above).
-$(BUILD)/deployd: $(BUILD)/libsandbox.a
