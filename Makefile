@@ -44,13 +44,13 @@ MODULES := lib api sandbox ebpf fetcher agent central tests selftests bench docs
 all: $(PROGS)
 
 test: $(UNIT_TESTS)
-	$(Q)tests/run-tests.sh --unit $(UNIT_TESTS)
+	$(Q)BUILD=$(BUILD) tests/run-tests.sh --unit $(UNIT_TESTS)
 
 selftest: $(SELFTESTS) $(PROGS)
-	$(Q)tests/run-tests.sh --selftest $(SELFTESTS)
+	$(Q)BUILD=$(BUILD) tests/run-tests.sh --selftest $(SELFTESTS)
 
 fuzz: $(FUZZERS)
-	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) tests/check.sh --fuzz "$(FUZZERS)"
+	$(Q)BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/check.sh --fuzz "$(FUZZERS)"
 
 # `make check` is the README's test command and what .ci/run calls. Dependencies first (in a
 # sub-make, so pkg-config sees freshly installed packages), then one runner that prints the
@@ -59,7 +59,7 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory check-run
 
 check-run: $(PROGS) $(UNIT_TESTS) $(SELFTESTS) $(FUZZERS) $(CHECK_EXTRA)
-	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) tests/check.sh \
+	$(Q)BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/check.sh \
 		--unit "$(UNIT_TESTS)" --selftest "$(SELFTESTS)" --fuzz "$(FUZZERS)" \
 		--e2e "$(E2E_TESTS)" --lint
 

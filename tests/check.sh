@@ -38,10 +38,10 @@ for t in $e2e; do tap_run e2e "$(basename "$t" .sh)" "$t"; done
 for f in $fuzz; do
 	name=$(basename "$f")
 	log="$LOGDIR/fuzz-$name.log"
-	mkdir -p "build/fuzz-corpus/$name"
+	mkdir -p "${BUILD:-build}/fuzz-corpus/$name"
 	"$f" -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 -rss_limit_mb=2048 \
-		-print_final_stats=1 -artifact_prefix="build/fuzz-crash-$name-" \
-		"build/fuzz-corpus/$name" "tests/fuzz/corpus/$name" >"$log" 2>&1
+		-print_final_stats=1 -artifact_prefix="${BUILD:-build}/fuzz-crash-$name-" \
+		"${BUILD:-build}/fuzz-corpus/$name" "tests/fuzz/corpus/$name" >"$log" 2>&1
 	st=$?
 	runs=$(grep -m1 'stat::number_of_executed_units' "$log" | grep -o '[0-9]*$')
 	pass_fail fuzz "$name (${runs:-0} runs)" $st "$log"

@@ -3,7 +3,7 @@
 T_PASS=0
 T_FAIL=0
 T_SKIP=0
-LOGDIR=${LOGDIR:-build/test-logs}
+LOGDIR=${LOGDIR:-${BUILD:-build}/test-logs}
 TEST_TIMEOUT=${TEST_TIMEOUT:-900}
 mkdir -p "$LOGDIR"
 
