@@ -49,11 +49,12 @@ static const double latency_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 #define N_BUCKETS ARRAY_SIZE(latency_buckets)
 
 enum phase {
-	P_IDLE,	    /* nothing runs: final state, or waiting for SetTaskState RUNNING */
-	P_FETCHING, /* a fetch thread works for it */
-	P_BACKOFF,  /* restart scheduled at restart_at */
-	P_RUNNING,  /* a shim runs it */
-	P_STOPPING, /* SIGTERM sent to the shim; it kills the cgroup after the grace period */
+	P_IDLE,	     /* nothing runs: final state, or waiting for SetTaskState RUNNING */
+	P_FETCHING,  /* a fetch thread works for it */
+	P_BACKOFF,   /* restart scheduled at restart_at */
+	P_RUNNING,   /* a shim runs it */
+	P_STOPPING,  /* SIGTERM sent to the shim; it kills the cgroup after the grace period */
+	P_LAUNCHING, /* a shim was spawned; waiting (without the lock) for its ready line */
 };
 
 struct task {
@@ -947,6 +948,11 @@ static int spawn_shim(struct manager *m, struct task *t, int dfd, char *errbuf, 
 	waitpid(mid, NULL, 0);
 	/* Our copy of the lock goes; the shim's copy (same open file description) holds it. */
 	lockfd = safe_close(lockfd);
+	/* The sandbox launch takes milliseconds, but nothing else must wait for it: drop the
+	 * lock meanwhile. The task cannot go away (DELETE refuses a launching task, and the
+	 * manager is freed only after every launching thread has returned). */
+	t->phase = P_LAUNCHING;
+	pthread_mutex_unlock(&m->lock);
 	{
 		struct pollfd pfd = { .fd = rd, .events = POLLIN };
 		size_t got = 0;
@@ -965,6 +971,7 @@ static int spawn_shim(struct manager *m, struct task *t, int dfd, char *errbuf, 
 		}
 		line[got] = '\0';
 	}
+	pthread_mutex_lock(&m->lock);
 	if (!startswith(line, "OK")) {
 		const char *msg = startswith(line, "E ");
 
@@ -1042,6 +1049,8 @@ static void task_launch(struct manager *m, struct task *t)
 	task_save(m, t, "running");
 	if (r == 1)
 		shim_finished(m, t);
+	else if (t->rec.desired == TASK_DONE)
+		shim_stop(t); /* SetTaskState DONE arrived while it was launching */
 }
 
 /* ---------------------------------------------------------------- fetching */
@@ -1931,6 +1940,11 @@ int manager_set_state(struct manager *m, const char *task_id, const char *state,
 			break;
 		case P_STOPPING:
 			t->health_kill = false; /* now it is a stop on request */
+			break;
+		case P_LAUNCHING:
+			/* task_launch() sees desired DONE once the shim is up and stops it */
+			if (changed)
+				task_save(m, t, "desired");
 			break;
 		case P_BACKOFF:
 		case P_FETCHING:
