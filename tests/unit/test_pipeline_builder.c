@@ -604,6 +604,59 @@ static void test_job_unknown_zone(void **state)
 	job_deployer_free(d);
 }
 
+/* Cancel while a job stage waits for the rollout: the run stops, nothing more is put. */
+static void test_cancel_during_job_stage(void **state)
+{
+	struct job_deployer *d = new_deployer();
+	struct claimed b = { 0 };
+	struct exec_result res = { 0 };
+	struct runner_config rc = { .store = NULL, .owner = "t", .exec_data = d };
+	struct runner *rn = NULL;
+	struct store_stage sg = { 0 };
+	struct store_run run = { 0 };
+	char pid2[ID_LEN + 1];
+	bool created;
+
+	claim_stage(&b, "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]}]",
+		    bld);
+	assert_int_equal(builder_exec_build(&b.ctx, &res), 0);
+	free(res.result);
+	release(&b);
+	assert_int_equal(store_pipeline_create(st, "J", "t", repo, "main",
+					       "[{\"name\":\"deploy\",\"type\":\"job\","
+					       "\"spec\":\"//svc/specs:both\"}]",
+					       NULL, clock_real_usec(), pid2, NULL),
+			 0);
+	assert_int_equal(store_run_create(st, pid2, sha, NULL, "api", NULL, clock_real_usec(), &run,
+					  &created, NULL),
+			 0);
+	store_run_release(&run);
+	assert_int_equal(pipeline_run_start_next(st, pid2, clock_real_usec(), NULL), 1);
+	rc.store = st;
+	rc.exec[ACTION_JOB] = job_deployer_exec;
+	assert_int_equal(runner_new(&rc, &rn, NULL), 0);
+	/* first claim: spec resolved, us-east-1 put; the stage waits for the rollout */
+	assert_int_equal(runner_step(rn, clock_real_usec(), NULL), 1);
+	assert_int_equal(runner_step(rn, clock_real_usec(), NULL), 1);
+	assert_string_equal(puts_log.buf, "us-east-1:1;");
+	assert_int_equal(store_stage_get(st, pid2, 1, "deploy", &sg, NULL), 0);
+	assert_int_equal(sg.state, ACTION_IN_PROGRESS);
+	store_stage_release(&sg);
+	assert_int_equal(store_run_cancel(st, pid2, 1, "team:ops", clock_real_usec(), NULL), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(runner_step(rn, clock_real_usec() + 10 * USEC_PER_SEC, NULL), 0);
+	assert_string_equal(puts_log.buf, "us-east-1:1;"); /* eu-west-1 never touched */
+	assert_int_equal(store_stage_get(st, pid2, 1, "deploy", &sg, NULL), 0);
+	assert_int_equal(sg.state, ACTION_ERROR);
+	assert_string_equal(sg.error_message, "cancelled by team:ops");
+	store_stage_release(&sg);
+	assert_int_equal(store_run_get(st, pid2, 1, &run, NULL), 0);
+	assert_int_equal(run.state, RUN_CANCELLED);
+	store_run_release(&run);
+	runner_free(rn);
+	job_deployer_free(d);
+}
+
 /* As root the builds run in the sandbox: same results, and the source tree is read-only. */
 static void test_sandboxed(void **state)
 {
@@ -694,6 +747,7 @@ int main(void)
 		T(test_job_rollback_stops_before_next_zone),
 		T(test_job_refusals),
 		T(test_job_unknown_zone),
+		T(test_cancel_during_job_stage),
 		T(test_sandboxed),
 		T(test_ls_remote),
 	};
