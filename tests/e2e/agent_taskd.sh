@@ -330,6 +330,13 @@ check "an over-long line is split at log_line_max" \
 t_f=$(put follow '"command":["/bin/sh","-c","for i in 1 2 3; do echo tick-$i; sleep 0.3; done"],"restart":{"policy":"never"}')
 fl=$(timeout 10 $C logs -f "$t_f")
 check "logs -f streams until the task ends" "echo '$fl' | grep -q tick-3"
+# 300 lines of ~40 bytes written over ~1.5 s cross three rotations (log_max_bytes 4096):
+# a follower keeps every line, in order
+t_fr=$(put followrot '"command":["/bin/sh","-c","i=0; while [ $i -lt 300 ]; do echo fr-$i-yyyyyyyyyyyyyyyyyyyyyyyyyyyyyy; i=$((i+1)); [ $((i % 20)) = 0 ] && sleep 0.1; done"],"restart":{"policy":"never"}')
+timeout 20 $C logs -f "$t_fr" >"$T/follow.out"
+check "logs -f follows across rotations without losing or reordering lines" \
+	"[ \"\$(grep -c '^fr-' '$T/follow.out')\" = 300 ] && grep '^fr-' '$T/follow.out' | cut -d- -f2 | awk '{ if (\$1 != NR - 1) bad = 1 } END { exit bad }'" \
+	"$(grep -c '^fr-' "$T/follow.out") lines"
 
 # ---------------------------------------------------------------- masking
 cat >"$T/spec-mask.json" <<EOF
@@ -378,6 +385,12 @@ done
 check "exactly one shim supervises it" "[ '$nshim' = 1 ]" "shims=$nshim"
 grep -q 'adopted=' "$T/taskd.log"
 check "start-up log reports the re-adoption" "grep -q 'adopted=[1-9]' '$T/taskd.log'"
+kill "$TASKD_PID"
+wait "$TASKD_PID" 2>/dev/null
+TASKD_PID=
+start_taskd
+check "after a clean stop (SIGTERM) and start of taskd the task is still the same process" \
+	"wait_for '$t_run' RUNNING && [ \"\$(field '$t_run' pid)\" = '$pid_before' ]"
 $C stop "$t_run" >/dev/null
 check "re-adopted task stops" "wait_for '$t_run' DONE stopped"
 
