@@ -180,17 +180,31 @@ _taskctl()
 		opts="-f --file --job --index --digest --mirror --request-id --help"
 		;;
 	job)
+		# job get|stop|start REGION/ZONE/NAME, job put -f FILE REGION/ZONE/NAME
 		if ((${#pos[@]} == 0)) && [[ $cur != -* ]]; then
-			mapfile -t COMPREPLY < <(compgen -W "get" -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W "get stop start put" -- "$cur")
 			return
 		fi
-		if ((${#pos[@]} == 1)) && [[ ${pos[0]} == get && $cur != -* && -n $server ]]; then
+		if [[ ${pos[0]} == put ]]; then
+			if [[ $prev == -f ]]; then
+				_taskctl_files
+				return
+			fi
+			if [[ ${#args[@]} -eq 1 ]]; then
+				mapfile -t COMPREPLY < <(compgen -W "-f" -- "$cur")
+				return
+			fi
+		fi
+		if [[ $cur != -* && -n $server ]] &&
+			{ [[ " get stop start " == *" ${pos[0]} "* && ${#args[@]} -eq 1 ]] ||
+				[[ ${pos[0]} == put && ${#args[@]} -eq 3 ]]; }; then
 			# REGION/ZONE/NAME of the cluster's jobs
 			_taskctl_reply "$(_taskctl_query job --server "$server" "${conn[@]}" jobs |
 				sed 's|^job://||')"
 			return
 		fi
 		opts="--help"
+		[[ ${pos[0]} == put ]] && opts="-f --help"
 		;;
 	jobs | hosts)
 		opts="--help"

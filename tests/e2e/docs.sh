@@ -52,9 +52,14 @@ if make -s BUILD="$BUILD" "$TASKD" "$TASKCTL" "$DEPLOYD" man >"$T/make.log" 2>&1
 	ok "make builds taskd, taskctl, deployd and the man pages"
 else
 	not_ok "make builds taskd, taskctl, deployd and the man pages" "$(tail -20 "$T/make.log")"
-	echo "1..$n"
-	exit 1
 fi
+for b in "$TASKD" "$TASKCTL" "$DEPLOYD"; do
+	if [ ! -x "$b" ]; then
+		not_ok "$b exists"
+		echo "1..$n"
+		exit 1
+	fi
+done
 
 # Plain text of a page: groff through man(1) (no hyphenation, no justification, ASCII, very
 # wide lines so that no option is ever split), else groff itself.
@@ -390,17 +395,29 @@ done
 check_none "completion offers every global flag of taskctl --help" "$missing"
 out=$(complete_words taskctl -o "" | sort | tr '\n' ' ')
 expect "completion offers table, wide, json after -o" "json table wide " "$out"
+out=$(complete_words taskctl --server http://127.0.0.1:7400 job "" | sort | tr '\n' ' ')
+expect "completion offers job's subcommands" "get put start stop " "$out"
+out=$(complete_words taskctl --server http://127.0.0.1:7400 job put "")
+expect "completion offers -f after job put" "-f" "$out"
 out=$(complete_words taskctl ps --state "" | sort | tr '\n' ' ')
 expect "completion offers the states after ps --state" "DONE ERROR PENDING RUNNING " "$out"
 
+# A verb's flags are offered after "VERB -", or after "VERB SUB -" for a deployd verb with
+# subcommands (job put -f).
 missing=""
 for v in $VERBS; do
 	[ -s "$T/verb-$v.help" ] || continue
 	if printf ' %s ' $SERVER_VERBS | grep -q " $v " && ! printf ' %s ' $TASKD_VERBS | grep -q " $v "; then
-		out=$(complete_words taskctl --server http://127.0.0.1:7400 "$v" -)
+		srv=(--server http://127.0.0.1:7400)
+		subs=$(complete_words taskctl "${srv[@]}" "$v" "" | grep -v '^-')
 	else
-		out=$(complete_words taskctl "$v" -)
+		srv=()
+		subs=""
 	fi
+	out=$(
+		complete_words taskctl "${srv[@]}" "$v" -
+		for sub in $subs; do complete_words taskctl "${srv[@]}" "$v" "$sub" -; done
+	)
 	for f in $(verb_flags "$v"); do
 		printf '%s\n' "$out" | grep -qx -- "$f" || missing="$missing $v:$f"
 	done
@@ -472,6 +489,13 @@ if [ -n "$port" ]; then
 		"local/local-1/batch local/local-1/web " "$out"
 	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN job get local/local-1/w)
 	expect "completion completes a job prefix after job get" "local/local-1/web" "$out"
+	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN job stop "" | sort | tr '\n' ' ')
+	expect "completion offers the cluster's jobs after job stop" \
+		"local/local-1/batch local/local-1/web " "$out"
+	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN job put -f "$T/api.py" l |
+		sort | tr '\n' ' ')
+	expect "completion offers the cluster's jobs after job put -f FILE" \
+		"local/local-1/batch local/local-1/web " "$out"
 	out=$(complete_words "$TASKCTL" --host "$url" --token wrong-token-0123456789 get "" 2>&1)
 	expect "completion is quiet when the token is refused" "" "$out"
 else
