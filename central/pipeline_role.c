@@ -52,6 +52,7 @@ struct pipelines_role {
 	size_t n_strings;
 	unsigned runners, poll_interval_s, lease_s;
 	int sandbox_builds; /* -1 = when root */
+	bool builder_only;  /* --role builder without pipelines: builds and tests only */
 	const char *artifacts_url;
 	const char *artifacts_token;
 	bool builds;
@@ -254,7 +255,7 @@ static void role_free(struct deployd *d, void *state)
 	free(pr);
 }
 
-static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
+static int init_common(struct deployd *d, bool builder_only, void **ret_state, struct cd_error *err)
 {
 	const struct deployd_config *cfg = deployd_config(d);
 	struct store *store = deployd_store(d);
@@ -273,6 +274,7 @@ static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 	pr->lease_s = 30;
 	pr->sandbox_builds = -1;
 	pr->builds = cfg->roles & DEPLOYD_ROLE_BUILDER;
+	pr->builder_only = builder_only;
 	snprintf(path, sizeof(path), "%s/pipelines.conf", cfg->state_dir);
 	snprintf(logs, sizeof(logs), "%s/pipeline-logs", cfg->state_dir);
 	r = store_pipelines_migrate(store, err);
@@ -302,6 +304,8 @@ static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 			.lease = (usec_t)pr->lease_s * USEC_PER_SEC,
 			.exec_data = pr,
 			.log = role_log,
+			/* Stages this deployd cannot run stay queued for one that can. */
+			.typed_claims = true,
 		};
 
 		snprintf(owner, sizeof(owner), "deployd@%d-%llx", (int)getpid(),
@@ -309,12 +313,20 @@ static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 		rc.default_timeout[ACTION_BUILD] = 3600 * USEC_PER_SEC;
 		rc.default_timeout[ACTION_TEST] = 3600 * USEC_PER_SEC;
 		rc.default_timeout[ACTION_JOB] = 3600 * USEC_PER_SEC;
-		rc.exec[ACTION_JOB] = exec_job;
+		if (!builder_only)
+			rc.exec[ACTION_JOB] = exec_job;
+		else
+			/* wait and approval belong to the pipelines role's runners */
+			rc.no_builtin_stages = true;
 		if (pr->builds) {
 			rc.exec[ACTION_BUILD] = exec_build;
 			rc.exec[ACTION_TEST] = exec_test;
 		}
 		r = runner_new(&rc, &pr->runner, err);
+	}
+	if (r >= 0 && builder_only) {
+		*ret_state = pr;
+		return 0;
 	}
 	if (r >= 0) {
 		struct poller_config pc = { .store = store,
@@ -397,7 +409,7 @@ static int role_start(struct deployd *d, void *state, struct cd_error *err)
 
 		r = builder_new(&bc, &pr->builder, err);
 	}
-	if (r >= 0) {
+	if (r >= 0 && !pr->builder_only) {
 		struct job_deployer_config jc = { .builder = pr->builder,
 						  .zones = pr->zones,
 						  .n_zones = pr->n_zones,
@@ -408,10 +420,10 @@ static int role_start(struct deployd *d, void *state, struct cd_error *err)
 	if (r >= 0)
 		r = runner_start(pr->runner, err);
 
-	if (r >= 0)
+	if (r >= 0 && pr->poller)
 		r = poller_start(pr->poller, err);
 	if (r >= 0)
-		log_info("pipelines role started",
+		log_info(pr->builder_only ? "builder role started" : "pipelines role started",
 			 "runners=%u zones=%zu builds=%s sandbox=%s artifacts=%s", pr->runners,
 			 pr->n_zones, pr->builds ? "yes" : "no",
 			 (pr->sandbox_builds < 0 ? geteuid() == 0 : pr->sandbox_builds) ? "yes" :
@@ -424,6 +436,8 @@ static void role_stop(struct deployd *d, void *state)
 {
 	struct pipelines_role *pr = state;
 
+	if (!pr)
+		return;
 	/* Threads first: in-flight stages keep their leases, which expire for the next
 	 * deployd (or this one after a restart) to take over. */
 	poller_free(pr->poller);
@@ -455,6 +469,11 @@ static void role_metrics(struct deployd *d, void *state, struct strbuf *out)
 	}
 }
 
+static int role_init(struct deployd *d, void **ret_state, struct cd_error *err)
+{
+	return init_common(d, false, ret_state, err);
+}
+
 const struct deployd_role deployd_role_pipelines = {
 	.name = "pipelines",
 	.bit = DEPLOYD_ROLE_PIPELINES,
@@ -465,20 +484,26 @@ const struct deployd_role deployd_role_pipelines = {
 	.metrics = role_metrics,
 };
 
-/* Builds run on the pipelines role's runner (build/test executors are registered when this
- * role is on too). NEEDSWORK: a builder-only deployd needs claims filtered by stage type. */
+/* With the pipelines role on, builds run on its runners (state NULL here); alone, the builder
+ * role runs runners that claim only build and test actions. */
 static int builder_role_init(struct deployd *d, void **ret_state, struct cd_error *err)
 {
-	if (!(deployd_config(d)->roles & DEPLOYD_ROLE_PIPELINES))
-		return cd_error_set(err, -EINVAL,
-				    "the builder role runs inside the pipelines role: use --role "
-				    "pipelines,builder");
 	*ret_state = NULL;
-	return 0;
+	if (deployd_config(d)->roles & DEPLOYD_ROLE_PIPELINES)
+		return 0;
+	return init_common(d, true, ret_state, err);
+}
+
+static int builder_role_start(struct deployd *d, void *state, struct cd_error *err)
+{
+	return state ? role_start(d, state, err) : 0;
 }
 
 const struct deployd_role deployd_role_builder = {
 	.name = "builder",
 	.bit = DEPLOYD_ROLE_BUILDER,
 	.init = builder_role_init,
+	.start = builder_role_start,
+	.stop = role_stop,
+	.free = role_free,
 };

@@ -133,9 +133,10 @@ static int advance_locked(struct store *s, const struct store_run *run, usec_t n
 	}
 	pipeline_run_step(dag, stages, n, run->attempt, ready, &n_ready, &state, &failed);
 	for (size_t i = 0; i < n_ready && r >= 0; i++)
-		r = store_action_enqueue(s, run->pipeline_id, run->run,
-					 node_name(dag_node(dag, ready[i])), run->attempt, now, now,
-					 err);
+		r = store_action_enqueue_typed(s, run->pipeline_id, run->run,
+					       node_name(dag_node(dag, ready[i])), run->attempt,
+					       1u << node_type(dag_node(dag, ready[i])), now, now,
+					       err);
 	if (r >= 0 && state == RUN_FINISHED)
 		r = store_run_set_state(s, run->pipeline_id, run->run, RUN_FINISHED, NULL, now,
 					err);

@@ -56,9 +56,9 @@ int runner_new(const struct runner_config *config, struct runner **ret, struct c
 		r->cfg.backoff_base = USEC_PER_SEC;
 	if (!r->cfg.backoff_max)
 		r->cfg.backoff_max = 60 * USEC_PER_SEC;
-	if (!r->cfg.exec[ACTION_WAIT])
+	if (!r->cfg.exec[ACTION_WAIT] && !r->cfg.no_builtin_stages)
 		r->cfg.exec[ACTION_WAIT] = runner_exec_wait;
-	if (!r->cfg.exec[ACTION_APPROVAL])
+	if (!r->cfg.exec[ACTION_APPROVAL] && !r->cfg.no_builtin_stages)
 		r->cfg.exec[ACTION_APPROVAL] = runner_exec_approval;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
@@ -263,7 +263,14 @@ static int execute(struct runner *r, struct store_claim *c, usec_t now, struct c
 int runner_step(struct runner *r, usec_t now, struct cd_error *err)
 {
 	struct store_claim c = { 0 };
-	int q = store_action_claim(r->cfg.store, r->owner, now, r->cfg.lease, &c, err);
+	unsigned types = 0;
+	int q;
+
+	if (r->cfg.typed_claims)
+		for (enum action_type t = ACTION_BUILD; t < _ACTION_TYPE_MAX; t++)
+			if (r->cfg.exec[t])
+				types |= 1u << t;
+	q = store_action_claim_typed(r->cfg.store, r->owner, types, now, r->cfg.lease, &c, err);
 
 	if (q <= 0)
 		return q;

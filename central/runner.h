@@ -69,6 +69,11 @@ struct runner_config {
 	 * executor fails its stages with a clear message. */
 	stage_exec_fn exec[_ACTION_TYPE_MAX];
 	void *exec_data;
+	/* Do not run wait and approval stages here (a builder-only deployd). */
+	bool no_builtin_stages;
+	/* Claim only actions of the types that have an executor here (a deployd without the
+	 * builder leaves build/test to one that has it) instead of failing them. */
+	bool typed_claims;
 	/* Where the binary hears about failures the store cannot show (may be NULL). */
 	void (*log)(const char *msg, const char *detail, void *userdata);
 	void *log_userdata;

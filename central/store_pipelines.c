@@ -83,6 +83,11 @@ static const struct store_migration pipelines_migrations[] = {
 		"    REFERENCES action_state(pipeline_id, run, schema_node, attempt));"
 		"CREATE INDEX action_queue_ready ON action_queue(not_before, lease_expires);",
 	},
+	{
+		2,
+		"pipelines: stage type bit on queued actions (typed claims for builder-only runners)",
+		"ALTER TABLE action_queue ADD COLUMN type_bit INTEGER NOT NULL DEFAULT 0;",
+	},
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
@@ -1006,8 +1011,9 @@ int store_stage_get(struct store *s, const char *pipeline_id, int64_t run, const
 
 /* ---- queue --------------------------------------------------------------------------------- */
 
-int store_action_enqueue(struct store *s, const char *pipeline_id, int64_t run, const char *stage,
-			 int64_t attempt, usec_t not_before, usec_t now, struct cd_error *err)
+int store_action_enqueue_typed(struct store *s, const char *pipeline_id, int64_t run,
+			       const char *stage, int64_t attempt, unsigned type_bit,
+			       usec_t not_before, usec_t now, struct cd_error *err)
 {
 	int r;
 	sqlite3 *db = store_enter(s, true, &r, err);
@@ -1021,11 +1027,18 @@ int store_action_enqueue(struct store *s, const char *pipeline_id, int64_t run, 
 	if (r > 0)
 		r = exec_fmt(db, err, "enqueue",
 			     "INSERT INTO action_queue(pipeline_id, run, schema_node, attempt,"
-			     " not_before, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)",
-			     "sisiii", pipeline_id, run, stage, attempt, (int64_t)not_before,
-			     (int64_t)now);
+			     " not_before, enqueued_at, type_bit) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			     "sisiiii", pipeline_id, run, stage, attempt, (int64_t)not_before,
+			     (int64_t)now, (int64_t)type_bit);
 	r = store_leave(s, true, r, err);
 	return r < 0 ? r : (r > 0 ? 1 : 0);
+}
+
+int store_action_enqueue(struct store *s, const char *pipeline_id, int64_t run, const char *stage,
+			 int64_t attempt, usec_t not_before, usec_t now, struct cd_error *err)
+{
+	return store_action_enqueue_typed(s, pipeline_id, run, stage, attempt, 0, not_before, now,
+					  err);
 }
 
 void store_claim_release(struct store_claim *c)
@@ -1038,7 +1051,7 @@ void store_claim_release(struct store_claim *c)
 	memset(c, 0, sizeof(*c));
 }
 
-static int claim_locked(sqlite3 *db, const char *owner, usec_t now, usec_t lease,
+static int claim_locked(sqlite3 *db, const char *owner, unsigned types, usec_t now, usec_t lease,
 			struct store_claim *ret, struct cd_error *err)
 {
 	_cleanup_stmt_ sqlite3_stmt *st = NULL;
@@ -1049,8 +1062,9 @@ static int claim_locked(sqlite3 *db, const char *owner, usec_t now, usec_t lease
 		     " FROM action_queue q JOIN action_state a USING (pipeline_id, run,"
 		     "   schema_node, attempt)"
 		     " WHERE q.not_before <= ?1 AND q.lease_expires <= ?1"
+		     "   AND (?2 = 0 OR q.type_bit = 0 OR (q.type_bit & ?2) != 0)"
 		     " ORDER BY q.not_before, q.enqueued_at LIMIT 1",
-		     "i", (int64_t)now);
+		     "ii", (int64_t)now, (int64_t)types);
 
 	if (r >= 0)
 		r = step(db, st, err, "claim");
@@ -1094,16 +1108,22 @@ static int claim_locked(sqlite3 *db, const char *owner, usec_t now, usec_t lease
 	return 1;
 }
 
-int store_action_claim(struct store *s, const char *owner, usec_t now, usec_t lease,
-		       struct store_claim *ret, struct cd_error *err)
+int store_action_claim_typed(struct store *s, const char *owner, unsigned types, usec_t now,
+			     usec_t lease, struct store_claim *ret, struct cd_error *err)
 {
 	int r;
 	sqlite3 *db = store_enter(s, true, &r, err);
 
 	if (!db)
 		return r;
-	r = claim_locked(db, owner, now, lease, ret, err);
+	r = claim_locked(db, owner, types, now, lease, ret, err);
 	return store_leave(s, true, r, err);
+}
+
+int store_action_claim(struct store *s, const char *owner, usec_t now, usec_t lease,
+		       struct store_claim *ret, struct cd_error *err)
+{
+	return store_action_claim_typed(s, owner, 0, now, lease, ret, err);
 }
 
 /* Fencing: the row must still exist with our token. */

@@ -186,6 +186,18 @@ struct store_claim {
 void store_claim_release(struct store_claim *c);
 
 /*
+ * Typed queue: type_bit (one bit per stage type, 1u << enum action_type; 0 = untyped) is stored
+ * with the action; a claim with types != 0 takes only actions whose bit is in types (or untyped
+ * ones). A deployd running only the builder claims build and test actions, one without it
+ * leaves them to a builder. store_action_enqueue()/store_action_claim() are the untyped forms.
+ */
+int store_action_enqueue_typed(struct store *s, const char *pipeline_id, int64_t run,
+			       const char *stage, int64_t attempt, unsigned type_bit,
+			       usec_t not_before, usec_t now, struct cd_error *err);
+int store_action_claim_typed(struct store *s, const char *owner, unsigned types, usec_t now,
+			     usec_t lease, struct store_claim *ret, struct cd_error *err);
+
+/*
  * Claim the oldest ready action (not_before <= now, lease free or expired) for owner (<= 63
  * bytes) until now + lease. Its stage becomes IN_PROGRESS. Returns 1 with *ret filled, 0 when
  * nothing is ready.

@@ -471,6 +471,25 @@ static void test_step_pure(void **state)
 	dag_free(dag);
 }
 
+/* With typed claims a runner without a build executor leaves build stages queued (for a
+ * builder deployd) instead of failing them; one with it picks them up. */
+static void test_typed_claims_leave_builds(void **state)
+{
+	struct runner_config cfg = { .owner = "no-builder", .typed_claims = true };
+	struct runner *plain = NULL;
+	int64_t run;
+
+	cfg.store = st;
+	assert_int_equal(runner_new(&cfg, &plain, NULL), 0);
+	create(chain);
+	run = trigger("c1", T0);
+	assert_int_equal(runner_step(plain, T0, NULL), 0);
+	assert_stage(run, "build", ACTION_PENDING, 0);
+	assert_int_equal(drain(T0), 3); /* rn has the build executor */
+	assert_int_equal(run_state(run), RUN_FINISHED);
+	runner_free(plain);
+}
+
 /* The threaded runner end to end: a kick wakes it, the run finishes without runner_step(). */
 static void test_threads(void **state)
 {
@@ -514,6 +533,7 @@ int main(void)
 		T(test_reconcile_repairs_gap),
 		T(test_no_executor_for_type),
 		T(test_step_pure),
+		T(test_typed_claims_leave_builds),
 		T(test_threads),
 	};
 

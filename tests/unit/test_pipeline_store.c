@@ -496,6 +496,30 @@ static void test_cancel_and_retry(void **state)
 	store_run_release(&r);
 }
 
+static void test_typed_claims(void **state)
+{
+	char id[ID_LEN + 1];
+	struct store_claim c = { 0 };
+
+	create_pipeline("P", "t", id);
+	new_run(id, "c1", NULL, NULL);
+	assert_int_equal(store_action_enqueue_typed(st, id, 1, "build", 1, 1u << 1, T0, T0, NULL),
+			 1);
+	assert_int_equal(
+		store_action_enqueue_typed(st, id, 1, "wait", 1, 1u << 5, T0 + 1, T0, NULL), 1);
+	/* a runner without the builder skips the older build action */
+	assert_int_equal(store_action_claim_typed(st, "p", 1u << 5, T0 + 2, LEASE, &c, NULL), 1);
+	assert_string_equal(c.stage, "wait");
+	store_claim_release(&c);
+	assert_int_equal(store_action_claim_typed(st, "p", 1u << 5, T0 + 2, LEASE, &c, NULL), 0);
+	/* a builder takes it; an untyped claim would have too */
+	assert_int_equal(store_action_claim_typed(st, "b", (1u << 1) | (1u << 2), T0 + 2, LEASE, &c,
+						  NULL),
+			 1);
+	assert_string_equal(c.stage, "build");
+	store_claim_release(&c);
+}
+
 /* Everything above is on disk: a second process (here: a reopen) sees the same queue, and the
  * lease of a holder that died is claimable after expiry. */
 static void test_reopen_keeps_queue(void **state)
@@ -532,6 +556,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queue_defer_and_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_approval, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_and_retry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_typed_claims, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_keeps_queue, setup, teardown),
 	};
 
