@@ -22,3 +22,4 @@ E2E_TESTS += tests/e2e/pipeline_api.sh
 E2E_TESTS += tests/e2e/pipeline_crash.sh
 $(eval $(call cd_test,test_pipeline_builder,tests/unit/test_pipeline_builder.c,central sandbox api cdlib))
 E2E_TESTS += tests/e2e/pipeline_demo.sh
+E2E_TESTS += tests/e2e/pipeline_roles.sh
