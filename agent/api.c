@@ -20,38 +20,37 @@
 #define EVENTS_LIMIT 1000
 #define FOLLOW_POLL_USEC (200 * USEC_PER_MSEC)
 
-bool taskd_api_authorized(const struct taskd_api *api, const char *authorization)
+enum taskd_api_auth taskd_api_authorized(const struct taskd_api *api, const char *authorization)
 {
 	const char *tok;
+	bool a, b;
 
 	if (!authorization)
-		return false;
+		return TASKD_AUTH_NONE;
 	tok = startswith(authorization, "Bearer ");
 	if (!tok || !*tok)
-		return false;
+		return TASKD_AUTH_NONE;
 	/* Both comparisons always run: which token matched must not show in the timing. */
-	{
-		bool a = api->token && ct_memeq(tok, strlen(tok), api->token, strlen(api->token));
-		bool b = api->agent_token &&
-			 ct_memeq(tok, strlen(tok), api->agent_token, strlen(api->agent_token));
-
-		return a | b;
-	}
+	a = api->token && ct_memeq(tok, strlen(tok), api->token, strlen(api->token));
+	b = api->agent_token &&
+	    ct_memeq(tok, strlen(tok), api->agent_token, strlen(api->agent_token));
+	return a ? TASKD_AUTH_LOCAL : b ? TASKD_AUTH_MANAGER : TASKD_AUTH_NONE;
 }
 
-static bool authorize(struct http_request *req, const struct taskd_api *api)
+static enum taskd_api_auth authorize(struct http_request *req, const struct taskd_api *api)
 {
 	const char *h = http_request_header(req, "Authorization");
+	enum taskd_api_auth who = taskd_api_authorized(api, h);
 
-	if (taskd_api_authorized(api, h))
-		return true;
+	if (who != TASKD_AUTH_NONE)
+		return who;
 	http_reply_header(req, "WWW-Authenticate",
 			  h ? "Bearer realm=\"taskd\", error=\"invalid_token\"" :
 			      "Bearer realm=\"taskd\"");
 	http_reply_error(req, 401,
 			 h ? "the bearer token is not valid" :
 			     "this endpoint needs an Authorization: Bearer token");
-	return false;
+	return TASKD_AUTH_NONE;
 }
 
 static void put_task(struct http_request *req, void *data)
@@ -59,9 +58,11 @@ static void put_task(struct http_request *req, void *data)
 	struct taskd_api *api = data;
 	_cleanup_problem_ struct problem p;
 	json_t *body = NULL, *task = NULL;
+	enum taskd_api_auth who;
 	int r;
 
-	if (!authorize(req, api))
+	who = authorize(req, api);
+	if (!who)
 		return;
 	problem_init(&p, 400, NULL, NULL);
 	r = http_request_json(req, &body, &p);
@@ -69,7 +70,9 @@ static void put_task(struct http_request *req, void *data)
 		http_reply_problem(req, &p);
 		return;
 	}
-	r = manager_put_task(api->manager, body, &task, &p);
+	/* Tasks the cluster manager pushed are reported back to it; local ones never are (the
+	 * manager would refuse them and, by the protocol's healing, stop them). */
+	r = manager_put_task(api->manager, body, who == TASKD_AUTH_MANAGER, &task, &p);
 	json_decref(body);
 	if (r == 200 || r == 201) {
 		const char *id = json_string_value(json_object_get(task, "task_id"));

@@ -24,5 +24,10 @@ struct taskd_api {
 /* Fill out with the routes bound to api (api must outlive the server). */
 void taskd_api_routes(struct taskd_api *api, struct http_route out[static TASKD_API_N_ROUTES]);
 
-/* Exposed for unit tests: does the Authorization header value carry one of the tokens? */
-bool taskd_api_authorized(const struct taskd_api *api, const char *authorization);
+enum taskd_api_auth {
+	TASKD_AUTH_NONE = 0,
+	TASKD_AUTH_LOCAL,   /* taskd's own token (taskctl, operators) */
+	TASKD_AUTH_MANAGER, /* the cluster's agent token (deployd pushing tasks) */
+};
+/* Exposed for unit tests: which token the Authorization header value carries. */
+enum taskd_api_auth taskd_api_authorized(const struct taskd_api *api, const char *authorization);

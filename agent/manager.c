@@ -365,7 +365,7 @@ static void task_save(struct manager *m, struct task *t, const char *event)
 
 	t->rec.updated_at = clock_real_usec();
 	t->rec.version++;
-	if (m->cfg.notify)
+	if (m->cfg.notify && t->rec.from_manager)
 		body = notify_body(m, t);
 	r = state_task_save(m->st, &t->rec, event, data, body, NULL);
 	if (r < 0) {
@@ -1754,7 +1754,8 @@ static int validate_put(const json_t *body, const char **ret_req, const char **r
 	return 0;
 }
 
-int manager_put_task(struct manager *m, const json_t *body, json_t **ret, struct problem *p)
+int manager_put_task(struct manager *m, const json_t *body, bool from_manager, json_t **ret,
+		     struct problem *p)
 {
 	const char *req = NULL, *tid = NULL, *job = NULL;
 	const json_t *spec_j = NULL, *art = NULL;
@@ -1829,6 +1830,7 @@ int manager_put_task(struct manager *m, const json_t *body, json_t **ret, struct
 		goto out;
 	}
 	t->rec.desired = TASK_RUNNING;
+	t->rec.from_manager = from_manager;
 	t->rec.state = TASK_PENDING;
 	set_reason(t, t->digest ? "fetching" : "starting");
 	t->rec.exit_code = -1;
@@ -1845,7 +1847,7 @@ int manager_put_task(struct manager *m, const json_t *body, json_t **ret, struct
 			problem_set_detail(p, "cannot create the task directory");
 			goto out;
 		}
-		if (m->cfg.notify)
+		if (m->cfg.notify && t->rec.from_manager)
 			nbody = notify_body(m, t);
 		r = state_task_insert(m->st, &t->rec, "created", data, nbody, NULL);
 		if (r < 0) {
@@ -2163,9 +2165,11 @@ json_t *manager_heartbeat_tasks(struct manager *m)
 
 	pthread_mutex_lock(&m->lock);
 	for (struct task *t = m->tasks; a && t; t = t->next)
-		json_array_append_new(a, json_pack("{s:s, s:s, s:b}", "task_id", t->rec.task_id,
-						   "state", task_state_to_string(t->rec.state),
-						   "healthy", task_healthy(t)));
+		if (t->rec.from_manager)
+			json_array_append_new(a, json_pack("{s:s, s:s, s:b}", "task_id",
+							   t->rec.task_id, "state",
+							   task_state_to_string(t->rec.state),
+							   "healthy", task_healthy(t)));
 	pthread_mutex_unlock(&m->lock);
 	return a;
 }

@@ -63,10 +63,12 @@ void manager_adopt_stats(struct manager *m, struct manager_adopt_stats *ret);
 
 /*
  * PutTask. body is the protocol's {request_id?, task_id?, job, index?, spec, artifact?}.
+ * from_manager: the cluster manager put it (its changes go to the outbox, it is in heartbeats).
  * Returns 201 (created), 200 (idempotent replay) with *ret the task object; or -EINVAL with p
  * filled (422/400), -EEXIST (409, task_id with another request_id), -ENOSPC (max_tasks, 507).
  */
-int manager_put_task(struct manager *m, const json_t *body, json_t **ret, struct problem *p);
+int manager_put_task(struct manager *m, const json_t *body, bool from_manager, json_t **ret,
+		     struct problem *p);
 /* The task object (+ resource usage from its cgroup). -ENOENT. */
 int manager_get_task(struct manager *m, const char *task_id, bool with_spec, json_t **ret);
 /* {"tasks": [...]} filtered by job URL and state (NULL = any). -EINVAL for a bad state name. */

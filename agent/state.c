@@ -201,6 +201,8 @@ static const char *const migrations[] = {
 	" attempts INTEGER NOT NULL DEFAULT 0,"
 	" next_attempt_at INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
+	/* 2: who put the task (only the cluster manager's tasks are reported to it) */
+	"ALTER TABLE tasks ADD COLUMN from_manager INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int get_user_version(struct state *st, int *ret)
@@ -373,7 +375,7 @@ static int finish(struct state *st, int r, struct cd_error *err)
 static const char task_columns[] =
 	"task_id, request_id, job_url, task_index, spec, desired, state, reason, message, "
 	"exit_code, signal, restarts, generation, shim_pid, shim_start, created_at, started_at, "
-	"finished_at, updated_at, version, artifact";
+	"finished_at, updated_at, version, artifact, from_manager";
 
 static void bind_task(sqlite3_stmt *s, const struct task_record *t)
 {
@@ -398,6 +400,7 @@ static void bind_task(sqlite3_stmt *s, const struct task_record *t)
 	sqlite3_bind_int64(s, 19, (sqlite3_int64)t->updated_at);
 	sqlite3_bind_int64(s, 20, (sqlite3_int64)t->version);
 	bind_text_opt(s, 21, t->artifact_json);
+	sqlite3_bind_int(s, 22, t->from_manager ? 1 : 0);
 }
 
 static int column_dup(sqlite3_stmt *s, int col, char **ret)
@@ -441,6 +444,7 @@ static int read_task(sqlite3_stmt *s, struct task_record *ret)
 	t.finished_at = (usec_t)sqlite3_column_int64(s, 17);
 	t.updated_at = (usec_t)sqlite3_column_int64(s, 18);
 	t.version = (uint64_t)sqlite3_column_int64(s, 19);
+	t.from_manager = sqlite3_column_int(s, 21) != 0;
 	*ret = t;
 	return 0;
 }
@@ -461,7 +465,7 @@ int state_task_insert(struct state *st, struct task_record *t, const char *event
 	snprintf(
 		sql, sizeof(sql),
 		"INSERT INTO tasks (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-		"?, ?, ?, ?)",
+		"?, ?, ?, ?, ?)",
 		task_columns);
 	r = prepare(st, sql, &s);
 	if (r < 0)
@@ -494,7 +498,7 @@ int state_task_save(struct state *st, struct task_record *t, const char *event_t
 		"desired = ?6, state = ?7, reason = ?8, message = ?9, exit_code = ?10, "
 		"signal = ?11, restarts = ?12, generation = ?13, shim_pid = ?14, "
 		"shim_start = ?15, created_at = ?16, started_at = ?17, finished_at = ?18, "
-		"updated_at = ?19, version = ?20, artifact = ?21 WHERE task_id = ?1 AND version = ?20 - 1",
+		"updated_at = ?19, version = ?20, artifact = ?21, from_manager = ?22 WHERE task_id = ?1 AND version = ?20 - 1",
 		&s);
 	if (r < 0)
 		r = sql_err(st, sqlite3_errcode(st->db), err, "prepare update task");

@@ -48,6 +48,7 @@ struct task_record {
 	unsigned task_index;
 	char *spec_json;     /* the JobSpec (canonical JSON) */
 	char *artifact_json; /* {"digest", "mirrors"} of PutTask; NULL = no artifact */
+	bool from_manager;   /* put with the cluster's agent token: reported to the manager */
 	enum task_state desired;
 	enum task_state state;
 	char reason[TASK_REASON_MAX]; /* "" when none */

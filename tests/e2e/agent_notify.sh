@@ -112,11 +112,17 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $AGENT_T
 	"http://127.0.0.1:$PORT/v1/tasks")
 check "the cluster's agent token is accepted by taskd" "[ '$code' = 200 ]" "got $code"
 
+# Tasks are put with the agent token, as the manager would: only those are reported to it.
+CM="$TASKCTL --host http://127.0.0.1:$PORT --token $AGENT_TOKEN"
 put() {
 	printf '{"name":"%s","target":"//e2e:%s",%s}' "$1" "$1" "$2" >"$T/spec-$1.json"
-	$C -o json put -f "$T/spec-$1.json" --job "job://e2e/e2e-1/$1" |
+	$CM -o json put -f "$T/spec-$1.json" --job "job://e2e/e2e-1/$1" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])'
 }
+printf '{"name":"local","target":"//e2e:local","command":["/bin/true"],"restart":{"policy":"never"}}' \
+	>"$T/spec-local.json"
+LOCAL_ID=$($C -o json put -f "$T/spec-local.json" |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
 ids="$(put crash1 '"command":["/bin/sh","-c","sleep 0.3; exit 2"],"restart":{"policy":"on-failure","backoff_s":1,"max_backoff_s":2}')"
 ids="$ids $(put crash2 '"command":["/bin/sh","-c","exit 9"],"restart":{"policy":"always","backoff_s":1,"max_backoff_s":1}')"
 ids="$ids $(put long1 '"command":["/bin/sh","-c","exec sleep 1000"],"stop_grace_s":1')"
@@ -135,7 +141,7 @@ for i in $(seq "$KILLS"); do
 	[ $((i % 3)) = 0 ] && sleep 1.2 # let some tasks end while taskd is down
 	start_taskd || { notok "taskd restart $i"; break; }
 	have=$($C -o json ps | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["tasks"]))')
-	[ "$have" = 5 ] || lost=$((lost + 1))
+	[ "$have" = 6 ] || lost=$((lost + 1))
 	for id in $ids; do
 		# one live generation at most, and one shim (the sandbox init is a clone of the
 		# shim with the same command line: count only processes outside the cgroups)
@@ -178,11 +184,12 @@ curl -s -H "Authorization: Bearer $(cat "$STATE/taskd.token")" \
 	"http://127.0.0.1:$PORT/v1/events?after=0" >"$T/events.json"
 $C -o json ps >"$T/tasks.json"
 
-python3 - "$T/events.json" "$T/received.jsonl" "$T/tasks.json" >"$T/verdict" 2>&1 <<'EOF'
+python3 - "$T/events.json" "$T/received.jsonl" "$T/tasks.json" "$LOCAL_ID" >"$T/verdict" 2>&1 <<'EOF'
 import json, sys
-events = json.load(open(sys.argv[1]))["events"]
+local = sys.argv[4]
+events = [e for e in json.load(open(sys.argv[1]))["events"] if e["task_id"] != local]
 recv = [json.loads(l) for l in open(sys.argv[2])]
-tasks = {t["task_id"]: t for t in json.load(open(sys.argv[3]))["tasks"]}
+tasks = {t["task_id"]: t for t in json.load(open(sys.argv[3]))["tasks"] if t["task_id"] != local}
 notes = [r["body"] for r in recv if r["path"].startswith("/v1/tasks/")]
 beats = [r["body"] for r in recv if r["path"].startswith("/v1/hosts/")]
 problems = []
@@ -193,6 +200,8 @@ for b in notes:
         continue
     seen.add(b["seq"])
     uniq.append(b)
+if any(b["task_id"] == local for b in notes):
+    problems.append("the locally put task was reported to the manager")
 for b in uniq:
     if b["event_id"] != "notify-e2e:%d" % b["seq"]:
         problems.append("bad event_id %s" % b["event_id"])
@@ -230,13 +239,13 @@ for p in problems:
     print("PROBLEM", p)
 EOF
 echo "# $(head -1 "$T/verdict")"
-check "every state change notified once after de-duplication, in order, final state right" \
+check "every state change of the manager's tasks notified once after de-duplication, in order, final state right; local task never" \
 	"! grep -q PROBLEM '$T/verdict'" "$(grep PROBLEM "$T/verdict" | head -5 | tr '\n' ';')"
 check "heartbeats carry host id, zone, resources and the task list" \
 	"! grep -q 'PROBLEM.*heartbeat' '$T/verdict'"
 
 # ---------------------------------------------------------------- cleanup
-for id in $ids; do $C rm "$id" >/dev/null 2>&1; done
+for id in $ids $LOCAL_ID; do $C rm "$id" >/dev/null 2>&1; done
 check "no task cgroup left" "[ \$(ls -d /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l) = 0 ]"
 check "no shim left" "! pgrep -f 'taskd-shim $STATE/' >/dev/null"
 kill "$TASKD_PID"

@@ -95,7 +95,7 @@ static int put(const char *text, json_t **ret, struct problem *p)
 	int r;
 
 	problem_init(p, 400, NULL, NULL);
-	r = manager_put_task(mgr, b, ret, p);
+	r = manager_put_task(mgr, b, true, ret, p);
 	json_decref(b);
 	return r;
 }
@@ -354,14 +354,40 @@ static void test_api_authorized(void **state)
 	struct taskd_api api = { .token = "0123456789abcdef", .agent_token = "fedcba9876543210" };
 	struct taskd_api only = { .token = "0123456789abcdef" };
 
-	assert_true(taskd_api_authorized(&api, "Bearer 0123456789abcdef"));
-	assert_true(taskd_api_authorized(&api, "Bearer fedcba9876543210"));
-	assert_false(taskd_api_authorized(&api, "Bearer 0123456789abcdeF"));
-	assert_false(taskd_api_authorized(&api, "Bearer 0123456789abcde"));
-	assert_false(taskd_api_authorized(&api, "Bearer "));
-	assert_false(taskd_api_authorized(&api, "Basic 0123456789abcdef"));
-	assert_false(taskd_api_authorized(&api, NULL));
-	assert_false(taskd_api_authorized(&only, "Bearer fedcba9876543210"));
+	assert_int_equal(taskd_api_authorized(&api, "Bearer 0123456789abcdef"), TASKD_AUTH_LOCAL);
+	assert_int_equal(taskd_api_authorized(&api, "Bearer fedcba9876543210"), TASKD_AUTH_MANAGER);
+	assert_int_equal(taskd_api_authorized(&api, "Bearer 0123456789abcdeF"), TASKD_AUTH_NONE);
+	assert_int_equal(taskd_api_authorized(&api, "Bearer 0123456789abcde"), TASKD_AUTH_NONE);
+	assert_int_equal(taskd_api_authorized(&api, "Bearer "), TASKD_AUTH_NONE);
+	assert_int_equal(taskd_api_authorized(&api, "Basic 0123456789abcdef"), TASKD_AUTH_NONE);
+	assert_int_equal(taskd_api_authorized(&api, NULL), TASKD_AUTH_NONE);
+	assert_int_equal(taskd_api_authorized(&only, "Bearer fedcba9876543210"), TASKD_AUTH_NONE);
+}
+
+/* A task put locally (taskd's own token) is never reported to the manager. */
+static void test_local_tasks_are_not_notified(void **state)
+{
+	struct problem p;
+	json_t *t = NULL, *b = body("{\"task_id\":\"loc\",\"job\":\"job://r/r-1/web\"," SPEC "}");
+	uint64_t before = 0, after = 0;
+	struct outbox_msg *v = NULL;
+	size_t n = 0;
+
+	assert_int_equal(manager_outbox_due(mgr, (usec_t)INT64_MAX, 1000, &v, &n), 0);
+	before = n;
+	outbox_msg_array_free(v, n);
+	problem_init(&p, 400, NULL, NULL);
+	assert_int_equal(manager_put_task(mgr, b, false, &t, &p), 201);
+	problem_release(&p);
+	json_decref(b);
+	json_decref(t);
+	assert_int_equal(manager_outbox_due(mgr, (usec_t)INT64_MAX, 1000, &v, &n), 0);
+	after = n;
+	outbox_msg_array_free(v, n);
+	assert_int_equal(after, before);
+	t = manager_heartbeat_tasks(mgr);
+	assert_int_equal(json_array_size(t), 0);
+	json_decref(t);
 }
 
 static void test_notify_rules(void **state)
@@ -457,6 +483,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_reloads_tasks, setup, teardown),
 		cmocka_unit_test(test_api_authorized),
+		cmocka_unit_test_setup_teardown(test_local_tasks_are_not_notified, setup, teardown),
 		cmocka_unit_test(test_notify_rules),
 		cmocka_unit_test(test_taskdir_records),
 	};

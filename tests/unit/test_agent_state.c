@@ -80,11 +80,11 @@ static void test_state_open_migrates_and_reopens(void **state)
 	struct cd_error err = { 0 };
 
 	assert_int_equal(state_open(dbpath, &st, &err), 0);
-	assert_int_equal(state_schema_version(st), 1);
+	assert_int_equal(state_schema_version(st), 2);
 	state_close(st);
 	st = NULL;
 	assert_int_equal(state_open(dbpath, &st, &err), 0);
-	assert_int_equal(state_schema_version(st), 1);
+	assert_int_equal(state_schema_version(st), 2);
 }
 
 static void test_state_refuses_newer_schema(void **state)
@@ -99,6 +99,53 @@ static void test_state_refuses_newer_schema(void **state)
 	assert_int_equal(state_open(dbpath, &st, &err), -EPROTO);
 	assert_null(st);
 	assert_non_null(strstr(err.msg, "newer"));
+}
+
+/* A database of schema 1 (before from_manager) is upgraded in place; its rows keep working. */
+static void test_state_migrates_v1(void **state)
+{
+	_cleanup_state_ struct state *st = NULL;
+	_cleanup_task_record_ struct task_record got = { 0 };
+	sqlite3 *db;
+
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(
+		sqlite3_exec(db,
+			     "CREATE TABLE tasks (task_id TEXT PRIMARY KEY NOT NULL, "
+			     "request_id TEXT UNIQUE, job_url TEXT NOT NULL, task_index "
+			     "INTEGER NOT NULL, spec TEXT NOT NULL, desired TEXT NOT NULL, "
+			     "state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', message "
+			     "TEXT, exit_code INTEGER NOT NULL DEFAULT -1, signal INTEGER NOT "
+			     "NULL DEFAULT 0, restarts INTEGER NOT NULL DEFAULT 0, generation "
+			     "INTEGER NOT NULL DEFAULT 0, shim_pid INTEGER NOT NULL DEFAULT 0, "
+			     "shim_start INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT "
+			     "NULL, started_at INTEGER NOT NULL DEFAULT 0, finished_at INTEGER "
+			     "NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL, version INTEGER "
+			     "NOT NULL, artifact TEXT);"
+			     "CREATE INDEX tasks_job ON tasks(job_url);"
+			     "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts "
+			     "INTEGER NOT NULL, task_id TEXT NOT NULL DEFAULT '', type TEXT NOT "
+			     "NULL, data TEXT NOT NULL DEFAULT '{}');"
+			     "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, msg_id "
+			     "TEXT UNIQUE NOT NULL, task_id TEXT NOT NULL DEFAULT '', kind TEXT "
+			     "NOT NULL, body TEXT NOT NULL, created_at INTEGER NOT NULL, attempts "
+			     "INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL "
+			     "DEFAULT 0);"
+			     "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT "
+			     "NULL);"
+			     "INSERT INTO tasks (task_id, job_url, task_index, spec, desired, "
+			     "state, created_at, updated_at, version) VALUES ('old', "
+			     "'job://r/z/a', 0, '{}', 'RUNNING', 'RUNNING', 1, 1, 3);"
+			     "PRAGMA user_version = 1;",
+			     NULL, NULL, NULL),
+		SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(state_open(dbpath, &st, NULL), 0);
+	assert_int_equal(state_schema_version(st), 2);
+	assert_int_equal(state_task_get(st, "old", &got), 0);
+	assert_int_equal(got.state, TASK_RUNNING);
+	assert_int_equal(got.version, 3);
+	assert_false(got.from_manager);
 }
 
 static void test_state_garbage_file(void **state)
@@ -123,6 +170,7 @@ static void test_state_task_roundtrip(void **state)
 	make_task(&t, "00000000000100000000000000aa", "req-1", "job://us-east/us-east-1/web");
 	t.task_index = 3;
 	t.artifact_json = strdup("{\"digest\":\"sha256:00\"}");
+	t.from_manager = true;
 	assert_int_equal(state_task_insert(st, &t, "created", NULL, "{\"m\":1}", &err), 0);
 	assert_int_equal(t.version, 1);
 
@@ -137,6 +185,7 @@ static void test_state_task_roundtrip(void **state)
 	assert_int_equal(got.exit_code, -1);
 	assert_null(got.message);
 	assert_string_equal(got.artifact_json, "{\"digest\":\"sha256:00\"}");
+	assert_true(got.from_manager);
 
 	assert_int_equal(state_task_get_by_request(st, "req-1", &byreq), 0);
 	assert_string_equal(byreq.task_id, t.task_id);
@@ -485,6 +534,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_state_open_migrates_and_reopens, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_state_refuses_newer_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_state_migrates_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_garbage_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_task_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_duplicate_request_refused_atomically,
