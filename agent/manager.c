@@ -43,6 +43,7 @@
 #define STATUS_WAIT_MS 5000
 #define MAX_MIRRORS 16
 #define REQUEST_ID_MAX_LEN 128
+#define RESTART_FLOOR_USEC (100 * USEC_PER_MSEC)
 
 /* Start latency histogram buckets (seconds), PutTask or restart → RUNNING. */
 static const double latency_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
@@ -572,7 +573,8 @@ static void task_ended(struct manager *m, struct task *t, const char *reason, in
 
 		t->streak = restart_next_streak(t->streak, ran_for,
 						(usec_t)m->cfg.restart_reset_s * USEC_PER_SEC);
-		delay = restart_delay(&pol, t->streak);
+		/* a floor, so that backoff_s 0 cannot turn a crash loop into a busy loop */
+		delay = MAX(restart_delay(&pol, t->streak), RESTART_FLOOR_USEC);
 		t->phase = P_BACKOFF;
 		t->restart_at = clock_mono_usec() + delay;
 		t->rec.state = TASK_PENDING;
