@@ -9,6 +9,7 @@ $(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central
 $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central cdlib))
 $(eval $(call cd_test,test_central_cluster,tests/unit/test_central_cluster.c,central api cdlib))
 $(eval $(call cd_test,test_central_cas,tests/unit/test_central_cas.c,central cdlib,$(call wrap,write)))
+$(eval $(call cd_fuzz,fuzz_central_config,tests/fuzz/fuzz_central_config.c central/config.c api/names.c api/json.c api/problem.c,cdlib))
 $(eval $(call cd_test,test_central_config,tests/unit/test_central_config.c,central sandbox api cdlib))
 
 

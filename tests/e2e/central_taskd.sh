@@ -1,7 +1,11 @@
 #!/bin/sh
 # End-to-end test of deployd's cluster manager with real taskd hosts, as root (TAP): one deployd
-# (cluster + artifacts) and three taskd worker hosts on loopback ports, each with its own state
-# dir and cgroup parent; artifacts are uploaded to deployd's CAS and fetched by taskd.
+# (cluster + artifacts) and three taskd worker hosts, each with its own state dir and cgroup
+# parent; artifacts are uploaded to deployd's CAS and fetched by taskd. With
+# CENTRAL_E2E_NETNS=1 (the default when `ip netns` works) every host is a network namespace of
+# its own — deployd in one, each taskd in another, veths to a bridge in a switch namespace, all
+# addresses inside the test's namespaces — and losing a host kills its taskd and deletes its
+# namespace. With CENTRAL_E2E_NETNS=0 everything listens on loopback ports.
 # Deploy a 2-task job on distinct hosts; kill -9 one host's taskd → its task is rescheduled on
 # another host after the heartbeats stop, and when the host comes back its stale task is stopped
 # and deleted; a rolling update to a healthy version goes batch by batch (never both tasks down);
@@ -27,6 +31,7 @@ for tool in curl python3 sha256sum; do
 done
 
 T=$(mktemp -d /tmp/cd-central-taskd.XXXXXX)
+net_cleanup() { :; }
 CG=codedeploy-central-e2e-$$
 DPID=
 cleanup() {
@@ -47,7 +52,7 @@ cleanup() {
 			rmdir "$d" 2>/dev/null
 		done
 	done
-	wait 2>/dev/null
+	net_cleanup 2>/dev/null
 	rm -rf "$T"
 }
 trap cleanup EXIT INT TERM
@@ -73,8 +78,48 @@ printf 'admin %s\nagent %s\n' "$ADMIN" "$AGENT" >"$T/tokens"
 printf '%s\n' "$AGENT" >"$T/agent.token"
 chmod 0600 "$T/tokens" "$T/agent.token"
 
-PORT=$(free_port)
-U="http://127.0.0.1:$PORT"
+# ---- network: loopback, or one namespace per host ----
+NETNS=${CENTRAL_E2E_NETNS:-auto}
+P=cdc$$
+if [ "$NETNS" = auto ]; then
+	if ip netns add "$P-probe" 2>/dev/null; then ip netns del "$P-probe"; NETNS=1; else NETNS=0; fi
+fi
+# nsenter switches only the network namespace (ip netns exec would also remount /sys and hide
+# the cgroup hierarchy taskd needs).
+in_ns() { ns=$1; shift; if [ "$NETNS" = 1 ]; then nsenter --net=/run/netns/$P-$ns "$@"; else "$@"; fi; }
+ctl() { in_ns ctl "$@"; }
+# For background daemons: `spawn_in NS CMD... &` execs CMD, so $! is the daemon's own pid.
+spawn_in() {
+	ns=$1
+	shift
+	if [ "$NETNS" = 1 ]; then exec nsenter --net=/run/netns/$P-$ns "$@"; else exec "$@"; fi
+}
+ns_up() { # ns_up NAME ADDR: namespace with lo up and eth0 on the switch's bridge
+	# A deleted namespace lives on while processes (a task's shim) are inside: drop the old
+	# switch port so the name can be reused.
+	ip -n "$P-sw" link del "v$1" 2>/dev/null
+	ip netns add "$P-$1" &&
+		ip -n "$P-sw" link add "v$1" type veth peer name eth0 netns "$P-$1" &&
+		ip -n "$P-sw" link set "v$1" master br0 up &&
+		ip -n "$P-$1" addr add "$2/24" dev eth0 &&
+		ip -n "$P-$1" link set eth0 up && ip -n "$P-$1" link set lo up
+}
+net_cleanup() {
+	[ "$NETNS" = 1 ] || return 0
+	for ns in ctl h1 h2 h3 sw; do ip netns del "$P-$ns" 2>/dev/null; done
+}
+if [ "$NETNS" = 1 ]; then
+	ip netns add "$P-sw" && ip -n "$P-sw" link add br0 type bridge &&
+		ip -n "$P-sw" link set br0 up && ip -n "$P-sw" link set lo up &&
+		ns_up ctl 10.77.0.1 && ns_up h1 10.77.0.11 && ns_up h2 10.77.0.12 && ns_up h3 10.77.0.13
+	check "network namespaces: switch, controller and three hosts" "[ $? = 0 ]"
+	DADDR=10.77.0.1
+	PORT=7400
+else
+	DADDR=127.0.0.1
+	PORT=$(free_port)
+fi
+U="http://$DADDR:$PORT"
 mkdir -p "$T/deployd"
 cat >"$T/deployd.conf" <<CONF
 tick_interval_ms = 200
@@ -83,18 +128,18 @@ lost_after = 2
 progress_deadline_s = 30
 CONF
 start_deployd() {
-	"$DEPLOYD" --config "$T/deployd.conf" --role cluster,artifacts --region us-east \
-		--zone us-east-1 --state-dir "$T/deployd" --listen "127.0.0.1:$PORT" \
+	spawn_in ctl "$DEPLOYD" --config "$T/deployd.conf" --role cluster,artifacts --region us-east \
+		--zone us-east-1 --state-dir "$T/deployd" --listen "$DADDR:$PORT" \
 		--token-file "$T/tokens" --log-level debug >>"$T/deployd.log" 2>&1 &
 	DPID=$!
-	wait_for 'curl -sf $U/readyz >/dev/null' 10
+	wait_for 'ctl curl -sf $U/readyz >/dev/null' 10
 }
 api() { # api METHOD PATH [BODY] → stdout body
 	if [ $# -ge 3 ]; then
-		curl -s -m 10 -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
-			--data-binary "$3" "$U$2"
+		ctl curl -s -m 10 -X "$1" -H "Authorization: Bearer $ADMIN" \
+			-H 'Content-Type: application/json' --data-binary "$3" "$U$2"
 	else
-		curl -s -m 10 -X "$1" -H "Authorization: Bearer $ADMIN" "$U$2"
+		ctl curl -s -m 10 -X "$1" -H "Authorization: Bearer $ADMIN" "$U$2"
 	fi
 }
 check "deployd starts" "start_deployd" "$(tail -5 "$T/deployd.log" 2>/dev/null)"
@@ -102,11 +147,20 @@ check "deployd starts" "start_deployd" "$(tail -5 "$T/deployd.log" 2>/dev/null)"
 start_taskd() { # start_taskd I
 	i=$1
 	mkdir -p "$T/taskd$i"
-	[ -f "$T/taskd$i.port" ] || free_port >"$T/taskd$i.port"
+	if [ "$NETNS" = 1 ]; then
+		[ -e "/run/netns/$P-h$i" ] || ns_up "h$i" "10.77.0.1$i"
+		echo 7411 >"$T/taskd$i.port"
+		echo "10.77.0.1$i" >"$T/taskd$i.addr"
+	else
+		[ -f "$T/taskd$i.port" ] || free_port >"$T/taskd$i.port"
+		echo 127.0.0.1 >"$T/taskd$i.addr"
+	fi
 	p=$(cat "$T/taskd$i.port")
+	a=$(cat "$T/taskd$i.addr")
 	cat >"$T/taskd$i/taskd.conf" <<CONF
 state_dir = $T/taskd$i
-listen = 127.0.0.1:$p
+listen = $a:$p
+advertise_url = http://$a:$p
 token_file = $T/agent.token
 manager_url = $U
 manager_token_file = $T/agent.token
@@ -115,9 +169,9 @@ zone = us-east-1
 cgroup_parent = $CG-$i
 heartbeat_interval_s = 1
 CONF
-	"$TASKD" --config "$T/taskd$i/taskd.conf" >>"$T/taskd$i.log" 2>&1 &
+	spawn_in "h$i" "$TASKD" --config "$T/taskd$i/taskd.conf" >>"$T/taskd$i.log" 2>&1 &
 	echo $! >"$T/taskd$i.pid"
-	wait_for "curl -sf http://127.0.0.1:$p/healthz >/dev/null" 10
+	wait_for "in_ns h$i curl -sf http://$a:$p/healthz >/dev/null" 10
 }
 for i in 1 2 3; do
 	check "taskd worker-$i starts" "start_taskd $i" "$(tail -5 "$T/taskd$i.log" 2>/dev/null)"
@@ -129,7 +183,7 @@ check "three hosts register by heartbeat" "wait_for '[ \"\$(ready_hosts)\" = 3 ]
 publish() { # publish COMMIT SCRIPT
 	printf '%s' "$2" >"$T/blob-$1"
 	h=$(sha256sum "$T/blob-$1" | cut -d' ' -f1)
-	curl -s -o /dev/null -X PUT -H "Authorization: Bearer $ADMIN" --data-binary @"$T/blob-$1" "$U/cas/$h"
+	ctl curl -s -o /dev/null -X PUT -H "Authorization: Bearer $ADMIN" --data-binary @"$T/blob-$1" "$U/cas/$h"
 	api PUT "/v1/artifacts/app:web@$1" "{\"digest\":\"sha256:$h\",\"size\":$(stat -c %s "$T/blob-$1")}" >/dev/null
 }
 C1=1111111111111111111111111111111111111111
@@ -179,6 +233,7 @@ check "v1: two healthy tasks on distinct hosts, job RUNNING" "wait_for 'job_ok 1
 victim=$(running_hosts | cut -d' ' -f1)
 vi=${victim#worker-}
 kill -9 "$(cat "$T/taskd$vi.pid")"
+[ "$NETNS" = 1 ] && ip netns del "$P-h$vi"
 killed_at=$(date +%s)
 lost() { api GET /v1/hosts/$victim | grep -q '"state": *"LOST"'; }
 check "the killed host becomes LOST" "wait_for lost 10"
@@ -194,10 +249,12 @@ check "job back to RUNNING with 2 tasks" "wait_for 'job_ok 1' 30" "$(state)"
 # The host comes back with its old task still running (tasks outlive taskd): it is stopped and
 # deleted by the manager as an orphan.
 start_taskd "$vi"
-vport=$(cat "$T/taskd$vi.port")
-vtasks() { curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$vport/v1/tasks" | py "print(len([t for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web']))"; }
+taskd_get() { # taskd_get I PATH
+	in_ns "h$1" curl -s -m 5 -H "Authorization: Bearer $AGENT" "http://$(cat "$T/taskd$1.addr"):$(cat "$T/taskd$1.port")$2"
+}
+vtasks() { taskd_get "$vi" /v1/tasks | py "print(len([t for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web']))"; }
 check "the returning host's stale task is stopped and deleted" "wait_for '[ \"\$(vtasks)\" = 0 ]' 30" \
-	"$(curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$vport/v1/tasks")"
+	"$(taskd_get "$vi" /v1/tasks)"
 check "three hosts READY again" "wait_for '[ \"\$(ready_hosts)\" = 3 ]' 10"
 
 # ---- rolling update to a healthy version: batch by batch ----
@@ -238,7 +295,7 @@ check "the update resumes and finishes (v5 healthy on 2 hosts)" "wait_for 'job_o
 # ---- no task lost, none duplicated ----
 host_tasks() { # every web task on every taskd, RUNNING: "task_id" lines
 	for i in 1 2 3; do
-		curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$(cat "$T/taskd$i.port")/v1/tasks" |
+		taskd_get "$i" /v1/tasks |
 			py "print('\n'.join(t['task_id'] for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web' and t['state']=='RUNNING'))"
 	done | sort | grep -v '^$'
 }
@@ -250,7 +307,7 @@ check "hosts run exactly the manager's tasks (no loss, no duplicate)" "wait_for 
 # ---- stop ----
 api PUT /v1/jobs/us-east/us-east-1/web/state '{"state":"DONE"}' >/dev/null
 check "SetJobState DONE → job DONE" "wait_for '[ \"\$(field \"[\\\"state\\\"]\")\" = DONE ]' 30" "$(state)"
-gone() { [ -z "$(host_tasks)" ] && [ "$(for i in 1 2 3; do curl -s -H "Authorization: Bearer $AGENT" "http://127.0.0.1:$(cat "$T/taskd$i.port")/v1/tasks" | py "print(len([t for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web']))"; done | awk "{s+=\$1} END {print s+0}")" = 0 ]; }
+gone() { [ -z "$(host_tasks)" ] && [ "$(for i in 1 2 3; do taskd_get "$i" /v1/tasks | py "print(len([t for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web']))"; done | awk "{s+=\$1} END {print s+0}")" = 0 ]; }
 check "every task deleted from the hosts" "wait_for gone 30"
 
 echo "1..$n"
