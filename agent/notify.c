@@ -90,27 +90,42 @@ static int send_one(struct notifier *n, const struct outbox_msg *msg)
 	return c;
 }
 
+static bool task_blocked(const char *const *blocked, size_t n, const char *task_id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (streq(blocked[i], task_id))
+			return true;
+	return false;
+}
+
 static void deliver(struct notifier *n, usec_t *ret_next)
 {
 	struct outbox_msg *v = NULL;
-	size_t k = 0;
+	const char *blocked[BATCH];
+	size_t k = 0, n_blocked = 0;
+	bool progress = false;
 	usec_t now = clock_real_usec();
 
-	/* Read every pending message in id order, due or not: a message waiting for its retry
-	 * must hold back the later ones (per-task order). */
+	/* Read the pending messages in id order, due or not: a message waiting for its retry
+	 * holds back the later messages of the same task (order per task), while other tasks'
+	 * messages go on — one task the manager keeps refusing cannot stall everybody. */
 	if (manager_outbox_due(n->m, (usec_t)INT64_MAX, BATCH, &v, &k) < 0)
 		return;
 	for (size_t i = 0; i < k; i++) {
 		int c;
 
+		if (task_blocked(blocked, n_blocked, v[i].task_id))
+			continue;
 		if (v[i].next_attempt_at > now) {
 			*ret_next = MIN(*ret_next, v[i].next_attempt_at - now);
-			break;
+			blocked[n_blocked++] = v[i].task_id;
+			continue;
 		}
 		c = send_one(n, &v[i]);
 		if (c != 0) {
 			(void)manager_outbox_ack(n->m, v[i].id);
 			manager_count_notify(n->m, c > 0, c < 0);
+			progress = true;
 			continue;
 		}
 		{
@@ -118,11 +133,11 @@ static void deliver(struct notifier *n, usec_t *ret_next)
 
 			(void)manager_outbox_retry(n->m, v[i].id, now + d);
 			*ret_next = MIN(*ret_next, d);
+			blocked[n_blocked++] = v[i].task_id;
 		}
-		break;
 	}
-	if (k == BATCH)
-		*ret_next = 0; /* more waiting */
+	if (k == BATCH && progress)
+		*ret_next = 0; /* more may be waiting behind this batch */
 	outbox_msg_array_free(v, k);
 }
 

@@ -64,8 +64,11 @@ class H(BaseHTTPRequestHandler):
         with lock:
             count[0] += 1
             flaky = count[0] % 3 == 0
+        doc = json.loads(body) if body else {}
         if self.headers.get("Authorization") != "Bearer " + token:
             code, reply = 401, {}
+        elif str(doc.get("job", "")).endswith("/refused"):
+            code, reply = 409, {}  # "not placed here": retried forever by the protocol
         elif flaky:
             code, reply = 503, {}
         else:
@@ -129,6 +132,7 @@ ids="$ids $(put long1 '"command":["/bin/sh","-c","exec sleep 1000"],"stop_grace_
 ids="$ids $(put long2 '"command":["/bin/sh","-c","trap \"exit 0\" TERM; while :; do sleep 0.2; done"],"stop_grace_s":2')"
 ids="$ids $(put short '"command":["/bin/sh","-c","sleep 2; exit 4"],"restart":{"policy":"never"}')"
 check "five tasks put" "[ \$(echo $ids | wc -w) = 5 ]"
+REFUSED_ID=$(put refused '"command":["/bin/sh","-c","exit 1"],"restart":{"policy":"never"}')
 
 # ---------------------------------------------------------------- kill -9 at random moments
 dups=0
@@ -141,7 +145,7 @@ for i in $(seq "$KILLS"); do
 	[ $((i % 3)) = 0 ] && sleep 1.2 # let some tasks end while taskd is down
 	start_taskd || { notok "taskd restart $i"; break; }
 	have=$($C -o json ps | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["tasks"]))')
-	[ "$have" = 6 ] || lost=$((lost + 1))
+	[ "$have" = 7 ] || lost=$((lost + 1))
 	for id in $ids; do
 		# one live generation at most, and one shim (the sandbox init is a clone of the
 		# shim with the same command line: count only processes outside the cgroups)
@@ -171,25 +175,33 @@ while [ $i -lt 100 ]; do
 	i=$((i + 1))
 done
 check "every task stopped" "[ '$busy' = 0 ]"
+# The refused task's notifications stay in the outbox (409 is retried); nothing else may.
+refused_events=$(curl -s -H "Authorization: Bearer $(cat "$STATE/taskd.token")" \
+	"http://127.0.0.1:$PORT/v1/events?after=0" | python3 -c "
+import json,sys
+print(sum(1 for e in json.load(sys.stdin)['events'] if e['task_id']=='$REFUSED_ID' and e['type']!='deleted'))")
 i=0
 while [ $i -lt 300 ]; do
 	pend=$(curl -s -H "Authorization: Bearer $(cat "$STATE/taskd.token")" \
 		"http://127.0.0.1:$PORT/metrics" | awk '/^taskd_outbox_pending/ { print $2 }')
-	[ "$pend" = 0 ] && break
+	[ "$pend" = "$refused_events" ] && break
 	sleep 0.1
 	i=$((i + 1))
 done
-check "outbox drained (every notification acknowledged)" "[ '$pend' = 0 ]" "pending=$pend"
+check "outbox drained except the refused task's messages (no head-of-line blocking)" \
+	"[ '$pend' = '$refused_events' ] && [ '$refused_events' -ge 1 ]" \
+	"pending=$pend refused=$refused_events"
 curl -s -H "Authorization: Bearer $(cat "$STATE/taskd.token")" \
 	"http://127.0.0.1:$PORT/v1/events?after=0" >"$T/events.json"
 $C -o json ps >"$T/tasks.json"
 
-python3 - "$T/events.json" "$T/received.jsonl" "$T/tasks.json" "$LOCAL_ID" >"$T/verdict" 2>&1 <<'EOF'
+python3 - "$T/events.json" "$T/received.jsonl" "$T/tasks.json" "$LOCAL_ID" "$REFUSED_ID" >"$T/verdict" 2>&1 <<'EOF'
 import json, sys
-local = sys.argv[4]
-events = [e for e in json.load(open(sys.argv[1]))["events"] if e["task_id"] != local]
+local, refused = sys.argv[4], sys.argv[5]
+events = [e for e in json.load(open(sys.argv[1]))["events"] if e["task_id"] not in (local, refused)]
 recv = [json.loads(l) for l in open(sys.argv[2])]
-tasks = {t["task_id"]: t for t in json.load(open(sys.argv[3]))["tasks"] if t["task_id"] != local}
+tasks = {t["task_id"]: t for t in json.load(open(sys.argv[3]))["tasks"] if t["task_id"] not in (local, refused)}
+recv = [r for r in recv if r["body"].get("task_id") != refused]
 notes = [r["body"] for r in recv if r["path"].startswith("/v1/tasks/")]
 beats = [r["body"] for r in recv if r["path"].startswith("/v1/hosts/")]
 problems = []
@@ -232,7 +244,7 @@ if not beats:
     problems.append("no heartbeat received")
 else:
     hb = beats[-1]
-    if hb["host_id"] != "notify-e2e" or hb["zone"] != "e2e-1" or "vcpus" not in hb["resources"] or len(hb["tasks"]) != len(tasks):
+    if hb["host_id"] != "notify-e2e" or hb["zone"] != "e2e-1" or "vcpus" not in hb["resources"] or len(hb["tasks"]) != len(tasks) + 1:
         problems.append("bad heartbeat %s" % hb)
 print("notifications=%d unique=%d heartbeats=%d duplicates=%d" % (len(notes), len(uniq), len(beats), len(notes) - len(uniq)))
 for p in problems:
@@ -245,7 +257,7 @@ check "heartbeats carry host id, zone, resources and the task list" \
 	"! grep -q 'PROBLEM.*heartbeat' '$T/verdict'"
 
 # ---------------------------------------------------------------- cleanup
-for id in $ids $LOCAL_ID; do $C rm "$id" >/dev/null 2>&1; done
+for id in $ids $LOCAL_ID $REFUSED_ID; do $C rm "$id" >/dev/null 2>&1; done
 check "no task cgroup left" "[ \$(ls -d /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l) = 0 ]"
 check "no shim left" "! pgrep -f 'taskd-shim $STATE/' >/dev/null"
 kill "$TASKD_PID"
