@@ -46,6 +46,7 @@ struct cluster {
 	struct stop_mark *stops;
 	size_t n_stops;
 	struct cluster_stats stats;
+	usec_t started_at; /* lost-host grace after a (re)start */
 };
 
 static usec_t now_usec(const struct cluster *c)
@@ -124,6 +125,7 @@ int cluster_new(struct store *s, const struct cluster_config *cfg, struct cluste
 	c->cfg.mirrors = (const char *const *)c->mirrors;
 	c->cfg.region = c->region;
 	c->cfg.zone = c->zone;
+	c->started_at = now_usec(c);
 	pthread_mutex_init(&c->lock, NULL);
 	{
 		pthread_condattr_t ca;
@@ -786,7 +788,10 @@ static int monitor_hosts(struct cluster *c, usec_t now, struct cd_error *err)
 		struct store_task *tasks = NULL;
 		size_t nt = 0;
 
-		if (!streq(h->state, "READY") || h->last_heartbeat + limit > now)
+		/* Count missed heartbeats from our own start at the earliest: after deployd was
+		 * down, every host's last heartbeat is old, and that is not the hosts' fault. */
+		if (!streq(h->state, "READY") ||
+		    MAX(h->last_heartbeat, c->started_at) + limit > now)
 			continue;
 		r = store_begin(c->store, err);
 		if (r < 0)

@@ -930,6 +930,47 @@ static void test_host_ports_do_not_clash(void **state)
 	store_job_release(&j);
 }
 
+/* deployd was down longer than the lost timeout: after its restart the hosts get a grace period
+ * to heartbeat before anything is declared lost (else every task would be replaced). */
+static void test_restart_grace_for_hosts(void **state)
+{
+	struct cluster_put_result res = {};
+	struct store_host h = {};
+	struct store_job j;
+
+	heartbeat("h1", 4, NULL, 0);
+	heartbeat("h2", 4, NULL, 0);
+	put_job_ok(WEB2, &res);
+	tick();
+	all_running("web");
+	tick();
+
+	cluster_free(cl);
+	fake_now += 3600 * USEC_PER_SEC; /* an hour without a manager */
+	cl = new_cluster(false);
+	calls_reset();
+	tick();
+	assert_int_equal(store_host_get(st, "h1", &h, NULL), 0);
+	assert_string_equal(h.state, "READY");
+	store_host_release(&h);
+	get_job("web", &j, NULL, NULL);
+	assert_string_equal(j.state, "RUNNING");
+	store_job_release(&j);
+	assert_int_equal(count_calls("put"), 0);
+
+	/* h1 heartbeats, h2 stays silent: only h2 is lost once the grace is over. */
+	fake_now += 10 * USEC_PER_SEC;
+	heartbeat("h1", 4, NULL, 0);
+	fake_now += 6 * USEC_PER_SEC;
+	tick();
+	assert_int_equal(store_host_get(st, "h1", &h, NULL), 0);
+	assert_string_equal(h.state, "READY");
+	store_host_release(&h);
+	assert_int_equal(store_host_get(st, "h2", &h, NULL), 0);
+	assert_string_equal(h.state, "LOST");
+	store_host_release(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -956,6 +997,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_resume_after_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_ports_do_not_clash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_grace_for_hosts, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
