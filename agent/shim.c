@@ -48,6 +48,17 @@ static void ready_reply(int fd, const char *msg)
 	close(fd);
 }
 
+static char *oom_adj_saved;
+
+static int write_oom_adj(const char *value)
+{
+	_cleanup_close_ int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	return fs_write_all(fd, value, strlen(value));
+}
+
 static int fd_valid(int fd)
 {
 	return fcntl(fd, F_GETFD) >= 0;
@@ -159,6 +170,15 @@ int main(int argc, char **argv)
 	if (r < 0)
 		goto fail_start;
 
+	/* taskd (and so the shim) may run protected from the OOM killer (the unit's
+	 * OOMScoreAdjust): the task must not inherit that. Launch it with 0, then restore ours. */
+	{
+		_cleanup_free_ char *old_adj = NULL;
+
+		if (fs_read_file_at(AT_FDCWD, "/proc/self/oom_score_adj", 64, &old_adj, NULL) >= 0)
+			oom_adj_saved = strdup(old_adj);
+		(void)write_oom_adj("0");
+	}
 	/* The init also writes its final status here: it outlives even a shim killed -9. */
 	status_fd = openat(dirfd, TASKDIR_INIT_STATUS,
 			   O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -167,6 +187,8 @@ int main(int argc, char **argv)
 		goto fail_start;
 	pipes[0][1] = safe_close(pipes[0][1]);
 	pipes[1][1] = safe_close(pipes[1][1]);
+	if (oom_adj_saved)
+		(void)write_oom_adj(oom_adj_saved);
 
 	st.phase = SHIM_RUNNING;
 	st.pid = runtime_pid(rt);
@@ -286,6 +308,7 @@ int main(int argc, char **argv)
 	if (r < 0)
 		log_error_errno(r, "cannot write final status");
 	launch_spec_release(&spec);
+	free(oom_adj_saved);
 	return 0;
 
 fail_start:
@@ -306,5 +329,8 @@ fail_start:
 		for (int k = 0; k < 2; k++)
 			safe_close(pipes[i][k]);
 	launch_spec_release(&spec);
+	if (oom_adj_saved)
+		(void)write_oom_adj(oom_adj_saved);
+	free(oom_adj_saved);
 	return 1;
 }
