@@ -5,6 +5,9 @@ $(eval $(call cd_lib,agent,$(AGENT_LIB_SRCS)))
 
 AGENT_LIBS := agent fetcher sandbox taskwatch api cdlib
 
+# the e2e tests: nginx serves artifacts, python3 plays the cluster manager and an HTTP task
+DEPS_PKGS += nginx python3 curl
+
 $(eval $(call cd_prog,taskd,agent/taskd.c,$(AGENT_LIBS)))
 $(eval $(call cd_prog,taskd-shim,agent/shim.c,agent sandbox cdlib))
 INSTALL_SBIN += taskd
