@@ -66,7 +66,7 @@ struct store_job {
 	char state[16];		/* PENDING | RUNNING | DONE | ERROR (derived) */
 	char *reason;		/* may be NULL */
 	char rollout[16];	/* "" | rolling | halted | rolled_back */
-	char *rollout_reason; /* why the rollout halted or rolled back; may be NULL */
+	char *rollout_reason;	/* why the rollout halted or rolled back; may be NULL */
 	int max_unavailable;
 	int min_healthy_s;
 	bool auto_rollback;
