@@ -5,7 +5,7 @@ $(eval $(call cd_lib,central,$(CENTRAL_SRCS)))
 $(eval $(call cd_prog,deployd,central/main.c,central sandbox api cdlib))
 INSTALL_SBIN += deployd
 E2E_TESTS += tests/e2e/central_api.sh tests/e2e/central_taskd.sh
-$(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central cdlib))
+$(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central cdlib,$(call wrap,sqlite3_step)))
 $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central cdlib))
 $(eval $(call cd_test,test_central_cluster,tests/unit/test_central_cluster.c,central api cdlib))
 $(eval $(call cd_test,test_central_cas,tests/unit/test_central_cas.c,central cdlib,$(call wrap,write)))

@@ -23,6 +23,18 @@
 #include "lib/fs.h"
 #include "lib/id.h"
 
+/* Fault injection: make the Nth sqlite3_step() from our code fail (disk I/O error), SQLite's own
+ * habit for testing failure paths. 0 = off. */
+int __real_sqlite3_step(sqlite3_stmt *st);
+int __wrap_sqlite3_step(sqlite3_stmt *st);
+static int step_fail_at;
+int __wrap_sqlite3_step(sqlite3_stmt *st)
+{
+	if (step_fail_at > 0 && --step_fail_at == 0)
+		return SQLITE_IOERR;
+	return __real_sqlite3_step(st);
+}
+
 static char tmpdir[64];
 static char dbpath[128];
 
@@ -581,6 +593,48 @@ static void test_two_connections(void **state)
 	store_job_release(&got);
 }
 
+/* Every write fails at every step once: the result is all or nothing, never half. */
+static void test_injected_failures_are_atomic(void **state)
+{
+	_cleanup_store_ struct store *s = open_store();
+	int failures = 0;
+
+	for (int at = 1; at < 20; at++) {
+		struct store_job j, got;
+		char name[32], *spec = NULL;
+		int64_t before = 0, after = 0;
+		int r, present;
+
+		snprintf(name, sizeof(name), "job%d", at);
+		make_job(&j, "z1", name, "{\"x\":1}");
+		assert_int_equal(store_event_last_id(s, &before, NULL), 0);
+		step_fail_at = at;
+		/* A job, its version row and an event in one transaction. */
+		r = store_begin(s, NULL);
+		if (r >= 0)
+			r = store_job_insert(s, &j, NULL);
+		if (r >= 0)
+			r = store_event_append(s, "t", "job.put", name, NULL, NULL, NULL);
+		if (r >= 0)
+			r = store_commit(s, NULL);
+		else
+			store_rollback(s);
+		step_fail_at = 0;
+		if (r < 0)
+			failures++;
+		present = store_job_get(s, "z1", name, &got, NULL) == 0;
+		if (present)
+			store_job_release(&got);
+		assert_int_equal(present, r >= 0);
+		assert_int_equal(store_job_version_spec(s, j.job_id, 1, &spec, NULL) == 0, r >= 0);
+		free(spec);
+		assert_int_equal(store_event_last_id(s, &after, NULL), 0);
+		assert_int_equal(after > before, r >= 0);
+	}
+	/* The injection did hit every statement of the transaction at least once. */
+	assert_true(failures >= 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -601,6 +655,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_event_wait, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_connections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_injected_failures_are_atomic, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
