@@ -914,6 +914,8 @@ static int zone_view_load(struct cluster *c, struct zone_view *z, struct cd_erro
 	r = store_host_list(c->store, c->zone, NULL, 0, &z->hosts, &z->n_hosts, err);
 	if (r >= 0)
 		r = store_task_list(c->store, &f, &z->tasks, &z->n_tasks, err);
+	if (r < 0)
+		zone_view_release(z);
 	return r;
 }
 
@@ -1610,7 +1612,8 @@ static int put_task_body(struct cluster *c, const struct store_job *j, const str
 	r = jobspec_from_string(spec_text, strlen(spec_text), &spec, &p);
 	problem_release(&p);
 	if (r < 0)
-		return cd_error_set(err, r, "stored spec of version %lld does not parse",
+		return cd_error_set(err, r == -ENOMEM ? r : -EINVAL,
+				    "stored spec of version %lld does not parse",
 				    (long long)t->version);
 	r = jobspec_to_json(spec, &spec_json);
 	if (r < 0)
@@ -1625,6 +1628,8 @@ static int put_task_body(struct cluster *c, const struct store_job *j, const str
 		if (r < 0) {
 			json_decref(mirrors);
 			json_decref(spec_json);
+			if (r != -ENOENT)
+				return r; /* the store's message is in err */
 			return cd_error_set(err, r, "artifact %s@%s not in the index", target,
 					    spec->target.commit);
 		}
@@ -1676,13 +1681,18 @@ static int push_round(struct cluster *c, struct cd_error *err)
 			if (r >= 0)
 				r = put_task_body(c, &j, t, &body, &perr);
 			store_job_release(&j);
-			if (r < 0) {
-				/* Cannot even build the request: a permanent problem of this task. */
-				if (r != -ENOMEM)
-					r = task_fix(c, t->task_id, fix_rejected,
-						     cd_error_message(&perr), "task.state", err);
+			if (r == -EINVAL || r == -ENOENT) {
+				/* The stored spec does not parse or its artifact is not indexed: a
+				 * permanent problem of this task. */
+				r = task_fix(c, t->task_id, fix_rejected, cd_error_message(&perr),
+					     "task.state", err);
 				if (r < 0)
 					break;
+				continue;
+			}
+			if (r < 0) {
+				/* The store failed (busy, I/O): try again next round. */
+				r = 0;
 				continue;
 			}
 			pushes++;

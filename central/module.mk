@@ -7,7 +7,7 @@ INSTALL_SBIN += deployd
 E2E_TESTS += tests/e2e/central_api.sh tests/e2e/central_taskd.sh
 $(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central cdlib,$(call wrap,sqlite3_step)))
 $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central cdlib))
-$(eval $(call cd_test,test_central_cluster,tests/unit/test_central_cluster.c,central api cdlib))
+$(eval $(call cd_test,test_central_cluster,tests/unit/test_central_cluster.c,central api cdlib,$(call wrap,sqlite3_step)))
 $(eval $(call cd_test,test_central_cas,tests/unit/test_central_cas.c,central cdlib,$(call wrap,write)))
 $(eval $(call cd_fuzz,fuzz_central_config,tests/fuzz/fuzz_central_config.c central/config.c api/names.c api/json.c api/problem.c,cdlib))
 $(eval $(call cd_test,test_central_config,tests/unit/test_central_config.c,central sandbox api cdlib))

@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include "api/jobspec.h"
 #include "central/cluster.h"
 #include "lib/fs.h"
@@ -101,6 +103,17 @@ static int fake_delete(void *data, const char *addr, const char *task_id, struct
 }
 
 static const struct cluster_push_ops fake_ops = { fake_put, fake_state, fake_delete };
+
+/* Fault injection: the Nth sqlite3_step() from our code fails with an I/O error. */
+int __real_sqlite3_step(sqlite3_stmt *st);
+int __wrap_sqlite3_step(sqlite3_stmt *st);
+static int step_fail_at;
+int __wrap_sqlite3_step(sqlite3_stmt *st)
+{
+	if (step_fail_at > 0 && --step_fail_at == 0)
+		return SQLITE_IOERR;
+	return __real_sqlite3_step(st);
+}
 
 /* ---- fixture ------------------------------------------------------------------------------- */
 
@@ -971,6 +984,91 @@ static void test_restart_grace_for_hosts(void **state)
 	store_host_release(&h);
 }
 
+/* PutJob (update) and a controller round with a store failure at every possible statement: the
+ * job is at the old or the new version with its event, tasks are placed with their events or
+ * not at all — never half. The next round without failures converges. */
+static void test_store_failures_leave_nothing_half_done(void **state)
+{
+	struct cluster_put_result res = {};
+	int put_failures = 0;
+
+	heartbeat("h1", 8, NULL, 0);
+	heartbeat("h2", 8, NULL, 0);
+	put_job_ok(WEB2, &res);
+	for (int at = 1; at < 30; at++) {
+		char spec[160];
+		struct store_job j;
+		struct store_event *ev = NULL;
+		size_t ne = 0, puts = 0;
+		int64_t before;
+		struct problem p;
+		int r;
+
+		get_job("web", &j, NULL, NULL);
+		before = j.version;
+		store_job_release(&j);
+		snprintf(spec, sizeof(spec),
+			 "{\"name\":\"web\",\"target\":\"//app:web\",\"reqs\":{\"hosts\":2},"
+			 "\"env\":{\"AT\":\"%d\"}}",
+			 at);
+		problem_init(&p, 0, NULL, NULL);
+		step_fail_at = at;
+		r = put_job(spec, NULL, &res, &p);
+		step_fail_at = 0;
+		problem_release(&p);
+		put_failures += r < 0;
+		get_job("web", &j, NULL, NULL);
+		assert_int_equal(j.version, r < 0 ? before : before + 1);
+		{
+			char needle[32];
+
+			snprintf(needle, sizeof(needle), "\"AT\":\"%d\"", at);
+			assert_int_equal(strstr(j.spec, needle) != NULL, r >= 0);
+		}
+		store_job_release(&j);
+		assert_int_equal(store_event_list(st, 0, 0, &ev, &ne, NULL), 0);
+		for (size_t i = 0; i < ne; i++)
+			puts += streq(ev[i].kind, "job.put");
+		store_event_list_free(ev, ne);
+		/* one job.put event per version that exists */
+		assert_int_equal(puts, (size_t)(r < 0 ? before : before + 1));
+	}
+	assert_true(put_failures >= 3);
+
+	/* Controller rounds that fail somewhere: whatever was written is consistent, and a clean
+	 * round afterwards leaves exactly two live tasks, each with its placement event. */
+	for (int at = 1; at < 60; at += 3) {
+		struct cd_error err = {};
+
+		step_fail_at = at;
+		(void)cluster_tick(cl, &err);
+		step_fail_at = 0;
+	}
+	tick();
+	tick();
+	{
+		struct store_job j;
+		struct store_task *t = NULL;
+		struct store_event *ev = NULL;
+		size_t n = 0, ne = 0;
+
+		get_job("web", &j, &t, &n);
+		assert_int_equal(live_running_tasks("web", j.version, NULL), 2);
+		assert_int_equal(store_event_list(st, 0, 1000, &ev, &ne, NULL), 0);
+		for (size_t i = 0; i < n; i++) {
+			bool placed = false;
+
+			for (size_t k = 0; k < ne && !placed; k++)
+				placed = streq(ev[k].kind, "task.placed") &&
+					 strstr(ev[k].subject, t[i].task_id);
+			assert_true(placed);
+		}
+		store_event_list_free(ev, ne);
+		store_task_list_free(t, n);
+		store_job_release(&j);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -998,6 +1096,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resume_after_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_ports_do_not_clash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_grace_for_hosts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_failures_leave_nothing_half_done, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
