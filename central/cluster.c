@@ -1089,13 +1089,17 @@ static bool set_job_state(struct store_job *j, const char *state, const char *re
 	return changed;
 }
 
-static int reconcile_job(struct cluster *c, const char *job_id, usec_t now, struct cd_error *err)
+/* One job in one transaction. z is the zone's hosts and live tasks, loaded once per round and
+ * shared by the jobs of the round: only this thread places tasks, so a round never over-commits;
+ * a placement whose transaction fails stays in z until the next round (conservative). */
+static int reconcile_job(struct cluster *c, const char *job_id, usec_t now, struct zone_view *zv,
+			 struct cd_error *err)
 {
 	_cleanup_jobspec_ struct jobspec *spec = NULL;
 	struct store_task_filter f = { .job_id = job_id };
 	struct store_task *tasks = NULL;
 	struct store_job j = {}, orig = {};
-	struct zone_view z = {};
+	struct zone_view *z = zv;
 	struct slot *slots = NULL;
 	struct problem p;
 	char reason[512] = "", urlbuf[512];
@@ -1127,8 +1131,6 @@ static int reconcile_job(struct cluster *c, const char *job_id, usec_t now, stru
 		goto write;
 	}
 	r = store_task_list(c->store, &f, &tasks, &n, err);
-	if (r >= 0)
-		r = zone_view_load(c, &z, err);
 	if (r < 0)
 		goto out;
 	hosts = spec->reqs.hosts;
@@ -1367,7 +1369,7 @@ static int reconcile_job(struct cluster *c, const char *job_id, usec_t now, stru
 			continue;
 		if (streq(j.rollout, "halted") && j.stable_version == 0)
 			continue; /* a first rollout that failed is not retried forever */
-		r = place_task(c, &j, spec, (int)i, s->last_failed_host, &z, now, why, sizeof(why),
+		r = place_task(c, &j, spec, (int)i, s->last_failed_host, z, now, why, sizeof(why),
 			       err);
 		if (r == -ENOSPC) {
 			unplaceable = true;
@@ -1460,7 +1462,6 @@ out:
 	else
 		store_rollback(c->store);
 	free(slots);
-	zone_view_release(&z);
 	store_task_list_free(tasks, n);
 	free(orig.reason);
 	store_job_release(&j);
@@ -1780,6 +1781,7 @@ static int push_round(struct cluster *c, struct cd_error *err)
 int cluster_tick(struct cluster *c, struct cd_error *err)
 {
 	struct store_job *jobs = NULL;
+	struct zone_view z = {};
 	size_t n = 0;
 	usec_t now = now_usec(c);
 	int r;
@@ -1788,8 +1790,11 @@ int cluster_tick(struct cluster *c, struct cd_error *err)
 	r = monitor_hosts(c, now, err);
 	if (r >= 0)
 		r = store_job_list(c->store, c->zone, NULL, NULL, 0, &jobs, &n, err);
+	if (r >= 0 && n > 0)
+		r = zone_view_load(c, &z, err);
 	for (size_t i = 0; i < n && r >= 0; i++)
-		r = reconcile_job(c, jobs[i].job_id, now, err);
+		r = reconcile_job(c, jobs[i].job_id, now, &z, err);
+	zone_view_release(&z);
 	store_job_list_free(jobs, n);
 	if (r < 0)
 		return r;
