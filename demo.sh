@@ -124,7 +124,7 @@ else
 fi
 trap 'exit 130' INT TERM
 
-# ---- tokens: one file shared by the three deployds; taskd gets the agent token -------------
+# ---- tokens: one file shared by the three deployds; taskd talks to its manager with the agent token
 hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 ADMIN=$(hex)
 AGENT=$(hex)
@@ -225,11 +225,15 @@ for h in $HOSTS; do
 	mgr=$US
 	[ "$zs" = eu ] && mgr=$EU
 	mkdir -p "$T/$name"
+	# Its own API token for SREs (taskctl); the cluster manager pushes with the agent token,
+	# which is how taskd tells its tasks from local ones.
+	hex >"$T/$name/local.token"
+	chmod 0600 "$T/$name/local.token"
 	cat >"$T/$name/taskd.conf" <<EOF
 state_dir = $T/$name
 listen = $addr:7411
 advertise_url = http://$addr:7411
-token_file = $T/agent.token
+token_file = $T/$name/local.token
 manager_url = http://$mgr
 manager_token_file = $T/agent.token
 host_id = $name
@@ -313,7 +317,7 @@ show_service() {
 	for h in $HOSTS; do
 		IFS=: read -r name _ _ addr <<<"$h"
 		echo "\$ taskctl --host http://$addr:7411 ps    ($name)"
-		"$BIN/taskctl" --host "http://$addr:7411" --token-file "$T/agent.token" ps
+		"$BIN/taskctl" --host "http://$addr:7411" --token-file "$T/$name/local.token" ps
 	done
 	for hp in $(zone_addrs us) $(zone_addrs eu); do
 		printf '$ curl http://%s/  ->  ' "$hp"
@@ -380,7 +384,7 @@ Where to look next:
   runs             curl ... http://$CENTRAL/v1/pipelines/$PID/runs
   stage logs       curl ... http://$CENTRAL/v1/pipelines/$PID/runs/<n>/stages/<name>/log
   jobs             taskctl --server http://$US --token <admin> jobs
-  tasks on a host  taskctl --host http://$NET.11:7411 --token-file <agent token> ps
+  tasks on a host  taskctl --host http://$NET.11:7411 --token-file $T/us-host-1/local.token ps
   daemon logs      $T/logs/
   docs             docs/pipelines.md, docs/demo.md
 (DEMO_KEEP=1 make demo keeps everything running; ./demo.sh stop removes it.)
