@@ -303,6 +303,16 @@ wait_for "$t_ign" DONE stopped >/dev/null
 # ---------------------------------------------------------------- health
 t_h=$(put health '"command":["/bin/sh","-c","sleep 60"],"health":{"type":"tcp","port":9,"interval_s":1,"timeout_s":1,"failure_threshold":2},"restart":{"policy":"never"},"stop_grace_s":1')
 check "failing TCP health check → ERROR health_failed with a message" "wait_for '$t_h' ERROR health_failed 15 && field '$t_h' message | grep -q 'health check failed 2 times'"
+t_hr=$(put healthr '"command":["/bin/sh","-c","exec sleep 60"],"health":{"type":"tcp","port":9,"interval_s":1,"timeout_s":1,"failure_threshold":1},"restart":{"policy":"on-failure","backoff_s":1,"max_backoff_s":1},"stop_grace_s":1')
+i=0
+while [ $i -lt 100 ] && ! field "$t_hr" message | grep -q 'after health_failed'; do
+	sleep 0.1
+	i=$((i + 1))
+done
+check "failing health check with on-failure → restarted (restarting after health_failed)" \
+	"field '$t_hr' message | grep -q 'after health_failed'" "$(field "$t_hr" message)"
+$C stop "$t_hr" >/dev/null
+wait_for "$t_hr" DONE stopped >/dev/null
 t_hx=$(put healthx '"command":["/bin/sh","-c","sleep 60"],"health":{"type":"exec","command":["/bin/true"],"interval_s":1,"timeout_s":1,"failure_threshold":1},"stop_grace_s":1')
 wait_for "$t_hx" RUNNING >/dev/null
 i=0
