@@ -590,33 +590,31 @@ static void h_get_state(struct pipeline_api *api, struct http_request *req,
 	store_pipeline_release(&row);
 }
 
-static void h_create_run(struct pipeline_api *api, struct http_request *req,
-			 const struct principal *who)
+static void store_run_releasep(struct store_run *r)
+{
+	store_run_release(r);
+}
+
+/* The body of POST .../runs for a loaded pipeline the caller may change. */
+static void create_run(struct pipeline_api *api, struct http_request *req,
+		       const struct principal *who, const struct store_pipeline *row,
+		       const char *key)
 {
 	_cleanup_problem_ struct problem p;
-	struct store_pipeline row = { 0 };
-	struct store_run run = { 0 };
+	_cleanup_(store_run_releasep) struct store_run run = { 0 };
+	json_auto_t *body = NULL;
 	struct cd_error err = { 0 }, cerr = { 0 };
-	const char *key = http_request_header(req, "Idempotency-Key");
 	const char *commit = NULL;
 	bool created = false;
-	json_t *body = NULL, *o = NULL;
-	char loc[96];
+	json_t *o = NULL;
+	char loc[96], subj[128];
+	int64_t n;
 	int r;
 
 	problem_init(&p, 400, NULL, NULL);
-	if (key && (!*key || strlen(key) > IDEMPOTENCY_KEY_MAX)) {
-		http_reply_error(req, 400, "Idempotency-Key must be 1..%d bytes",
-				 IDEMPOTENCY_KEY_MAX);
-		return;
-	}
-	if (!load_pipeline(api, req, &row))
-		return;
-	if (!may_change(req, who, row.owner))
-		goto out;
 	if (http_request_json(req, &body, &p) < 0) {
 		http_reply_problem(req, &p);
-		goto out;
+		return;
 	}
 	if (api_json_expect_object(body, "", &p) >= 0)
 		api_json_get_string(body, "", "commit", true, 1, 64, &commit, &p);
@@ -625,25 +623,24 @@ static void h_create_run(struct pipeline_api *api, struct http_request *req,
 	if (problem_has_errors(&p)) {
 		problem_set(&p, 422, API_PROBLEM_INVALID, "Validation failed");
 		http_reply_problem(req, &p);
-		goto out;
+		return;
 	}
 	r = tx_begin(api, &err);
 	if (r >= 0) {
-		char subj[128];
-
-		r = store_run_create(api->cfg.store, row.pipeline_id, commit, key, "api", who->name,
-				     clock_real_usec(), &run, &created, &err);
+		r = store_run_create(api->cfg.store, row->pipeline_id, commit, key, "api",
+				     who->name, clock_real_usec(), &run, &created, &err);
 		r = tx_end(api, r, who, created ? "pipeline.run.create" : NULL,
-			   subject_of(subj, sizeof(subj), row.pipeline_id, run.run),
+			   subject_of(subj, sizeof(subj), row->pipeline_id, run.run),
 			   created ? json_pack("{s:s}", "commit", commit) : NULL, &err);
 	}
+	n = run.run;
 	if (r >= 0 && created) {
 		/* Start it now when the pipeline is idle; otherwise it waits its turn. */
-		r = pipeline_run_start_next(api->cfg.store, row.pipeline_id, clock_real_usec(),
+		r = pipeline_run_start_next(api->cfg.store, row->pipeline_id, clock_real_usec(),
 					    &err);
 		if (r >= 0) {
 			store_run_release(&run);
-			r = store_run_get(api->cfg.store, row.pipeline_id, 0, &run, &err);
+			r = store_run_get(api->cfg.store, row->pipeline_id, n, &run, &err);
 		}
 		runner_kick(api->cfg.runner);
 	}
@@ -651,14 +648,28 @@ static void h_create_run(struct pipeline_api *api, struct http_request *req,
 		r = run_with_stages_json(api, &run, &o, &err);
 	if (r < 0) {
 		reply_store_error(req, r, &err);
-		goto out;
+		return;
 	}
-	snprintf(loc, sizeof(loc), "/v1/pipelines/%s/runs/%" PRId64, row.pipeline_id, run.run);
+	snprintf(loc, sizeof(loc), "/v1/pipelines/%s/runs/%" PRId64, row->pipeline_id, n);
 	http_reply_header(req, "Location", loc);
 	http_reply_json_new(req, created ? 201 : 200, o);
-out:
-	json_decref(body);
-	store_run_release(&run);
+}
+
+static void h_create_run(struct pipeline_api *api, struct http_request *req,
+			 const struct principal *who)
+{
+	const char *key = http_request_header(req, "Idempotency-Key");
+	struct store_pipeline row = { 0 };
+
+	if (key && (!*key || strlen(key) > IDEMPOTENCY_KEY_MAX)) {
+		http_reply_error(req, 400, "Idempotency-Key must be 1..%d bytes",
+				 IDEMPOTENCY_KEY_MAX);
+		return;
+	}
+	if (!load_pipeline(api, req, &row))
+		return;
+	if (may_change(req, who, row.owner))
+		create_run(api, req, who, &row, key);
 	store_pipeline_release(&row);
 }
 
