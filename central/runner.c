@@ -113,7 +113,7 @@ int runner_keepalive(struct exec_ctx *ctx)
 		return -ETIMEDOUT;
 	if (!r)
 		return 0;
-	/* Renew when a third of the lease is left: never lose it to a slow step. */
+	/* Renew once a third of the lease has passed: a slow step never loses it. */
 	if (ctx->claim->lease_expires > now + r->cfg.lease * 2 / 3)
 		return 0;
 	return store_action_extend(ctx->store, (struct store_claim *)ctx->claim, now, r->cfg.lease,
