@@ -677,8 +677,14 @@ static int probe_connect(pid_t task_pid, const struct jobspec_health *h, bool ne
 }
 
 /* Runs in the forked probe child: only async-signal-safe calls. Exit 0 = healthy. */
+/* cgroup.procs of the task's cgroup in every hierarchy, computed before the probe forks. */
+struct probe_cgroups {
+	size_t n;
+	char procs[_CG_HIER_MAX][PATH_MAX];
+};
+
 static _noreturn_ void probe_child(pid_t task_pid, const struct jobspec_health *h, bool net_host,
-				   char *const *envp)
+				   const struct probe_cgroups *cgs, char *const *envp)
 {
 	sigset_t none;
 
@@ -689,6 +695,16 @@ static _noreturn_ void probe_child(pid_t task_pid, const struct jobspec_health *
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (h->type == JOBSPEC_HEALTH_EXEC) {
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		/* An exec probe is part of the task: its limits apply, a stop kills it. Writing 0
+		 * to cgroup.procs moves the writer itself (no pid formatting in this child). */
+		for (size_t i = 0; i < cgs->n; i++) {
+			int fd = open(cgs->procs[i], O_WRONLY | O_CLOEXEC);
+
+			if (fd < 0 || write(fd, "0", 1) != 1)
+				_exit(125);
+			close(fd);
+		}
 
 		if (task_pid > 0) {
 			static const int kinds[] = { CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWIPC,
@@ -748,9 +764,29 @@ static void probe_start(struct manager *m, struct task *t)
 	};
 	struct clone_args args = { 0 };
 	struct epoll_event ev = { .events = EPOLLIN };
+	_cleanup_free_ struct probe_cgroups *cgs = calloc(1, sizeof(*cgs));
 	int pidfd = -1;
 	pid_t pid;
 
+	if (!cgs) {
+		t->next_probe =
+			clock_mono_usec() + (usec_t)t->spec->health.interval_s * USEC_PER_SEC;
+		return;
+	}
+	if (t->spec->health.type == JOBSPEC_HEALTH_EXEC) {
+		char name[CGNAME_MAX];
+
+		task_cg_name(t, name);
+		for (int h = 0; h < _CG_HIER_MAX; h++) {
+			const char *root = cg_system_hier_path(m->cgsys, (enum cg_hier)h);
+
+			if (root &&
+			    snprintf(cgs->procs[cgs->n], PATH_MAX, "%s/%s/%s/cgroup.procs", root,
+				     m->cfg.cgroup_parent, name) < PATH_MAX &&
+			    access(cgs->procs[cgs->n], W_OK) == 0)
+				cgs->n++;
+		}
+	}
 	args.flags = CLONE_PIDFD;
 	args.pidfd = (uint64_t)(uintptr_t)&pidfd;
 	args.exit_signal = SIGCHLD;
@@ -762,7 +798,7 @@ static void probe_start(struct manager *m, struct task *t)
 	}
 	if (pid == 0)
 		probe_child(t->task_pid, &t->spec->health,
-			    t->spec->reqs.networking.mode == JOBSPEC_NET_HOST, envp);
+			    t->spec->reqs.networking.mode == JOBSPEC_NET_HOST, cgs, envp);
 	t->probe_pid = pid;
 	t->probe_pidfd = pidfd;
 	t->probe_deadline = clock_mono_usec() + (usec_t)t->spec->health.timeout_s * USEC_PER_SEC;
