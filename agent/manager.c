@@ -764,15 +764,11 @@ static void probe_start(struct manager *m, struct task *t)
 	};
 	struct clone_args args = { 0 };
 	struct epoll_event ev = { .events = EPOLLIN };
-	_cleanup_free_ struct probe_cgroups *cgs = calloc(1, sizeof(*cgs));
+	struct probe_cgroups cgs_buf, *cgs = &cgs_buf; /* ~24 KiB: fine on this thread */
 	int pidfd = -1;
 	pid_t pid;
 
-	if (!cgs) {
-		t->next_probe =
-			clock_mono_usec() + (usec_t)t->spec->health.interval_s * USEC_PER_SEC;
-		return;
-	}
+	cgs->n = 0;
 	if (t->spec->health.type == JOBSPEC_HEALTH_EXEC) {
 		char name[CGNAME_MAX];
 
