@@ -24,3 +24,5 @@ E2E_TESTS += tests/e2e/pipeline_crash.sh
 $(eval $(call cd_test,test_pipeline_builder,tests/unit/test_pipeline_builder.c,central sandbox api cdlib))
 E2E_TESTS += tests/e2e/pipeline_demo.sh
 E2E_TESTS += tests/e2e/pipeline_roles.sh
+# make demo and the pipelines e2e tests: git (builder), python3 (JSON in the scripts), make + cc (the example)
+DEPS_PKGS += git python3 make gcc util-linux iproute2
