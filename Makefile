@@ -9,7 +9,7 @@
 #   make check      deps + build + unit tests (ASan/UBSan) + selftests (root) + fuzz smoke + lint
 #   make test       unit tests only;  make selftest;  make fuzz FUZZ_SECONDS=N;  make lint
 #   make bench      benchmarks, each against its baseline
-#   make demo       the whole system on this machine, deploying a pipeline
+#   make demo       the whole system on this machine, deploying a pipeline (make demo-stop)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   V=1             show every command
 
@@ -74,7 +74,11 @@ bench: $(PROGS) $(BENCH_DEPS)
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)./demo.sh
+	$(Q)BUILD=$(BUILD) ./demo.sh
+
+# Stops a demo left running with `make demo DEMO_KEEP=1` (Ctrl-C during the demo also cleans up).
+demo-stop:
+	$(Q)BUILD=$(BUILD) ./demo.sh stop
 
 install: install-bin $(INSTALL_TARGETS)
 
@@ -87,6 +91,6 @@ install-bin: $(PROGS)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test selftest fuzz check check-run lint format bench demo install install-bin clean deps
+.PHONY: all test selftest fuzz check check-run lint format bench demo demo-stop install install-bin clean deps
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
