@@ -26,3 +26,18 @@ E2E_TESTS += tests/e2e/pipeline_demo.sh
 E2E_TESTS += tests/e2e/pipeline_roles.sh
 # make demo and the pipelines e2e tests: git (builder), python3 (JSON in the scripts), make + cc (the example)
 DEPS_PKGS += git python3 make gcc util-linux iproute2
+
+# ---- bench/pipelines (engineer "pbench"): planner on 10,000-stage schemas, queue throughput ----
+# Benchmark programs, not shipped: built by `make bench` (BENCH_DEPS), run by bench/pipelines/run.sh.
+$(BUILD)/bench/bench_planner: $(call objs,obj,bench/pipelines/bench_planner.c) \
+		$(BUILD)/libcentral.a $(BUILD)/libsandbox.a $(BUILD)/libapi.a $(BUILD)/libcdlib.a
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+$(BUILD)/bench/bench_queue: $(call objs,obj,bench/pipelines/bench_queue.c) \
+		$(BUILD)/libcentral.a $(BUILD)/libsandbox.a $(BUILD)/libapi.a $(BUILD)/libcdlib.a
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+ALL_SRCS += bench/pipelines/bench_planner.c bench/pipelines/bench_queue.c
+BENCH_DEPS += $(BUILD)/bench/bench_planner $(BUILD)/bench/bench_queue
