@@ -24,6 +24,10 @@
  *                          queued): no claim, so a crash mid-action cannot be told from "not
  *                          started" — the floor of any durable queue on this disk
  *
+ * Variants run one after the other, each on a fresh database; with --rounds N the whole list runs
+ * N times round-robin, so a change of load on this shared machine hits every variant alike, and
+ * the summary reports the median per variant (ratios are of medians).
+ *
  * What is timed: from the runner's start until every run has ended, including submitting the
  * runs the way POST /v1/pipelines/{id}/runs does (store_run_create, pipeline_run_start_next,
  * runner_kick; for the baselines one transaction inserting the run and its first action).
@@ -37,6 +41,7 @@
  * Usage: bench_queue [--dir DIR] [--tmpfs-dir DIR|""] [--pipelines N] [--stages N]
  *                    [--variants a,b,...]   (default: all, in the order listed above)
  *                    [--reconcile-ms N]     (runner's reconciler period; default its own, 2 s)
+ *                    [--rounds N]           (every variant N times, round-robin; default 1)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -555,6 +560,31 @@ out:
 
 /* ---- main ---------------------------------------------------------------------------------- */
 
+#define MAX_ROUNDS 20
+
+struct agg {
+	double elapsed[MAX_ROUNDS], submit[MAX_ROUNDS];
+	unsigned n;
+	bool ok;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Middle value (mean of the two middle ones for even n); sorts a copy. */
+static double median(const double *v, unsigned n)
+{
+	double t[MAX_ROUNDS];
+
+	memcpy(t, v, n * sizeof(double));
+	qsort(t, n, sizeof(double), cmp_double);
+	return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+}
+
 enum variant {
 	V_RUNNER_1T,
 	V_RUNNER_2T,
@@ -605,16 +635,21 @@ int main(int argc, char **argv)
 		{ "stages", required_argument, NULL, 's' },
 		{ "variants", required_argument, NULL, 'v' },
 		{ "reconcile-ms", required_argument, NULL, 'r' },
+		{ "rounds", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
 	const char *dir = "/tmp", *tmpfs_dir = "/dev/shm", *variants = NULL;
 	struct result res[_V_MAX] = { 0 };
+	struct agg agg[_V_MAX];
+	unsigned rounds = 1;
 	bool want[_V_MAX], failed = false;
 	int c;
 
-	for (int v = 0; v < _V_MAX; v++)
+	for (int v = 0; v < _V_MAX; v++) {
 		want[v] = true;
+		agg[v] = (struct agg){ .ok = true };
+	}
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
 		int r = 0;
 
@@ -638,6 +673,11 @@ int main(int argc, char **argv)
 		case 'v':
 			variants = optarg;
 			break;
+		case 'R':
+			r = parse_uint(optarg, MAX_ROUNDS, &rounds);
+			if (r >= 0 && rounds == 0)
+				r = -ERANGE;
+			break;
 		case 'r': {
 			unsigned ms;
 
@@ -653,7 +693,7 @@ int main(int argc, char **argv)
 				"usage: bench_queue [--dir DIR] [--tmpfs-dir DIR|\"\"] [--pipelines N]"
 				" [--stages N] [--variants runner-1t,runner-2t,runner-1t-norecon,runner-step,"
 				"runner-1t-tmpfs,"
-				"minimal-lease,minimal-nolease] [--reconcile-ms N]\n");
+				"minimal-lease,minimal-nolease] [--reconcile-ms N] [--rounds N]\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}
@@ -685,50 +725,73 @@ int main(int argc, char **argv)
 	       n_pipes, n_stages, n_pipes * n_stages, dir, fs_name(dir),
 	       *tmpfs_dir ? tmpfs_dir : "-", *tmpfs_dir ? fs_name(tmpfs_dir) : "-",
 	       sqlite3_libversion());
-	printf("  %-16s %9s %9s %12s %10s %10s %8s\n", "variant", "total s", "submit s", "runs/min",
-	       "actions/s", "us/action", "vs Argo");
+	printf("  %-17s %5s %9s %9s %12s %10s %10s\n", "variant", "round", "total s", "submit s",
+	       "runs/min", "actions/s", "us/action");
 	fflush(stdout);
-	for (int v = 0; v < _V_MAX; v++) {
-		struct cd_error err = { 0 };
-		struct result *x = &res[v];
-		double rpm, aps;
-		int r;
+	for (unsigned round = 0; round < rounds; round++)
+		for (int v = 0; v < _V_MAX; v++) {
+			struct cd_error err = { 0 };
+			struct result x = { 0 };
+			double aps;
+			int r;
 
-		if (!want[v])
-			continue;
-		switch (v) {
-		case V_RUNNER_1T:
-			r = run_runner(dir, 1, reconcile, x, &err);
-			break;
-		case V_RUNNER_2T:
-			r = run_runner(dir, 2, reconcile, x, &err);
-			break;
-		case V_RUNNER_1T_NORECON:
-			r = run_runner(dir, 1, 3600 * USEC_PER_SEC, x, &err);
-			break;
-		case V_RUNNER_1T_TMPFS:
-			r = run_runner(tmpfs_dir, 1, reconcile, x, &err);
-			break;
-		case V_RUNNER_STEP:
-			r = run_runner(dir, 0, reconcile, x, &err);
-			break;
-		case V_MINIMAL_LEASE:
-			r = run_minimal(dir, true, x, &err);
-			break;
-		default:
-			r = run_minimal(dir, false, x, &err);
-			break;
+			if (!want[v] || !agg[v].ok)
+				continue;
+			switch (v) {
+			case V_RUNNER_1T:
+				r = run_runner(dir, 1, reconcile, &x, &err);
+				break;
+			case V_RUNNER_2T:
+				r = run_runner(dir, 2, reconcile, &x, &err);
+				break;
+			case V_RUNNER_1T_NORECON:
+				r = run_runner(dir, 1, 3600 * USEC_PER_SEC, &x, &err);
+				break;
+			case V_RUNNER_1T_TMPFS:
+				r = run_runner(tmpfs_dir, 1, reconcile, &x, &err);
+				break;
+			case V_RUNNER_STEP:
+				r = run_runner(dir, 0, reconcile, &x, &err);
+				break;
+			case V_MINIMAL_LEASE:
+				r = run_minimal(dir, true, &x, &err);
+				break;
+			default:
+				r = run_minimal(dir, false, &x, &err);
+				break;
+			}
+			if (r < 0 || !x.ok) {
+				printf("  %-17s %5u FAILED: %s\n", variant_names[v], round + 1,
+				       cd_error_message(&err));
+				agg[v].ok = false;
+				failed = true;
+				continue;
+			}
+			agg[v].elapsed[agg[v].n] = x.elapsed;
+			agg[v].submit[agg[v].n++] = x.submit;
+			aps = n_pipes * n_stages / x.elapsed;
+			printf("  %-17s %5u %9.2f %9.2f %12.0f %10.0f %10.1f\n", variant_names[v],
+			       round + 1, x.elapsed, x.submit, n_pipes / x.elapsed * 60, aps,
+			       1e6 / aps);
+			fflush(stdout);
 		}
-		if (r < 0 || !x->ok) {
-			printf("  %-16s FAILED: %s\n", variant_names[v], cd_error_message(&err));
-			failed = true;
+	printf("summary (median of %u round%s; min-max of the total):\n", rounds,
+	       rounds > 1 ? "s" : "");
+	printf("  %-17s %9s %13s %12s %10s %10s %8s\n", "variant", "total s", "min-max s",
+	       "runs/min", "actions/s", "us/action", "vs Argo");
+	for (int v = 0; v < _V_MAX; v++) {
+		double rpm, aps;
+
+		if (!want[v] || !agg[v].ok || agg[v].n == 0)
 			continue;
-		}
-		rpm = n_pipes / x->elapsed * 60;
-		aps = n_pipes * n_stages / x->elapsed;
-		printf("  %-16s %9.2f %9.2f %12.0f %10.0f %10.1f %7.1fx\n", variant_names[v],
-		       x->elapsed, x->submit, rpm, aps, 1e6 / aps, rpm / ARGO_WORKFLOWS_PER_MIN);
-		fflush(stdout);
+		res[v].ok = true;
+		res[v].elapsed = median(agg[v].elapsed, agg[v].n);
+		qsort(agg[v].elapsed, agg[v].n, sizeof(double), cmp_double);
+		rpm = n_pipes / res[v].elapsed * 60;
+		aps = n_pipes * n_stages / res[v].elapsed;
+		printf("  %-17s %9.2f %6.2f-%-6.2f %12.0f %10.0f %10.1f %7.1fx\n", variant_names[v],
+		       res[v].elapsed, agg[v].elapsed[0], agg[v].elapsed[agg[v].n - 1], rpm, aps,
+		       1e6 / aps, rpm / ARGO_WORKFLOWS_PER_MIN);
 	}
 	printf("  checked: every run FINISHED, every stage FINISHED%s, queue empty\n",
 	       want[V_RUNNER_1T] || want[V_RUNNER_2T] || want[V_RUNNER_1T_NORECON] ||
