@@ -44,6 +44,8 @@
 #define MAX_MIRRORS 16
 #define REQUEST_ID_MAX_LEN 128
 #define RESTART_FLOOR_USEC (100 * USEC_PER_MSEC)
+/* A probe asked to stop (SIGTERM: its process group is killed) gets this long before SIGKILL. */
+#define PROBE_STOP_GRACE_USEC (2 * USEC_PER_SEC)
 
 /* Start latency histogram buckets (seconds), PutTask or restart → RUNNING. */
 static const double latency_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
@@ -68,7 +70,8 @@ struct task {
 	char *app_dir;
 	enum phase phase;
 	int shim_pidfd;
-	pid_t task_pid; /* the task's pid 1 (for probes: its namespaces) */
+	pid_t task_pid;	     /* the task's pid 1 (for probes: its namespaces) */
+	uint64_t task_start; /* its /proc start time (0 = unknown: read at probe time) */
 	usec_t restart_at;
 	usec_t pending_since; /* for the start latency histogram */
 	usec_t run_started;   /* monotonic, for the backoff reset */
@@ -83,6 +86,8 @@ struct task {
 	pid_t probe_pid;
 	int probe_pidfd;
 	usec_t probe_deadline;
+	bool probe_stopping;   /* timed out: SIGTERM sent, its failure already counted */
+	char probe_error[160]; /* why the last probe failed, for the health_failed message */
 	/* per-process events (ebpf/taskwatch, BPF mode only) */
 	bool watched;
 	uint64_t cgroup_id;
@@ -424,15 +429,32 @@ static void arm_timer(struct manager *m)
 
 /* ---------------------------------------------------------------- ending and restarting */
 
+/* Forget a reaped probe. */
+static void probe_forget(struct manager *m, struct task *t)
+{
+	if (t->probe_pidfd >= 0)
+		epoll_ctl(m->epfd, EPOLL_CTL_DEL, t->probe_pidfd, NULL);
+	t->probe_pid = 0;
+	t->probe_pidfd = safe_close(t->probe_pidfd);
+	t->probe_stopping = false;
+}
+
+/*
+ * Stop a probe in flight and reap it now (its task ended, or taskd stops). SIGTERM first: an
+ * exec probe's middle process then kills the probe command's whole process group inside the
+ * task (a SIGKILL would leave what the command forked running there).
+ */
 static void probe_cancel(struct manager *m, struct task *t)
 {
 	if (t->probe_pid > 0) {
-		syscall(SYS_pidfd_send_signal, t->probe_pidfd, SIGKILL, NULL, 0);
-		epoll_ctl(m->epfd, EPOLL_CTL_DEL, t->probe_pidfd, NULL);
+		struct pollfd pfd = { .fd = t->probe_pidfd, .events = POLLIN };
+
+		syscall(SYS_pidfd_send_signal, t->probe_pidfd, SIGTERM, NULL, 0);
+		if (poll(&pfd, 1, (int)(PROBE_STOP_GRACE_USEC / USEC_PER_MSEC)) <= 0)
+			syscall(SYS_pidfd_send_signal, t->probe_pidfd, SIGKILL, NULL, 0);
 		waitpid(t->probe_pid, NULL, 0);
 	}
-	t->probe_pid = 0;
-	t->probe_pidfd = safe_close(t->probe_pidfd);
+	probe_forget(m, t);
 }
 
 /* ---------------------------------------------------------------- per-process events */
@@ -539,7 +561,7 @@ static void task_ended(struct manager *m, struct task *t, const char *reason, in
 	};
 	bool by_request, failed;
 	usec_t ran_for = t->run_started ? clock_mono_usec() - t->run_started : 0;
-	char detail[128];
+	char detail[256];
 
 	reason = watch_conclude(m, t, reason, detail, sizeof(detail));
 	if (detail[0] && !message)
@@ -549,8 +571,9 @@ static void task_ended(struct manager *m, struct task *t, const char *reason, in
 	if (t->health_kill) {
 		reason = "health_failed";
 		if (!message) {
-			snprintf(detail, sizeof(detail), "health check failed %u times in a row",
-				 t->failures);
+			snprintf(detail, sizeof(detail),
+				 "health check failed %u times in a row%s%s", t->failures,
+				 t->probe_error[0] ? ": " : "", t->probe_error);
 			message = detail;
 		}
 	}
@@ -560,8 +583,10 @@ static void task_ended(struct manager *m, struct task *t, const char *reason, in
 	t->rec.shim_pid = 0;
 	t->rec.shim_start = 0;
 	t->task_pid = 0;
+	t->task_start = 0;
 	t->healthy = false;
 	t->failures = 0;
+	t->probe_error[0] = '\0';
 	t->rec.exit_code = code;
 	t->rec.signal = sig;
 	t->rec.finished_at = clock_real_usec();
@@ -655,6 +680,9 @@ static void shim_finished(struct manager *m, struct task *t)
 
 /* ---------------------------------------------------------------- health probes */
 
+static struct launch_env *launch_fill(struct manager *m, struct task *t,
+				      char name[static CGNAME_MAX], struct launch_spec *ls);
+
 static int probe_connect(pid_t task_pid, const struct jobspec_health *h, bool net_host)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(h->port) };
@@ -676,130 +704,71 @@ static int probe_connect(pid_t task_pid, const struct jobspec_health *h, bool ne
 	return fd;
 }
 
-/* Runs in the forked probe child: only async-signal-safe calls. Exit 0 = healthy. */
-/* cgroup.procs of the task's cgroup in every hierarchy, computed before the probe forks. */
-struct probe_cgroups {
-	size_t n;
-	char procs[_CG_HIER_MAX][PATH_MAX];
-};
-
-static _noreturn_ void probe_child(pid_t task_pid, const struct jobspec_health *h, bool net_host,
-				   const struct probe_cgroups *cgs, char *const *envp)
+/*
+ * An http/tcp probe, in a forked child of taskd: it joins only the task's network namespace
+ * (so 127.0.0.1 is the task's loopback), connects, and for http sends one GET. It runs no code
+ * of the task's. Only async-signal-safe calls (a fork of a threaded process). Exit 0 = healthy.
+ */
+static _noreturn_ void probe_net_child(pid_t task_pid, const struct jobspec_health *h,
+				       bool net_host)
 {
 	sigset_t none;
+	int fd;
 
 	/* Nothing of taskd's (its state lock, sockets) may outlive it in a probe. */
 	syscall(SYS_close_range, 3, ~0U, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (h->type == JOBSPEC_HEALTH_EXEC) {
-		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	fd = probe_connect(task_pid, h, net_host);
+	if (fd < 0)
+		_exit(1);
+	if (h->type == JOBSPEC_HEALTH_HTTP) {
+		char req[JOBSPEC_HEALTH_PATH_MAX + 128], resp[64];
+		int n = snprintf(req, sizeof(req),
+				 "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%u\r\nUser-Agent: "
+				 "taskd-probe\r\n\r\n",
+				 h->path, (unsigned)h->port);
+		ssize_t k, got = 0;
 
-		/* An exec probe is part of the task: its limits apply, a stop kills it. Writing 0
-		 * to cgroup.procs moves the writer itself (no pid formatting in this child). */
-		for (size_t i = 0; i < cgs->n; i++) {
-			int fd = open(cgs->procs[i], O_WRONLY | O_CLOEXEC);
-
-			if (fd < 0 || write(fd, "0", 1) != 1)
-				_exit(125);
-			close(fd);
-		}
-
-		if (task_pid > 0) {
-			static const int kinds[] = { CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWIPC,
-						     CLONE_NEWNS };
-			static const char *const names[] = { "net", "uts", "ipc", "mnt" };
-
-			for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
-				char path[64];
-				int ns;
-
-				snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)task_pid,
-					 names[i]);
-				ns = open(path, O_RDONLY | O_CLOEXEC);
-				if (ns >= 0)
-					(void)setns(ns, kinds[i]);
-			}
-		}
-		if (devnull >= 0) {
-			dup2(devnull, 0);
-			dup2(devnull, 1);
-			dup2(devnull, 2);
-		}
-		execve(h->command[0], h->command, envp);
-		_exit(127);
-	} else {
-		int fd = probe_connect(task_pid, h, net_host);
-
-		if (fd < 0)
+		if (n < 0 || write(fd, req, (size_t)n) != n)
 			_exit(1);
-		if (h->type == JOBSPEC_HEALTH_HTTP) {
-			char req[JOBSPEC_HEALTH_PATH_MAX + 128], resp[64];
-			int n = snprintf(req, sizeof(req),
-					 "GET %s HTTP/1.0\r\nHost: 127.0.0.1:%u\r\nUser-Agent: "
-					 "taskd-probe\r\n\r\n",
-					 h->path, (unsigned)h->port);
-			ssize_t k, got = 0;
-
-			if (n < 0 || write(fd, req, (size_t)n) != n)
-				_exit(1);
-			while (got < (ssize_t)sizeof(resp) - 1 &&
-			       (k = read(fd, resp + got, sizeof(resp) - 1 - (size_t)got)) > 0)
-				got += k;
-			resp[got] = '\0';
-			/* "HTTP/1.x NNN": 2xx and 3xx are healthy */
-			if (got < 12 || strncmp(resp, "HTTP/1.", 7) != 0 ||
-			    (resp[9] != '2' && resp[9] != '3'))
-				_exit(1);
-		}
-		_exit(0);
+		while (got < (ssize_t)sizeof(resp) - 1 &&
+		       (k = read(fd, resp + got, sizeof(resp) - 1 - (size_t)got)) > 0)
+			got += k;
+		resp[got] = '\0';
+		/* "HTTP/1.x NNN": 2xx and 3xx are healthy */
+		if (got < 12 || strncmp(resp, "HTTP/1.", 7) != 0 ||
+		    (resp[9] != '2' && resp[9] != '3'))
+			_exit(1);
 	}
+	_exit(0);
 }
 
-static void probe_start(struct manager *m, struct task *t)
+/*
+ * An exec probe is part of the task: it runs inside it through sandbox_exec() with exactly the
+ * command's confinement (cgroup and limits, every namespace including pid, uid, no
+ * capabilities, no_new_privs, seccomp), so a probe can do nothing the task could not, and a
+ * stop kills it with the task.
+ */
+static int probe_exec(struct manager *m, struct task *t, pid_t *ret_pid, int *ret_pidfd)
 {
-	static char *const envp[] = {
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL
-	};
-	struct clone_args args = { 0 };
-	struct epoll_event ev = { .events = EPOLLIN };
-	struct probe_cgroups cgs_buf, *cgs = &cgs_buf; /* ~24 KiB: fine on this thread */
-	int pidfd = -1;
-	pid_t pid;
+	struct launch_spec ls;
+	struct cd_error err = { 0 };
+	char name[CGNAME_MAX];
+	_cleanup_free_ struct launch_env *env = launch_fill(m, t, name, &ls);
+	int r;
 
-	cgs->n = 0;
-	if (t->spec->health.type == JOBSPEC_HEALTH_EXEC) {
-		char name[CGNAME_MAX];
-
-		task_cg_name(t, name);
-		for (int h = 0; h < _CG_HIER_MAX; h++) {
-			const char *root = cg_system_hier_path(m->cgsys, (enum cg_hier)h);
-
-			if (root &&
-			    snprintf(cgs->procs[cgs->n], PATH_MAX, "%s/%s/%s/cgroup.procs", root,
-				     m->cfg.cgroup_parent, name) < PATH_MAX &&
-			    access(cgs->procs[cgs->n], W_OK) == 0)
-				cgs->n++;
-		}
+	if (!env) {
+		snprintf(t->probe_error, sizeof(t->probe_error), "out of memory");
+		return -ENOMEM;
 	}
-	args.flags = CLONE_PIDFD;
-	args.pidfd = (uint64_t)(uintptr_t)&pidfd;
-	args.exit_signal = SIGCHLD;
-	pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
-	if (pid < 0) {
-		t->next_probe =
-			clock_mono_usec() + (usec_t)t->spec->health.interval_s * USEC_PER_SEC;
-		return;
-	}
-	if (pid == 0)
-		probe_child(t->task_pid, &t->spec->health,
-			    t->spec->reqs.networking.mode == JOBSPEC_NET_HOST, cgs, envp);
-	t->probe_pid = pid;
-	t->probe_pidfd = pidfd;
-	t->probe_deadline = clock_mono_usec() + (usec_t)t->spec->health.timeout_s * USEC_PER_SEC;
-	ev.data.u64 = TAG_PROBE(t->slot);
-	epoll_ctl(m->epfd, EPOLL_CTL_ADD, pidfd, &ev);
+	r = runtime_exec(m->cgsys, &ls, t->task_pid, t->task_start, t->spec->health.command,
+			 ret_pid, ret_pidfd, &err);
+	if (r < 0)
+		snprintf(t->probe_error, sizeof(t->probe_error), "%s",
+			 err.code ? cd_error_message(&err) : strerror(-r));
+	return r;
 }
 
 static void shim_stop(struct task *t)
@@ -811,24 +780,24 @@ static void shim_stop(struct task *t)
 	t->phase = P_STOPPING;
 }
 
-static void probe_result(struct manager *m, struct task *t, bool ok)
+/* Count one probe outcome and schedule the next probe. */
+static void probe_record(struct manager *m, struct task *t, bool ok)
 {
 	bool was = task_healthy(t);
 
-	probe_cancel(m, t);
 	t->next_probe = clock_mono_usec() + (usec_t)t->spec->health.interval_s * USEC_PER_SEC;
 	if (t->phase != P_RUNNING)
 		return;
 	if (ok) {
 		t->failures = 0;
 		t->healthy = true;
+		t->probe_error[0] = '\0';
 	} else {
 		t->failures++;
 		m->health_failures_total++;
 		if (t->failures >= t->spec->health.failure_threshold) {
 			t->healthy = false;
 			t->health_kill = true;
-			set_message(t, "health check failed %u times in a row", t->failures);
 			shim_stop(t);
 		}
 	}
@@ -836,41 +805,138 @@ static void probe_result(struct manager *m, struct task *t, bool ok)
 		task_save(m, t, "health");
 }
 
+static void probe_start(struct manager *m, struct task *t)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int pidfd = -1;
+	pid_t pid;
+
+	if (t->spec->health.type == JOBSPEC_HEALTH_EXEC) {
+		if (probe_exec(m, t, &pid, &pidfd) < 0) {
+			probe_record(m, t, false);
+			return;
+		}
+	} else {
+		struct clone_args args = { 0 };
+
+		args.flags = CLONE_PIDFD;
+		args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+		args.exit_signal = SIGCHLD;
+		pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+		if (pid < 0) {
+			t->next_probe = clock_mono_usec() +
+					(usec_t)t->spec->health.interval_s * USEC_PER_SEC;
+			return;
+		}
+		if (pid == 0)
+			probe_net_child(t->task_pid, &t->spec->health,
+					t->spec->reqs.networking.mode == JOBSPEC_NET_HOST);
+	}
+	t->probe_pid = pid;
+	t->probe_pidfd = pidfd;
+	t->probe_stopping = false;
+	t->probe_deadline = clock_mono_usec() + (usec_t)t->spec->health.timeout_s * USEC_PER_SEC;
+	ev.data.u64 = TAG_PROBE(t->slot);
+	epoll_ctl(m->epfd, EPOLL_CTL_ADD, pidfd, &ev);
+}
+
+/*
+ * A probe outlived its timeout: it failed. SIGTERM makes an exec probe's middle process kill
+ * the command's process group; it is reaped when its pidfd fires (without blocking this
+ * thread on a task that may be slow to die), and SIGKILLed if it is still there after a grace.
+ */
+static void probe_timeout(struct manager *m, struct task *t)
+{
+	usec_t now = clock_mono_usec();
+
+	t->probe_deadline = now + PROBE_STOP_GRACE_USEC;
+	if (t->probe_stopping) {
+		syscall(SYS_pidfd_send_signal, t->probe_pidfd, SIGKILL, NULL, 0);
+		return;
+	}
+	syscall(SYS_pidfd_send_signal, t->probe_pidfd, SIGTERM, NULL, 0);
+	t->probe_stopping = true;
+	snprintf(t->probe_error, sizeof(t->probe_error), "timed out after %us",
+		 t->spec->health.timeout_s);
+	probe_record(m, t, false);
+}
+
+/* The probe process ended: reap it and, unless its timeout already counted, record it. */
+static void probe_reaped(struct manager *m, struct task *t, const siginfo_t *si)
+{
+	bool counted = t->probe_stopping;
+	bool ok = si->si_code == CLD_EXITED && si->si_status == 0;
+
+	probe_forget(m, t);
+	if (counted)
+		return;
+	if (!ok) {
+		if (t->spec->health.type != JOBSPEC_HEALTH_EXEC)
+			snprintf(t->probe_error, sizeof(t->probe_error), "%s to port %u failed",
+				 t->spec->health.type == JOBSPEC_HEALTH_HTTP ? "HTTP GET" :
+									       "TCP connect",
+				 (unsigned)t->spec->health.port);
+		else if (si->si_code == CLD_EXITED)
+			snprintf(t->probe_error, sizeof(t->probe_error), "probe exited with %d",
+				 si->si_status);
+		else
+			snprintf(t->probe_error, sizeof(t->probe_error),
+				 "probe killed by signal %d", si->si_status);
+	}
+	probe_record(m, t, ok);
+}
+
 /* ---------------------------------------------------------------- launching */
 
-static int write_launch(struct manager *m, struct task *t, int dfd)
+/*
+ * The launch spec of the task's current generation, pointing into t and m (valid while both
+ * are unchanged). Returns the env array it points to (free it), NULL on -ENOMEM.
+ */
+static struct launch_env *launch_fill(struct manager *m, struct task *t,
+				      char name[static CGNAME_MAX], struct launch_spec *ls)
 {
-	_cleanup_free_ char *text = NULL;
-	_cleanup_free_ struct launch_env *env = calloc(t->spec->n_env + 1, sizeof(*env));
-	struct launch_spec ls = { 0 };
-	char name[CGNAME_MAX];
-	int r;
+	struct launch_env *env = calloc(t->spec->n_env + 1, sizeof(*env));
 
 	if (!env)
-		return -ENOMEM;
+		return NULL;
 	for (size_t i = 0; i < t->spec->n_env; i++) {
 		env[i].key = t->spec->env[i].key;
 		env[i].value = t->spec->env[i].value;
 	}
 	task_cg_name(t, name);
-	ls.task_id = t->rec.task_id;
-	ls.generation = t->rec.generation;
-	ls.cgroup_parent = (char *)m->cfg.cgroup_parent;
-	ls.cgroup_name = name;
-	ls.argv = t->spec->command;
-	ls.n_env = t->spec->n_env;
-	ls.env = env;
-	ls.app_dir = t->app_dir;
-	ls.net = (char *)jobspec_net_mode_to_string(t->spec->reqs.networking.mode);
-	ls.memory_mb = t->spec->reqs.memory_mb;
-	ls.millicpus = t->spec->reqs.millicpus;
-	ls.pids_max = 4096;
-	ls.storage_mb = t->spec->reqs.storage.size_mb;
-	ls.stop_grace_s = t->spec->stop_grace_s;
-	ls.log_max_bytes = m->cfg.log_max_bytes;
-	ls.log_keep = m->cfg.log_keep;
-	ls.log_line_max = m->cfg.log_line_max;
-	ls.mask = m->cfg.mask;
+	*ls = (struct launch_spec){ 0 };
+	ls->task_id = t->rec.task_id;
+	ls->generation = t->rec.generation;
+	ls->cgroup_parent = (char *)m->cfg.cgroup_parent;
+	ls->cgroup_name = name;
+	ls->argv = t->spec->command;
+	ls->n_env = t->spec->n_env;
+	ls->env = env;
+	ls->app_dir = t->app_dir;
+	ls->net = (char *)jobspec_net_mode_to_string(t->spec->reqs.networking.mode);
+	ls->memory_mb = t->spec->reqs.memory_mb;
+	ls->millicpus = t->spec->reqs.millicpus;
+	ls->pids_max = 4096;
+	ls->storage_mb = t->spec->reqs.storage.size_mb;
+	ls->stop_grace_s = t->spec->stop_grace_s;
+	ls->log_max_bytes = m->cfg.log_max_bytes;
+	ls->log_keep = m->cfg.log_keep;
+	ls->log_line_max = m->cfg.log_line_max;
+	ls->mask = m->cfg.mask;
+	ls->init_binary = (char *)m->cfg.init_path;
+	return env;
+}
+
+static int write_launch(struct manager *m, struct task *t, int dfd)
+{
+	_cleanup_free_ char *text = NULL;
+	struct launch_spec ls;
+	char name[CGNAME_MAX];
+	_cleanup_free_ struct launch_env *env = launch_fill(m, t, name, &ls);
+	int r;
+
+	if (!env)
+		return -ENOMEM;
 	r = launch_spec_to_string(&ls, &text);
 	if (r < 0)
 		return r;
@@ -1029,6 +1095,7 @@ static int spawn_shim(struct manager *m, struct task *t, int dfd, char *errbuf, 
 	t->rec.shim_pid = st.shim_pid;
 	t->rec.shim_start = st.shim_start;
 	t->task_pid = st.pid;
+	t->task_start = st.pid_start;
 	watch_shim(m, t, pidfd);
 	return 0;
 }
@@ -1248,7 +1315,7 @@ static void handle_timer(struct manager *m)
 			task_begin(m, t);
 		} else if (t->phase == P_RUNNING && t->spec->health.type != JOBSPEC_HEALTH_NONE) {
 			if (t->probe_pid > 0 && t->probe_deadline <= now)
-				probe_result(m, t, false); /* timed out */
+				probe_timeout(m, t);
 			else if (t->probe_pid == 0 && t->next_probe <= now)
 				probe_start(m, t);
 		}
@@ -1298,11 +1365,8 @@ static void *supervisor(void *arg)
 				if (t && t->probe_pid > 0 &&
 				    waitid(P_PIDFD, (id_t)t->probe_pidfd, &si, WEXITED | WNOHANG) >=
 					    0 &&
-				    si.si_pid != 0) {
-					t->probe_pid = 0; /* reaped */
-					probe_result(m, t,
-						     si.si_code == CLD_EXITED && si.si_status == 0);
-				}
+				    si.si_pid != 0)
+					probe_reaped(m, t, &si);
 			}
 		}
 		arm_timer(m);
@@ -1401,6 +1465,7 @@ static void adopt(struct manager *m, struct task *t, char ***keep_cgroups)
 			t->rec.shim_pid = st.shim_pid;
 			t->rec.shim_start = st.shim_start;
 			t->task_pid = st.pid;
+			t->task_start = st.pid_start;
 			t->phase = P_RUNNING;
 			t->run_started = clock_mono_usec();
 			t->next_probe = clock_mono_usec();

@@ -27,6 +27,7 @@ struct manager_config {
 	const char *state_dir;
 	const char *cgroup_parent; /* "codedeploy" */
 	const char *shim_path;	   /* absolute path of taskd-shim */
+	const char *init_path;	   /* sandbox-init exec'd as each task's pid 1; NULL = in-process */
 	const char *host_id;
 	bool notify; /* a cluster manager is configured: transitions go to the outbox */
 	uint64_t log_max_bytes;

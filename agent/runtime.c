@@ -57,31 +57,44 @@ static char **build_env(const struct launch_spec *spec)
 	return envp;
 }
 
+/* The sandbox config of a launch spec: shared by the launch and by runtime_exec(), so a process
+ * run inside the task later gets exactly the command's confinement. Pointers are borrowed. */
+static int config_from_spec(const struct launch_spec *spec, char *const *envp,
+			    struct sandbox_config *cfg, struct cd_error *err)
+{
+	enum sandbox_net_mode net;
+
+	if (netns_mode_from_string(spec->net, &net) < 0)
+		return cd_error_set(err, -EINVAL, "unknown networking mode '%s'", spec->net);
+	sandbox_config_init(cfg);
+	cfg->task_id = spec->cgroup_name; /* unique per launch: cgroup leaf and hostname */
+	cfg->cgroup_parent = spec->cgroup_parent;
+	cfg->argv = spec->argv;
+	cfg->envp = envp;
+	cfg->app_dir = spec->app_dir;
+	cfg->storage_bytes = spec->storage_mb * 1024 * 1024;
+	cfg->limits.memory_bytes = spec->memory_mb * 1024 * 1024;
+	cfg->limits.cpu_millis = spec->millicpus;
+	cfg->limits.pids_max = spec->pids_max;
+	cfg->net = net;
+	cfg->mask_paths = (const char *const *)spec->mask;
+	cfg->init_binary = spec->init_binary;
+	return 0;
+}
+
 int runtime_start(const struct launch_spec *spec, int stdout_fd, int stderr_fd, int status_fd,
 		  struct runtime_task **ret, struct cd_error *err)
 {
 	_cleanup_strv_free_ char **envp = build_env(spec);
 	struct sandbox_config cfg;
 	struct runtime_task *rt;
-	enum sandbox_net_mode net;
 	int r;
 
 	if (!envp)
 		return cd_error_set(err, -ENOMEM, "out of memory");
-	if (netns_mode_from_string(spec->net, &net) < 0)
-		return cd_error_set(err, -EINVAL, "unknown networking mode '%s'", spec->net);
-	sandbox_config_init(&cfg);
-	cfg.task_id = spec->cgroup_name; /* unique per launch: cgroup leaf and hostname */
-	cfg.cgroup_parent = spec->cgroup_parent;
-	cfg.argv = spec->argv;
-	cfg.envp = envp;
-	cfg.app_dir = spec->app_dir;
-	cfg.storage_bytes = spec->storage_mb * 1024 * 1024;
-	cfg.limits.memory_bytes = spec->memory_mb * 1024 * 1024;
-	cfg.limits.cpu_millis = spec->millicpus;
-	cfg.limits.pids_max = spec->pids_max;
-	cfg.net = net;
-	cfg.mask_paths = (const char *const *)spec->mask;
+	r = config_from_spec(spec, envp, &cfg, err);
+	if (r < 0)
+		return r;
 	cfg.stdout_fd = stdout_fd;
 	cfg.stderr_fd = stderr_fd;
 	cfg.status_fd = status_fd;
@@ -99,6 +112,47 @@ int runtime_start(const struct launch_spec *spec, int stdout_fd, int stderr_fd, 
 	}
 	*ret = rt;
 	return 0;
+}
+
+int runtime_exec(const struct cg_system *sys, const struct launch_spec *spec, pid_t init_pid,
+		 uint64_t init_start, char *const *argv, pid_t *ret_pid, int *ret_pidfd,
+		 struct cd_error *err)
+{
+	_cleanup_strv_free_ char **envp = build_env(spec);
+	struct sandbox_ident ident = { .pid = init_pid, .start_time = init_start };
+	struct sandbox_task *sb = NULL;
+	struct sandbox_config cfg;
+	int r;
+
+	if (!envp)
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	if (init_pid <= 0)
+		return cd_error_set(err, -ESRCH, "the task has no running process");
+	r = config_from_spec(spec, envp, &cfg, err);
+	if (r < 0)
+		return r;
+	/* Identity: our start time check, then sandbox_adopt() pins the pid with a pidfd and checks
+	 * the cgroup membership (a pid recycled in between is in no task cgroup of ours). The
+	 * ident takes sandbox_proc_start_time()'s own reading: the sandbox compares it with itself
+	 * (NEEDSWORK: it reads field 23 of /proc/<pid>/stat, vsize, not starttime, so it cannot be
+	 * recorded at launch: it changes when the init execs sandbox-init). */
+	if (init_start && !proc_is_same(init_pid, init_start))
+		return cd_error_set(err, -ESRCH, "the task's pid %d is another process now",
+				    (int)init_pid);
+	if (sandbox_proc_start_time(init_pid, &ident.start_time) < 0)
+		return cd_error_set(err, -ESRCH, "the task's pid %d is gone", (int)init_pid);
+	if (snprintf(ident.task_id, sizeof(ident.task_id), "%s", spec->cgroup_name) >=
+		    (int)sizeof(ident.task_id) ||
+	    snprintf(ident.cgroup_parent, sizeof(ident.cgroup_parent), "%s", spec->cgroup_parent) >=
+		    (int)sizeof(ident.cgroup_parent))
+		return cd_error_set(err, -ENAMETOOLONG, "cgroup name too long");
+	ident.net = cfg.net;
+	/* pid + start time + cgroup membership: a recycled pid is never entered */
+	r = sandbox_adopt(sys, &ident, &sb, err);
+	if (r >= 0)
+		r = sandbox_exec(sb, &cfg, argv, ret_pid, ret_pidfd, err);
+	sandbox_task_free(sb); /* closes our pidfd and cgroup handle; the task is untouched */
+	return r;
 }
 
 int runtime_signal(struct runtime_task *rt, int sig)

@@ -15,6 +15,7 @@
 #include "agent/taskdir.h"
 #include "lib/error.h"
 
+struct cg_system;
 struct runtime_task;
 
 struct runtime_usage {
@@ -38,6 +39,20 @@ int runtime_start(const struct launch_spec *spec, int stdout_fd, int stderr_fd, 
  * becomes readable when it exits). */
 pid_t runtime_pid(const struct runtime_task *rt);
 int runtime_pidfd(const struct runtime_task *rt);
+
+/*
+ * Run argv inside the running task launched from spec (health probes): in its cgroup, all its
+ * namespaces (pid included), with the command's uid, capabilities, no_new_privs, rlimits and
+ * seccomp profile — exactly its confinement (sandbox_exec()), with the spec's environment and
+ * stdio on /dev/null. init_pid/init_start name the task's pid 1 (init_start: proc_start_time()
+ * of it, 0 = unknown; the cgroup membership check refuses a recycled pid either way). On success *ret_pid is the
+ * caller's child that ends as the command did and *ret_pidfd (owned by the caller) polls
+ * readable then; the caller reaps it. SIGTERM to it kills the command's process group (a
+ * timeout). -ESRCH when the task is gone; exec failures carry the step in err. Any thread.
+ */
+int runtime_exec(const struct cg_system *sys, const struct launch_spec *spec, pid_t init_pid,
+		 uint64_t init_start, char *const *argv, pid_t *ret_pid, int *ret_pidfd,
+		 struct cd_error *err);
 
 /* Send sig to the task's pid 1 (the init forwards it to the command). */
 int runtime_signal(struct runtime_task *rt, int sig);

@@ -192,6 +192,8 @@ int main(int argc, char **argv)
 
 	st.phase = SHIM_RUNNING;
 	st.pid = runtime_pid(rt);
+	if (proc_start_time(st.pid, &start) >= 0)
+		st.pid_start = start;
 	st.started_at = clock_real_usec();
 	r = shim_status_write(dirfd, &st);
 	if (r < 0)

@@ -157,6 +157,25 @@ static int find_shim(char **ret)
 	return -ENOENT;
 }
 
+/*
+ * sandbox-init, the static pid 1 each task's init execs so that it keeps no copy of taskd's
+ * memory: it is installed beside taskd-shim (LIBEXECDIR, and build/ in a build tree).
+ */
+static int find_init(const char *shim, char **ret)
+{
+	_cleanup_free_ char *path = NULL;
+	const char *slash = strrchr(shim, '/');
+
+	if (!slash)
+		return -ENOENT;
+	if (asprintf(&path, "%.*s/sandbox-init", (int)(slash - shim), shim) < 0)
+		return -ENOMEM;
+	if (access(path, X_OK) < 0)
+		return -errno;
+	*ret = TAKE_PTR(path);
+	return 0;
+}
+
 static void access_log(const struct http_access_entry *e, void *userdata)
 {
 	log_debug("request",
@@ -198,7 +217,7 @@ static int run(void)
 {
 	_cleanup_free_ char *token_path = NULL, *token = NULL, *agent_token = NULL, *shim = NULL,
 			    *db = NULL, *agent_token_path = NULL, *advertise = NULL,
-			    *config_dir = NULL;
+			    *config_dir = NULL, *init = NULL;
 	struct state *st = NULL;
 	struct manager *m = NULL;
 	struct http_server *srv = NULL;
@@ -261,6 +280,13 @@ static int run(void)
 	r = find_shim(&shim);
 	if (r < 0)
 		return log_error_errno(r, "cannot find taskd-shim (set shim_path in taskd.conf)");
+	r = find_init(shim, &init);
+	if (r < 0)
+		log_warn_errno(
+			r,
+			"no sandbox-init beside taskd-shim: each task's pid 1 stays a clone of "
+			"the shim (more memory per task)",
+			"shim=%s", shim);
 
 	r = taskd_config_path(&config, "taskd.db", &db);
 	if (r < 0)
@@ -291,6 +317,7 @@ static int run(void)
 			.state_dir = config.state_dir,
 			.cgroup_parent = config.cgroup_parent ? config.cgroup_parent : "codedeploy",
 			.shim_path = shim,
+			.init_path = init,
 			.host_id = config.host_id,
 			.notify = config.manager_url != NULL,
 			.log_max_bytes = config.log_max_bytes,
@@ -374,9 +401,10 @@ static int run(void)
 		atomic_store(&the_notifier, notifier);
 		notifier_wake(notifier);
 	}
-	log_info("taskd ready", "listen=%s port=%d host_id=%s manager=%s state_dir=%s",
+	log_info("taskd ready", "listen=%s port=%d host_id=%s manager=%s state_dir=%s init=%s",
 		 config.listen, http_server_port(srv), config.host_id,
-		 config.manager_url ? config.manager_url : "none", config.state_dir);
+		 config.manager_url ? config.manager_url : "none", config.state_dir,
+		 init ? init : "in-process");
 	(void)sd_notify_send("READY=1\nSTATUS=serving");
 
 	for (;;) {

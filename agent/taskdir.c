@@ -32,6 +32,7 @@ void launch_spec_release(struct launch_spec *s)
 	free(s->app_dir);
 	free(s->net);
 	strv_free(s->mask);
+	free(s->init_binary);
 	*s = (struct launch_spec){ 0 };
 }
 
@@ -63,7 +64,7 @@ int launch_spec_to_string(const struct launch_spec *s, char **ret)
 			return -ENOMEM;
 		}
 	j = json_pack("{s:s, s:I, s:s, s:s, s:o, s:o, s:s?, s:s, s:I, s:I, s:I, s:I, s:I, "
-		      "s:{s:I, s:I, s:I}, s:o}",
+		      "s:{s:I, s:I, s:I}, s:o, s:s?}",
 		      "task_id", s->task_id, "generation", (json_int_t)s->generation,
 		      "cgroup_parent", s->cgroup_parent, "cgroup_name", s->cgroup_name, "argv",
 		      strv_to_json(s->argv), "env", env, "app_dir", s->app_dir, "net", s->net,
@@ -71,7 +72,8 @@ int launch_spec_to_string(const struct launch_spec *s, char **ret)
 		      "pids_max", (json_int_t)s->pids_max, "storage_mb", (json_int_t)s->storage_mb,
 		      "stop_grace_s", (json_int_t)s->stop_grace_s, "log", "max_bytes",
 		      (json_int_t)s->log_max_bytes, "keep", (json_int_t)s->log_keep, "line_max",
-		      (json_int_t)s->log_line_max, "mask", strv_to_json(s->mask));
+		      (json_int_t)s->log_line_max, "mask", strv_to_json(s->mask), "init_binary",
+		      s->init_binary);
 	if (!j)
 		return -ENOMEM;
 	text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
@@ -168,6 +170,7 @@ int launch_spec_from_string(const char *text, struct launch_spec *ret, struct cd
 	TRY(get_str(j, "cgroup_parent", true, &s.cgroup_parent, err));
 	TRY(get_str(j, "cgroup_name", true, &s.cgroup_name, err));
 	TRY(get_str(j, "app_dir", false, &s.app_dir, err));
+	TRY(get_str(j, "init_binary", false, &s.init_binary, err));
 	TRY(get_str(j, "net", true, &s.net, err));
 	TRY(get_strv(j, "argv", true, &s.argv, err));
 	TRY(get_strv(j, "mask", false, &s.mask, err));
@@ -250,15 +253,15 @@ int shim_status_to_string(const struct shim_status *s, char **ret)
 
 	if (!shim_phase_to_string(s->phase))
 		return -EINVAL;
-	j = json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:I, s:I}",
+	j = json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:I, s:I}",
 		      "generation", (json_int_t)s->generation, "phase",
 		      shim_phase_to_string(s->phase), "shim_pid", (json_int_t)s->shim_pid,
 		      "shim_start", (json_int_t)s->shim_start, "pid", (json_int_t)s->pid,
-		      "started_at", (json_int_t)s->started_at, "finished_at",
-		      (json_int_t)s->finished_at, "exit_code", (json_int_t)s->exit_code, "signal",
-		      (json_int_t)s->signal, "reason", s->reason, "message", s->message,
-		      "oom_kills", (json_int_t)s->oom_kills, "log_dropped",
-		      (json_int_t)s->log_dropped);
+		      "pid_start", (json_int_t)s->pid_start, "started_at",
+		      (json_int_t)s->started_at, "finished_at", (json_int_t)s->finished_at,
+		      "exit_code", (json_int_t)s->exit_code, "signal", (json_int_t)s->signal,
+		      "reason", s->reason, "message", s->message, "oom_kills",
+		      (json_int_t)s->oom_kills, "log_dropped", (json_int_t)s->log_dropped);
 	if (!j)
 		return -ENOMEM;
 	text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
@@ -272,17 +275,18 @@ int shim_status_from_string(const char *text, struct shim_status *ret)
 {
 	_cleanup_json_ json_t *j = json_loads(text, 0, NULL);
 	struct shim_status s;
-	json_int_t gen, spid, sstart, pid, sat, fat, code, sig, oom, dropped;
+	json_int_t gen, spid, sstart, pid, pstart = 0, sat, fat, code, sig, oom, dropped;
 	const char *phase, *reason, *message;
 
 	shim_status_init(&s);
 	if (!j)
 		return -EINVAL;
-	if (json_unpack(j, "{s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:I, s:I}",
+	/* pid_start is optional: records of shims older than the field */
+	if (json_unpack(j, "{s:I, s:s, s:I, s:I, s:I, s?I, s:I, s:I, s:I, s:I, s:s, s:s, s:I, s:I}",
 			"generation", &gen, "phase", &phase, "shim_pid", &spid, "shim_start",
-			&sstart, "pid", &pid, "started_at", &sat, "finished_at", &fat, "exit_code",
-			&code, "signal", &sig, "reason", &reason, "message", &message, "oom_kills",
-			&oom, "log_dropped", &dropped) < 0)
+			&sstart, "pid", &pid, "pid_start", &pstart, "started_at", &sat,
+			"finished_at", &fat, "exit_code", &code, "signal", &sig, "reason", &reason,
+			"message", &message, "oom_kills", &oom, "log_dropped", &dropped) < 0)
 		return -EINVAL;
 	s.phase = _SHIM_PHASE_MAX;
 	for (unsigned i = 0; i < _SHIM_PHASE_MAX; i++)
@@ -295,6 +299,7 @@ int shim_status_from_string(const char *text, struct shim_status *ret)
 	s.shim_pid = (pid_t)spid;
 	s.shim_start = (uint64_t)sstart;
 	s.pid = (pid_t)pid;
+	s.pid_start = pstart > 0 ? (uint64_t)pstart : 0;
 	s.started_at = (usec_t)sat;
 	s.finished_at = (usec_t)fat;
 	s.exit_code = (int)code;

@@ -52,6 +52,7 @@ struct launch_spec {
 	unsigned log_keep;
 	unsigned log_line_max;
 	char **mask; /* host paths hidden from the task (taskd's state, config, token); NULL-term. */
+	char *init_binary; /* sandbox-init exec'd as the task's pid 1; NULL = in-process init */
 };
 
 void launch_spec_release(struct launch_spec *s);
@@ -75,6 +76,7 @@ struct shim_status {
 	pid_t shim_pid;
 	uint64_t shim_start;		/* /proc/<pid>/stat starttime of the shim */
 	pid_t pid;			/* the task's init (host pid namespace); 0 before RUNNING */
+	uint64_t pid_start;		/* its /proc starttime; 0 = unknown (older shims) */
 	usec_t started_at, finished_at; /* realtime */
 	int exit_code;			/* -1 when none */
 	int signal;			/* 0 when none */

@@ -318,6 +318,42 @@ wait_for "$t_hx" RUNNING >/dev/null
 i=0
 while [ $i -lt 40 ] && [ "$(field "$t_hx" healthy)" != True ]; do sleep 0.1; i=$((i + 1)); done
 check "passing exec health check → healthy" "[ \"\$(field '$t_hx' healthy)\" = True ]"
+# An exec probe runs inside the task with exactly its confinement (sandbox_exec): it writes what
+# it sees into the task's private /task, the task prints that to its log.
+t_hc=$(put healthconf '"command":["/bin/sh","-c","echo task-pidns=$(readlink /proc/self/ns/pid); while [ ! -s /task/probe.out ]; do sleep 0.1; done; cat /task/probe.out; exec sleep 60"],"health":{"type":"exec","command":["/bin/sh","-c","{ grep -E \"^(CapEff|CapBnd|Seccomp|NoNewPrivs):\" /proc/self/status; echo probe-pidns=$(readlink /proc/self/ns/pid); echo probe-pid=$$; echo probe-pid1=$(cat /proc/1/comm); } >/task/probe.tmp && mv /task/probe.tmp /task/probe.out"],"interval_s":2,"timeout_s":2,"failure_threshold":3},"stop_grace_s":1')
+i=0
+while [ $i -lt 100 ] && ! $C logs "$t_hc" 2>/dev/null | grep -q '^probe-pid1='; do sleep 0.1; i=$((i + 1)); done
+pl=$($C logs "$t_hc" 2>&1)
+check "exec probe has no capabilities (CapEff 0, CapBnd 0)" \
+	"echo '$pl' | grep -q '^CapEff:[[:space:]]*0000000000000000$' && echo '$pl' | grep -q '^CapBnd:[[:space:]]*0000000000000000$'" "$pl"
+check "exec probe runs under the task's seccomp filter with no_new_privs" \
+	"echo '$pl' | grep -q '^Seccomp:[[:space:]]*2$' && echo '$pl' | grep -q '^NoNewPrivs:[[:space:]]*1$'" "$pl"
+tpidns=$(echo "$pl" | sed -n 's/^task-pidns=//p')
+check "exec probe is in the task's pid namespace (same ns, small pid, pid 1 is the task's init)" \
+	"[ -n '$tpidns' ] && echo '$pl' | grep -qxF 'probe-pidns=$tpidns' && [ '$tpidns' != \"\$(readlink /proc/self/ns/pid)\" ] && [ \"\$(echo '$pl' | sed -n 's/^probe-pid=//p')\" -lt 100 ] && echo '$pl' | grep -qx 'probe-pid1=sandbox-init'" \
+	"$pl"
+check "confined exec probe passes → healthy" "[ \"\$(field '$t_hc' healthy)\" = True ]"
+$C stop "$t_hc" >/dev/null
+wait_for "$t_hc" DONE stopped >/dev/null
+# A probe that outlives timeout_s is stopped with everything it forked inside the task, and
+# counts as a failure; threshold reached → health_failed naming the timeout.
+t_ht=$(put healthto '"command":["/bin/sh","-c","exec sleep 60"],"health":{"type":"exec","command":["/bin/sh","-c","sleep 30 & exec sleep 31"],"interval_s":4,"timeout_s":1,"failure_threshold":2},"restart":{"policy":"never"},"stop_grace_s":1')
+wait_for "$t_ht" RUNNING >/dev/null
+hf() { curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/metrics" | sed -n 's/^taskd_health_check_failures_total //p'; }
+f0=$(hf)
+i=0
+while [ $i -lt 100 ] && [ "$(hf)" = "$f0" ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.5
+procs=$(cat /sys/fs/cgroup/unified/$CG/$t_ht-*/cgroup.procs 2>/dev/null | wc -l)
+check "timed-out exec probe: its process group is gone from the task (init + command left)" \
+	"[ \"\$(hf)\" != '$f0' ] && [ '$procs' = 2 ]" "failures $f0 → $(hf), procs=$procs"
+check "timed-out exec probes → ERROR health_failed naming the timeout" \
+	"wait_for '$t_ht' ERROR health_failed 15 && field '$t_ht' message | grep -q 'failed 2 times in a row: timed out after 1s'" \
+	"$(field "$t_ht" message)"
+t_hn=$(put healthnx '"command":["/bin/sh","-c","exec sleep 60"],"health":{"type":"exec","command":["/no/such/probe"],"interval_s":1,"timeout_s":1,"failure_threshold":1},"restart":{"policy":"never"},"stop_grace_s":1')
+check "exec probe that cannot start → health_failed with the exec error" \
+	"wait_for '$t_hn' ERROR health_failed 15 && field '$t_hn' message | grep -q '/no/such/probe: No such file or directory'" \
+	"$(field "$t_hn" message)"
 # an HTTP server on the task's own loopback (net none): the probe joins its network namespace
 t_hh=$(put healthh '"command":["/usr/bin/python3","-m","http.server","8080","--bind","127.0.0.1"],"health":{"type":"http","port":8080,"path":"/","interval_s":1,"timeout_s":1,"failure_threshold":3},"stop_grace_s":1')
 i=0
@@ -369,6 +405,8 @@ wait_for "$t_end" RUNNING >/dev/null
 pid_before=$(field "$t_run" pid)
 check "task runs in its own pid, mount, uts, ipc and net namespaces" \
 	"( for ns in pid mnt uts ipc net; do [ \"\$(readlink /proc/$pid_before/ns/\$ns)\" != \"\$(readlink /proc/self/ns/\$ns)\" ] || exit 1; done )"
+check "the task's pid 1 is the exec'd sandbox-init (no copy of the shim's memory)" \
+	"[ \"\$(cat /proc/$pid_before/comm)\" = sandbox-init ]" "$(cat /proc/$pid_before/comm)"
 check "task runs in its own cgroup under cgroup_parent (memory and unified)" \
 	"grep -q ':memory:/$CG/$t_run-' /proc/$pid_before/cgroup && grep -q '^0::/$CG/$t_run-' /proc/$pid_before/cgroup"
 check "GetTaskState reports cgroup usage" \
@@ -387,7 +425,7 @@ check "task that exited while taskd was down has its real exit code" \
 nproc_run=$(cat /sys/fs/cgroup/unified/$CG/$t_run-*/cgroup.procs 2>/dev/null | wc -l)
 check "no duplicate: one init + one command in the task's cgroup" "[ '$nproc_run' = 2 ]" \
 	"procs=$nproc_run"
-# the sandbox init is a clone of the shim (same command line): count those outside the cgroup
+# count shims outside the cgroup (without sandbox-init the init would be a clone of the shim)
 nshim=0
 for p in $(pgrep -f "taskd-shim $STATE/tasks/$t_run"); do
 	grep -qx "$p" /sys/fs/cgroup/unified/$CG/$t_run-*/cgroup.procs || nshim=$((nshim + 1))

@@ -441,8 +441,15 @@ static void test_taskdir_records(void **state)
 	assert_null(back.argv[2]);
 	assert_int_equal(back.n_env, 2);
 	assert_null(back.app_dir);
+	assert_null(back.init_binary);
 	assert_string_equal(back.mask[0], "/var/lib/codedeploy");
 	assert_int_equal(back.millicpus, 500);
+	launch_spec_release(&back);
+	s.init_binary = "/usr/libexec/codedeploy/sandbox-init";
+	assert_int_equal(launch_spec_to_string(&s, &text), 0);
+	assert_int_equal(launch_spec_from_string(text, &back, &err), 0);
+	free(text);
+	assert_string_equal(back.init_binary, "/usr/libexec/codedeploy/sandbox-init");
 	launch_spec_release(&back);
 	assert_int_equal(launch_spec_from_string("{\"task_id\":1}", &back, &err), -EINVAL);
 	assert_int_equal(launch_spec_from_string("nonsense", &back, &err), -EINVAL);
@@ -454,14 +461,29 @@ static void test_taskdir_records(void **state)
 	strcpy(st.reason, "exited");
 	strcpy(st.message, "with \"quotes\"");
 	st.oom_kills = 2;
+	st.pid = 42;
+	st.pid_start = 123456;
 	assert_int_equal(shim_status_to_string(&st, &text), 0);
 	assert_int_equal(shim_status_from_string(text, &st2), 0);
 	free(text);
 	assert_int_equal(st2.phase, SHIM_EXITED);
 	assert_int_equal(st2.exit_code, 3);
 	assert_int_equal(st2.oom_kills, 2);
+	assert_int_equal(st2.pid, 42);
+	assert_int_equal(st2.pid_start, 123456);
 	assert_string_equal(st2.message, "with \"quotes\"");
 	assert_int_equal(shim_status_from_string("{\"phase\":\"bogus\"}", &st2), -EINVAL);
+	/* a record of an older shim, without pid_start, still reads (start unknown: 0) */
+	assert_int_equal(
+		shim_status_from_string(
+			"{\"exit_code\":-1,\"finished_at\":0,\"generation\":2,\"log_dropped\":0,"
+			"\"message\":\"\",\"oom_kills\":0,\"phase\":\"running\",\"pid\":77,"
+			"\"reason\":\"\",\"shim_pid\":76,\"shim_start\":5,\"signal\":0,"
+			"\"started_at\":1}",
+			&st2),
+		0);
+	assert_int_equal(st2.pid, 77);
+	assert_int_equal(st2.pid_start, 0);
 
 	assert_int_equal(proc_start_time(getpid(), &start), 0);
 	assert_true(start > 0);
