@@ -70,7 +70,7 @@ format:
 	$(Q)clang-format -i $$(tests/lint.sh --list-sources)
 
 bench: $(PROGS) $(BENCH_DEPS)
-	$(Q)bench/run.sh
+	$(Q)BUILD=$(BUILD) bench/run.sh
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
