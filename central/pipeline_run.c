@@ -2,10 +2,12 @@
 #include "central/pipeline_run.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lib/macro.h"
+#include "lib/str.h"
 
 void pipeline_run_step(const struct action_dag *dag, const struct store_stage *stages, size_t n,
 		       int64_t attempt, size_t *ready, size_t *ret_n_ready,
@@ -99,8 +101,122 @@ int pipeline_run_plan(struct store *s, const char *pipeline_id, int64_t schema_v
 	return r;
 }
 
-static int advance_locked(struct store *s, const struct store_run *run, usec_t now,
-			  enum run_state *ret_state, struct cd_error *err)
+/* ---- DAG cache ----------------------------------------------------------------------------- */
+
+struct dag_cache_entry {
+	char pipeline_id[ID_LEN + 1];
+	int64_t version; /* 0: free slot */
+	uint64_t used;	 /* dag_cache.tick at the last hit: the smallest is evicted */
+	struct action_dag *dag;
+};
+
+struct dag_cache {
+	pthread_mutex_t lock;
+	uint64_t tick, hits, plans;
+	size_t capacity;
+	struct dag_cache_entry *entries;
+};
+
+int dag_cache_new(size_t capacity, struct dag_cache **ret)
+{
+	struct dag_cache *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->capacity = capacity ? capacity : DAG_CACHE_DEFAULT_CAPACITY;
+	c->entries = calloc(c->capacity, sizeof(*c->entries));
+	if (!c->entries) {
+		free(c);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	*ret = c;
+	return 0;
+}
+
+struct dag_cache *dag_cache_free(struct dag_cache *c)
+{
+	if (!c)
+		return NULL;
+	for (size_t i = 0; i < c->capacity; i++)
+		dag_free(c->entries[i].dag);
+	free(c->entries);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+	return NULL;
+}
+
+void dag_cache_stats(struct dag_cache *c, uint64_t *ret_hits, uint64_t *ret_plans)
+{
+	pthread_mutex_lock(&c->lock);
+	*ret_hits = c->hits;
+	*ret_plans = c->plans;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Called with c->lock held. */
+static struct dag_cache_entry *cache_find(struct dag_cache *c, const char *pipeline_id,
+					  int64_t version)
+{
+	for (size_t i = 0; i < c->capacity; i++)
+		if (c->entries[i].version == version &&
+		    streq(c->entries[i].pipeline_id, pipeline_id))
+			return &c->entries[i];
+	return NULL;
+}
+
+int pipeline_run_plan_cached(struct dag_cache *c, struct store *s, const char *pipeline_id,
+			     int64_t schema_version, struct action_dag **ret, struct cd_error *err)
+{
+	struct dag_cache_entry *e;
+	struct action_dag *dag = NULL;
+	int r;
+
+	/* Version 0 names whichever version is active now: not a stable key. */
+	if (!c || schema_version <= 0 || strlen(pipeline_id) > ID_LEN)
+		return pipeline_run_plan(s, pipeline_id, schema_version, ret, err);
+	pthread_mutex_lock(&c->lock);
+	e = cache_find(c, pipeline_id, schema_version);
+	if (e) {
+		e->used = ++c->tick;
+		c->hits++;
+		*ret = dag_ref(e->dag);
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	c->plans++;
+	pthread_mutex_unlock(&c->lock);
+
+	/* Plan without the lock: a 10,000-stage schema takes milliseconds and other threads may
+	 * want other entries meanwhile. Two threads missing on the same key both plan; the first
+	 * to insert wins, the other's DAG is used once and dropped. */
+	r = pipeline_run_plan(s, pipeline_id, schema_version, &dag, err);
+	if (r < 0)
+		return r;
+
+	pthread_mutex_lock(&c->lock);
+	e = cache_find(c, pipeline_id, schema_version);
+	if (!e) {
+		e = &c->entries[0];
+		for (size_t i = 1; i < c->capacity && e->version; i++)
+			if (!c->entries[i].version || c->entries[i].used < e->used)
+				e = &c->entries[i];
+		/* The evicted DAG lives on while callers hold references to it. */
+		dag_free(e->dag);
+		memcpy(e->pipeline_id, pipeline_id, strlen(pipeline_id) + 1);
+		e->version = schema_version;
+		e->dag = dag_ref(dag);
+	}
+	e->used = ++c->tick;
+	pthread_mutex_unlock(&c->lock);
+	*ret = dag;
+	return 0;
+}
+
+/* ---- advancing a run ----------------------------------------------------------------------- */
+
+static int advance_locked(struct store *s, struct dag_cache *cache, const struct store_run *run,
+			  usec_t now, enum run_state *ret_state, struct cd_error *err)
 {
 	_cleanup_dag_ struct action_dag *dag = NULL;
 	struct store_stage *stages = NULL;
@@ -110,7 +226,7 @@ static int advance_locked(struct store *s, const struct store_run *run, usec_t n
 	enum run_state state;
 	int r;
 
-	r = pipeline_run_plan(s, run->pipeline_id, run->schema_version, &dag, err);
+	r = pipeline_run_plan_cached(cache, s, run->pipeline_id, run->schema_version, &dag, err);
 	if (r == -EINVAL) {
 		/* A schema that cannot be planned can never run: end the run, say why. */
 		char msg[sizeof(err->msg) + 32];
@@ -171,43 +287,51 @@ static int advance_locked(struct store *s, const struct store_run *run, usec_t n
 	return r < 0 ? r : 0;
 }
 
-int pipeline_run_advance(struct store *s, const char *pipeline_id, int64_t run, usec_t now,
-			 enum run_state *ret_state, struct cd_error *err)
+int pipeline_run_advance_in_tx(struct store *s, struct dag_cache *cache, const char *pipeline_id,
+			       int64_t run, usec_t now, enum run_state *ret_state,
+			       struct cd_error *err)
 {
 	struct store_run v = { 0 };
 	enum run_state state = RUN_PENDING;
 	int r;
+
+	r = store_run_get(s, pipeline_id, run, &v, err);
+	if (r >= 0) {
+		state = v.state;
+		if (v.state == RUN_IN_PROGRESS)
+			r = advance_locked(s, cache, &v, now, &state, err);
+	}
+	store_run_release(&v);
+	if (ret_state && (r >= 0 || r == -EINVAL))
+		*ret_state = state;
+	return r;
+}
+
+int pipeline_run_advance_cached(struct store *s, struct dag_cache *cache, const char *pipeline_id,
+				int64_t run, usec_t now, enum run_state *ret_state,
+				struct cd_error *err)
+{
+	enum run_state state = RUN_PENDING;
+	int r, c;
 
 	/* One transaction: the decision and its effects land together, and two deployds
 	 * advancing the same run serialise on it. */
 	r = store_begin(s, err);
 	if (r < 0)
 		return r;
-	r = store_run_get(s, pipeline_id, run, &v, err);
-	if (r >= 0) {
-		state = v.state;
-		if (v.state == RUN_IN_PROGRESS)
-			r = advance_locked(s, &v, now, &state, err);
-	}
+	r = pipeline_run_advance_in_tx(s, cache, pipeline_id, run, now, &state, err);
 	if (r < 0 && r != -EINVAL) {
 		store_rollback(s);
-		store_run_release(&v);
 		return r;
 	}
-	{
-		/* A failed commit has already rolled back and released the store. */
-		int c = store_commit(s, err);
-
-		if (c < 0) {
-			store_run_release(&v);
-			return c;
-		}
-	}
-	store_run_release(&v);
+	/* A failed commit has already rolled back and released the store. */
+	c = store_commit(s, err);
+	if (c < 0)
+		return c;
 	if (ret_state)
 		*ret_state = state;
 	if (run_state_is_terminal(state)) {
-		int q = pipeline_run_start_next(s, pipeline_id, now, err);
+		int q = pipeline_run_start_next_cached(s, cache, pipeline_id, now, err);
 
 		if (q < 0)
 			return q;
@@ -215,8 +339,14 @@ int pipeline_run_advance(struct store *s, const char *pipeline_id, int64_t run, 
 	return r;
 }
 
-int pipeline_run_start_next(struct store *s, const char *pipeline_id, usec_t now,
-			    struct cd_error *err)
+int pipeline_run_advance(struct store *s, const char *pipeline_id, int64_t run, usec_t now,
+			 enum run_state *ret_state, struct cd_error *err)
+{
+	return pipeline_run_advance_cached(s, NULL, pipeline_id, run, now, ret_state, err);
+}
+
+int pipeline_run_start_next_cached(struct store *s, struct dag_cache *cache,
+				   const char *pipeline_id, usec_t now, struct cd_error *err)
 {
 	struct store_run v = { 0 };
 	int r = store_run_start_next(s, pipeline_id, now, &v, err);
@@ -226,7 +356,13 @@ int pipeline_run_start_next(struct store *s, const char *pipeline_id, usec_t now
 		return r;
 	run = v.run;
 	store_run_release(&v);
-	r = pipeline_run_advance(s, pipeline_id, run, now, NULL, err);
+	r = pipeline_run_advance_cached(s, cache, pipeline_id, run, now, NULL, err);
 	/* A run that failed to plan is ERROR now; the pipeline is not stuck. */
 	return r < 0 && r != -EINVAL ? r : 1;
+}
+
+int pipeline_run_start_next(struct store *s, const char *pipeline_id, usec_t now,
+			    struct cd_error *err)
+{
+	return pipeline_run_start_next_cached(s, NULL, pipeline_id, now, err);
 }

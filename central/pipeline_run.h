@@ -9,6 +9,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "central/planner.h"
 #include "central/store_pipelines.h"
@@ -46,3 +47,48 @@ int pipeline_run_start_next(struct store *s, const char *pipeline_id, usec_t now
 /* Plan the schema version a run uses. */
 int pipeline_run_plan(struct store *s, const char *pipeline_id, int64_t schema_version,
 		      struct action_dag **ret, struct cd_error *err);
+
+/*
+ * A small LRU cache of planned DAGs keyed by (pipeline_id, schema version), so that an action
+ * costs at most one parse + plan of its schema instead of two per action (a 10,000-stage schema
+ * costs 8-20 ms to parse and plan here, bench/pipelines/RESULTS.md). Correct because a stored
+ * schema version never changes: store_schema_put() inserts a new version, activate/deactivate
+ * only change its state, nothing updates or deletes the text (store_pipelines.c enforces that
+ * with triggers), and pipeline ids are never reused. Version 0 ("the active one") is never
+ * cached. Thread-safe (one mutex, not held while planning); entries are reference counted, so
+ * an evicted DAG stays valid for whoever still holds it. The runner owns one.
+ */
+struct dag_cache;
+
+#define DAG_CACHE_DEFAULT_CAPACITY 16
+
+/* capacity 0 = DAG_CACHE_DEFAULT_CAPACITY. */
+int dag_cache_new(size_t capacity, struct dag_cache **ret);
+struct dag_cache *dag_cache_free(struct dag_cache *c);
+/* Lookups answered from the cache and plans made on a miss, since dag_cache_new(). */
+void dag_cache_stats(struct dag_cache *c, uint64_t *ret_hits, uint64_t *ret_plans);
+
+/* pipeline_run_plan() through cache (NULL: no cache). *ret is a reference: dag_free() it.
+ * Failures (-EINVAL: unplannable) are not cached. */
+int pipeline_run_plan_cached(struct dag_cache *cache, struct store *s, const char *pipeline_id,
+			     int64_t schema_version, struct action_dag **ret, struct cd_error *err);
+
+/* pipeline_run_advance() / pipeline_run_start_next() planning through cache (may be NULL). */
+int pipeline_run_advance_cached(struct store *s, struct dag_cache *cache, const char *pipeline_id,
+				int64_t run, usec_t now, enum run_state *ret_state,
+				struct cd_error *err);
+int pipeline_run_start_next_cached(struct store *s, struct dag_cache *cache,
+				   const char *pipeline_id, usec_t now, struct cd_error *err);
+
+/*
+ * The body of pipeline_run_advance() for a caller that already holds a store transaction
+ * (store_begin()): it reads the run, enqueues, ends it, all inside that transaction; it neither
+ * commits nor starts the next run (the caller does that after committing when *ret_state is
+ * terminal). Lets the runner record a stage's outcome and advance its run in one commit.
+ * Returns as pipeline_run_advance(): -EINVAL when the schema cannot be planned (the run was set
+ * to ERROR in the transaction, which the caller should commit); other errors leave the
+ * transaction to be rolled back.
+ */
+int pipeline_run_advance_in_tx(struct store *s, struct dag_cache *cache, const char *pipeline_id,
+			       int64_t run, usec_t now, enum run_state *ret_state,
+			       struct cd_error *err);

@@ -2,6 +2,7 @@
 #include "central/planner.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,8 @@ struct action_node {
 };
 
 struct action_dag {
-	json_t *schema; /* a reference: owns every string the nodes point to */
+	atomic_uint refs; /* dag_ref()/dag_free(); the DAG is immutable once planned */
+	json_t *schema;	  /* a reference: owns every string the nodes point to */
 	char *pipeline_id;
 	struct action_node start;
 	struct action_node *nodes;
@@ -97,9 +99,19 @@ static bool table_insert(struct action_dag *dag, size_t index)
 	}
 }
 
+struct action_dag *dag_ref(struct action_dag *dag)
+{
+	if (dag)
+		atomic_fetch_add_explicit(&dag->refs, 1, memory_order_relaxed);
+	return dag;
+}
+
 struct action_dag *dag_free(struct action_dag *dag)
 {
 	if (!dag)
+		return NULL;
+	/* acq_rel: every reader's last use happens before the thread that frees it. */
+	if (atomic_fetch_sub_explicit(&dag->refs, 1, memory_order_acq_rel) > 1)
 		return NULL;
 	json_decref(dag->schema);
 	free(dag->pipeline_id);
@@ -359,8 +371,10 @@ static struct action_dag *dag_alloc(size_t n_nodes)
 {
 	struct action_dag *dag = calloc(1, sizeof(*dag));
 
-	if (dag)
+	if (dag) {
+		atomic_init(&dag->refs, 1);
 		dag->n_nodes = n_nodes;
+	}
 	return dag;
 }
 

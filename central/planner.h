@@ -65,6 +65,13 @@ struct action_node;
  */
 int planner_plan(const char *pipeline_id, const json_t *schema, struct action_dag **ret,
 		 struct cd_error *err);
+/*
+ * A DAG is immutable once planner_plan() returned it, so several threads may read one DAG at
+ * once (jansson 2.14's refcounts are atomic and its getters do not write). It is reference
+ * counted: dag_ref() takes another reference (returns dag), dag_free() drops one and frees on
+ * the last; both are thread-safe. A caller that never calls dag_ref() sees plain ownership.
+ */
+struct action_dag *dag_ref(struct action_dag *dag);
 struct action_dag *dag_free(struct action_dag *dag);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct action_dag *, dag_free);
 #define _cleanup_dag_ _cleanup_(dag_freep)

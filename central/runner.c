@@ -22,6 +22,9 @@ struct runner {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned kicks;
+	/* Planned DAGs by (pipeline, schema version), shared by the workers and the reconciler:
+	 * an action plans its schema at most once, usually not at all. */
+	struct dag_cache *dags;
 };
 
 static void runner_log(struct runner *r, const char *msg, const char *detail)
@@ -39,6 +42,10 @@ int runner_new(const struct runner_config *config, struct runner **ret, struct c
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
+	if (dag_cache_new(DAG_CACHE_DEFAULT_CAPACITY, &r->dags) < 0) {
+		free(r);
+		return -ENOMEM;
+	}
 	r->cfg = *config;
 	snprintf(r->owner, sizeof(r->owner), "%s", config->owner);
 	r->cfg.owner = r->owner;
@@ -157,7 +164,8 @@ static int decide(struct runner *r, struct store_claim *c, const struct store_ru
 			 run_state_to_string(run->state));
 		return 0;
 	}
-	q = pipeline_run_plan(r->cfg.store, c->pipeline_id, run->schema_version, &dag, &xerr);
+	q = pipeline_run_plan_cached(r->dags, r->cfg.store, c->pipeline_id, run->schema_version,
+				     &dag, &xerr);
 	if (q == -EINVAL) {
 		snprintf(res->message, sizeof(res->message), "cannot plan schema: %s",
 			 cd_error_message(&xerr));
@@ -210,12 +218,83 @@ static int decide(struct runner *r, struct store_claim *c, const struct store_ru
 	return 0;
 }
 
+/* Record the outcome (fenced by the claim's lease token). Inside or outside a transaction. */
+static int record(struct runner *r, const struct store_claim *c, const struct exec_result *res,
+		  usec_t now, struct cd_error *err)
+{
+	char msg[sizeof(res->message) + 64];
+
+	switch (res->outcome) {
+	case EXEC_FINISHED:
+		return store_action_finish(r->cfg.store, c, ACTION_FINISHED,
+					   res->message[0] ? res->message : NULL, res->result, now,
+					   err);
+	case EXEC_FAILED:
+		return store_action_finish(r->cfg.store, c, ACTION_ERROR, res->message, res->result,
+					   now, err);
+	case EXEC_DEFER:
+		return store_action_defer(r->cfg.store, c, res->not_before, false,
+					  res->message[0] ? res->message : NULL, res->result, now,
+					  err);
+	case EXEC_RETRY:
+		if ((unsigned)c->tries + 1 >= r->cfg.max_tries) {
+			snprintf(msg, sizeof(msg), "gave up after %u tries: %s", r->cfg.max_tries,
+				 res->message);
+			return store_action_finish(r->cfg.store, c, ACTION_ERROR, msg, res->result,
+						   now, err);
+		}
+		snprintf(msg, sizeof(msg), "retrying (try %d of %u): %s", c->tries + 2,
+			 r->cfg.max_tries, res->message);
+		return store_action_defer(r->cfg.store, c, now + backoff(r, c->tries), true, msg,
+					  res->result, now, err);
+	}
+	return -EINVAL;
+}
+
+/*
+ * Record the outcome and advance the run in ONE transaction (one commit, one fsync, instead of
+ * two). Crash safety is that of either step alone: the lease check comes first, so a lost lease
+ * (-ESTALE) rolls everything back and nothing is written; a crash before the commit leaves the
+ * claim as it was (leased, stage IN_PROGRESS), so the attempt is re-claimed after the lease
+ * expires and re-executed, which executors must tolerate anyway (idempotent per (run, stage,
+ * attempt)); after the commit the outcome and the next stages are durable together, so the
+ * "finished but next not queued" gap the reconciler repairs no longer arises on this path.
+ * Returns 1 when done; 0 when the advance failed after the outcome was written (the caller falls
+ * back to two transactions, so a run that cannot be advanced never loses a stage's outcome);
+ * < 0 when the outcome itself could not be recorded.
+ */
+static int record_and_advance(struct runner *r, const struct store_claim *c,
+			      const struct exec_result *res, usec_t now, enum run_state *ret_state,
+			      struct cd_error *err)
+{
+	struct cd_error xerr = { 0 };
+	int q;
+
+	q = store_begin(r->cfg.store, err);
+	if (q < 0)
+		return q;
+	q = record(r, c, res, now, err);
+	if (q < 0) {
+		store_rollback(r->cfg.store);
+		return q;
+	}
+	q = pipeline_run_advance_in_tx(r->cfg.store, r->dags, c->pipeline_id, c->run, now,
+				       ret_state, &xerr);
+	if (q < 0 && q != -EINVAL) {
+		store_rollback(r->cfg.store);
+		return 0;
+	}
+	/* -EINVAL: the schema cannot be planned; the run was set to ERROR, commit that. */
+	q = store_commit(r->cfg.store, &xerr);
+	return q < 0 ? 0 : 1;
+}
+
 /* Decide and record the outcome of one claim, then advance its run. */
 static int execute(struct runner *r, struct store_claim *c, usec_t now, struct cd_error *err)
 {
 	struct exec_result res = { .outcome = EXEC_FAILED };
 	struct store_run run = { 0 };
-	char msg[sizeof(res.message) + 64];
+	enum run_state state = RUN_IN_PROGRESS;
 	int q;
 
 	q = store_run_get(r->cfg.store, c->pipeline_id, c->run, &run, err);
@@ -227,37 +306,21 @@ static int execute(struct runner *r, struct store_claim *c, usec_t now, struct c
 		free(res.result);
 		return q;
 	}
-	switch (res.outcome) {
-	case EXEC_FINISHED:
-		q = store_action_finish(r->cfg.store, c, ACTION_FINISHED,
-					res.message[0] ? res.message : NULL, res.result, now, err);
-		break;
-	case EXEC_FAILED:
-		q = store_action_finish(r->cfg.store, c, ACTION_ERROR, res.message, res.result, now,
-					err);
-		break;
-	case EXEC_DEFER:
-		q = store_action_defer(r->cfg.store, c, res.not_before, false,
-				       res.message[0] ? res.message : NULL, res.result, now, err);
-		break;
-	case EXEC_RETRY:
-		if ((unsigned)c->tries + 1 >= r->cfg.max_tries) {
-			snprintf(msg, sizeof(msg), "gave up after %u tries: %s", r->cfg.max_tries,
-				 res.message);
-			q = store_action_finish(r->cfg.store, c, ACTION_ERROR, msg, res.result, now,
-						err);
-		} else {
-			snprintf(msg, sizeof(msg), "retrying (try %d of %u): %s", c->tries + 2,
-				 r->cfg.max_tries, res.message);
-			q = store_action_defer(r->cfg.store, c, now + backoff(r, c->tries), true,
-					       msg, res.result, now, err);
-		}
-		break;
-	}
+	q = record_and_advance(r, c, &res, now, &state, err);
+	if (q == 0) {
+		/* The one-transaction path failed after the outcome (rolled back with it): the
+		 * two-transaction path records the outcome alone first, and what it cannot advance
+		 * the reconciler repairs. */
+		q = record(r, c, &res, now, err);
+		if (q >= 0)
+			q = pipeline_run_advance_cached(r->cfg.store, r->dags, c->pipeline_id,
+							c->run, now, NULL, err);
+	} else if (q > 0 && run_state_is_terminal(state))
+		/* The run ended: start the pipeline's next one (its own transaction; the
+		 * reconciler starts it if this fails or a crash comes first). */
+		q = pipeline_run_start_next_cached(r->cfg.store, r->dags, c->pipeline_id, now, err);
 	free(res.result);
-	if (q >= 0)
-		q = pipeline_run_advance(r->cfg.store, c->pipeline_id, c->run, now, NULL, err);
-	return q == -EINVAL ? 0 : q;
+	return q == -EINVAL ? 0 : q < 0 ? q : 0;
 }
 
 int runner_step(struct runner *r, usec_t now, struct cd_error *err)
@@ -297,7 +360,8 @@ int runner_reconcile(struct runner *r, usec_t now, struct cd_error *err)
 	if (q < 0)
 		return q;
 	for (size_t i = 0; i < n; i++) {
-		q = pipeline_run_advance(r->cfg.store, v[i].pipeline_id, v[i].run, now, NULL, NULL);
+		q = pipeline_run_advance_cached(r->cfg.store, r->dags, v[i].pipeline_id, v[i].run,
+						now, NULL, NULL);
 		if (q < 0 && q != -EINVAL && first == 0)
 			first = q;
 	}
@@ -306,12 +370,18 @@ int runner_reconcile(struct runner *r, usec_t now, struct cd_error *err)
 	if (q < 0)
 		return q;
 	for (size_t i = 0; i < n; i++) {
-		q = pipeline_run_start_next(r->cfg.store, v[i].pipeline_id, now, NULL);
+		q = pipeline_run_start_next_cached(r->cfg.store, r->dags, v[i].pipeline_id, now,
+						   NULL);
 		if (q < 0 && first == 0)
 			first = q;
 	}
 	store_run_list_free(v, n);
 	return first;
+}
+
+void runner_plan_stats(struct runner *r, uint64_t *ret_hits, uint64_t *ret_plans)
+{
+	dag_cache_stats(r->dags, ret_hits, ret_plans);
 }
 
 /* ---- threads ------------------------------------------------------------------------------- */
@@ -405,6 +475,7 @@ void runner_free(struct runner *r)
 	if (r->reconciler_started)
 		pthread_join(r->reconciler, NULL);
 	free(r->threads);
+	dag_cache_free(r->dags);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);

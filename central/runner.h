@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "central/planner.h"
 #include "central/store_pipelines.h"
@@ -93,6 +94,10 @@ void runner_free(struct runner *r);
 int runner_step(struct runner *r, usec_t now, struct cd_error *err);
 /* One reconciler pass: advance every run in progress, start pending ones. */
 int runner_reconcile(struct runner *r, usec_t now, struct cd_error *err);
+
+/* How often this runner's DAG cache answered a lookup (hits) and how often it had to parse and
+ * plan a schema version (plans), since runner_new(). */
+void runner_plan_stats(struct runner *r, uint64_t *ret_hits, uint64_t *ret_plans);
 
 /* Extend the current claim's lease when due; -ESTALE when it was lost (cancelled or taken
  * over), -ECANCELED when the runner is stopping, -ETIMEDOUT past ctx->deadline. */

@@ -88,6 +88,19 @@ static const struct store_migration pipelines_migrations[] = {
 		"pipelines: stage type bit on queued actions (typed claims for builder-only runners)",
 		"ALTER TABLE action_queue ADD COLUMN type_bit INTEGER NOT NULL DEFAULT 0;",
 	},
+	{
+		3,
+		"pipelines: schema versions are immutable (the runner caches their plans)",
+		/* Nothing here updates a version's text or deletes a version (put inserts
+		 * latest + 1, activate changes only state), and the runner's DAG cache
+		 * (pipeline_run.h) relies on it: (pipeline_id, version) always names the same
+		 * schema. The triggers make that a property of the database, not of this file. */
+		"CREATE TRIGGER pipeline_schemas_immutable BEFORE UPDATE OF pipeline_id, version,"
+		"  schema ON pipeline_schemas"
+		"  BEGIN SELECT RAISE(ABORT, 'pipeline schema versions are immutable'); END;"
+		"CREATE TRIGGER pipeline_schemas_no_delete BEFORE DELETE ON pipeline_schemas"
+		"  BEGIN SELECT RAISE(ABORT, 'pipeline schema versions are immutable'); END;",
+	},
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */

@@ -73,7 +73,9 @@ struct store_schema {
 };
 void store_schema_release(struct store_schema *v);
 
-/* version 0 = the active one (-ENOENT when none). */
+/* Schema versions are immutable: a version's text never changes and a version is never
+ * deleted (enforced by triggers), so (pipeline_id, version) may be cached (pipeline_run.h).
+ * version 0 = the active one (-ENOENT when none). */
 int store_schema_get(struct store *s, const char *pipeline_id, int64_t version,
 		     struct store_schema *ret, struct cd_error *err);
 /* New draft version latest + 1. if_match >= 0: the caller's view of the latest version;

@@ -6,15 +6,18 @@
  * contract, not the builder's. */
 #include <fcntl.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "central/pipeline_run.h"
 #include "central/runner.h"
@@ -31,8 +34,9 @@ static const usec_t T0 = 1700000000ULL * USEC_PER_SEC;
 
 /* Test double for the build type: what to answer, by stage name prefix, and a call log. */
 static struct strbuf calls = STRBUF_INIT;
-static int fail_build;	   /* stages named "fail*" fail while > 0 */
-static int transient_left; /* "flaky*" stages return EXEC_RETRY this many times */
+static int fail_build;		 /* stages named "fail*" fail while > 0 */
+static int transient_left;	 /* "flaky*" stages return EXEC_RETRY this many times */
+static bool cancel_during_build; /* "cancel*" stages cancel their own run while executing */
 static int fake_build(struct exec_ctx *ctx, struct exec_result *res)
 {
 	const char *name = node_name(ctx->node);
@@ -46,6 +50,11 @@ static int fake_build(struct exec_ctx *ctx, struct exec_result *res)
 		transient_left--;
 		res->outcome = EXEC_RETRY;
 		snprintf(res->message, sizeof(res->message), "connection refused");
+	} else if (startswith(name, "cancel") && cancel_during_build) {
+		/* The run is cancelled while this stage executes: the claim's lease is gone. */
+		assert_int_equal(store_run_cancel(ctx->store, ctx->claim->pipeline_id,
+						  ctx->claim->run, "alice", ctx->now, NULL),
+				 0);
 	} else if (startswith(name, "slow")) {
 		res->outcome = EXEC_DEFER;
 		res->not_before = ctx->now + USEC_PER_SEC;
@@ -75,6 +84,7 @@ static int setup(void **state)
 	strbuf_reset(&calls);
 	fail_build = 0;
 	transient_left = 0;
+	cancel_during_build = false;
 	return 0;
 }
 
@@ -515,6 +525,226 @@ static void test_threads(void **state)
 	assert_int_equal(run_state(run), RUN_FINISHED);
 }
 
+/* Each action plans its schema at most once: the runner's DAG cache answers decide() and the
+ * advance; a new schema version is a new key. */
+static void test_plans_once_per_schema_version(void **state)
+{
+	uint64_t hits = 0, plans = 0;
+	int64_t run, v = 0;
+
+	create(chain);
+	run = trigger("c1", T0);
+	assert_int_equal(drain(T0), 3);
+	assert_int_equal(run_state(run), RUN_FINISHED);
+	runner_plan_stats(rn, &hits, &plans);
+	assert_int_equal(plans, 1);
+	/* decide() and the advance of each of the 3 actions */
+	assert_true(hits >= 5);
+
+	assert_int_equal(store_schema_put(st, pid_, -1,
+					  "[{\"name\":\"only\",\"type\":\"wait\","
+					  "\"wait\":{\"seconds\":0}}]",
+					  NULL, T0, &v, NULL),
+			 0);
+	assert_int_equal(store_schema_activate(st, pid_, v, NULL), 0);
+	run = trigger("c2", T0);
+	assert_int_equal(drain(T0), 1);
+	assert_int_equal(run_state(run), RUN_FINISHED);
+	assert_stage(run, "only", ACTION_FINISHED, 1);
+	runner_plan_stats(rn, &hits, &plans);
+	assert_int_equal(plans, 2);
+}
+
+static void create_named(const char *name, const char *schema, char id[static ID_LEN + 1])
+{
+	assert_int_equal(
+		store_pipeline_create(st, name, "team", NULL, NULL, schema, NULL, T0, id, NULL), 0);
+}
+
+/* The cache is bounded and LRU; an evicted DAG stays valid for a holder (ASan would see a use
+ * after free); version 0 (whichever is active) is never cached. */
+static void test_dag_cache_lru(void **state)
+{
+	struct dag_cache *c = NULL;
+	struct action_dag *held = NULL, *d = NULL;
+	char a[ID_LEN + 1], b[ID_LEN + 1], x[ID_LEN + 1];
+	uint64_t hits, plans;
+
+	create_named("A", chain, a);
+	create_named("B", "[{\"name\":\"b\",\"type\":\"approval\"}]", b);
+	create_named("X", "[{\"name\":\"x\",\"type\":\"approval\"}]", x);
+	assert_int_equal(dag_cache_new(2, &c), 0);
+
+	assert_int_equal(pipeline_run_plan_cached(c, st, a, 1, &held, NULL), 0);
+	assert_int_equal(pipeline_run_plan_cached(c, st, b, 1, &d, NULL), 0);
+	d = dag_free(d);
+	assert_int_equal(pipeline_run_plan_cached(c, st, a, 1, &d, NULL), 0); /* hit, a is MRU */
+	assert_ptr_equal(d, held);
+	d = dag_free(d);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(hits, 1);
+	assert_int_equal(plans, 2);
+	/* x evicts b (least recently used), not a */
+	assert_int_equal(pipeline_run_plan_cached(c, st, x, 1, &d, NULL), 0);
+	d = dag_free(d);
+	assert_int_equal(pipeline_run_plan_cached(c, st, a, 1, &d, NULL), 0);
+	d = dag_free(d);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(hits, 2);
+	assert_int_equal(plans, 3);
+	assert_int_equal(pipeline_run_plan_cached(c, st, b, 1, &d, NULL), 0); /* miss: evicts x */
+	d = dag_free(d);
+	assert_int_equal(pipeline_run_plan_cached(c, st, x, 1, &d, NULL), 0); /* miss: evicts a */
+	d = dag_free(d);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(plans, 5);
+	/* a was evicted while held: still whole */
+	assert_int_equal(dag_n_nodes(held), 3);
+	assert_string_equal(node_name(dag_node(held, 2)), "ship");
+	held = dag_free(held);
+	/* version 0 bypasses the cache; an unknown version is an error, not an entry */
+	assert_int_equal(pipeline_run_plan_cached(c, st, a, 0, &d, NULL), 0);
+	d = dag_free(d);
+	assert_int_equal(pipeline_run_plan_cached(c, st, a, 9, &d, NULL), -ENOENT);
+	assert_null(d);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(hits, 2);
+	assert_int_equal(plans, 6);
+	dag_cache_free(c);
+}
+
+/* A child process does what the runner does after executing "build" (record the outcome and
+ * advance the run in one transaction) and is killed with SIGKILL just before or just after
+ * the commit. */
+static void kill_in_finish_advance(bool commit)
+{
+	char path[128];
+	pid_t child;
+	int status = 0;
+
+	snprintf(path, sizeof(path), "%s/d.db", tmpdir);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		/* Own connection: SQLite connections must not cross fork(). */
+		struct store *cs = NULL;
+		struct store_claim c = { 0 };
+		enum run_state rs;
+
+		if (store_open(path, &cs, NULL) < 0 ||
+		    store_action_claim(cs, "doomed", T0, 30 * USEC_PER_SEC, &c, NULL) != 1 ||
+		    store_begin(cs, NULL) < 0 ||
+		    store_action_finish(cs, &c, ACTION_FINISHED, NULL, NULL, T0, NULL) < 0 ||
+		    pipeline_run_advance_in_tx(cs, NULL, c.pipeline_id, c.run, T0, &rs, NULL) < 0)
+			_exit(1);
+		if (commit && store_commit(cs, NULL) < 0)
+			_exit(1);
+		raise(SIGKILL);
+		_exit(1);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGKILL);
+}
+
+/* Killed inside the transaction: nothing of it is visible, the claim stands until its lease
+ * expires, then the attempt is re-executed once and the run finishes with each stage finished
+ * exactly once. */
+static void test_kill_before_finish_advance_commit(void **state)
+{
+	int64_t run;
+
+	create(chain);
+	run = trigger("c1", T0);
+	kill_in_finish_advance(false);
+	assert_stage(run, "build", ACTION_IN_PROGRESS, 1);
+	assert_not_started(run, "w");
+	assert_int_equal(drain(T0 + 1), 0); /* still leased by the dead process */
+	assert_int_equal(runner_reconcile(rn, T0 + 1, NULL), 0);
+	assert_not_started(run, "w");
+	assert_int_equal(drain(T0 + 31 * USEC_PER_SEC), 3);
+	assert_calls("build#1;ship#1;");
+	assert_stage(run, "build", ACTION_FINISHED, 2);
+	assert_stage(run, "w", ACTION_FINISHED, 1);
+	assert_stage(run, "ship", ACTION_FINISHED, 1);
+	assert_int_equal(run_state(run), RUN_FINISHED);
+}
+
+/* Killed right after the commit: the outcome and the next stage landed together, so the run
+ * goes on without the reconciler and "build" is never executed again. */
+static void test_kill_after_finish_advance_commit(void **state)
+{
+	int64_t run;
+
+	create(chain);
+	run = trigger("c1", T0);
+	kill_in_finish_advance(true);
+	assert_stage(run, "build", ACTION_FINISHED, 1);
+	assert_stage(run, "w", ACTION_PENDING, 0);
+	assert_int_equal(drain(T0), 2);
+	assert_calls("ship#1;");
+	assert_int_equal(run_state(run), RUN_FINISHED);
+}
+
+/* Fault injection: the advance fails inside the one-transaction path (a trigger refuses to
+ * queue "w"). The runner rolls back and falls back to two transactions: the outcome of "build"
+ * is recorded, the advance fails again and is repaired by the reconciler once the fault is
+ * gone. Nothing runs twice. */
+static void test_advance_failure_keeps_outcome(void **state)
+{
+	char path[128];
+	sqlite3 *db = NULL;
+	int64_t run;
+
+	create(chain);
+	run = trigger("c1", T0);
+	snprintf(path, sizeof(path), "%s/d.db", tmpdir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	assert_int_equal(sqlite3_exec(db,
+				      "CREATE TRIGGER inject BEFORE INSERT ON action_queue"
+				      " WHEN NEW.schema_node = 'w'"
+				      " BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	assert_true(runner_step(rn, T0, NULL) < 0);
+	assert_stage(run, "build", ACTION_FINISHED, 1);
+	assert_not_started(run, "w");
+	assert_int_equal(drain(T0), 0);
+	assert_int_equal(sqlite3_exec(db, "DROP TRIGGER inject", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(runner_reconcile(rn, T0, NULL), 0);
+	assert_int_equal(drain(T0), 2);
+	assert_calls("build#1;ship#1;");
+	assert_stage(run, "build", ACTION_FINISHED, 1);
+	assert_int_equal(run_state(run), RUN_FINISHED);
+}
+
+/* A lease lost while executing (the run is cancelled meanwhile): the fenced write of the outcome
+ * fails first, so the one transaction writes nothing and advances nothing. */
+static void test_stale_lease_writes_nothing(void **state)
+{
+	int64_t run;
+
+	create("[{\"name\":\"cancel-me\",\"type\":\"build\",\"build_targets\":[\"//a:b\"]},"
+	       "{\"name\":\"ship\",\"type\":\"build\",\"build_targets\":[\"//a:c\"]}]");
+	run = trigger("c1", T0);
+	cancel_during_build = true;
+	assert_int_equal(runner_step(rn, T0, NULL), 1); /* -ESTALE is logged, not an error */
+	assert_calls("cancel-me#1;");
+	{
+		struct store_stage sg = { 0 };
+
+		assert_int_equal(store_stage_get(st, pid_, run, "cancel-me", &sg, NULL), 0);
+		assert_int_equal(sg.state, ACTION_ERROR);
+		assert_non_null(strstr(sg.error_message, "cancel"));
+		store_stage_release(&sg);
+	}
+	assert_not_started(run, "ship");
+	assert_int_equal(run_state(run), RUN_CANCELLED);
+	assert_int_equal(drain(T0 + 100 * USEC_PER_SEC), 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -535,6 +765,12 @@ int main(void)
 		T(test_step_pure),
 		T(test_typed_claims_leave_builds),
 		T(test_threads),
+		T(test_plans_once_per_schema_version),
+		T(test_dag_cache_lru),
+		T(test_kill_before_finish_advance_commit),
+		T(test_kill_after_finish_advance_commit),
+		T(test_advance_failure_keeps_outcome),
+		T(test_stale_lease_writes_nothing),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "central/store_pipelines.h"
 #include "lib/fs.h"
@@ -542,6 +543,48 @@ static void test_reopen_keeps_queue(void **state)
 	store_claim_release(&c);
 }
 
+/* Schema versions are immutable in the database itself (the runner caches their plans by
+ * (pipeline, version)): another connection can neither rewrite nor delete one, while activating
+ * a version (a state change) still works. */
+static void test_schema_versions_immutable(void **state)
+{
+	char id[ID_LEN + 1], sql[256];
+	int64_t v = 0;
+	struct store_schema sv = { 0 };
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+
+	create_pipeline("imm", "team:foo", id);
+	assert_int_equal(store_schema_put(st, id, -1, "[]", NULL, T0, &v, NULL), 0);
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	snprintf(
+		sql, sizeof(sql),
+		"UPDATE pipeline_schemas SET schema = '[]' WHERE pipeline_id = '%s' AND version = 1",
+		id);
+	assert_int_not_equal(sqlite3_exec(db, sql, NULL, NULL, &msg), SQLITE_OK);
+	assert_non_null(msg);
+	assert_non_null(strstr(msg, "immutable"));
+	sqlite3_free(msg);
+	msg = NULL;
+	snprintf(sql, sizeof(sql),
+		 "UPDATE pipeline_schemas SET version = 7 WHERE pipeline_id = '%s' AND version = 2",
+		 id);
+	assert_int_not_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	snprintf(sql, sizeof(sql), "DELETE FROM pipeline_schemas WHERE pipeline_id = '%s'", id);
+	assert_int_not_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	assert_int_equal(store_schema_activate(st, id, v, NULL), 0);
+	assert_int_equal(store_schema_get(st, id, 1, &sv, NULL), 0);
+	assert_string_equal(sv.schema, schema1);
+	assert_string_equal(sv.state, "inactive");
+	store_schema_release(&sv);
+	assert_int_equal(store_schema_get(st, id, 0, &sv, NULL), 0);
+	assert_int_equal(sv.version, 2);
+	store_schema_release(&sv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -558,6 +601,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cancel_and_retry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_typed_claims, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_keeps_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_schema_versions_immutable, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

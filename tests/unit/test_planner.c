@@ -352,6 +352,21 @@ static void test_large_dag(void **state)
 	assert_ptr_equal(topo[n], dag_find_node(dag, "fan-in"));
 }
 
+/* Reference counting: the DAG (and the schema strings its nodes borrow) lives until the last
+ * dag_free(); under ASan a premature free is a use after free here. */
+static void test_dag_refcount(void **state)
+{
+	struct action_dag *dag = plan_ok(seed_schema), *other;
+
+	other = dag_ref(dag);
+	assert_ptr_equal(other, dag);
+	assert_null(dag_free(dag));
+	assert_string_equal(node_name(dag_node(other, 0)), "Code Build");
+	assert_int_equal(dag_n_nodes(other), 4);
+	assert_null(dag_free(other));
+	assert_null(dag_ref(NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -366,6 +381,7 @@ int main(void)
 		cmocka_unit_test(test_cycles_named),
 		cmocka_unit_test(test_long_name_refused),
 		cmocka_unit_test(test_large_dag),
+		cmocka_unit_test(test_dag_refcount),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
