@@ -4,7 +4,7 @@ CENTRAL_SRCS := $(filter-out central/main.c,$(sort $(wildcard central/*.c)))
 $(eval $(call cd_lib,central,$(CENTRAL_SRCS)))
 $(eval $(call cd_prog,deployd,central/main.c,central sandbox api cdlib))
 INSTALL_SBIN += deployd
-E2E_TESTS += tests/e2e/central_api.sh tests/e2e/central_taskd.sh
+E2E_TESTS += tests/e2e/central_api.sh tests/e2e/central_taskd.sh tests/e2e/central_scale.sh
 $(eval $(call cd_test,test_central_store,tests/unit/test_central_store.c,central cdlib,$(call wrap,sqlite3_step)))
 $(eval $(call cd_test,test_central_sched,tests/unit/test_central_sched.c,central cdlib))
 $(eval $(call cd_test,test_central_cluster,tests/unit/test_central_cluster.c,central api cdlib,$(call wrap,sqlite3_step)))
