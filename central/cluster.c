@@ -706,8 +706,10 @@ int cluster_notify(struct cluster *c, const char *actor, const struct cluster_no
 		goto fail;
 	}
 	if (!streq(t.host_id, n->host_id)) {
+		/* 410, not 409: taskd drops the message instead of retrying it forever (which
+		 * would hold back the task's later messages). */
 		r = -EXDEV;
-		problem_set(p, 409, NULL, "Conflict");
+		problem_set(p, 410, NULL, "Gone");
 		problem_set_detail(p, "task %s is placed on %s, not %s", n->task_id, t.host_id,
 				   n->host_id);
 		goto fail;

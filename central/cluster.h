@@ -125,7 +125,7 @@ struct cluster_notify {
 };
 
 /* Apply a NotifyTaskState; *ret_applied false for a replay (seq not newer). -ENOENT unknown
- * task, -EXDEV reported by a host the task is not placed on (409). */
+ * task (404), -EXDEV reported by a host the task is not placed on (410: taskd drops it). */
 int cluster_notify(struct cluster *c, const char *actor, const struct cluster_notify *n,
 		   bool *ret_applied, struct problem *p);
 

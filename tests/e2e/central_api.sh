@@ -232,7 +232,7 @@ check "GetJobState shows every task's state and host" "echo '$body' | python3 -c
 req POST /v1/tasks/$tid/state "$AGENT" "{\"task_id\":\"$tid\",\"host_id\":\"$hid\",\"seq\":1,\"state\":\"ERROR\"}"
 check "replayed notification (old seq): 200 applied false" "[ $code = 200 ] && echo '$body' | grep -q false" "$code $body"
 req POST /v1/tasks/$tid/state "$AGENT" "{\"task_id\":\"$tid\",\"host_id\":\"elsewhere\",\"seq\":99,\"state\":\"ERROR\"}"
-check "notification from the wrong host: 409" "[ $code = 409 ]" "got $code"
+check "notification from the wrong host: 410 (taskd drops it)" "[ $code = 410 ]" "got $code"
 req POST /v1/tasks/ffffffffffffffffffffffffffff/state "$AGENT" '{"task_id":"ffffffffffffffffffffffffffff","host_id":"w1","seq":5,"state":"RUNNING"}'
 check "notification for an unknown task: 404" "[ $code = 404 ]" "got $code"
 req POST /v1/tasks/$tid/state "$AGENT" "{\"task_id\":\"other\",\"seq\":0,\"state\":\"WEIRD\"}"

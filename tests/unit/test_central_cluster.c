@@ -859,7 +859,7 @@ static void test_notify_replay_wrong_host_unknown(void **state)
 	nt.seq = 11;
 	nt.host_id = "h9";
 	assert_int_equal(cluster_notify(cl, "agent", &nt, &applied, &p), -EXDEV);
-	assert_int_equal(p.status, 409);
+	assert_int_equal(p.status, 410);
 	problem_release(&p);
 	nt.task_id = "ffffffffffffffffffffffffffff";
 	problem_init(&p, 0, NULL, NULL);
