@@ -5,6 +5,7 @@
  * explicit clocks. Build/test/job executors are test doubles here: this is the runner's
  * contract, not the builder's. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -613,6 +614,57 @@ static void test_dag_cache_lru(void **state)
 	dag_cache_free(c);
 }
 
+struct cache_worker {
+	struct dag_cache *cache;
+	const char *ids[3];
+	int failures;
+};
+
+static void *cache_worker_main(void *arg)
+{
+	struct cache_worker *w = arg;
+
+	for (int i = 0; i < 300; i++) {
+		struct action_dag *d = NULL;
+		const char *id = w->ids[i % 3];
+
+		if (pipeline_run_plan_cached(w->cache, st, id, 1, &d, NULL) < 0 || !d ||
+		    !streq(dag_pipeline_id(d), id) || dag_n_nodes(d) != 3)
+			w->failures++;
+		dag_free(d);
+	}
+	return NULL;
+}
+
+/* Four threads share a cache smaller than what they ask for, so entries are evicted while other
+ * threads hold them: every lookup gets the right DAG, and (under ASan) none is used after it
+ * was freed. */
+static void test_dag_cache_threads(void **state)
+{
+	struct dag_cache *c = NULL;
+	char a[ID_LEN + 1], b[ID_LEN + 1], x[ID_LEN + 1];
+	struct cache_worker w[4];
+	pthread_t t[4];
+	uint64_t hits, plans;
+
+	create_named("A", chain, a);
+	create_named("B", chain, b);
+	create_named("X", chain, x);
+	assert_int_equal(dag_cache_new(2, &c), 0);
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct cache_worker){ .cache = c, .ids = { a, b, x } };
+		assert_int_equal(pthread_create(&t[i], NULL, cache_worker_main, &w[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].failures, 0);
+	}
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(hits + plans, 4 * 300);
+	assert_true(plans >= 3);
+	dag_cache_free(c);
+}
+
 /* A child process does what the runner does after executing "build" (record the outcome and
  * advance the run in one transaction) and is killed with SIGKILL just before or just after
  * the commit. */
@@ -767,6 +819,7 @@ int main(void)
 		T(test_threads),
 		T(test_plans_once_per_schema_version),
 		T(test_dag_cache_lru),
+		T(test_dag_cache_threads),
 		T(test_kill_before_finish_advance_commit),
 		T(test_kill_after_finish_advance_commit),
 		T(test_advance_failure_keeps_outcome),
