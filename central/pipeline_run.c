@@ -107,23 +107,25 @@ struct dag_cache_entry {
 	char pipeline_id[ID_LEN + 1];
 	int64_t version; /* 0: free slot */
 	uint64_t used;	 /* dag_cache.tick at the last hit: the smallest is evicted */
+	size_t nodes;	 /* dag_n_nodes(dag) */
 	struct action_dag *dag;
 };
 
 struct dag_cache {
 	pthread_mutex_t lock;
 	uint64_t tick, hits, plans;
-	size_t capacity;
+	size_t capacity, max_nodes;
 	struct dag_cache_entry *entries;
 };
 
-int dag_cache_new(size_t capacity, struct dag_cache **ret)
+int dag_cache_new(size_t capacity, size_t max_nodes, struct dag_cache **ret)
 {
 	struct dag_cache *c = calloc(1, sizeof(*c));
 
 	if (!c)
 		return -ENOMEM;
 	c->capacity = capacity ? capacity : DAG_CACHE_DEFAULT_CAPACITY;
+	c->max_nodes = max_nodes ? max_nodes : DAG_CACHE_DEFAULT_MAX_NODES;
 	c->entries = calloc(c->capacity, sizeof(*c->entries));
 	if (!c->entries) {
 		free(c);
@@ -165,6 +167,46 @@ static struct dag_cache_entry *cache_find(struct dag_cache *c, const char *pipel
 	return NULL;
 }
 
+/* Called with c->lock held; the key is not cached. Evicts least recently used entries until
+ * the DAG fits in both bounds (or the cache is empty: a DAG over the budget alone is kept). */
+static void cache_insert(struct dag_cache *c, const char *pipeline_id, int64_t version,
+			 struct action_dag *dag)
+{
+	size_t need = dag_n_nodes(dag);
+
+	for (;;) {
+		struct dag_cache_entry *lru = NULL, *free_slot = NULL;
+		size_t used = 0;
+
+		for (size_t i = 0; i < c->capacity; i++) {
+			struct dag_cache_entry *e = &c->entries[i];
+
+			if (!e->version) {
+				if (!free_slot)
+					free_slot = e;
+				continue;
+			}
+			used += e->nodes;
+			if (!lru || e->used < lru->used)
+				lru = e;
+		}
+		if (free_slot && (!lru || used + need <= c->max_nodes)) {
+			memcpy(free_slot->pipeline_id, pipeline_id, strlen(pipeline_id) + 1);
+			free_slot->version = version;
+			free_slot->nodes = need;
+			free_slot->used = ++c->tick;
+			free_slot->dag = dag_ref(dag);
+			return;
+		}
+		if (!lru)
+			return; /* no slot at all: dag_cache_new() makes at least one */
+		/* The evicted DAG lives on while callers hold references to it. */
+		lru->dag = dag_free(lru->dag);
+		lru->version = 0;
+		lru->nodes = 0;
+	}
+}
+
 int pipeline_run_plan_cached(struct dag_cache *c, struct store *s, const char *pipeline_id,
 			     int64_t schema_version, struct action_dag **ret, struct cd_error *err)
 {
@@ -196,18 +238,10 @@ int pipeline_run_plan_cached(struct dag_cache *c, struct store *s, const char *p
 
 	pthread_mutex_lock(&c->lock);
 	e = cache_find(c, pipeline_id, schema_version);
-	if (!e) {
-		e = &c->entries[0];
-		for (size_t i = 1; i < c->capacity && e->version; i++)
-			if (!c->entries[i].version || c->entries[i].used < e->used)
-				e = &c->entries[i];
-		/* The evicted DAG lives on while callers hold references to it. */
-		dag_free(e->dag);
-		memcpy(e->pipeline_id, pipeline_id, strlen(pipeline_id) + 1);
-		e->version = schema_version;
-		e->dag = dag_ref(dag);
-	}
-	e->used = ++c->tick;
+	if (e)
+		e->used = ++c->tick;
+	else
+		cache_insert(c, pipeline_id, schema_version, dag);
 	pthread_mutex_unlock(&c->lock);
 	*ret = dag;
 	return 0;

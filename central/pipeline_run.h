@@ -49,7 +49,8 @@ int pipeline_run_plan(struct store *s, const char *pipeline_id, int64_t schema_v
 		      struct action_dag **ret, struct cd_error *err);
 
 /*
- * A small LRU cache of planned DAGs keyed by (pipeline_id, schema version), so that an action
+ * A small LRU cache (16 DAGs, 100,000 stages in all by default) of planned DAGs keyed by
+ * (pipeline_id, schema version), so that an action
  * costs at most one parse + plan of its schema instead of two per action (a 10,000-stage schema
  * costs 8-20 ms to parse and plan here, bench/pipelines/RESULTS.md). Correct because a stored
  * schema version never changes: store_schema_put() inserts a new version, activate/deactivate
@@ -61,9 +62,14 @@ int pipeline_run_plan(struct store *s, const char *pipeline_id, int64_t schema_v
 struct dag_cache;
 
 #define DAG_CACHE_DEFAULT_CAPACITY 16
+/* A planned 10,000-stage schema (DAG + parsed JSON) takes about 10 MB here (~1 KB per stage),
+ * so the cache is bounded by stages too: by default about 100 MB. A DAG larger than the budget
+ * on its own is still cached, alone (it existed while planning anyway). */
+#define DAG_CACHE_DEFAULT_MAX_NODES 100000
 
-/* capacity 0 = DAG_CACHE_DEFAULT_CAPACITY. */
-int dag_cache_new(size_t capacity, struct dag_cache **ret);
+/* At most capacity DAGs (0 = DAG_CACHE_DEFAULT_CAPACITY) holding at most max_nodes stages in
+ * all (0 = DAG_CACHE_DEFAULT_MAX_NODES); least recently used first out. */
+int dag_cache_new(size_t capacity, size_t max_nodes, struct dag_cache **ret);
 struct dag_cache *dag_cache_free(struct dag_cache *c);
 /* Lookups answered from the cache and plans made on a miss, since dag_cache_new(). */
 void dag_cache_stats(struct dag_cache *c, uint64_t *ret_hits, uint64_t *ret_plans);

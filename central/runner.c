@@ -42,7 +42,7 @@ int runner_new(const struct runner_config *config, struct runner **ret, struct c
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	if (dag_cache_new(DAG_CACHE_DEFAULT_CAPACITY, &r->dags) < 0) {
+	if (dag_cache_new(0, 0, &r->dags) < 0) {
 		free(r);
 		return -ENOMEM;
 	}

@@ -574,7 +574,7 @@ static void test_dag_cache_lru(void **state)
 	create_named("A", chain, a);
 	create_named("B", "[{\"name\":\"b\",\"type\":\"approval\"}]", b);
 	create_named("X", "[{\"name\":\"x\",\"type\":\"approval\"}]", x);
-	assert_int_equal(dag_cache_new(2, &c), 0);
+	assert_int_equal(dag_cache_new(2, 0, &c), 0);
 
 	assert_int_equal(pipeline_run_plan_cached(c, st, a, 1, &held, NULL), 0);
 	assert_int_equal(pipeline_run_plan_cached(c, st, b, 1, &d, NULL), 0);
@@ -636,6 +636,63 @@ static void *cache_worker_main(void *arg)
 	return NULL;
 }
 
+/* The cache is bounded by stages too: a DAG that does not fit evicts the least recently used
+ * ones until it does; one larger than the whole budget is kept alone. */
+static void test_dag_cache_node_budget(void **state)
+{
+	static const char one[] = "[{\"name\":\"o\",\"type\":\"approval\"}]";
+	struct dag_cache *c = NULL;
+	struct action_dag *d = NULL;
+	char a[ID_LEN + 1], b[ID_LEN + 1], x[ID_LEN + 1], y[ID_LEN + 1];
+	uint64_t hits, plans;
+
+	create_named("A", chain, a); /* 3 stages */
+	create_named("B", one, b);
+	create_named("X", one, x);
+	create_named("Y", chain, y);
+	assert_int_equal(dag_cache_new(8, 5, &c), 0);
+#define PLAN(id)                                                                                   \
+	do {                                                                                       \
+		assert_int_equal(pipeline_run_plan_cached(c, st, id, 1, &d, NULL), 0);             \
+		d = dag_free(d);                                                                   \
+	} while (0)
+	PLAN(a);
+	PLAN(b);
+	PLAN(x); /* 3 + 1 + 1 = 5 stages: all fit */
+	PLAN(a);
+	PLAN(b);
+	PLAN(x);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(plans, 3);
+	assert_int_equal(hits, 3);
+	/* y (3) evicts a (LRU, 3): 1 + 1 + 3 = 5 */
+	PLAN(y);
+	PLAN(b);
+	PLAN(x);
+	PLAN(y);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(plans, 4);
+	assert_int_equal(hits, 6);
+	PLAN(a); /* a (3) back: evicts b and x (LRU first) but then still needs room, evicts y */
+	PLAN(a);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(plans, 5);
+	assert_int_equal(hits, 7);
+	dag_cache_free(c);
+
+	/* a budget smaller than one DAG: that DAG is still cached, alone */
+	assert_int_equal(dag_cache_new(8, 2, &c), 0);
+	PLAN(a);
+	PLAN(a);
+	PLAN(b); /* evicts a */
+	PLAN(a);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(plans, 3);
+	assert_int_equal(hits, 1);
+#undef PLAN
+	dag_cache_free(c);
+}
+
 /* Four threads share a cache smaller than what they ask for, so entries are evicted while other
  * threads hold them: every lookup gets the right DAG, and (under ASan) none is used after it
  * was freed. */
@@ -650,7 +707,7 @@ static void test_dag_cache_threads(void **state)
 	create_named("A", chain, a);
 	create_named("B", chain, b);
 	create_named("X", chain, x);
-	assert_int_equal(dag_cache_new(2, &c), 0);
+	assert_int_equal(dag_cache_new(2, 0, &c), 0);
 	for (int i = 0; i < 4; i++) {
 		w[i] = (struct cache_worker){ .cache = c, .ids = { a, b, x } };
 		assert_int_equal(pthread_create(&t[i], NULL, cache_worker_main, &w[i]), 0);
@@ -820,6 +877,7 @@ int main(void)
 		T(test_plans_once_per_schema_version),
 		T(test_dag_cache_lru),
 		T(test_dag_cache_threads),
+		T(test_dag_cache_node_budget),
 		T(test_kill_before_finish_advance_commit),
 		T(test_kill_after_finish_advance_commit),
 		T(test_advance_failure_keeps_outcome),
