@@ -50,9 +50,9 @@ int pipeline_run_plan(struct store *s, const char *pipeline_id, int64_t schema_v
 
 /*
  * A small LRU cache (16 DAGs, 100,000 stages in all by default) of planned DAGs keyed by
- * (pipeline_id, schema version), so that an action
- * costs at most one parse + plan of its schema instead of two per action (a 10,000-stage schema
- * costs 8-20 ms to parse and plan here, bench/pipelines/RESULTS.md). Correct because a stored
+ * (pipeline_id, schema version), so that an action costs at most one parse + plan of its schema
+ * instead of two (a 10,000-stage schema costs 8-20 ms to parse and plan here,
+ * bench/pipelines/RESULTS.md). Correct because a stored
  * schema version never changes: store_schema_put() inserts a new version, activate/deactivate
  * only change its state, nothing updates or deletes the text (store_pipelines.c enforces that
  * with triggers), and pipeline ids are never reused. Version 0 ("the active one") is never
