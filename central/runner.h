@@ -3,10 +3,14 @@
  * runner.h — the ActionRunner: worker threads that claim actions from the store's queue (with a
  * lease), execute the stage through the executor registered for its type, write the outcome
  * (FINISHED, ERROR, or "defer until t" for waits, polls and transient-failure backoff) and
- * advance the run. A reconciler thread re-advances every run in progress, which repairs the gap
- * a crash between "stage finished" and "next stage queued" would leave.
+ * advance the run, outcome and advance in one store transaction (one commit per action after
+ * the claim's). If that transaction fails after the outcome, the runner records the outcome
+ * alone and advances separately; a reconciler thread re-advances every run in progress, which
+ * repairs the gap "stage finished, next stage not queued" that this path (or a run advanced from
+ * elsewhere) can leave, and starts pending runs.
  * Owns: threads, lease keep-alive, per-stage timeouts, retry/backoff policy, the wait and
- * approval stage types. Does not own what build/test/job do (builder.h, pipeline_job.h).
+ * approval stage types, a cache of planned DAGs (pipeline_run.h). Does not own what
+ * build/test/job do (builder.h, pipeline_job.h).
  */
 #pragma once
 
