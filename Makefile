@@ -93,4 +93,4 @@ clean:
 
 .PHONY: all test selftest fuzz check check-run lint format bench demo demo-stop install install-bin clean deps
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/asan $(BUILD)/fuzz -type f -name '*.d' 2>/dev/null)

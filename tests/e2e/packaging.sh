@@ -49,7 +49,7 @@ check "rpm -qlp lists the same payload as the .debs" diff -u "$OUT/payload-deb.t
 check "apt-get install ./codedeploy-agent ./codedeploy-central" \
 	env DEBIAN_FRONTEND=noninteractive apt-get install -y "./$agent_deb" "./$central_deb"
 check "binaries installed" test -x /usr/sbin/taskd -a -x /usr/bin/taskctl -a -x /usr/sbin/deployd \
-	-a -x /usr/bin/cdfetch -a -x /usr/bin/taskwatch
+	-a -x /usr/bin/cdfetch -a -x /usr/sbin/taskwatch
 check "man pages installed" test -f /usr/share/man/man8/taskd.8.gz -a \
 	-f /usr/share/man/man5/taskd.conf.5.gz -a -f /usr/share/man/man1/taskctl.1.gz -a \
 	-f /usr/share/man/man8/deployd.8.gz -a -f /usr/share/man/man5/deployd.conf.5.gz
