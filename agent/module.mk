@@ -23,3 +23,4 @@ INSTALL_BIN += taskctl
 E2E_TESTS += tests/e2e/agent_taskd.sh
 E2E_TESTS += tests/e2e/agent_notify.sh
 E2E_TESTS += tests/e2e/agent_deployd.sh
+E2E_TESTS += tests/e2e/agent_startup.sh

@@ -272,6 +272,14 @@ static int run(void)
 			return log_error_errno(r, "cannot read the manager token file", "path=%s",
 					       agent_token_path);
 	}
+	/* The token says who put a task: with one token for both, every task the manager puts
+	 * would look local and never be reported (its job would stay PENDING without a word). */
+	if (agent_token && streq(agent_token, token))
+		return log_error_errno(-EINVAL,
+				       "taskd's API token and the manager token are the same; give "
+				       "taskd its own token",
+				       "token_file=%s manager_token_file=%s", token_path,
+				       agent_token_path);
 	if (!config.host_id) {
 		r = host_id_default(&config.host_id);
 		if (r < 0)
@@ -405,7 +413,18 @@ static int run(void)
 		 config.listen, http_server_port(srv), config.host_id,
 		 config.manager_url ? config.manager_url : "none", config.state_dir,
 		 init ? init : "in-process");
-	(void)sd_notify_send("READY=1\nSTATUS=serving");
+	/* Readiness (the unit is Type=notify): state recovered, every task re-adopted, the API
+	 * listening — a client started after us finds every task where it was. */
+	{
+		char state[256];
+
+		snprintf(state, sizeof(state),
+			 "READY=1\nSTATUS=serving on %s, %u tasks (%u re-adopted)", config.listen,
+			 as.tasks, as.adopted);
+		r = sd_notify_send(state);
+		if (r < 0)
+			log_warn_errno(r, "cannot notify systemd (NOTIFY_SOCKET)");
+	}
 
 	for (;;) {
 		if (sigwait(&mask, &sig) != 0)
@@ -418,7 +437,7 @@ static int run(void)
 	}
 	log_info("stopping: tasks keep running and are re-adopted by the next taskd", "signal=%d",
 		 sig);
-	(void)sd_notify_send("STOPPING=1");
+	(void)sd_notify_send("STOPPING=1\nSTATUS=stopping; tasks keep running");
 	http_server_free(srv);
 	atomic_store(&the_notifier, NULL);
 	notifier_free(notifier);

@@ -1,0 +1,177 @@
+#!/bin/sh
+# End-to-end test of taskd's start-up and shutdown contract as root (TAP): refusing a manager
+# token equal to its own, systemd readiness (READY=1 only once the state is recovered, tasks
+# re-adopted and the API answers; STOPPING=1 on SIGTERM) over a NOTIFY_SOCKET datagram socket,
+# and the fallback to the in-process init when sandbox-init is not beside taskd-shim.
+set -u
+BUILD=${BUILD:-build}
+TASKD=${TASKD:-$BUILD/taskd}
+TASKCTL=${TASKCTL:-$BUILD/taskctl}
+n=0
+fail=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
+check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+
+if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (cgroups, namespaces)"; exit 77; fi
+for b in "$TASKD" "$BUILD/taskd-shim" "$BUILD/sandbox-init" "$TASKCTL"; do
+	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
+done
+command -v python3 >/dev/null || { echo "1..0 # SKIP python3 not installed"; exit 77; }
+
+T=$(mktemp -d /var/tmp/cd-agent-startup.XXXXXX)
+CG=codedeploy-agent-startup-$$
+TASKD_PID=
+RECV_PID=
+cleanup() {
+	[ -n "$TASKD_PID" ] && kill "$TASKD_PID" 2>/dev/null && wait "$TASKD_PID" 2>/dev/null
+	[ -n "$RECV_PID" ] && kill "$RECV_PID" 2>/dev/null && wait "$RECV_PID" 2>/dev/null
+	for p in $(pgrep -f "taskd-shim $T/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+	for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/unified/"$CG"; do
+		[ -d "$d" ] || continue
+		for c in "$d"/*/; do
+			[ -f "$c/cgroup.procs" ] || continue
+			for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
+			sleep 0.1
+			rmdir "$c" 2>/dev/null
+		done
+		rmdir "$d" 2>/dev/null
+	done
+	rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+jget() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1" 2>/dev/null; }
+
+# ---------------------------------------------------------------- one token for both roles
+mkdir -p "$T/tok"
+echo 0123456789abcdef0123456789abcdef >"$T/tok/taskd.token"
+cp "$T/tok/taskd.token" "$T/tok/manager.token"
+chmod 600 "$T/tok/"*
+printf 'manager_token_file = %s\ncgroup_parent = %s\n' "$T/tok/manager.token" "$CG" >"$T/tok/taskd.conf"
+"$TASKD" --config "$T/tok/taskd.conf" --state-dir "$T/tok/state" --listen "127.0.0.1:$(free_port)" \
+	--token-file "$T/tok/taskd.token" --manager http://127.0.0.1:9 >"$T/tok/out" 2>"$T/tok/err"
+rc=$?
+check "taskd refuses to start when its API token is the manager token (exit 1, one line)" \
+	"[ $rc = 1 ] && [ \$(wc -l <'$T/tok/err') = 1 ] && grep -q 'manager token are the same' '$T/tok/err'" \
+	"rc=$rc $(cat "$T/tok/err")"
+echo fedcba9876543210fedcba9876543210 >"$T/tok/manager.token"
+TPORT=$(free_port)
+"$TASKD" --config "$T/tok/taskd.conf" --state-dir "$T/tok/state" --listen "127.0.0.1:$TPORT" \
+	--token-file "$T/tok/taskd.token" --manager http://127.0.0.1:9 >"$T/tok/out" 2>"$T/tok/err" &
+TASKD_PID=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$TPORT/healthz" && break; sleep 0.05; done
+check "with distinct tokens the same configuration starts" \
+	"curl -sf http://127.0.0.1:$TPORT/healthz >/dev/null" "$(cat "$T/tok/err")"
+kill "$TASKD_PID"
+wait "$TASKD_PID" 2>/dev/null
+TASKD_PID=
+
+# ---------------------------------------------------------------- readiness (sd_notify)
+STATE=$T/state
+PORT=$(free_port)
+printf 'cgroup_parent = %s\n' "$CG" >"$T/taskd.conf"
+python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "ab", 0) as f:
+    while True:
+        f.write(s.recv(4096).replace(b"\n", b" ") + b"\n")
+' "$T/notify.sock" "$T/notify.log" &
+RECV_PID=$!
+for _ in $(seq 50); do [ -S "$T/notify.sock" ] && break; sleep 0.05; done
+start_taskd() { # start_taskd [ENV...]: with NOTIFY_SOCKET, no waiting here
+	env "$@" "$TASKD" --config "$T/taskd.conf" --state-dir "$STATE" \
+		--listen "127.0.0.1:$PORT" --host-id startup >>"$T/taskd.log" 2>&1 &
+	TASKD_PID=$!
+}
+wait_line() { # wait_line PATTERN: a notify datagram matching PATTERN arrived (10 s)
+	for _ in $(seq 200); do
+		grep -q "$1" "$T/notify.log" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	return 1
+}
+start_taskd NOTIFY_SOCKET="$T/notify.sock"
+check "READY=1 is sent at start-up" "wait_line '^READY=1 '"
+check "the ready datagram carries a STATUS line" \
+	"grep -q '^READY=1 STATUS=serving on 127.0.0.1:$PORT, 0 tasks' '$T/notify.log'" \
+	"$(cat "$T/notify.log")"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")
+check "the API answers as soon as READY=1 arrived" "[ '$code' = 200 ]" "got $code"
+C="$TASKCTL --host http://127.0.0.1:$PORT --token-file $STATE/taskd.token"
+printf '{"name":"sleeper","target":"//e2e:s","command":["/bin/sh","-c","exec sleep 300"],"stop_grace_s":1}' >"$T/sleeper.json"
+TID=$($C -o json put -f "$T/sleeper.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
+for _ in $(seq 100); do
+	[ "$(jget "$($C -o json get "$TID")" "d['state']")" = RUNNING ] && break
+	sleep 0.1
+done
+PID1=$(jget "$($C -o json get "$TID")" "d.get('pid')")
+kill -9 "$TASKD_PID"
+wait "$TASKD_PID" 2>/dev/null
+: >"$T/notify.log"
+start_taskd NOTIFY_SOCKET="$T/notify.sock"
+wait_line '^READY=1 '
+# No polling between READY=1 and this request: readiness must mean the task is re-adopted.
+j=$($C -o json get "$TID" 2>&1)
+check "after kill -9 and restart, READY=1 comes with the task already re-adopted (same pid)" \
+	"[ \"\$(jget '$j' \"d['state']\")\" = RUNNING ] && [ \"\$(jget '$j' \"d.get('pid')\")\" = '$PID1' ] && grep -q '1 tasks (1 re-adopted)' '$T/notify.log'" \
+	"$j / $(cat "$T/notify.log")"
+kill "$TASKD_PID"
+wait "$TASKD_PID"
+rc=$?
+TASKD_PID=
+check "SIGTERM → STOPPING=1, exit 0" "wait_line '^STOPPING=1' && [ $rc = 0 ]" \
+	"rc=$rc $(cat "$T/notify.log")"
+check "the task outlives taskd's stop" "kill -0 '$PID1' 2>/dev/null"
+start_taskd NOTIFY_SOCKET="$T/nonexistent.sock"
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.05; done
+check "an unreachable NOTIFY_SOCKET is a warning, not a failure" \
+	"curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && grep -q 'cannot notify systemd' '$T/taskd.log'"
+$C stop "$TID" >/dev/null
+for _ in $(seq 100); do
+	[ "$(jget "$($C -o json get "$TID")" "d['state']")" = DONE ] && break
+	sleep 0.1
+done
+$C rm "$TID" >/dev/null
+kill "$TASKD_PID"
+wait "$TASKD_PID" 2>/dev/null
+TASKD_PID=
+
+# ---------------------------------------------------------------- no sandbox-init beside the shim
+mkdir -p "$T/bin"
+cp "$BUILD/taskd-shim" "$T/bin/"
+printf 'cgroup_parent = %s\nshim_path = %s\n' "$CG" "$T/bin/taskd-shim" >"$T/taskd.conf"
+: >"$T/taskd.log"
+start_taskd
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.05; done
+check "without sandbox-init beside taskd-shim: a warning naming it, init=in-process" \
+	"grep -q 'no sandbox-init beside taskd-shim' '$T/taskd.log' && grep -q 'init=in-process' '$T/taskd.log'" \
+	"$(cat "$T/taskd.log")"
+TID=$($C -o json put -f "$T/sleeper.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
+for _ in $(seq 100); do
+	[ "$(jget "$($C -o json get "$TID")" "d['state']")" = RUNNING ] && break
+	sleep 0.1
+done
+PID1=$(jget "$($C -o json get "$TID")" "d.get('pid')")
+check "... and the task still runs, its pid 1 being the in-process init (a clone of the shim)" \
+	"[ -n '$PID1' ] && [ \"\$(cat /proc/$PID1/comm 2>/dev/null)\" = taskd-shim ]" \
+	"pid=$PID1 comm=$(cat /proc/"$PID1"/comm 2>/dev/null)"
+$C stop "$TID" >/dev/null
+for _ in $(seq 100); do
+	[ "$(jget "$($C -o json get "$TID")" "d['state']")" = DONE ] && break
+	sleep 0.1
+done
+$C rm "$TID" >/dev/null
+kill "$TASKD_PID"
+wait "$TASKD_PID" 2>/dev/null
+TASKD_PID=
+left=$(ls -d /sys/fs/cgroup/*/$CG/*/ /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l)
+check "no task cgroup left" "[ '$left' = 0 ]"
+
+echo "1..$n"
+exit $fail
