@@ -49,6 +49,8 @@ static const struct key keys[] = {
 	{ "max_tasks", K_UINT, OFF(max_tasks), 1, 100000 },
 	{ "events_keep", K_U64, OFF(events_keep), 100, UINT64_C(1) << 32 },
 	{ "cache_max_bytes", K_U64, OFF(cache_max_bytes), 1 << 20, UINT64_C(1) << 50 },
+	{ "process_events_ring_bytes", K_U64, OFF(process_events_ring_bytes), 0,
+	  UINT64_C(1) << 30 },
 	{ "resources_vcpus", K_UINT, OFF(resources_vcpus), 0, 4096 },
 	{ "resources_memory_mb", K_U64, OFF(resources_memory_mb), 0, UINT64_C(1) << 32 },
 	{ "resources_storage_mb", K_U64, OFF(resources_storage_mb), 0, UINT64_C(1) << 40 },

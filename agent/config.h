@@ -33,16 +33,17 @@ struct taskd_config {
 	char *log_level;	  /* debug|info|warn|error */
 	unsigned threads;	  /* HTTP worker threads */
 	unsigned heartbeat_interval_s;
-	uint64_t log_max_bytes;	       /* per task stream before rotation */
-	unsigned log_keep;	       /* rotated files kept per stream */
-	unsigned log_line_max;	       /* longer lines are split */
-	unsigned restart_reset_s;      /* healthy this long → backoff resets */
-	unsigned max_tasks;	       /* PutTask beyond this → 507 */
-	uint64_t events_keep;	       /* events kept in the database */
-	uint64_t cache_max_bytes;      /* artifact cache budget */
-	unsigned resources_vcpus;      /* 0 = detect */
-	uint64_t resources_memory_mb;  /* 0 = detect */
-	uint64_t resources_storage_mb; /* 0 = detect (free space of state_dir) */
+	uint64_t log_max_bytes;		    /* per task stream before rotation */
+	unsigned log_keep;		    /* rotated files kept per stream */
+	unsigned log_line_max;		    /* longer lines are split */
+	unsigned restart_reset_s;	    /* healthy this long → backoff resets */
+	unsigned max_tasks;		    /* PutTask beyond this → 507 */
+	uint64_t events_keep;		    /* events kept in the database */
+	uint64_t cache_max_bytes;	    /* artifact cache budget */
+	uint64_t process_events_ring_bytes; /* taskwatch BPF ring buffer; 0 = its default (4 MiB) */
+	unsigned resources_vcpus;	    /* 0 = detect */
+	uint64_t resources_memory_mb;	    /* 0 = detect */
+	uint64_t resources_storage_mb;	    /* 0 = detect (free space of state_dir) */
 };
 
 /* Fill every field with its default (strings allocated). -ENOMEM. */

@@ -90,6 +90,7 @@ struct task {
 	char probe_error[160]; /* why the last probe failed, for the health_failed message */
 	/* per-process events (ebpf/taskwatch, BPF mode only) */
 	bool watched;
+	bool events_lost; /* taskwatch lost events while this generation was watched */
 	uint64_t cgroup_id;
 	struct taskwatch_classifier cls;
 };
@@ -115,7 +116,8 @@ struct manager {
 	struct manager_adopt_stats adopt;
 	/* metrics */
 	uint64_t starts_total, restarts_total, oom_kills_total, fetch_bytes_total,
-		start_failures_total, health_failures_total, notify_delivered, notify_dropped;
+		start_failures_total, health_failures_total, notify_delivered, notify_dropped,
+		events_lost_total;
 	uint64_t latency_counts[N_BUCKETS + 1];
 	uint64_t saves;
 	uint64_t state_write_errors;
@@ -461,8 +463,21 @@ static void probe_cancel(struct manager *m, struct task *t)
 
 static int watch_event(const struct taskwatch_event *ev, void *userdata)
 {
-	struct task *t = find_slot(userdata, ev->cookie);
+	struct manager *m = userdata;
+	struct task *t;
 
+	/* Lost events are reported globally (cookie 0): any watched task may have lost some, so
+	 * every classifier hears it and gives an uncertain reason rather than a wrong one. */
+	if (ev->type == TASKWATCH_EV_LOST) {
+		m->events_lost_total += ev->lost.count;
+		for (t = m->tasks; t; t = t->next)
+			if (t->watched) {
+				(void)taskwatch_reason_feed(&t->cls, ev);
+				t->events_lost = true;
+			}
+		return 0;
+	}
+	t = find_slot(m, ev->cookie);
 	if (t && t->watched)
 		(void)taskwatch_reason_feed(&t->cls, ev);
 	return 0;
@@ -515,6 +530,7 @@ static void watch_task(struct manager *m, struct task *t)
 	taskwatch_reason_init(&t->cls);
 	t->cgroup_id = tg.cgroup_id;
 	t->watched = true;
+	t->events_lost = false;
 }
 
 /*
@@ -532,8 +548,14 @@ static const char *watch_conclude(struct manager *m, struct task *t, const char 
 	watch_consume(m);
 	(void)taskwatch_remove(m->tw, t->cgroup_id);
 	t->watched = false;
-	if (taskwatch_reason_get(&t->cls, &r) < 0 || r.uncertain)
+	if (taskwatch_reason_get(&t->cls, &r) < 0)
 		return reason;
+	if (r.uncertain) {
+		/* the shim's record stands; say why there is no sender */
+		if (t->events_lost && streq(reason, "signaled"))
+			snprintf(detail, size, "sender unknown: process events were lost");
+		return reason;
+	}
 	if (r.kind == TASKWATCH_REASON_OOM_KILLED &&
 	    (streq(reason, "signaled") || streq(reason, "exited")))
 		return "oom_killed";
@@ -1682,7 +1704,8 @@ int manager_new(const struct manager_config *cfg, struct state *st, struct manag
 	/* Per-process events only in BPF mode: the fallback needs to be the init's parent, and
 	 * the shim is. Without BPF the shim's record (wait status + cgroup OOM count) suffices. */
 	m->adopt.watch_mode = "off (BPF unavailable)";
-	if (taskwatch_new(NULL, &m->tw) >= 0) {
+	if (taskwatch_new(&(struct taskwatch_opts){ .ringbuf_bytes = cfg->watch_ring_bytes },
+			  &m->tw) >= 0) {
 		if (taskwatch_is_bpf(m->tw)) {
 			m->adopt.watch_mode = "bpf";
 			ev.data.u64 = TAG_WATCH;
@@ -2232,6 +2255,9 @@ int manager_metrics(struct manager *m, struct strbuf *out)
 	COUNTER("taskd_health_check_failures_total", "Failed health probes.",
 		m->health_failures_total);
 	COUNTER("taskd_fetch_bytes_total", "Artifact bytes downloaded.", m->fetch_bytes_total);
+	COUNTER("taskd_process_events_lost_total",
+		"Per-process events (eBPF) dropped; exit reasons then rest on the shim's record.",
+		m->events_lost_total);
 	COUNTER("taskd_state_write_errors_total", "Task changes the database refused (disk full?).",
 		m->state_write_errors);
 	COUNTER("taskd_notifications_delivered_total", "NotifyTaskState messages acknowledged.",

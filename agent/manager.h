@@ -37,7 +37,8 @@ struct manager_config {
 	unsigned max_tasks;
 	uint64_t events_keep;
 	uint64_t cache_max_bytes;
-	char **mask; /* host paths tasks must not see; NULL-terminated, copied */
+	uint32_t watch_ring_bytes; /* taskwatch's BPF ring buffer; 0 = its default */
+	char **mask;		   /* host paths tasks must not see; NULL-terminated, copied */
 	/* Called (without the manager lock) for each new outbox message and each event; may be
 	 * NULL. The notify sender uses it to wake up. */
 	void (*on_change)(void *userdata);

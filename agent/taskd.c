@@ -335,6 +335,7 @@ static int run(void)
 			.max_tasks = config.max_tasks,
 			.events_keep = config.events_keep,
 			.cache_max_bytes = config.cache_max_bytes,
+			.watch_ring_bytes = (uint32_t)config.process_events_ring_bytes,
 			.mask = mask_paths,
 			.on_change = on_change,
 		};

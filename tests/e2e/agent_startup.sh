@@ -170,6 +170,49 @@ $C rm "$TID" >/dev/null
 kill "$TASKD_PID"
 wait "$TASKD_PID" 2>/dev/null
 TASKD_PID=
+# ---------------------------------------------------------------- lost per-process events
+# A 4 KiB ring holds about a dozen events: a task spawning processes in a loop while taskd is
+# stopped overflows it. The loss is reported once, globally: every watched task's reason must
+# become uncertain (no signal sender named) instead of being built from a partial stream.
+wait_state() { # wait_state ID STATE [SECONDS]
+	for _ in $(seq $(( ${3:-10} * 10 ))); do
+		[ "$(jget "$($C -o json get "$1")" "d['state']")" = "$2" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+if grep -q 'process_events=bpf' "$T/taskd.log"; then
+	printf 'cgroup_parent = %s\nprocess_events_ring_bytes = 4096\n' "$CG" >"$T/taskd.conf"
+	start_taskd
+	for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.05; done
+	printf '{"name":"noisy","target":"//e2e:n","command":["/bin/sh","-c","while :; do /bin/true; done"],"stop_grace_s":1}' >"$T/noisy.json"
+	printf '{"name":"victim","target":"//e2e:v","command":["/bin/sh","-c","sleep 3; kill -9 $$"],"restart":{"policy":"never"}}' >"$T/victim.json"
+	NID=$($C -o json put -f "$T/noisy.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
+	VID=$($C -o json put -f "$T/victim.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
+	wait_state "$NID" RUNNING
+	wait_state "$VID" RUNNING
+	kill -STOP "$TASKD_PID"
+	sleep 0.5
+	kill -CONT "$TASKD_PID"
+	$C stop "$NID" >/dev/null
+	wait_state "$VID" ERROR
+	j=$($C -o json get "$VID")
+	lost=$(curl -s -H "Authorization: Bearer $(cat "$STATE/taskd.token")" "http://127.0.0.1:$PORT/metrics" |
+		sed -n 's/^taskd_process_events_lost_total //p')
+	check "lost events are counted in /metrics" "[ \"\${lost:-0}\" -gt 0 ]" "lost=$lost"
+	check "a task watched during the loss: signaled 9, sender unknown (not a guessed sender)" \
+		"[ \"\$(jget '$j' \"d['reason']\")\" = signaled ] && [ \"\$(jget '$j' \"d['signal']\")\" = 9 ] && [ \"\$(jget '$j' \"d['message']\")\" = 'sender unknown: process events were lost' ]" \
+		"$j"
+	wait_state "$NID" DONE
+	$C rm "$NID" >/dev/null
+	$C rm "$VID" >/dev/null
+	kill "$TASKD_PID"
+	wait "$TASKD_PID" 2>/dev/null
+	TASKD_PID=
+else
+	n=$((n + 1))
+	echo "ok $n - lost per-process events # SKIP BPF unavailable"
+fi
 left=$(ls -d /sys/fs/cgroup/*/$CG/*/ /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l)
 check "no task cgroup left" "[ '$left' = 0 ]"
 
