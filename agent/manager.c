@@ -1217,20 +1217,11 @@ static void *fetch_thread(void *arg)
 		if (r >= 0 && stat(blob, &sb) == 0)
 			fetched = (uint64_t)sb.st_size;
 	}
-	if (r >= 0) {
-		/* Sniff here and pass the kind: fetcher_materialize(AUTO) names a program blob
-		 * "artifact" whatever exe_name says, and the JobSpec's default command is
-		 * /app/<target name>. */
-		enum fetcher_kind kind = FETCHER_KIND_ARCHIVE;
-		char head[512];
-		int fd = open(blob, O_RDONLY | O_CLOEXEC);
-		ssize_t k = fd >= 0 ? read(fd, head, sizeof(head)) : -1;
-
-		safe_close(fd);
-		if (k >= 0)
-			kind = fetcher_sniff(head, (size_t)k);
-		r = fetcher_materialize(m->fetcher, j->digest, kind, j->exe_name, NULL, &dir, &err);
-	}
+	/* AUTO: an archive is unpacked, a program blob becomes /app/<exe_name> (the JobSpec's
+	 * default command is /app/<target name>). */
+	if (r >= 0)
+		r = fetcher_materialize(m->fetcher, j->digest, FETCHER_KIND_AUTO, j->exe_name, NULL,
+					&dir, &err);
 
 	pthread_mutex_lock(&m->lock);
 	m->fetch_bytes_total += fetched;
@@ -2256,7 +2247,7 @@ int manager_metrics(struct manager *m, struct strbuf *out)
 		m->health_failures_total);
 	COUNTER("taskd_fetch_bytes_total", "Artifact bytes downloaded.", m->fetch_bytes_total);
 	COUNTER("taskd_process_events_lost_total",
-		"Per-process events (eBPF) dropped; exit reasons then rest on the shim's record.",
+		"Per-process events (eBPF) dropped; exit reasons then rest on the shim record.",
 		m->events_lost_total);
 	COUNTER("taskd_state_write_errors_total", "Task changes the database refused (disk full?).",
 		m->state_write_errors);
