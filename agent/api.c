@@ -20,36 +20,27 @@
 #define EVENTS_LIMIT 1000
 #define FOLLOW_POLL_USEC (200 * USEC_PER_MSEC)
 
-enum taskd_api_auth taskd_api_authorized(const struct taskd_api *api, const char *authorization)
-{
-	const char *tok;
-	bool a, b;
+/* The principals the server hands back (http_request_principal()): their addresses matter. */
+static const char principal_local[] = "local";
+static const char principal_manager[] = "manager";
 
-	if (!authorization)
-		return TASKD_AUTH_NONE;
-	tok = startswith(authorization, "Bearer ");
-	if (!tok || !*tok)
-		return TASKD_AUTH_NONE;
-	/* Both comparisons always run: which token matched must not show in the timing. */
-	a = api->token && ct_memeq(tok, strlen(tok), api->token, strlen(api->token));
-	b = api->agent_token &&
-	    ct_memeq(tok, strlen(tok), api->agent_token, strlen(api->agent_token));
-	return a ? TASKD_AUTH_LOCAL : b ? TASKD_AUTH_MANAGER : TASKD_AUTH_NONE;
+size_t taskd_api_tokens(const struct taskd_api *api, struct http_token out[static 2])
+{
+	size_t n = 0;
+
+	out[n++] = (struct http_token){ .secret = api->token, .principal = principal_local };
+	if (api->agent_token)
+		out[n++] = (struct http_token){ .secret = api->agent_token,
+						.principal = principal_manager };
+	return n;
 }
 
-static enum taskd_api_auth authorize(struct http_request *req, const struct taskd_api *api)
+enum taskd_api_auth taskd_api_principal(const void *principal)
 {
-	const char *h = http_request_header(req, "Authorization");
-	enum taskd_api_auth who = taskd_api_authorized(api, h);
-
-	if (who != TASKD_AUTH_NONE)
-		return who;
-	http_reply_header(req, "WWW-Authenticate",
-			  h ? "Bearer realm=\"taskd\", error=\"invalid_token\"" :
-			      "Bearer realm=\"taskd\"");
-	http_reply_error(req, 401,
-			 h ? "the bearer token is not valid" :
-			     "this endpoint needs an Authorization: Bearer token");
+	if (principal == principal_manager)
+		return TASKD_AUTH_MANAGER;
+	if (principal == principal_local)
+		return TASKD_AUTH_LOCAL;
 	return TASKD_AUTH_NONE;
 }
 
@@ -61,9 +52,7 @@ static void put_task(struct http_request *req, void *data)
 	enum taskd_api_auth who;
 	int r;
 
-	who = authorize(req, api);
-	if (!who)
-		return;
+	who = taskd_api_principal(http_request_principal(req));
 	problem_init(&p, 400, NULL, NULL);
 	r = http_request_json(req, &body, &p);
 	if (r < 0) {
@@ -97,8 +86,6 @@ static void list_tasks(struct http_request *req, void *data)
 	json_t *j = NULL;
 	int r;
 
-	if (!authorize(req, api))
-		return;
 	r = manager_list_tasks(api->manager, job && *job ? job : NULL,
 			       state && *state ? state : NULL, &j);
 	if (r == -EINVAL) {
@@ -119,8 +106,6 @@ static void get_task(struct http_request *req, void *data)
 	json_t *j = NULL;
 	int r;
 
-	if (!authorize(req, api))
-		return;
 	r = manager_get_task(api->manager, id, true, &j);
 	if (r == -ENOENT) {
 		http_reply_error(req, 404, "no task %s on this host", id);
@@ -142,8 +127,6 @@ static void set_state(struct http_request *req, void *data)
 	const char *state = NULL;
 	int r;
 
-	if (!authorize(req, api))
-		return;
 	problem_init(&p, 400, NULL, NULL);
 	r = http_request_json(req, &body, &p);
 	if (r < 0) {
@@ -181,8 +164,6 @@ static void delete_task(struct http_request *req, void *data)
 	const char *id = http_request_param(req, "id");
 	int r;
 
-	if (!authorize(req, api))
-		return;
 	r = manager_delete_task(api->manager, id);
 	if (r == -ENOENT)
 		http_reply_error(req, 404, "no task %s on this host", id);
@@ -246,8 +227,6 @@ static void get_logs(struct http_request *req, void *data)
 	uint64_t tail = 0, offset = 0;
 	int r;
 
-	if (!authorize(req, api))
-		return;
 	r = http_request_query_u64(req, "tail", UINT64_MAX, UINT64_MAX, &tail);
 	if (r < 0) {
 		http_reply_error(req, 400, "tail must be a non-negative integer");
@@ -316,8 +295,6 @@ static void get_events(struct http_request *req, void *data)
 	json_t *j = NULL;
 	int r;
 
-	if (!authorize(req, api))
-		return;
 	if (http_request_query_u64(req, "after", 0, UINT64_MAX, &after) < 0 ||
 	    http_request_query_u64(req, "wait", 0, EVENTS_MAX_WAIT_S, &wait) < 0) {
 		http_reply_error(req, 400, "after must be an integer, wait an integer 0..%d",
@@ -338,8 +315,6 @@ static void get_metrics(struct http_request *req, void *data)
 	struct taskd_api *api = data;
 	_cleanup_strbuf_ struct strbuf out = STRBUF_INIT;
 
-	if (!authorize(req, api))
-		return;
 	if (manager_metrics(api->manager, &out) < 0) {
 		http_reply_error(req, 500, "out of memory");
 		return;
@@ -350,17 +325,17 @@ static void get_metrics(struct http_request *req, void *data)
 
 void taskd_api_routes(struct taskd_api *api, struct http_route out[static TASKD_API_N_ROUTES])
 {
-	/* Every route does its own bearer check (two accepted tokens), so the server's single-
-	 * token hook is off and the routes are "open" to it. */
+	/* None is open: the server checks the bearer token (taskd's own or the manager's, see
+	 * taskd_api_tokens()) before routing, so unknown paths and methods need one too. */
 	const struct http_route routes[TASKD_API_N_ROUTES] = {
-		{ "PUT", "/v1/tasks", put_task, api, HTTP_ROUTE_OPEN, 0 },
-		{ "GET", "/v1/tasks", list_tasks, api, HTTP_ROUTE_OPEN, 0 },
-		{ "GET", "/v1/tasks/{id}", get_task, api, HTTP_ROUTE_OPEN, 0 },
-		{ "PUT", "/v1/tasks/{id}/state", set_state, api, HTTP_ROUTE_OPEN, 0 },
-		{ "DELETE", "/v1/tasks/{id}", delete_task, api, HTTP_ROUTE_OPEN, 0 },
-		{ "GET", "/v1/tasks/{id}/logs", get_logs, api, HTTP_ROUTE_OPEN, 0 },
-		{ "GET", "/v1/events", get_events, api, HTTP_ROUTE_OPEN, 0 },
-		{ "GET", "/metrics", get_metrics, api, HTTP_ROUTE_OPEN, 0 },
+		{ "PUT", "/v1/tasks", put_task, api, 0, 0 },
+		{ "GET", "/v1/tasks", list_tasks, api, 0, 0 },
+		{ "GET", "/v1/tasks/{id}", get_task, api, 0, 0 },
+		{ "PUT", "/v1/tasks/{id}/state", set_state, api, 0, 0 },
+		{ "DELETE", "/v1/tasks/{id}", delete_task, api, 0, 0 },
+		{ "GET", "/v1/tasks/{id}/logs", get_logs, api, 0, 0 },
+		{ "GET", "/v1/events", get_events, api, 0, 0 },
+		{ "GET", "/metrics", get_metrics, api, 0, 0 },
 	};
 
 	memcpy(out, routes, sizeof(routes));

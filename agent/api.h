@@ -2,8 +2,8 @@
 /*
  * api.h — taskd's REST API: the route table over agent/manager (PutTask, ListTasks,
  * GetTaskState, SetTaskState, DELETE, logs with tail/follow, events long-poll, /metrics).
- * Owns request decoding, bearer-token checks (taskd's own token or the cluster's agent token,
- * constant-time) and reply shapes. Does not own the server (api/http_server.h) or the tasks.
+ * Owns request decoding, the accepted tokens (taskd's own and the cluster's agent token, each
+ * with a principal the server checks in constant time) and reply shapes. Does not own the server (api/http_server.h) or the tasks.
  */
 #pragma once
 
@@ -29,5 +29,12 @@ enum taskd_api_auth {
 	TASKD_AUTH_LOCAL,   /* taskd's own token (taskctl, operators) */
 	TASKD_AUTH_MANAGER, /* the cluster's agent token (deployd pushing tasks) */
 };
-/* Exposed for unit tests: which token the Authorization header value carries. */
-enum taskd_api_auth taskd_api_authorized(const struct taskd_api *api, const char *authorization);
+/*
+ * The bearer tokens for the server config (http_server_config.tokens): taskd's own and, when
+ * set, the manager's, each with its principal. The server compares every token in constant
+ * time on each request (unknown paths and methods included). Returns how many (1 or 2);
+ * secrets are borrowed from api.
+ */
+size_t taskd_api_tokens(const struct taskd_api *api, struct http_token out[static 2]);
+/* Which of taskd_api_tokens()' principals authenticated a request (http_request_principal()). */
+enum taskd_api_auth taskd_api_principal(const void *principal);

@@ -361,10 +361,12 @@ static int run(void)
 	api.agent_token = agent_token;
 	taskd_api_routes(&api, routes);
 	{
+		struct http_token tokens[2];
 		struct http_server_config sc = {
 			.listen = config.listen,
 			.num_threads = config.threads,
-			.bearer_token = NULL, /* the routes check both accepted tokens themselves */
+			.tokens = tokens,
+			.n_tokens = taskd_api_tokens(&api, tokens),
 			.routes = routes,
 			.n_routes = ARRAY_SIZE(routes),
 			.access_log = access_log,

@@ -143,6 +143,14 @@ check "no token → 401" "[ '$code' = 401 ]" "got $code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer nope" \
 	"http://127.0.0.1:$PORT/v1/tasks")
 check "wrong token → 401" "[ '$code' = 401 ]" "got $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1/nothing")
+code2=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/v1/tasks")
+check "unknown path or method without a token → 401 (nothing is open but /healthz)" \
+	"[ '$code' = 401 ] && [ '$code2' = 401 ]" "got $code $code2"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/nothing")
+code2=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/tasks")
+check "with the token: unknown path → 404, wrong method → 405" \
+	"[ '$code' = 404 ] && [ '$code2' = 405 ]" "got $code $code2"
 C="$TASKCTL --host http://127.0.0.1:$PORT --token-file $STATE/taskd.token"
 api() { # api METHOD PATH [BODY-FILE] → body on stdout, status in $T/status
 	if [ $# -gt 2 ]; then

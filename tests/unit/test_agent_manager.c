@@ -22,6 +22,7 @@
 #include "agent/notify.h"
 #include "agent/state.h"
 #include "agent/taskdir.h"
+#include "api/http_client.h"
 #include "lib/fs.h"
 
 static char tmpdir[64];
@@ -349,19 +350,87 @@ static void test_restart_reloads_tasks(void **state)
 	json_decref(t);
 }
 
-static void test_api_authorized(void **state)
+/* One request; body (may be NULL) is taken over. */
+static long api_call(int port, const char *token, const char *method, const char *path,
+		     json_t *body, json_t **ret)
 {
-	struct taskd_api api = { .token = "0123456789abcdef", .agent_token = "fedcba9876543210" };
-	struct taskd_api only = { .token = "0123456789abcdef" };
+	struct http_client_config cc = { 0 };
+	struct http_client *c = NULL;
+	char base[64];
+	long status = 0;
 
-	assert_int_equal(taskd_api_authorized(&api, "Bearer 0123456789abcdef"), TASKD_AUTH_LOCAL);
-	assert_int_equal(taskd_api_authorized(&api, "Bearer fedcba9876543210"), TASKD_AUTH_MANAGER);
-	assert_int_equal(taskd_api_authorized(&api, "Bearer 0123456789abcdeF"), TASKD_AUTH_NONE);
-	assert_int_equal(taskd_api_authorized(&api, "Bearer 0123456789abcde"), TASKD_AUTH_NONE);
-	assert_int_equal(taskd_api_authorized(&api, "Bearer "), TASKD_AUTH_NONE);
-	assert_int_equal(taskd_api_authorized(&api, "Basic 0123456789abcdef"), TASKD_AUTH_NONE);
-	assert_int_equal(taskd_api_authorized(&api, NULL), TASKD_AUTH_NONE);
-	assert_int_equal(taskd_api_authorized(&only, "Bearer fedcba9876543210"), TASKD_AUTH_NONE);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	cc.base_url = base;
+	cc.bearer_token = token;
+	assert_int_equal(http_client_new(&cc, &c, NULL), 0);
+	assert_int_equal(http_client_json(c, method, path, body, ret, &status, NULL), 0);
+	json_decref(body); /* borrowed by the client: the helper takes it */
+	http_client_free(c);
+	return status;
+}
+
+/* The server checks both tokens on every route (unknown ones too) and tells handlers which. */
+static void test_api_tokens(void **state)
+{
+	struct taskd_api api = { .manager = mgr,
+				 .token = "0123456789abcdef",
+				 .agent_token = "fedcba9876543210" };
+	struct taskd_api only = { .token = "0123456789abcdef" };
+	struct http_route routes[TASKD_API_N_ROUTES];
+	struct http_token tokens[2];
+	struct http_server *srv = NULL;
+	json_t *r = NULL;
+	int port;
+
+	assert_int_equal(taskd_api_tokens(&only, tokens), 1);
+	assert_int_equal(taskd_api_principal(tokens[0].principal), TASKD_AUTH_LOCAL);
+	assert_int_equal(taskd_api_tokens(&api, tokens), 2);
+	assert_int_equal(taskd_api_principal(tokens[1].principal), TASKD_AUTH_MANAGER);
+	assert_int_equal(taskd_api_principal(NULL), TASKD_AUTH_NONE);
+	taskd_api_routes(&api, routes);
+	{
+		struct http_server_config sc = { .listen = "127.0.0.1:0",
+						 .num_threads = 2,
+						 .tokens = tokens,
+						 .n_tokens = 2,
+						 .routes = routes,
+						 .n_routes = TASKD_API_N_ROUTES };
+
+		assert_int_equal(http_server_new(&sc, &srv, NULL), 0);
+	}
+	port = http_server_port(srv);
+	assert_int_equal(api_call(port, NULL, "GET", "/v1/tasks", NULL, NULL), 401);
+	assert_int_equal(api_call(port, "0123456789abcdeF", "GET", "/v1/tasks", NULL, NULL), 401);
+	assert_int_equal(api_call(port, "0123456789abcde", "GET", "/v1/tasks", NULL, NULL), 401);
+	/* unknown paths and methods are no longer open: 401 first, 404/405 with a token */
+	assert_int_equal(api_call(port, NULL, "GET", "/v1/nothing", NULL, NULL), 401);
+	assert_int_equal(api_call(port, NULL, "POST", "/v1/tasks", NULL, NULL), 401);
+	assert_int_equal(api_call(port, "0123456789abcdef", "GET", "/v1/nothing", NULL, NULL), 404);
+	assert_int_equal(api_call(port, "fedcba9876543210", "POST", "/v1/tasks", NULL, NULL), 405);
+	assert_int_equal(api_call(port, NULL, "GET", "/healthz", NULL, NULL), 200);
+	/* the principal decides whether a task is the manager's (reported) or local */
+	assert_int_equal(api_call(port, "fedcba9876543210", "PUT", "/v1/tasks",
+				  json_pack("{s:s, s:s, s:{s:s, s:s, s:[s], s:{s:s}}}", "task_id",
+					    "by-manager", "job", "job://r/r-1/web", "spec", "name",
+					    "web", "target", "//a:web", "command", "/bin/true",
+					    "restart", "policy", "never"),
+				  &r),
+			 201);
+	json_decref(r);
+	assert_int_equal(api_call(port, "0123456789abcdef", "PUT", "/v1/tasks",
+				  json_pack("{s:s, s:s, s:{s:s, s:s, s:[s], s:{s:s}}}", "task_id",
+					    "by-operator", "job", "job://r/r-1/web", "spec", "name",
+					    "web", "target", "//a:web", "command", "/bin/true",
+					    "restart", "policy", "never"),
+				  &r),
+			 201);
+	json_decref(r);
+	http_server_free(srv);
+	r = manager_heartbeat_tasks(mgr);
+	assert_int_equal(json_array_size(r), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(r, 0), "task_id")),
+			    "by-manager");
+	json_decref(r);
 }
 
 /* A task put locally (taskd's own token) is never reported to the manager. */
@@ -504,7 +573,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_set_state_and_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_reloads_tasks, setup, teardown),
-		cmocka_unit_test(test_api_authorized),
+		cmocka_unit_test_setup_teardown(test_api_tokens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_tasks_are_not_notified, setup, teardown),
 		cmocka_unit_test(test_notify_rules),
 		cmocka_unit_test(test_taskdir_records),
