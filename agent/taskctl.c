@@ -87,6 +87,11 @@ static void main_help(void)
 	       "The cluster (deployd, with --server URL):\n"
 	       "  jobs | hosts | events [-w]\n"
 	       "  job get|stop|start REGION/ZONE/NAME | job put -f FILE REGION/ZONE/NAME\n"
+	       "  pipelines [--owner O] | pipeline create -f FILE | pipeline get ID\n"
+	       "  schema get ID [--version N] | schema put ID -f FILE [--if-match V]\n"
+	       "  schema activate ID VERSION\n"
+	       "  run ID [--commit SHA] | run cancel|retry ID RUN | runs ID\n"
+	       "  watch ID RUN (exit 0 when the run FINISHED) | approve ID RUN STAGE\n"
 	       "\n"
 	       "Options:\n"
 	       "  --host URL        taskd base URL (default %s)\n"
@@ -815,6 +820,618 @@ static int verb_job(int argc, char **argv)
 			   "REGION/ZONE/NAME");
 }
 
+/* ---- pipelines (deployd, --server) ---- */
+
+/* A JSON request with extra headers (If-Match, Idempotency-Key); like call() otherwise. body is
+ * borrowed. */
+static int call_headers(const char *method, const char *path, const char *const *headers,
+			const json_t *body, bool idempotent, json_t **ret_body)
+{
+	_cleanup_http_response_ struct http_client_response resp = { 0 };
+	_cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	struct http_client_request rq = { .method = method,
+					  .path = path,
+					  .headers = headers,
+					  .body = text,
+					  .body_len = text ? strlen(text) : 0,
+					  .content_type = text ? "application/json" : NULL,
+					  .idempotent = idempotent };
+	struct cd_error err = { 0 };
+	json_t *j;
+	int r;
+
+	if (body && !text)
+		return fail("out of memory");
+	r = http_client_request(opt.client, &rq, &resp, &err);
+	if (r < 0)
+		return fail("%s", cd_error_message(&err));
+	j = resp.body_len ? json_loads(resp.body, JSON_DECODE_ANY, NULL) : NULL;
+	if (resp.status / 100 != 2) {
+		struct problem p;
+		char line[1024];
+
+		if (http_client_problem(resp.status, j, &p) >= 0) {
+			fprintf(stderr, "taskctl: %s\n",
+				http_client_problem_format(&p, line, sizeof(line)));
+			problem_release(&p);
+		} else
+			fprintf(stderr, "taskctl: HTTP %ld\n", resp.status);
+		json_decref(j);
+		return resp.status == 404 ? EXIT_NOTFOUND : 1;
+	}
+	if (ret_body)
+		*ret_body = j;
+	else
+		json_decref(j);
+	return 0;
+}
+
+/* A pipeline id as deployd makes them: no '/', not empty. */
+static int need_pipeline_id(const char *s)
+{
+	if (!*s || strchr(s, '/') || strchr(s, '?'))
+		return usage_error("'%s' is not a pipeline ID", s);
+	return 0;
+}
+
+static int need_run_number(const char *s, uint64_t *ret)
+{
+	if (parse_u64(s, ret) < 0 || *ret == 0)
+		return usage_error("'%s' is not a run number (1, 2, ...)", s);
+	return 0;
+}
+
+static void pipeline_header(void)
+{
+	printf("%-28s  %-24s  %-16s  %6s  %6s  %5s\n", "PIPELINE ID", "NAME", "OWNER", "ACTIVE",
+	       "LATEST", "AGE");
+}
+
+static void pipeline_row(const json_t *p)
+{
+	char age_s[16];
+
+	age(jstr(p, "created_at", NULL), age_s, sizeof(age_s));
+	printf("%-28s  %-24s  %-16s  %6lld  %6lld  %5s", jstr(p, "pipeline_id", "-"),
+	       jstr(p, "name", "-"), jstr(p, "owner", "-"),
+	       (long long)json_integer_value(json_object_get(p, "active_version")),
+	       (long long)json_integer_value(json_object_get(p, "latest_version")), age_s);
+	if (opt.output == OUT_WIDE)
+		printf("  %s %s", jstr(p, "repo", "-"), jstr(p, "branch", ""));
+	putchar('\n');
+}
+
+static int verb_pipelines(int argc, char **argv)
+{
+	static const struct option lo[] = { { "owner", required_argument, NULL, 'O' }, {} };
+	_cleanup_free_ char *eowner = NULL;
+	_cleanup_free_ char *token = NULL;
+	const char *owner = NULL;
+	json_t *all;
+	int o, r;
+
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
+		if (o == 'O')
+			owner = optarg;
+		else
+			return usage_error("pipelines: unknown option");
+	}
+	if (optind != argc)
+		return usage_error("pipelines takes no arguments");
+	if (owner && !(eowner = escape(owner)))
+		return fail("out of memory");
+	r = client_open();
+	if (r)
+		return r;
+	all = json_array();
+	/* every page */
+	do {
+		_cleanup_strbuf_ struct strbuf path = STRBUF_INIT;
+		json_t *reply = NULL;
+
+		strbuf_addf(&path, "/v1/pipelines?page_size=100%s%s%s%s", owner ? "&owner=" : "",
+			    owner ? eowner : "", token ? "&page_token=" : "", token ? token : "");
+		r = call("GET", path.buf, NULL, &reply, NULL);
+		if (r) {
+			json_decref(all);
+			return r;
+		}
+		json_array_extend(all, json_object_get(reply, "pipelines"));
+		free(token);
+		token = NULL;
+		if (json_string_value(json_object_get(reply, "next_page_token")))
+			token = escape(
+				json_string_value(json_object_get(reply, "next_page_token")));
+		json_decref(reply);
+	} while (token);
+	if (opt.output == OUT_JSON)
+		print_json(all);
+	else {
+		size_t i;
+		json_t *p;
+
+		pipeline_header();
+		json_array_foreach(all, i, p)
+			pipeline_row(p);
+	}
+	json_decref(all);
+	return 0;
+}
+
+static int verb_pipeline(int argc, char **argv)
+{
+	const char *sub = argc >= 2 ? argv[1] : "";
+	json_t *reply = NULL;
+	char path[256];
+	int r;
+
+	if (streq(sub, "create")) {
+		json_t *doc = NULL;
+
+		if (argc != 4 || (!streq(argv[2], "-f") && !streq(argv[2], "--file")))
+			return usage_error("usage: pipeline create -f FILE");
+		r = read_spec_file(argv[3], &doc);
+		if (r)
+			return r;
+		r = client_open();
+		if (!r)
+			r = call("POST", "/v1/pipelines", doc, &reply, NULL);
+		json_decref(doc);
+		if (r)
+			return r;
+		if (opt.output == OUT_JSON)
+			print_json(reply);
+		else
+			printf("%s created\n", jstr(reply, "pipeline_id", "?"));
+		json_decref(reply);
+		return 0;
+	}
+	if (streq(sub, "get")) {
+		_cleanup_free_ char *eid = NULL;
+
+		if (argc != 3)
+			return usage_error("usage: pipeline get ID");
+		r = need_pipeline_id(argv[2]);
+		if (r)
+			return r;
+		eid = escape(argv[2]);
+		if (!eid)
+			return fail("out of memory");
+		snprintf(path, sizeof(path), "/v1/pipelines/%s", eid);
+		r = client_open();
+		if (!r)
+			r = call("GET", path, NULL, &reply, NULL);
+		if (r)
+			return r;
+		if (opt.output == OUT_JSON)
+			print_json(reply);
+		else {
+			pipeline_header();
+			pipeline_row(reply);
+		}
+		json_decref(reply);
+		return 0;
+	}
+	return usage_error("usage: pipeline create -f FILE | pipeline get ID");
+}
+
+static int verb_schema(int argc, char **argv)
+{
+	static const struct option lo[] = { { "version", required_argument, NULL, 'v' },
+					    { "file", required_argument, NULL, 'f' },
+					    { "if-match", required_argument, NULL, 'm' },
+					    {} };
+	const char *sub = argc >= 2 ? argv[1] : "";
+	const char *file = NULL;
+	uint64_t version = 0, if_match = 0;
+	_cleanup_free_ char *eid = NULL;
+	json_t *reply = NULL;
+	char path[320];
+	int o, r;
+
+	if (!streq(sub, "get") && !streq(sub, "put") && !streq(sub, "activate"))
+		return usage_error("usage: schema get ID [--version N] | schema put ID -f FILE "
+				   "[--if-match V] | schema activate ID VERSION");
+	/* options may follow the ID (schema put ID -f FILE): permute, from the sub-verb on;
+	 * optind 0 re-initialises getopt, whose ordering main() set to "+" */
+	argc--;
+	argv++;
+	optind = 0;
+	while ((o = getopt_long(argc, argv, "f:", lo, NULL)) != -1) {
+		if (o == 'v' && streq(sub, "get")) {
+			if (parse_u64(optarg, &version) < 0 || !version)
+				return usage_error("--version needs a positive integer");
+		} else if (o == 'f' && streq(sub, "put"))
+			file = optarg;
+		else if (o == 'm' && streq(sub, "put")) {
+			if (parse_u64(optarg, &if_match) < 0 || !if_match)
+				return usage_error("--if-match needs a schema version");
+		} else
+			return usage_error("schema %s: unknown option", sub);
+	}
+	if (optind >= argc)
+		return usage_error("schema %s needs a pipeline ID", sub);
+	r = need_pipeline_id(argv[optind]);
+	if (r)
+		return r;
+	eid = escape(argv[optind]);
+	if (!eid)
+		return fail("out of memory");
+	if (streq(sub, "get")) {
+		if (optind + 1 != argc)
+			return usage_error("schema get takes one pipeline ID");
+		if (version)
+			snprintf(path, sizeof(path), "/v1/pipelines/%s/schema?version=%llu", eid,
+				 (unsigned long long)version);
+		else
+			snprintf(path, sizeof(path), "/v1/pipelines/%s/schema", eid);
+		r = client_open();
+		if (!r)
+			r = call("GET", path, NULL, &reply, NULL);
+		if (r)
+			return r;
+		if (opt.output == OUT_JSON)
+			print_json(reply);
+		else {
+			printf("# pipeline %s, schema version %lld (%s), latest %lld\n",
+			       jstr(reply, "pipeline_id", "?"),
+			       (long long)json_integer_value(json_object_get(reply, "version")),
+			       jstr(reply, "state", "?"),
+			       (long long)json_integer_value(
+				       json_object_get(reply, "latest_version")));
+			print_json(json_object_get(reply, "schema"));
+		}
+		json_decref(reply);
+		return 0;
+	}
+	if (streq(sub, "put")) {
+		char hdr[64];
+		const char *headers[2] = { NULL, NULL };
+		json_t *doc = NULL;
+
+		if (!file)
+			return usage_error("schema put needs -f FILE");
+		if (optind + 1 != argc)
+			return usage_error("schema put takes one pipeline ID");
+		r = read_spec_file(file, &doc);
+		if (r)
+			return r;
+		if (if_match) {
+			snprintf(hdr, sizeof(hdr), "If-Match: \"%llu\"",
+				 (unsigned long long)if_match);
+			headers[0] = hdr;
+		}
+		snprintf(path, sizeof(path), "/v1/pipelines/%s/schema", eid);
+		r = client_open();
+		/* with If-Match a resend is safe: a stale version gets 412, not a second draft */
+		if (!r)
+			r = call_headers("PUT", path, headers, doc, if_match != 0, &reply);
+		json_decref(doc);
+		if (r)
+			return r;
+		if (opt.output == OUT_JSON)
+			print_json(reply);
+		else
+			printf("%s schema version %lld (%s)\n", jstr(reply, "pipeline_id", "?"),
+			       (long long)json_integer_value(json_object_get(reply, "version")),
+			       jstr(reply, "state", "?"));
+		json_decref(reply);
+		return 0;
+	}
+	/* activate ID VERSION */
+	if (optind + 2 != argc)
+		return usage_error("usage: schema activate ID VERSION");
+	if (parse_u64(argv[optind + 1], &version) < 0 || !version)
+		return usage_error("'%s' is not a schema version", argv[optind + 1]);
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/schema/%llu/activate", eid,
+		 (unsigned long long)version);
+	r = client_open();
+	if (!r)
+		r = call_headers("POST", path, NULL, NULL, true, &reply);
+	if (r)
+		return r;
+	if (opt.output == OUT_JSON)
+		print_json(reply);
+	else
+		printf("%s schema version %llu active\n", argv[optind],
+		       (unsigned long long)version);
+	json_decref(reply);
+	return 0;
+}
+
+static bool run_final(const char *state)
+{
+	return streq(state, "FINISHED") || streq(state, "ERROR") || streq(state, "CANCELLED") ||
+	       streq(state, "SUPERSEDED");
+}
+
+static void run_header(void)
+{
+	printf("%5s  %-12s  %-11s  %7s  %-8s  %5s  %s\n", "RUN", "COMMIT", "STATE", "ATTEMPT",
+	       "TRIGGER", "AGE", opt.output == OUT_WIDE ? "MESSAGE" : "");
+}
+
+static void run_row(const json_t *r)
+{
+	char age_s[16];
+
+	age(jstr(r, "created_at", NULL), age_s, sizeof(age_s));
+	printf("%5lld  %-12.12s  %-11s  %7lld  %-8s  %5s  %s\n",
+	       (long long)json_integer_value(json_object_get(r, "run")), jstr(r, "commit", "-"),
+	       jstr(r, "state", "-"), (long long)json_integer_value(json_object_get(r, "attempt")),
+	       jstr(r, "trigger", "-"), age_s,
+	       opt.output == OUT_WIDE ? jstr(r, "error_message", "") : "");
+}
+
+static void stage_table(const json_t *run)
+{
+	const json_t *stages = json_object_get(run, "stages");
+	size_t i;
+	json_t *sg;
+
+	printf("run %lld  commit %.12s  %s  attempt %lld\n",
+	       (long long)json_integer_value(json_object_get(run, "run")), jstr(run, "commit", "-"),
+	       jstr(run, "state", "-"),
+	       (long long)json_integer_value(json_object_get(run, "attempt")));
+	printf("  %-24s  %-8s  %-11s  %7s  %s\n", "STAGE", "TYPE", "STATE", "ATTEMPT", "MESSAGE");
+	json_array_foreach(stages, i, sg)
+		printf("  %-24s  %-8s  %-11s  %7lld  %s\n", jstr(sg, "name", "-"),
+		       jstr(sg, "type", "-"), jstr(sg, "state", "-"),
+		       (long long)json_integer_value(json_object_get(sg, "attempt")),
+		       jstr(sg, "error_message", ""));
+}
+
+/* HEAD of the git repository in the current directory (run without --commit). */
+static int git_head(char *buf, size_t size)
+{
+	FILE *f = popen("git rev-parse HEAD 2>/dev/null", "r");
+	size_t len;
+
+	if (!f)
+		return -errno;
+	if (!fgets(buf, (int)size, f)) {
+		pclose(f);
+		return -ENOENT;
+	}
+	if (pclose(f) != 0)
+		return -ENOENT;
+	len = strcspn(buf, "\n");
+	buf[len] = '\0';
+	return len ? 0 : -ENOENT;
+}
+
+static int run_action(int argc, char **argv)
+{
+	const char *what = argv[1];
+	_cleanup_free_ char *eid = NULL;
+	json_t *reply = NULL;
+	uint64_t n;
+	char path[320];
+	int r;
+
+	if (argc != 4)
+		return usage_error("usage: run %s ID RUN", what);
+	r = need_pipeline_id(argv[2]);
+	if (!r)
+		r = need_run_number(argv[3], &n);
+	if (r)
+		return r;
+	eid = escape(argv[2]);
+	if (!eid)
+		return fail("out of memory");
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs/%llu/%s", eid, (unsigned long long)n,
+		 what);
+	r = client_open();
+	if (!r)
+		r = call_headers("POST", path, NULL, NULL, false, &reply);
+	if (r)
+		return r;
+	if (opt.output == OUT_JSON)
+		print_json(reply);
+	else
+		printf("%s run %llu: %s\n", argv[2], (unsigned long long)n,
+		       streq(what, "cancel") ? "cancelled" : "retrying the failed stages");
+	json_decref(reply);
+	return 0;
+}
+
+static int verb_prun(int argc, char **argv)
+{
+	static const struct option lo[] = { { "commit", required_argument, NULL, 'c' }, {} };
+	const char *commit = NULL;
+	_cleanup_free_ char *eid = NULL;
+	char head[128], path[256], key[ID_LEN + 32], hdr[ID_LEN + 64];
+	const char *headers[2] = { hdr, NULL };
+	json_t *reply = NULL, *body;
+	int o, r;
+
+	if (argc >= 2 && (streq(argv[1], "cancel") || streq(argv[1], "retry")))
+		return run_action(argc, argv);
+	optind = 0; /* permute: run ID --commit SHA */
+	while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (o == 'c')
+			commit = optarg;
+		else
+			return usage_error("run: unknown option");
+	}
+	if (optind + 1 != argc)
+		return usage_error("usage: run ID [--commit SHA] | run cancel|retry ID RUN");
+	r = need_pipeline_id(argv[optind]);
+	if (r)
+		return r;
+	if (!commit) {
+		if (git_head(head, sizeof(head)) < 0)
+			return usage_error(
+				"no --commit and no git repository here to take HEAD from");
+		commit = head;
+	}
+	eid = escape(argv[optind]);
+	if (!eid)
+		return fail("out of memory");
+	/* one key per invocation: the client's retries of this POST make no second run */
+	id_new(key);
+	snprintf(hdr, sizeof(hdr), "Idempotency-Key: taskctl-%s", key);
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs", eid);
+	body = json_pack("{s:s}", "commit", commit);
+	if (!body)
+		return fail("out of memory");
+	r = client_open();
+	if (!r)
+		r = call_headers("POST", path, headers, body, true, &reply);
+	json_decref(body);
+	if (r)
+		return r;
+	if (opt.output == OUT_JSON)
+		print_json(reply);
+	else
+		printf("%s run %lld %s (commit %.12s)\n", argv[optind],
+		       (long long)json_integer_value(json_object_get(reply, "run")),
+		       jstr(reply, "state", "?"), commit);
+	json_decref(reply);
+	return 0;
+}
+
+static int verb_runs(int argc, char **argv)
+{
+	_cleanup_free_ char *eid = NULL;
+	json_t *reply = NULL, *run;
+	char path[256];
+	size_t i;
+	int r;
+
+	if (argc != 2)
+		return usage_error("usage: runs ID");
+	r = need_pipeline_id(argv[1]);
+	if (r)
+		return r;
+	eid = escape(argv[1]);
+	if (!eid)
+		return fail("out of memory");
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs", eid);
+	r = client_open();
+	if (!r)
+		r = call("GET", path, NULL, &reply, NULL);
+	if (r)
+		return r;
+	if (opt.output == OUT_JSON)
+		print_json(reply);
+	else {
+		run_header();
+		json_array_foreach(json_object_get(reply, "runs"), i, run)
+			run_row(run);
+	}
+	json_decref(reply);
+	return 0;
+}
+
+/* Live view of a run's stages until it ends: 0 when it FINISHED, 1 otherwise. */
+static int verb_watch(int argc, char **argv)
+{
+	_cleanup_free_ char *eid = NULL, *last = NULL;
+	char path[320];
+	uint64_t n;
+	int r;
+
+	if (argc != 3)
+		return usage_error("usage: watch ID RUN");
+	r = need_pipeline_id(argv[1]);
+	if (!r)
+		r = need_run_number(argv[2], &n);
+	if (r)
+		return r;
+	eid = escape(argv[1]);
+	if (!eid)
+		return fail("out of memory");
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs/%llu", eid, (unsigned long long)n);
+	r = client_open();
+	if (r)
+		return r;
+	for (;;) {
+		json_t *run = NULL, *view;
+		_cleanup_free_ char *now = NULL;
+		const char *state;
+		size_t i;
+		json_t *sg;
+
+		r = call("GET", path, NULL, &run, NULL);
+		if (r)
+			return r;
+		/* what a watcher sees: the run's and every stage's state, attempt and message */
+		view = json_pack("{s:O?, s:O?, s:[]}", "state", json_object_get(run, "state"),
+				 "attempt", json_object_get(run, "attempt"), "stages");
+		json_array_foreach(json_object_get(run, "stages"), i, sg)
+			json_array_append_new(json_object_get(view, "stages"),
+					      json_pack("{s:O?, s:O?, s:O?, s:O?}", "name",
+							json_object_get(sg, "name"), "state",
+							json_object_get(sg, "state"), "attempt",
+							json_object_get(sg, "attempt"),
+							"error_message",
+							json_object_get(sg, "error_message")));
+		now = view ? json_dumps(view, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+		json_decref(view);
+		if (!now) {
+			json_decref(run);
+			return fail("out of memory");
+		}
+		if (!last || !streq(now, last)) {
+			if (opt.output == OUT_JSON) {
+				char *s = json_dumps(run, JSON_COMPACT | JSON_SORT_KEYS);
+
+				if (s)
+					puts(s);
+				free(s);
+			} else
+				stage_table(run);
+			fflush(stdout);
+			free(last);
+			last = TAKE_PTR(now);
+		}
+		state = jstr(run, "state", "");
+		if (run_final(state)) {
+			r = streq(state, "FINISHED") ? 0 : 1;
+			json_decref(run);
+			return r;
+		}
+		json_decref(run);
+		clock_sleep_usec(USEC_PER_SEC);
+	}
+}
+
+static int verb_approve(int argc, char **argv)
+{
+	_cleanup_free_ char *eid = NULL, *estage = NULL;
+	json_t *reply = NULL;
+	char path[512];
+	uint64_t n;
+	int r;
+
+	if (argc != 4)
+		return usage_error("usage: approve ID RUN STAGE");
+	r = need_pipeline_id(argv[1]);
+	if (!r)
+		r = need_run_number(argv[2], &n);
+	if (r)
+		return r;
+	eid = escape(argv[1]);
+	estage = escape(argv[3]);
+	if (!eid || !estage)
+		return fail("out of memory");
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs/%llu/stages/%s/approve", eid,
+		 (unsigned long long)n, estage);
+	r = client_open();
+	if (!r)
+		r = call_headers("POST", path, NULL, NULL, false, &reply);
+	if (r)
+		return r;
+	if (opt.output == OUT_JSON)
+		print_json(reply);
+	else
+		printf("%s run %llu: stage %s approved\n", argv[1], (unsigned long long)n, argv[3]);
+	json_decref(reply);
+	return 0;
+}
+
 static const struct verb verbs[] = {
 	{ "ps", "ps [--job URL] [--state PENDING|RUNNING|DONE|ERROR]", verb_ps, false },
 	{ "get", "get ID", verb_get, false },
@@ -834,6 +1451,22 @@ static const struct verb verbs[] = {
 	  "job get|stop|start REGION/ZONE/NAME | job put -f FILE REGION/ZONE/NAME (with --server)",
 	  verb_job, true },
 	{ "hosts", "hosts (with --server)", verb_hosts, true },
+	{ "pipelines", "pipelines [--owner OWNER] (with --server)", verb_pipelines, true },
+	{ "pipeline", "pipeline create -f FILE | pipeline get ID (with --server)", verb_pipeline,
+	  true },
+	{ "schema",
+	  "schema get ID [--version N] | schema put ID -f FILE [--if-match VERSION] | schema "
+	  "activate ID VERSION (with --server)",
+	  verb_schema, true },
+	{ "runs", "runs ID (with --server)", verb_runs, true },
+	{ "watch", "watch ID RUN (with --server; exit 0 when the run FINISHED, 1 otherwise)",
+	  verb_watch, true },
+	{ "approve", "approve ID RUN STAGE (with --server)", verb_approve, true },
+};
+
+/* `run` with --server: a pipeline run; without: PutTask (alias of put). */
+static const struct verb verb_pipeline_run = {
+	"run", "run ID [--commit SHA] | run cancel|retry ID RUN (with --server)", verb_prun, true
 };
 
 int main(int argc, char **argv)
@@ -896,7 +1529,9 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
 		if (streq(argv[optind], verbs[i].name))
 			v = &verbs[i];
-	/* events exists on both sides */
+	/* events exists on both sides, run too (a pipeline run with --server) */
+	if (v && streq(v->name, "run") && opt.server)
+		v = &verb_pipeline_run;
 	if (!v)
 		return usage_error("unknown verb '%s'", argv[optind]);
 	if (wants_help(argc - optind, argv + optind)) {
