@@ -952,7 +952,7 @@ static int verb_pipelines(int argc, char **argv)
 		json_t *p;
 
 		pipeline_header();
-		json_array_foreach(all, i, p)
+		for (i = 0; i < json_array_size(all) && (p = json_array_get(all, i)); i++)
 			pipeline_row(p);
 	}
 	json_decref(all);
@@ -1175,7 +1175,7 @@ static void stage_table(const json_t *run)
 	       jstr(run, "state", "-"),
 	       (long long)json_integer_value(json_object_get(run, "attempt")));
 	printf("  %-24s  %-8s  %-11s  %7s  %s\n", "STAGE", "TYPE", "STATE", "ATTEMPT", "MESSAGE");
-	json_array_foreach(stages, i, sg)
+	for (i = 0; i < json_array_size(stages) && (sg = json_array_get(stages, i)); i++)
 		printf("  %-24s  %-8s  %-11s  %7lld  %s\n", jstr(sg, "name", "-"),
 		       jstr(sg, "type", "-"), jstr(sg, "state", "-"),
 		       (long long)json_integer_value(json_object_get(sg, "attempt")),
@@ -1318,7 +1318,9 @@ static int verb_runs(int argc, char **argv)
 		print_json(reply);
 	else {
 		run_header();
-		json_array_foreach(json_object_get(reply, "runs"), i, run)
+		for (i = 0; i < json_array_size(json_object_get(reply, "runs")) &&
+			    (run = json_array_get(json_object_get(reply, "runs"), i));
+		     i++)
 			run_row(run);
 	}
 	json_decref(reply);
@@ -1360,7 +1362,9 @@ static int verb_watch(int argc, char **argv)
 		/* what a watcher sees: the run's and every stage's state, attempt and message */
 		view = json_pack("{s:O?, s:O?, s:[]}", "state", json_object_get(run, "state"),
 				 "attempt", json_object_get(run, "attempt"), "stages");
-		json_array_foreach(json_object_get(run, "stages"), i, sg)
+		for (i = 0; i < json_array_size(json_object_get(run, "stages")) &&
+			    (sg = json_array_get(json_object_get(run, "stages"), i));
+		     i++)
 			json_array_append_new(json_object_get(view, "stages"),
 					      json_pack("{s:O?, s:O?, s:O?, s:O?}", "name",
 							json_object_get(sg, "name"), "state",
