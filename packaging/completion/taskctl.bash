@@ -34,6 +34,34 @@ _taskctl_reply()
 	declare -F __ltrim_colon_completions >/dev/null && __ltrim_colon_completions "$cur"
 }
 
+# Pipeline ids from `taskctl --server URL -o json pipelines`.
+_taskctl_pipeline_ids()
+{
+	mapfile -t COMPREPLY < <(compgen -W \
+		"$(_taskctl_query pipeline_id --server "$server" "${conn[@]}" -o json pipelines)" \
+		-- "$cur")
+}
+
+# run with --server: run ID [--commit SHA], run cancel|retry ID RUN. Returns 1 when it has
+# nothing to say (the caller then offers the verb's options).
+_taskctl_pipeline_run()
+{
+	[[ $prev == --commit ]] && return 0
+	[[ $cur == -* ]] && {
+		mapfile -t COMPREPLY < <(compgen -W "--commit --help" -- "$cur")
+		return 0
+	}
+	if ((${#pos[@]} == 0)); then
+		_taskctl_pipeline_ids
+		mapfile -t -O "${#COMPREPLY[@]}" COMPREPLY < <(compgen -W "cancel retry" -- "$cur")
+		return 0
+	fi
+	if ((${#pos[@]} == 1)) && [[ ${pos[0]} == cancel || ${pos[0]} == retry ]]; then
+		_taskctl_pipeline_ids
+	fi
+	return 0
+}
+
 _taskctl_files()
 {
 	if declare -F _filedir >/dev/null; then
@@ -60,7 +88,7 @@ _taskctl()
 
 	local global_opts="--host --server --token --token-file -o --output --help --version"
 	local taskd_verbs="ps get inspect logs stop start rm events put run"
-	local server_verbs="jobs job hosts events"
+	local server_verbs="jobs job hosts events pipelines pipeline schema run runs watch approve"
 	local -a conn=()
 	local verb="" server="" i w
 	local -a args=() # the verb's words before the current one
@@ -133,7 +161,7 @@ _taskctl()
 		fi
 		case $w in
 		--job | --state | --tail | --after | -f | --file | --index | --digest | --mirror | \
-			--request-id)
+			--request-id | --owner | --version | --if-match | --commit)
 			# -f is a flag of logs, a value-taking option of put/run
 			if [[ $w == -f && $verb == logs ]]; then continue; fi
 			takes_value=1
@@ -169,6 +197,9 @@ _taskctl()
 		[[ $prev == --after ]] && return
 		opts="-w --watch --after --help"
 		;;
+	run)
+		[[ -n $server ]] && _taskctl_pipeline_run && return
+		;;&
 	put | run)
 		case $prev in
 		-f | --file)
@@ -207,6 +238,64 @@ _taskctl()
 		[[ ${pos[0]} == put ]] && opts="-f --help"
 		;;
 	jobs | hosts)
+		opts="--help"
+		;;
+	pipelines)
+		[[ $prev == --owner ]] && return
+		opts="--owner --help"
+		;;
+	pipeline)
+		# pipeline create -f FILE, pipeline get ID
+		if ((${#pos[@]} == 0)) && [[ $cur != -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W "create get" -- "$cur")
+			return
+		fi
+		case ${pos[0]} in
+		create)
+			if [[ $prev == -f || $prev == --file ]]; then
+				_taskctl_files
+				return
+			fi
+			opts="-f --file --help"
+			;;
+		get)
+			if ((${#pos[@]} == 1)) && [[ $cur != -* ]]; then
+				_taskctl_pipeline_ids
+				return
+			fi
+			opts="--help"
+			;;
+		esac
+		;;
+	schema)
+		# schema get ID [--version N], schema put ID -f FILE [--if-match V],
+		# schema activate ID VERSION
+		if ((${#pos[@]} == 0)) && [[ $cur != -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W "get put activate" -- "$cur")
+			return
+		fi
+		case $prev in
+		-f | --file)
+			_taskctl_files
+			return
+			;;
+		--version | --if-match) return ;;
+		esac
+		if ((${#pos[@]} == 1)) && [[ $cur != -* ]]; then
+			_taskctl_pipeline_ids
+			return
+		fi
+		case ${pos[0]} in
+		get) opts="--version --help" ;;
+		put) opts="-f --file --if-match --help" ;;
+		*) opts="--help" ;;
+		esac
+		;;
+	runs | watch | approve)
+		if ((${#pos[@]} == 0)) && [[ $cur != -* ]]; then
+			_taskctl_pipeline_ids
+			return
+		fi
 		opts="--help"
 		;;
 	*)

@@ -187,7 +187,7 @@ done
 VERBS=$(sed -n '/^static const struct verb verbs\[\] = {/,/^};/p' agent/taskctl.c |
 	grep -oE '^[[:space:]]*\{ "[a-z]+"' | grep -oE '[a-z]+' | sort -u)
 SERVER_VERBS=$(sed -n '/^static const struct verb verbs\[\] = {/,/^};/p' agent/taskctl.c |
-	tr -d '\n' | grep -oE '\{ "[a-z]+",[^}]*, true \}' | grep -oE '^\{ "[a-z]+"' |
+	tr -d '\n' | grep -oE '\{ "[a-z]+",[^}]*,[[:space:]]*true[[:space:]]*\}' | grep -oE '^\{ "[a-z]+"' |
 	grep -oE '[a-z]+' | sort -u)
 TASKD_VERBS=$(comm -23 <(echo "$VERBS") <(echo "$SERVER_VERBS"))
 if [ "$(echo $VERBS | wc -w)" -ge 10 ] && [ -n "$SERVER_VERBS" ]; then
@@ -461,11 +461,16 @@ JOBS = {"jobs": [
     {"job_id": "01a0c0ffee00000000000000j002", "job": "job://local/local-1/batch",
      "name": "batch", "state": "DONE", "version": 3, "reason": "completed"},
 ], "next_page_token": None}
+PIPELINES = {"pipelines": [
+    {"pipeline_id": "01a0c0ffee00000000000000p001", "name": "fooservice", "owner": "team-foo",
+     "active_version": 1, "latest_version": 2},
+], "next_page_token": None}
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.headers.get("Authorization") != "Bearer docs-e2e-token-0123456789":
             self.send_response(401); self.end_headers(); return
-        doc = {"/v1/tasks": TASKS, "/v1/jobs": JOBS}.get(self.path.split("?")[0])
+        doc = {"/v1/tasks": TASKS, "/v1/jobs": JOBS,
+               "/v1/pipelines": PIPELINES}.get(self.path.split("?")[0])
         if doc is None:
             self.send_response(404); self.end_headers(); return
         body = json.dumps(doc).encode()
@@ -515,6 +520,15 @@ if [ -n "$port" ]; then
 		sort | tr '\n' ' ')
 	expect "completion offers the cluster's jobs after job put -f FILE" \
 		"local/local-1/batch local/local-1/web " "$out"
+	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN runs "")
+	expect "completion offers pipeline ids after runs" "01a0c0ffee00000000000000p001" "$out"
+	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN run "" | sort | tr '\n' ' ')
+	expect "completion offers pipeline ids, cancel and retry after run --server" \
+		"01a0c0ffee00000000000000p001 cancel retry " "$out"
+	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN schema put 01a "")
+	expect "completion offers no second pipeline id after schema put ID" "" "$out"
+	out=$(complete_words "$TASKCTL" --server "$url" --token $TOKEN schema put 01a -)
+	expect "completion offers schema put's flags" "$(printf '%s\n' -f --file --if-match --help)" "$out"
 	out=$(complete_words "$TASKCTL" --host "$url" --token wrong-token-0123456789 get "" 2>&1)
 	expect "completion is quiet when the token is refused" "" "$out"
 else
