@@ -7,6 +7,8 @@ AGENT_LIBS := agent fetcher sandbox taskwatch api cdlib
 
 # the e2e tests: nginx serves artifacts, python3 plays the cluster manager and an HTTP task
 DEPS_PKGS += nginx python3 curl
+# bench/taskd: the API benchmark (wrk) and its start-latency baseline (runc)
+DEPS_PKGS += wrk runc
 
 $(eval $(call cd_prog,taskd,agent/taskd.c,$(AGENT_LIBS)))
 $(eval $(call cd_prog,taskd-shim,agent/shim.c,agent sandbox cdlib))
