@@ -24,6 +24,7 @@ CG=cd-bench-taskd-$$
 TPID=
 HPID=
 cleanup() {
+	set +e # a failing kill or wait must not end the cleanup early
 	[ -n "$TPID" ] && kill "$TPID" 2>/dev/null && wait "$TPID" 2>/dev/null
 	[ -n "$HPID" ] && kill "$HPID" 2>/dev/null && wait "$HPID" 2>/dev/null
 	for p in $(pgrep -f "taskd-shim $W/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
@@ -201,7 +202,7 @@ wrk -t2 -c16 -d10s "http://127.0.0.1:$PORT/healthz" | sed -n 's/^\(Requests\/sec
 for id in $(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/tasks" |
 	python3 -c 'import json,sys; print(" ".join(t["task_id"] for t in json.load(sys.stdin)["tasks"]))'); do
 	curl -s -o /dev/null -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-		-d '{"state":"DONE"}' "http://127.0.0.1:$PORT/v1/tasks/$id"
+		-d '{"state":"DONE"}' "http://127.0.0.1:$PORT/v1/tasks/$id/state"
 done
 for _ in $(seq 300); do
 	pgrep -f "taskd-shim $W/" >/dev/null || break
