@@ -106,7 +106,9 @@ ns_up() { # ns_up NAME ADDR: namespace with lo up and eth0 on the switch's bridg
 }
 net_cleanup() {
 	[ "$NETNS" = 1 ] || return 0
-	for ns in ctl h1 h2 h3 sw; do ip netns del "$P-$ns" 2>/dev/null; done
+	for ns in $(ip netns list | awk -v p="$P-" 'index($1, p) == 1 {print $1}'); do
+		ip netns del "$ns" 2>/dev/null
+	done
 }
 if [ "$NETNS" = 1 ]; then
 	ip netns add "$P-sw" && ip -n "$P-sw" link add br0 type bridge &&
@@ -157,11 +159,14 @@ start_taskd() { # start_taskd I
 	fi
 	p=$(cat "$T/taskd$i.port")
 	a=$(cat "$T/taskd$i.addr")
+	# Each taskd has its own API token; the manager's pushes carry the agent token, which taskd
+	# also accepts (docs/protocol-cluster.md).
+	[ -f "$T/taskd$i.token" ] || { hex >"$T/taskd$i.token"; chmod 0600 "$T/taskd$i.token"; }
 	cat >"$T/taskd$i/taskd.conf" <<CONF
 state_dir = $T/taskd$i
 listen = $a:$p
 advertise_url = http://$a:$p
-token_file = $T/agent.token
+token_file = $T/taskd$i.token
 manager_url = $U
 manager_token_file = $T/agent.token
 host_id = worker-$i
