@@ -131,15 +131,10 @@ int runtime_exec(const struct cg_system *sys, const struct launch_spec *spec, pi
 	r = config_from_spec(spec, envp, &cfg, err);
 	if (r < 0)
 		return r;
-	/* Identity: our start time check, then sandbox_adopt() pins the pid with a pidfd and checks
-	 * the cgroup membership (a pid recycled in between is in no task cgroup of ours). The
-	 * ident takes sandbox_proc_start_time()'s own reading: the sandbox compares it with itself
-	 * (NEEDSWORK: it reads field 23 of /proc/<pid>/stat, vsize, not starttime, so it cannot be
-	 * recorded at launch: it changes when the init execs sandbox-init). */
-	if (init_start && !proc_is_same(init_pid, init_start))
-		return cd_error_set(err, -ESRCH, "the task's pid %d is another process now",
-				    (int)init_pid);
-	if (sandbox_proc_start_time(init_pid, &ident.start_time) < 0)
+	/* Identity: pid + start time (recorded by the shim at launch; 0 for records older than the
+	 * field, then read now), then sandbox_adopt() pins the pid with a pidfd and checks the
+	 * cgroup membership (a pid recycled in between is in no task cgroup of ours). */
+	if (!init_start && proc_start_time(init_pid, &ident.start_time) < 0)
 		return cd_error_set(err, -ESRCH, "the task's pid %d is gone", (int)init_pid);
 	if (snprintf(ident.task_id, sizeof(ident.task_id), "%s", spec->cgroup_name) >=
 		    (int)sizeof(ident.task_id) ||

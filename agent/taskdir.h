@@ -21,6 +21,7 @@
 
 #include "lib/clock.h"
 #include "lib/error.h"
+#include "lib/proc.h"
 
 #define TASKDIR_LAUNCH "launch.json"
 #define TASKDIR_STATUS "status.json"
@@ -93,7 +94,4 @@ int shim_status_from_string(const char *text, struct shim_status *ret);
 int shim_status_write(int dirfd, const struct shim_status *s);
 int shim_status_read(int dirfd, struct shim_status *ret);
 
-/* starttime (field 22 of /proc/<pid>/stat, clock ticks since boot) of pid. -ESRCH if gone. */
-int proc_start_time(pid_t pid, uint64_t *ret);
-/* pid is alive and still the process that had start time `start` (not a recycled pid). */
-bool proc_is_same(pid_t pid, uint64_t start);
+/* Process identity (pid + start time) lives in lib/proc.h: proc_start_time(), proc_is_same(). */

@@ -24,6 +24,7 @@
 
 #include "lib/clock.h"
 #include "lib/fs.h"
+#include "lib/proc.h"
 #include "lib/str.h"
 #include "sandbox/initloop.h"
 
@@ -694,26 +695,7 @@ static int plan_host_entries(struct plan *p)
 
 int sandbox_proc_start_time(pid_t pid, uint64_t *ret)
 {
-	char path[64];
-	_cleanup_free_ char *s = NULL;
-	char *p;
-	int r;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	r = fs_read_file_at(AT_FDCWD, path, 4096, &s, NULL);
-	if (r < 0)
-		return r == -ENOENT ? -ESRCH : r;
-	/* comm may hold spaces and ')': fields restart after the last ')' (field 3 = state) */
-	p = strrchr(s, ')');
-	if (!p)
-		return -EIO;
-	p++;
-	for (int field = 2; field < 22; field++) {
-		p = strchr(p + 1, ' ');
-		if (!p)
-			return -EIO;
-	}
-	return parse_u64(strndupa(p + 1, strcspn(p + 1, " ")), ret);
+	return proc_start_time(pid, ret);
 }
 
 /* The child dup2()s the command's stdio onto 0-2: an fd of ours there (a daemon that closed its

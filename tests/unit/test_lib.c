@@ -2,12 +2,15 @@
 /* Unit tests for lib/: logging format, clocks, fs durability helpers, ids, strbuf, parsing. */
 #include <fcntl.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -19,6 +22,7 @@
 #include "lib/fs.h"
 #include "lib/id.h"
 #include "lib/log.h"
+#include "lib/proc.h"
 #include "lib/sdnotify.h"
 #include "lib/str.h"
 
@@ -400,6 +404,39 @@ static void test_sd_notify(void **state)
 	unsetenv("NOTIFY_SOCKET");
 }
 
+static void test_proc_start_time(void **state)
+{
+	uint64_t a, b, child_start;
+	void *m;
+	pid_t pid;
+	int st;
+
+	assert_int_equal(proc_start_time(getpid(), &a), 0);
+	/* the identity survives a change of the address space (vsize, field 23, moves) */
+	m = mmap(NULL, 64 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(m != MAP_FAILED);
+	assert_int_equal(proc_start_time(getpid(), &b), 0);
+	assert_true(a == b);
+	munmap(m, 64 << 20);
+	assert_true(proc_is_same(getpid(), a));
+	assert_false(proc_is_same(getpid(), a + 1));
+	/* a later process started later; and once reaped it is gone */
+	clock_sleep_usec(20000);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		pause();
+		_exit(0);
+	}
+	assert_int_equal(proc_start_time(pid, &child_start), 0);
+	assert_true(child_start > a);
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(proc_start_time(pid, &child_start), -ESRCH);
+	assert_false(proc_is_same(pid, child_start));
+	assert_int_equal(proc_start_time(0, &a), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -422,6 +459,7 @@ int main(void)
 		cmocka_unit_test(test_parse_numbers),
 		cmocka_unit_test(test_error_buffer),
 		cmocka_unit_test(test_cleanup_macros),
+		cmocka_unit_test(test_proc_start_time),
 		cmocka_unit_test_setup_teardown(test_sd_notify, setup_tmp, teardown_tmp),
 	};
 	return cmocka_run_group_tests_name("lib", tests, NULL, NULL);
