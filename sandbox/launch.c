@@ -1320,9 +1320,12 @@ int sandbox_gc(const struct cg_system *sys, const char *parent, const char *cons
 
 /* The middle process of sandbox_exec(): enters the task, forks the command into its pid
  * namespace, and mirrors the command's end. Never returns. */
-static _noreturn_ void exec_child(const struct plan *p, int task_pidfd, unsigned ns_flags)
+static _noreturn_ void exec_child(const struct plan *p, int task_pidfd, int root_fd,
+				  unsigned ns_flags)
 {
-	int keep[6 + _CG_HIER_MAX] = { p->err_w, p->fd_in, p->fd_out, p->fd_err, task_pidfd, -1 };
+	int keep[6 + _CG_HIER_MAX] = {
+		p->err_w, p->fd_in, p->fd_out, p->fd_err, task_pidfd, root_fd
+	};
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	sigset_t set;
 	pid_t cmd;
@@ -1342,6 +1345,12 @@ static _noreturn_ void exec_child(const struct plan *p, int task_pidfd, unsigned
 	/* every namespace of the task at once; the pid namespace applies to our children */
 	check(p, setns(task_pidfd, (int)ns_flags), "setns");
 	close(task_pidfd);
+	/* setns() put root and cwd at the top of the mount namespace's root mount, which is the
+	 * task's pivoted root only when the launcher itself was not chrooted: take the task's root
+	 * from the fd opened before (as nsenter(1) does). */
+	check(p, fchdir(root_fd), "chroot");
+	check(p, chroot("."), "chroot");
+	close(root_fd);
 	if (p->cfg->userns_size) {
 		check(p, (int)syscall(SYS_setresgid, 0, 0, 0), "userns");
 		check(p, (int)syscall(SYS_setresuid, 0, 0, 0), "userns");
@@ -1413,7 +1422,7 @@ int sandbox_exec(const struct sandbox_task *t, const struct sandbox_config *cfg,
 			  .status_file = -1,
 			  .init_fd = -1,
 			  .pdeath_pidfd = -1 };
-	_cleanup_close_ int err_r = -EBADF, devnull = -EBADF, pidfd = -EBADF;
+	_cleanup_close_ int err_r = -EBADF, devnull = -EBADF, pidfd = -EBADF, root_fd = -EBADF;
 	unsigned ns_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID |
 			    CLONE_NEWCGROUP;
 	struct clone_args_v2 args = { .flags = CLONE_PIDFD, .exit_signal = SIGCHLD };
@@ -1468,6 +1477,16 @@ int sandbox_exec(const struct sandbox_task *t, const struct sandbox_config *cfg,
 		goto out;
 	}
 
+	{
+		char root[64];
+
+		snprintf(root, sizeof(root), "/proc/%d/root", (int)t->ident.pid);
+		root_fd = fd_above_stdio(open(root, O_PATH | O_DIRECTORY | O_CLOEXEC));
+		if (root_fd < 0) {
+			r = cd_error_set(err, -errno, "%s: %m", root);
+			goto out;
+		}
+	}
 	cgfd = task_cgroup_fd(t->cg, CG_UNIFIED);
 	if (cgfd >= 0) {
 		args.flags |= CLONE_INTO_CGROUP;
@@ -1478,7 +1497,7 @@ int sandbox_exec(const struct sandbox_task *t, const struct sandbox_config *cfg,
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
 	if (pid == 0)
-		exec_child(&p, t->pidfd, ns_flags);
+		exec_child(&p, t->pidfd, root_fd, ns_flags);
 	r = pid < 0 ? -errno : 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r < 0) {
