@@ -36,6 +36,7 @@ struct http_client {
 	char *auth_header;
 	char *unix_socket;
 	char *user_agent;
+	char *no_proxy; /* loopback + the environment's no_proxy: see http_client_new() */
 	unsigned connect_timeout_ms;
 	unsigned timeout_ms;
 	unsigned max_attempts;
@@ -170,6 +171,7 @@ void http_client_free(struct http_client *c)
 	}
 	free(c->unix_socket);
 	free(c->user_agent);
+	free(c->no_proxy);
 	free(c);
 }
 
@@ -216,6 +218,17 @@ int http_client_new(const struct http_client_config *config, struct http_client 
 	c->user_agent = strdup(config->user_agent ? config->user_agent : "codedeploy/" CD_VERSION);
 	if (!c->user_agent)
 		return cd_error_set(err, -ENOMEM, "out of memory");
+	/* A proxy from http_proxy must never see loopback traffic: our bearer tokens would go to it.
+	 * CURLOPT_NOPROXY replaces the environment's no_proxy, so keep that list too. */
+	{
+		const char *env = getenv("no_proxy") ?: getenv("NO_PROXY");
+
+		if (asprintf(&c->no_proxy, "localhost,127.0.0.1,::1%s%s", env && *env ? "," : "",
+			     env && *env ? env : "") < 0) {
+			c->no_proxy = NULL;
+			return cd_error_set(err, -ENOMEM, "out of memory");
+		}
+	}
 	c->connect_timeout_ms = config->connect_timeout_ms ?:
 							     HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
 	c->timeout_ms = config->timeout_ms ?: HTTP_CLIENT_DEFAULT_TIMEOUT_MS;
@@ -415,6 +428,7 @@ static int set_options(struct xfer *x, const char *url, struct curl_slist *heade
 	SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
 	SET(CURLOPT_TIMEOUT_MS, (long)timeout);
 	SET(CURLOPT_USERAGENT, c->user_agent);
+	SET(CURLOPT_NOPROXY, c->no_proxy);
 	SET(CURLOPT_HTTPHEADER, headers);
 	SET(CURLOPT_WRITEFUNCTION, on_body);
 	SET(CURLOPT_WRITEDATA, x);

@@ -463,6 +463,25 @@ static void test_healthz_open_without_token(void **state)
 	json_decref(j);
 }
 
+/* A proxy from the environment must not see loopback traffic (it would get our token): with
+ * http_proxy pointing at a closed port, requests to 127.0.0.1 still go straight through. */
+static void test_loopback_bypasses_env_proxy(void **state)
+{
+	struct http_client *c;
+	long status = 0;
+	json_t *j;
+
+	setenv("http_proxy", "http://127.0.0.1:9", 1);
+	setenv("no_proxy", "example.invalid", 1);
+	c = client();
+	j = get_json(c, "/healthz", &status);
+	unsetenv("http_proxy");
+	unsetenv("no_proxy");
+	assert_int_equal(status, 200);
+	json_decref(j);
+	http_client_free(c);
+}
+
 static void test_head_on_get_route(void **state)
 {
 	_cleanup_http_client_ struct http_client *c = client();
@@ -1950,6 +1969,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_healthz_open_without_token),
+		cmocka_unit_test(test_loopback_bypasses_env_proxy),
 		cmocka_unit_test(test_head_on_get_route),
 		cmocka_unit_test(test_route_params),
 		cmocka_unit_test(test_route_param_encoded_slash),
