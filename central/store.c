@@ -95,6 +95,43 @@ int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret, struct cd_er
 	return 0;
 }
 
+int store_collect(sqlite3 *db, sqlite3_stmt *st, size_t elem_size, store_row_fn row,
+		  store_release_fn release, void **ret, size_t *ret_n, struct cd_error *err,
+		  const char *what)
+{
+	char *v = NULL;
+	size_t n = 0;
+	int r = 0, rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		char *nv = reallocarray(v, n + 1, elem_size);
+
+		if (!nv) {
+			r = cd_error_set(err, -ENOMEM, "out of memory");
+			break;
+		}
+		v = nv;
+		memset(v + n * elem_size, 0, elem_size);
+		n++;
+		r = row(st, v + (n - 1) * elem_size);
+		if (r < 0) {
+			cd_error_set(err, r, "%s: decoding row failed", what);
+			break;
+		}
+	}
+	if (r >= 0 && rc != SQLITE_DONE)
+		r = store_map_rc(db, rc, err, what);
+	if (r < 0) {
+		for (size_t i = 0; i < n; i++)
+			release(v + i * elem_size);
+		free(v);
+		return r;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
 int store_bind_text(sqlite3_stmt *st, int i, const char *v)
 {
 	int rc = v ? sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(st, i);

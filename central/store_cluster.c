@@ -9,8 +9,8 @@
 #include "lib/str.h"
 
 typedef int (*bind_fn)(sqlite3_stmt *st, const void *ctx);
-typedef int (*row_fn)(sqlite3_stmt *st, void *elem);
-typedef void (*release_fn)(void *elem);
+typedef store_row_fn row_fn;
+typedef store_release_fn release_fn;
 
 /* Run one write statement; *ret_changes (may be NULL) = rows changed. */
 static int run_exec(struct store *s, const char *sql, bind_fn bind, const void *ctx,
@@ -45,10 +45,10 @@ static int run_query(struct store *s, const char *sql, bind_fn bind, const void 
 		     struct cd_error *err, const char *what)
 {
 	_cleanup_stmt_ sqlite3_stmt *st = NULL;
-	char *v = NULL;
+	void *v = NULL;
 	size_t n = 0;
 	sqlite3 *db;
-	int r, rc = SQLITE_DONE;
+	int r;
 
 	db = store_enter(s, false, &r, err);
 	r = store_prepare(db, sql, &st, err);
@@ -57,26 +57,12 @@ static int run_query(struct store *s, const char *sql, bind_fn bind, const void 
 		if (r < 0)
 			cd_error_set(err, r, "%s: bad parameters", what);
 	}
-	while (r >= 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		char *nv = reallocarray(v, n + 1, elem_size);
-
-		if (!nv) {
-			r = cd_error_set(err, -ENOMEM, "out of memory");
-			break;
-		}
-		v = nv;
-		memset(v + n * elem_size, 0, elem_size);
-		n++;
-		r = fn(st, v + (n - 1) * elem_size);
-		if (r < 0)
-			cd_error_set(err, r, "%s: decoding row failed", what);
-	}
-	if (r >= 0 && rc != SQLITE_DONE)
-		r = store_map_rc(db, rc, err, what);
+	if (r >= 0)
+		r = store_collect(db, st, elem_size, fn, release, &v, &n, err, what);
 	r = store_leave(s, false, r, err);
 	if (r < 0) {
 		for (size_t i = 0; i < n; i++)
-			release(v + i * elem_size);
+			release((char *)v + i * elem_size);
 		free(v);
 		return r;
 	}

@@ -44,6 +44,18 @@ static inline void sqlite3_finalizep(sqlite3_stmt **st)
 }
 #define _cleanup_stmt_ _cleanup_(sqlite3_finalizep)
 
+/*
+ * Step st to its end, one elem_size element per row: each element is zeroed, then filled by
+ * row(st, elem). On success *ret (NULL when there are no rows; the caller frees it and releases
+ * each element) and *ret_n are set. On failure every collected element (the one being filled
+ * too) is released, nothing is returned, and err says "<what>: ...".
+ */
+typedef int (*store_row_fn)(sqlite3_stmt *st, void *elem);
+typedef void (*store_release_fn)(void *elem);
+int store_collect(sqlite3 *db, sqlite3_stmt *st, size_t elem_size, store_row_fn row,
+		  store_release_fn release, void **ret, size_t *ret_n, struct cd_error *err,
+		  const char *what);
+
 /* Bind helpers: NULL strings bind SQL NULL. Return 0 or a mapped error. */
 int store_bind_text(sqlite3_stmt *st, int i, const char *v);
 int store_bind_int64(sqlite3_stmt *st, int i, int64_t v);

@@ -335,37 +335,21 @@ int store_pipeline_get(struct store *s, const char *pipeline_id, struct store_pi
 	return store_leave(s, false, r, err);
 }
 
+static int pipeline_row(sqlite3_stmt *st, void *elem)
+{
+	return read_pipeline(st, elem);
+}
+
+static void pipeline_release_void(void *elem)
+{
+	store_pipeline_release(elem);
+}
+
 static int list_pipelines(sqlite3 *db, sqlite3_stmt *st, struct store_pipeline **ret, size_t *ret_n,
 			  struct cd_error *err)
 {
-	struct store_pipeline *v = NULL;
-	size_t n = 0, alloc = 0;
-	int r;
-
-	while ((r = step(db, st, err, "list pipelines")) > 0) {
-		if (n == alloc) {
-			struct store_pipeline *nv;
-
-			alloc = alloc ? alloc * 2 : 8;
-			nv = realloc(v, alloc * sizeof(*v));
-			if (!nv) {
-				r = -ENOMEM;
-				break;
-			}
-			v = nv;
-		}
-		r = read_pipeline(st, &v[n]);
-		if (r < 0)
-			break;
-		n++;
-	}
-	if (r < 0) {
-		store_pipeline_list_free(v, n);
-		return r;
-	}
-	*ret = v;
-	*ret_n = n;
-	return 0;
+	return store_collect(db, st, sizeof(**ret), pipeline_row, pipeline_release_void,
+			     (void **)ret, ret_n, err, "list pipelines");
 }
 
 int store_pipeline_list(struct store *s, const char *owner, const char *after, size_t limit,
@@ -592,37 +576,21 @@ static int read_run(sqlite3_stmt *st, struct store_run *v)
 }
 
 /* Runs one SELECT RUN_COLS statement into an array. */
+static int run_row(sqlite3_stmt *st, void *elem)
+{
+	return read_run(st, elem);
+}
+
+static void run_release_void(void *elem)
+{
+	store_run_release(elem);
+}
+
 static int list_runs(sqlite3 *db, sqlite3_stmt *st, struct store_run **ret, size_t *ret_n,
 		     struct cd_error *err)
 {
-	struct store_run *v = NULL;
-	size_t n = 0, alloc = 0;
-	int r;
-
-	while ((r = step(db, st, err, "list runs")) > 0) {
-		if (n == alloc) {
-			struct store_run *nv;
-
-			alloc = alloc ? alloc * 2 : 8;
-			nv = realloc(v, alloc * sizeof(*v));
-			if (!nv) {
-				r = -ENOMEM;
-				break;
-			}
-			v = nv;
-		}
-		r = read_run(st, &v[n]);
-		if (r < 0)
-			break;
-		n++;
-	}
-	if (r < 0) {
-		store_run_list_free(v, n);
-		return r;
-	}
-	*ret = v;
-	*ret_n = n;
-	return 0;
+	return store_collect(db, st, sizeof(**ret), run_row, run_release_void, (void **)ret, ret_n,
+			     err, "list runs");
 }
 
 static int get_run_locked(sqlite3 *db, const char *pipeline_id, int64_t run, struct store_run *ret,
@@ -965,33 +933,29 @@ static int read_stage(sqlite3_stmt *st, struct store_stage *v)
 	return 0;
 }
 
+static int stage_row(sqlite3_stmt *st, void *elem)
+{
+	return read_stage(st, elem);
+}
+
+static void stage_release_void(void *elem)
+{
+	store_stage_release(elem);
+}
+
 int store_stage_list(struct store *s, const char *pipeline_id, int64_t run,
 		     struct store_stage **ret, size_t *ret_n, struct cd_error *err)
 {
 	_cleanup_stmt_ sqlite3_stmt *st = NULL;
 	struct store_stage *v = NULL;
-	size_t n = 0, alloc = 0;
+	size_t n = 0;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
 	r = prep(db, &st, err, STAGE_SELECT, "si", pipeline_id, run);
-	while (r >= 0 && (r = step(db, st, err, "list stages")) > 0) {
-		if (n == alloc) {
-			struct store_stage *nv;
-
-			alloc = alloc ? alloc * 2 : 8;
-			nv = realloc(v, alloc * sizeof(*v));
-			if (!nv) {
-				r = -ENOMEM;
-				break;
-			}
-			v = nv;
-		}
-		r = read_stage(st, &v[n]);
-		if (r < 0)
-			break;
-		n++;
-	}
+	if (r >= 0)
+		r = store_collect(db, st, sizeof(*v), stage_row, stage_release_void, (void **)&v,
+				  &n, err, "list stages");
 	sqlite3_finalize(TAKE_PTR(st));
 	r = store_leave(s, false, r, err);
 	if (r < 0) {
