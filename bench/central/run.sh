@@ -6,7 +6,7 @@
 #     deployd's open /healthz, to split the HTTP frame's cost from the handler's.
 #  2. HOSTS simulated taskd hosts and JOBS x PER_JOB tasks in each of ZONES zones: one deployd
 #     (--role cluster) per zone, each with its own SQLite file, as docs/central.md describes a
-#     zone's manager, and one simulator process (bench/central/sim.py, copied from
+#     zone's manager, and one simulator process (tests/e2e/hostsim.py, shared with
 #     tests/e2e/central_scale.sh) per zone. Time from the first PutJob until every job of every
 #     zone is RUNNING (goal < 60 s, capped at SCALE_TIMEOUT_S), and the deployds' RSS.
 #  3. GET of a CAS_MB blob from deployd's /cas/<hex> vs a private nginx serving the same file
@@ -194,7 +194,7 @@ for z in $(seq "$ZONES"); do
 	start_deployd "z$z" cluster "us-east-$z" "$p" "$T/zone.conf"
 	DPIDS="$DPIDS $DPID"
 	PORTS="$PORTS $p"
-	python3 bench/central/sim.py "$sp" "$p" "$AGENT" "$HPZ" "us-east-$z" >"$T/sim$z.log" 2>&1 &
+	python3 tests/e2e/hostsim.py "$sp" "$p" "$AGENT" "$HPZ" "us-east-$z" >"$T/sim$z.log" 2>&1 &
 	PIDS="$PIDS $!"
 done
 ready_hosts() { # PORT

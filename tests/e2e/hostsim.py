@@ -1,13 +1,12 @@
-# Simulator of many taskd hosts for bench/central/run.sh, copied from tests/e2e/central_scale.sh
-# (one python process speaking the taskd side of docs/protocol-cluster.md: heartbeats every 1.5 s,
-# PutTask -> RUNNING notification, SetTaskState, DELETE; no real processes). Every host is a path
-# prefix on this process's one port. Changed from the test: the zone is an argument, so the
-# bench runs one simulator per zone next to that zone's deployd.
-# Usage: sim.py PORT DEPLOYD_PORT AGENT_TOKEN NHOSTS ZONE
+# Simulator of many taskd hosts, shared by tests/e2e/central_scale.sh and bench/central/run.sh:
+# one python process speaking the taskd side of docs/protocol-cluster.md (heartbeats every
+# 1.5 s, PutTask -> RUNNING notification, SetTaskState, DELETE; no real processes). Every host
+# is a path prefix on this process's one port. Prints its counters as one JSON line a second.
+# Usage: hostsim.py PORT DEPLOYD_PORT AGENT_TOKEN NHOSTS [ZONE]   (ZONE default us-east-1)
 import json, sys, threading, time, http.client, queue
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 port, dport, token, nhosts = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-zone = sys.argv[5]
+zone = sys.argv[5] if len(sys.argv) > 5 else "us-east-1"
 lock = threading.RLock()
 tasks = {h: {} for h in range(nhosts)}      # host -> task_id -> dict
 seq = [0]
