@@ -353,6 +353,27 @@ int taskd_config_validate(const struct taskd_config *c, struct cd_error *err)
 			err, -EINVAL,
 			"listening on non-loopback %s requires an explicit --token-file",
 			c->listen);
+	if (!c->manager_url)
+		return 0;
+	/* What the cluster manager requires of every heartbeat (central/cluster_http.c): a zone,
+	 * and an http:// address it can push PutTask to. Without them taskd would run, and
+	 * every heartbeat would be refused (422) — the host would never be scheduled on. */
+	if (!c->zone)
+		return cd_error_set(err, -EINVAL,
+				    "manager_url is set but zone is not: the cluster manager "
+				    "refuses heartbeats without the host's zone (set zone in "
+				    "taskd.conf or --zone)");
+	if (c->advertise_url && !startswith(c->advertise_url, "http://"))
+		return cd_error_set(
+			err, -EINVAL,
+			"advertise_url: '%s' must be an http:// URL (the cluster manager "
+			"pushes to taskd over plain HTTP)",
+			c->advertise_url);
+	if (!c->advertise_url && startswith(c->listen, "0.0.0.0:"))
+		return cd_error_set(err, -EINVAL,
+				    "manager_url is set and listen is %s: set advertise_url to the "
+				    "address the cluster manager reaches this host at",
+				    c->listen);
 	return 0;
 }
 
@@ -371,6 +392,7 @@ int taskd_config_from_args(struct taskd_config *c, int argc, char **argv,
 		OPT_TOKEN,
 		OPT_MANAGER,
 		OPT_HOST,
+		OPT_ZONE,
 		OPT_LOG
 	};
 	static const struct option opts[] = {
@@ -380,6 +402,7 @@ int taskd_config_from_args(struct taskd_config *c, int argc, char **argv,
 		{ "token-file", required_argument, NULL, OPT_TOKEN },
 		{ "manager", required_argument, NULL, OPT_MANAGER },
 		{ "host-id", required_argument, NULL, OPT_HOST },
+		{ "zone", required_argument, NULL, OPT_ZONE },
 		{ "log-level", required_argument, NULL, OPT_LOG },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -388,7 +411,8 @@ int taskd_config_from_args(struct taskd_config *c, int argc, char **argv,
 	static const char *const flag_key[] = {
 		[OPT_STATE - OPT_CONFIG] = "state_dir",	 [OPT_LISTEN - OPT_CONFIG] = "listen",
 		[OPT_TOKEN - OPT_CONFIG] = "token_file", [OPT_MANAGER - OPT_CONFIG] = "manager_url",
-		[OPT_HOST - OPT_CONFIG] = "host_id",	 [OPT_LOG - OPT_CONFIG] = "log_level",
+		[OPT_HOST - OPT_CONFIG] = "host_id",	 [OPT_ZONE - OPT_CONFIG] = "zone",
+		[OPT_LOG - OPT_CONFIG] = "log_level",
 	};
 	const char *config = NULL;
 	int o, r;

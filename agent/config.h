@@ -63,7 +63,11 @@ int taskd_config_load(struct taskd_config *c, const char *path, struct cd_error 
 int taskd_config_set(struct taskd_config *c, const char *key, const char *value,
 		     struct cd_error *err);
 
-/* Checks that need every key: non-loopback listen requires an explicit token file. */
+/*
+ * Checks that need every key: non-loopback listen requires an explicit token file; with a
+ * manager_url, zone is required, advertise_url must be http:// and is required when listening
+ * on 0.0.0.0 (what the cluster manager needs to accept heartbeats and push tasks).
+ */
 int taskd_config_validate(const struct taskd_config *c, struct cd_error *err);
 
 enum taskd_action {
@@ -74,7 +78,7 @@ enum taskd_action {
 
 /*
  * Parse taskd's argv: --config FILE, --state-dir DIR, --listen ADDR:PORT, --token-file F,
- * --manager URL, --host-id ID, --log-level L, --help, --version. The config file (default
+ * --manager URL, --host-id ID, --zone ZONE, --log-level L, --help, --version. The config file (default
  * TASKD_DEFAULT_CONFIG, optional unless given with --config) is applied first, then the flags.
  * -EINVAL on usage errors with a one-line message in err.
  */

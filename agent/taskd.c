@@ -49,6 +49,7 @@ static void help(void)
 	       "  --token-file F      bearer token file (default <state-dir>/taskd.token, created)\n"
 	       "  --manager URL       cluster manager base URL (default: standalone)\n"
 	       "  --host-id ID        this host's id (default: the hostname)\n"
+	       "  --zone ZONE         this host's zone (required with --manager)\n"
 	       "  --log-level LEVEL   debug|info|warn|error (default info)\n"
 	       "  --help              show this help\n"
 	       "  --version           show the version\n",

@@ -1,6 +1,7 @@
 #!/bin/sh
 # End-to-end test of taskd's start-up and shutdown contract as root (TAP): refusing a manager
-# token equal to its own, systemd readiness (READY=1 only once the state is recovered, tasks
+# without a zone (or without an address it can push to), refusing a manager token equal to its
+# own, systemd readiness (READY=1 only once the state is recovered, tasks
 # re-adopted and the API answers; STOPPING=1 on SIGTERM) over a NOTIFY_SOCKET datagram socket,
 # and the fallback to the in-process init when sandbox-init is not beside taskd-shim.
 set -u
@@ -46,12 +47,30 @@ free_port() {
 }
 jget() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1" 2>/dev/null; }
 
-# ---------------------------------------------------------------- one token for both roles
+# ---------------------------------------------------------------- a manager needs a zone
+# deployd refuses heartbeats without a zone (422): a taskd that could never send one must not
+# start at all (exit 2, one line naming the setting), rather than run unscheduled.
 mkdir -p "$T/tok"
 echo 0123456789abcdef0123456789abcdef >"$T/tok/taskd.token"
-cp "$T/tok/taskd.token" "$T/tok/manager.token"
+echo fedcba9876543210fedcba9876543210 >"$T/tok/manager.token"
 chmod 600 "$T/tok/"*
 printf 'manager_token_file = %s\ncgroup_parent = %s\n' "$T/tok/manager.token" "$CG" >"$T/tok/taskd.conf"
+"$TASKD" --config "$T/tok/taskd.conf" --state-dir "$T/tok/state" --listen "127.0.0.1:$(free_port)" \
+	--token-file "$T/tok/taskd.token" --manager http://127.0.0.1:9 >"$T/tok/out" 2>"$T/tok/err"
+rc=$?
+check "with --manager and no zone taskd refuses to start (exit 2, one line naming zone)" \
+	"[ $rc = 2 ] && [ \$(wc -l <'$T/tok/err') = 1 ] && grep -q 'zone' '$T/tok/err' && [ ! -e '$T/tok/state' ]" \
+	"rc=$rc $(cat "$T/tok/err")"
+"$TASKD" --config "$T/tok/taskd.conf" --state-dir "$T/tok/state" --listen 0.0.0.0:"$(free_port)" \
+	--token-file "$T/tok/taskd.token" --manager http://127.0.0.1:9 --zone e2e-1 >"$T/tok/out" 2>"$T/tok/err"
+rc=$?
+check "with --manager, listening on 0.0.0.0 without advertise_url: exit 2 naming advertise_url" \
+	"[ $rc = 2 ] && [ \$(wc -l <'$T/tok/err') = 1 ] && grep -q 'advertise_url' '$T/tok/err'" \
+	"rc=$rc $(cat "$T/tok/err")"
+
+# ---------------------------------------------------------------- one token for both roles
+cp "$T/tok/taskd.token" "$T/tok/manager.token"
+printf 'manager_token_file = %s\ncgroup_parent = %s\nzone = e2e-1\n' "$T/tok/manager.token" "$CG" >"$T/tok/taskd.conf"
 "$TASKD" --config "$T/tok/taskd.conf" --state-dir "$T/tok/state" --listen "127.0.0.1:$(free_port)" \
 	--token-file "$T/tok/taskd.token" --manager http://127.0.0.1:9 >"$T/tok/out" 2>"$T/tok/err"
 rc=$?

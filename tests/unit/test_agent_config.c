@@ -214,6 +214,52 @@ static void test_config_flag_errors(void **state)
 	taskd_config_release(&c);
 }
 
+/* What deployd's heartbeat handler requires (central/cluster_http.c h_heartbeat): a zone and
+ * an http:// addr. A taskd that cannot send an acceptable heartbeat must not start. */
+static void test_config_manager_needs(void **state)
+{
+	struct taskd_config c;
+	struct cd_error err = { 0 };
+	enum taskd_action a = TASKD_HELP;
+
+	assert_int_equal(taskd_config_init(&c), 0);
+	/* standalone: no zone needed */
+	assert_int_equal(args(&c, &a, &err, "--config", "/dev/null", (char *)NULL), 0);
+	assert_int_equal(a, TASKD_RUN);
+	/* a manager without a zone: refused, the message names the setting */
+	assert_int_equal(args(&c, &a, &err, "--config", "/dev/null", "--manager",
+			      "http://127.0.0.1:7400", (char *)NULL),
+			 -EINVAL);
+	assert_non_null(strstr(err.msg, "zone"));
+	assert_null(strchr(err.msg, '\n'));
+	cd_error_reset(&err);
+	/* --zone (or zone = in the file) satisfies it */
+	assert_int_equal(args(&c, &a, &err, "--config", "/dev/null", "--manager",
+			      "http://127.0.0.1:7400", "--zone", "us-east-1", (char *)NULL),
+			 0);
+	assert_string_equal(c.zone, "us-east-1");
+	assert_int_equal(taskd_config_validate(&c, &err), 0);
+	/* the manager pushes over http:// only */
+	assert_int_equal(taskd_config_set(&c, "advertise_url", "https://10.0.0.1:7411", &err), 0);
+	assert_int_equal(taskd_config_validate(&c, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "advertise_url"));
+	cd_error_reset(&err);
+	/* listening on 0.0.0.0: http://0.0.0.0:PORT is no address to push to */
+	assert_int_equal(taskd_config_set(&c, "advertise_url", "", &err), 0);
+	assert_int_equal(taskd_config_set(&c, "listen", "0.0.0.0:7411", &err), 0);
+	assert_int_equal(taskd_config_set(&c, "token_file", "/etc/t", &err), 0);
+	assert_int_equal(taskd_config_validate(&c, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "advertise_url"));
+	cd_error_reset(&err);
+	assert_int_equal(taskd_config_set(&c, "advertise_url", "http://10.0.0.1:7411", &err), 0);
+	assert_int_equal(taskd_config_validate(&c, &err), 0);
+	/* without a manager none of this matters */
+	assert_int_equal(taskd_config_set(&c, "manager_url", "", &err), 0);
+	assert_int_equal(taskd_config_set(&c, "zone", "", &err), 0);
+	assert_int_equal(taskd_config_validate(&c, &err), 0);
+	taskd_config_release(&c);
+}
+
 static void test_restart_modes(void **state)
 {
 	enum restart_mode m;
@@ -275,6 +321,7 @@ int main(void)
 		cmocka_unit_test(test_config_listen),
 		cmocka_unit_test_setup_teardown(test_config_flags_override_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_config_flag_errors, setup, teardown),
+		cmocka_unit_test(test_config_manager_needs),
 		cmocka_unit_test(test_restart_modes),
 		cmocka_unit_test(test_restart_backoff),
 		cmocka_unit_test(test_restart_streak),
