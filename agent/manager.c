@@ -2255,9 +2255,13 @@ int manager_metrics(struct manager *m, struct strbuf *out)
 		m->notify_delivered);
 	COUNTER("taskd_notifications_dropped_total", "Notifications refused permanently.",
 		m->notify_dropped);
+	COUNTER("taskd_notifications_coalesced_total",
+		"Undelivered notifications replaced by a newer state of the same task.",
+		state_outbox_coalesced(m->st));
 #undef COUNTER
 	r |= strbuf_addf(out,
-			 "# HELP taskd_outbox_pending Notifications waiting for delivery.\n"
+			 "# HELP taskd_outbox_pending Notifications waiting for delivery (at most "
+			 "one per task).\n"
 			 "# TYPE taskd_outbox_pending gauge\ntaskd_outbox_pending %llu\n",
 			 (unsigned long long)outbox);
 	r |= strbuf_adds(out, "# HELP taskd_task_start_latency_seconds PutTask or restart to "

@@ -12,6 +12,8 @@
 
 struct state {
 	sqlite3 *db;
+	uint64_t coalesced;    /* undelivered messages replaced by a newer one of the same task */
+	uint64_t coalesced_tx; /* ... in the open transaction (counted once it commits) */
 };
 
 static const char *const state_names[_TASK_STATE_MAX] = {
@@ -203,6 +205,11 @@ static const char *const migrations[] = {
 	"CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
 	/* 2: who put the task (only the cluster manager's tasks are reported to it) */
 	"ALTER TABLE tasks ADD COLUMN from_manager INTEGER NOT NULL DEFAULT 0;",
+	/* 3: the outbox keeps only the newest undelivered message per task and kind (see
+	 * append_outbox); coalesce what an older taskd queued */
+	"CREATE INDEX outbox_task ON outbox(task_id, kind);"
+	"DELETE FROM outbox WHERE task_id != '' AND id NOT IN"
+	" (SELECT MAX(id) FROM outbox WHERE task_id != '' GROUP BY task_id, kind);",
 };
 
 static int get_user_version(struct state *st, int *ret)
@@ -333,14 +340,30 @@ static int append_event(struct state *st, usec_t ts, const char *task_id, const 
 	return step_done(st, s, err, "insert event");
 }
 
+/*
+ * Queue a message. A task's message carries the task's whole state and the manager applies only
+ * the highest seq (= outbox id) it has seen per task, so an undelivered older message of the
+ * same task and kind says nothing the new one does not: it is deleted here, in the caller's
+ * transaction. That bounds the outbox by the number of tasks however long the manager is
+ * unreachable. The new message inherits the replaced one's attempts and retry time: the backoff
+ * is about the manager's reachability, and a crash-looping task must not turn every restart
+ * into an immediate attempt. Host-level messages (no task) are never coalesced.
+ */
 static int append_outbox(struct state *st, const char *kind, const char *task_id, const char *body,
 			 struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *s = NULL;
+	_cleanup_stmt_ sqlite3_stmt *s = NULL, *d = NULL;
 	char msg_id[ID_LEN + 1];
+	bool per_task = task_id && *task_id;
 	int r = prepare(st,
-			"INSERT INTO outbox (msg_id, task_id, kind, body, created_at) "
-			"VALUES (?, ?, ?, ?, ?)",
+			per_task ?
+				"INSERT INTO outbox (msg_id, task_id, kind, body, created_at, "
+				"attempts, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, "
+				"(SELECT IFNULL(MAX(attempts), 0) FROM outbox WHERE task_id = ?2 "
+				"AND kind = ?3), (SELECT IFNULL(MAX(next_attempt_at), 0) FROM "
+				"outbox WHERE task_id = ?2 AND kind = ?3))" :
+				"INSERT INTO outbox (msg_id, task_id, kind, body, created_at) "
+				"VALUES (?1, ?2, ?3, ?4, ?5)",
 			&s);
 
 	if (r < 0)
@@ -351,12 +374,25 @@ static int append_outbox(struct state *st, const char *kind, const char *task_id
 	sqlite3_bind_text(s, 3, kind, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 4, body, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, (sqlite3_int64)clock_real_usec());
-	return step_done(st, s, err, "insert outbox");
+	r = step_done(st, s, err, "insert outbox");
+	if (r < 0 || !per_task)
+		return r;
+	r = prepare(st, "DELETE FROM outbox WHERE task_id = ?1 AND kind = ?2 AND id < ?3", &d);
+	if (r < 0)
+		return sql_err(st, sqlite3_errcode(st->db), err, "prepare outbox coalesce");
+	sqlite3_bind_text(d, 1, task_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(d, 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(d, 3, sqlite3_last_insert_rowid(st->db));
+	r = step_done(st, d, err, "coalesce outbox");
+	if (r >= 0)
+		st->coalesced_tx += (uint64_t)sqlite3_changes(st->db);
+	return r;
 }
 
 /* Run fn inside BEGIN IMMEDIATE ... COMMIT; roll back on failure. */
 static int begin(struct state *st, struct cd_error *err)
 {
+	st->coalesced_tx = 0;
 	return exec_sql(st, "BEGIN IMMEDIATE", err);
 }
 
@@ -369,6 +405,8 @@ static int finish(struct state *st, int r, struct cd_error *err)
 	r = exec_sql(st, "COMMIT", err);
 	if (r < 0)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	else
+		st->coalesced += st->coalesced_tx;
 	return r;
 }
 
@@ -775,6 +813,11 @@ int state_outbox_due(struct state *st, usec_t now, size_t limit, struct outbox_m
 	*ret = v;
 	*ret_n = n;
 	return 0;
+}
+
+uint64_t state_outbox_coalesced(const struct state *st)
+{
+	return st->coalesced;
 }
 
 int state_outbox_count(struct state *st, uint64_t *ret)

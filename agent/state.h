@@ -3,8 +3,8 @@
  * state.h — taskd's durable state: one SQLite database (WAL, synchronous=FULL) holding tasks,
  * the append-only event log and the outbox of notifications for the cluster manager.
  * Owns: the schema, its migrations and every SQL statement taskd runs. A task change, its event
- * and its outbox message are written in ONE transaction, so a crash never shows one without the
- * others. Does not own: the meaning of specs or message bodies (opaque JSON strings here).
+ * and its outbox message (replacing the task's undelivered older one) are written in ONE
+ * transaction, so a crash never shows one without the others. Does not own: the meaning of specs or message bodies (opaque JSON strings here).
  * Not thread-safe: the caller serialises access to one struct state (taskd holds its lock).
  */
 #pragma once
@@ -150,7 +150,13 @@ int state_events_last(struct state *st, uint64_t *ret);
 /* Keep at most keep newest events (older ones are deleted). */
 int state_events_trim(struct state *st, uint64_t keep);
 
-/* Append a host-level outbox message (no task). */
+/*
+ * Outbox messages carry a task's whole state, and the manager applies only the newest (highest
+ * seq) per task: so appending a message for a task (here, or with a task insert/save) deletes,
+ * in the same transaction, the task's undelivered older messages of the same kind, and the new
+ * one inherits their attempts and retry time. The outbox therefore holds at most one message
+ * per task and kind (plus host-level ones, task_id NULL/"", which are kept as they are).
+ */
 int state_outbox_add(struct state *st, const char *kind, const char *task_id, const char *body,
 		     struct cd_error *err);
 /* Oldest undelivered messages whose next_attempt_at <= now, ascending id, at most limit. */
@@ -158,6 +164,8 @@ int state_outbox_due(struct state *st, usec_t now, size_t limit, struct outbox_m
 		     size_t *ret_n);
 /* Number of undelivered messages. */
 int state_outbox_count(struct state *st, uint64_t *ret);
+/* Undelivered messages replaced by a newer one of the same task since state_open(). */
+uint64_t state_outbox_coalesced(const struct state *st);
 /* Acknowledged: delete. -ENOENT when unknown (already acked). */
 int state_outbox_ack(struct state *st, uint64_t id);
 /* Delivery failed: attempts++ and next_attempt_at = when. */

@@ -80,11 +80,11 @@ static void test_state_open_migrates_and_reopens(void **state)
 	struct cd_error err = { 0 };
 
 	assert_int_equal(state_open(dbpath, &st, &err), 0);
-	assert_int_equal(state_schema_version(st), 2);
+	assert_int_equal(state_schema_version(st), 3);
 	state_close(st);
 	st = NULL;
 	assert_int_equal(state_open(dbpath, &st, &err), 0);
-	assert_int_equal(state_schema_version(st), 2);
+	assert_int_equal(state_schema_version(st), 3);
 }
 
 static void test_state_refuses_newer_schema(void **state)
@@ -141,7 +141,7 @@ static void test_state_migrates_v1(void **state)
 		SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(state_open(dbpath, &st, NULL), 0);
-	assert_int_equal(state_schema_version(st), 2);
+	assert_int_equal(state_schema_version(st), 3);
 	assert_int_equal(state_task_get(st, "old", &got), 0);
 	assert_int_equal(got.state, TASK_RUNNING);
 	assert_int_equal(got.version, 3);
@@ -351,7 +351,7 @@ static void test_state_outbox_order_retry_ack(void **state)
 
 	assert_int_equal(state_open(dbpath, &st, NULL), 0);
 	assert_int_equal(state_outbox_add(st, "task_state", "t1", "{\"n\":1}", NULL), 0);
-	assert_int_equal(state_outbox_add(st, "task_state", "t1", "{\"n\":2}", NULL), 0);
+	assert_int_equal(state_outbox_add(st, "task_state", "t2", "{\"n\":2}", NULL), 0);
 	assert_int_equal(state_outbox_add(st, "heartbeat", NULL, "{\"n\":3}", NULL), 0);
 	assert_int_equal(state_outbox_due(st, now, 10, &m, &n), 0);
 	assert_int_equal(n, 3);
@@ -380,6 +380,124 @@ static void test_state_outbox_order_retry_ack(void **state)
 	assert_int_equal(state_outbox_retry(st, first, now), -ENOENT);
 	assert_int_equal(state_outbox_count(st, &count), 0);
 	assert_int_equal(count, 2);
+}
+
+static size_t outbox_pending(struct state *st)
+{
+	uint64_t count = 0;
+
+	assert_int_equal(state_outbox_count(st, &count), 0);
+	return (size_t)count;
+}
+
+/*
+ * The manager applies only the highest seq per task (central/cluster.c cluster_notify), so an
+ * undelivered message of a task is replaced by the task's next one: while the manager is
+ * unreachable the outbox holds one message per task, however many transitions happen.
+ */
+static void test_state_outbox_coalesces_per_task(void **state)
+{
+	_cleanup_state_ struct state *st = NULL;
+	_cleanup_task_record_ struct task_record a = { 0 }, b = { 0 };
+	struct outbox_msg *m = NULL;
+	size_t n = 0;
+	usec_t now = clock_real_usec();
+	uint64_t prev = 0;
+
+	assert_int_equal(state_open(dbpath, &st, NULL), 0);
+	make_task(&a, "00000000000100000000000000a1", NULL, "job://r/z/a");
+	make_task(&b, "00000000000100000000000000b2", NULL, "job://r/z/b");
+	assert_int_equal(state_task_insert(st, &a, "created", NULL, "{\"a\":0}", NULL), 0);
+	assert_int_equal(state_task_insert(st, &b, "created", NULL, "{\"b\":0}", NULL), 0);
+	/* a crash loop: 200 transitions of a, 3 of b, with the manager away */
+	for (int i = 1; i <= 200; i++) {
+		char body[32];
+
+		a.version++;
+		snprintf(body, sizeof(body), "{\"a\":%d}", i);
+		assert_int_equal(state_task_save(st, &a, "restarting", NULL, body, NULL), 0);
+		if (i <= 3) {
+			b.version++;
+			snprintf(body, sizeof(body), "{\"b\":%d}", i);
+			assert_int_equal(state_task_save(st, &b, "running", NULL, body, NULL), 0);
+		}
+		assert_int_equal(outbox_pending(st), 2);
+	}
+	assert_int_equal(state_outbox_coalesced(st), 200 + 3);
+	/* what is left is each task's newest state, with a seq above every replaced one */
+	assert_int_equal(state_outbox_due(st, now, 10, &m, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(m[0].task_id, b.task_id);
+	assert_string_equal(m[0].body, "{\"b\":3}");
+	assert_string_equal(m[1].task_id, a.task_id);
+	assert_string_equal(m[1].body, "{\"a\":200}");
+	assert_true(m[0].id < m[1].id);
+	prev = m[1].id;
+	outbox_msg_array_free(m, n);
+
+	/* a failed delivery's backoff carries over to the message that replaces it */
+	assert_int_equal(state_outbox_retry(st, prev, now + 30 * USEC_PER_SEC), 0);
+	assert_int_equal(state_outbox_retry(st, prev, now + 60 * USEC_PER_SEC), 0);
+	a.version++;
+	assert_int_equal(state_task_save(st, &a, "running", NULL, "{\"a\":201}", NULL), 0);
+	assert_int_equal(outbox_pending(st), 2);
+	assert_int_equal(state_outbox_due(st, now + 59 * USEC_PER_SEC, 10, &m, &n), 0);
+	assert_int_equal(n, 1); /* only b's: a's new message waits for the inherited retry time */
+	assert_string_equal(m[0].task_id, b.task_id);
+	outbox_msg_array_free(m, n);
+	assert_int_equal(state_outbox_due(st, now + 60 * USEC_PER_SEC, 10, &m, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(m[1].body, "{\"a\":201}");
+	assert_int_equal(m[1].attempts, 2);
+	assert_true(m[1].id > prev);
+	outbox_msg_array_free(m, n);
+	/* the replaced message is gone: a late ack or retry of it finds nothing */
+	assert_int_equal(state_outbox_ack(st, prev), -ENOENT);
+	assert_int_equal(state_outbox_retry(st, prev, now), -ENOENT);
+
+	/* saves without a message (a local task) leave the queue alone */
+	a.version++;
+	assert_int_equal(state_task_save(st, &a, "running", NULL, NULL, NULL), 0);
+	assert_int_equal(outbox_pending(st), 2);
+	/* host-level messages are not coalesced; other kinds of the same task are separate */
+	assert_int_equal(state_outbox_add(st, "host", NULL, "{}", NULL), 0);
+	assert_int_equal(state_outbox_add(st, "host", "", "{}", NULL), 0);
+	assert_int_equal(state_outbox_add(st, "other", a.task_id, "{}", NULL), 0);
+	assert_int_equal(outbox_pending(st), 5);
+}
+
+/* An outbox queued by a taskd before coalescing (schema 2) is coalesced by the migration. */
+static void test_state_migration_coalesces_old_outbox(void **state)
+{
+	_cleanup_state_ struct state *st = NULL;
+	struct outbox_msg *m = NULL;
+	size_t n = 0;
+	sqlite3 *db;
+
+	assert_int_equal(state_open(dbpath, &st, NULL), 0);
+	state_close(TAKE_PTR(st));
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(
+		sqlite3_exec(db,
+			     "DROP INDEX outbox_task; PRAGMA user_version = 2;"
+			     "INSERT INTO outbox (msg_id, task_id, kind, body, created_at) "
+			     "VALUES ('m1', 't1', 'task_state', '1', 0), "
+			     "('m2', 't2', 'task_state', '2', 0), "
+			     "('m3', 't1', 'task_state', '3', 0), "
+			     "('m4', '', 'host', '4', 0), ('m5', '', 'host', '5', 0), "
+			     "('m6', 't1', 'task_state', '6', 0);",
+			     NULL, NULL, NULL),
+		SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(state_open(dbpath, &st, NULL), 0);
+	assert_int_equal(state_schema_version(st), 3);
+	assert_int_equal(state_outbox_due(st, clock_real_usec(), 10, &m, &n), 0);
+	assert_int_equal(n, 4);
+	assert_string_equal(m[0].body, "2");
+	assert_string_equal(m[1].body, "4");
+	assert_string_equal(m[2].body, "5");
+	assert_string_equal(m[3].body, "6");
+	outbox_msg_array_free(m, n);
 }
 
 static void test_state_meta(void **state)
@@ -470,7 +588,7 @@ static void test_state_insert_is_atomic_under_faults(void **state)
 	struct cd_error err = { 0 };
 
 	assert_int_equal(state_open(dbpath, &st, &err), 0);
-	for (int at = 1; at <= 3; at++) {
+	for (int at = 1; at <= 4; at++) {
 		_cleanup_task_record_ struct task_record t = { 0 };
 		struct task_record *v = NULL;
 		size_t n = 0;
@@ -511,19 +629,32 @@ static void test_state_save_is_atomic_under_faults(void **state)
 	assert_int_equal(state_task_insert(st, &t, "created", NULL, "{}", NULL), 0);
 	t.version++;
 	t.state = TASK_RUNNING;
-	step_calls = 0;
-	step_fail_at = 3; /* update ok, event ok, outbox fails */
-	assert_int_equal(state_task_save(st, &t, "running", NULL, "{}", NULL), -ENOSPC);
-	step_fail_at = 0;
-	assert_int_equal(state_task_get(st, t.task_id, &got), 0);
-	assert_int_equal(got.state, TASK_PENDING);
-	assert_int_equal(got.version, 1);
-	assert_int_equal(state_outbox_count(st, &count), 0);
-	assert_int_equal(count, 1);
-	/* retried with the same version: succeeds */
+	/* update, event, outbox insert, coalescing delete: a failure at any of them */
+	for (int at = 1; at <= 4; at++) {
+		struct outbox_msg *m = NULL;
+		size_t n = 0;
+
+		task_record_release(&got);
+		step_calls = 0;
+		step_fail_at = at;
+		assert_int_equal(state_task_save(st, &t, "running", NULL, "{\"new\":1}", NULL),
+				 -ENOSPC);
+		step_fail_at = 0;
+		assert_int_equal(state_task_get(st, t.task_id, &got), 0);
+		assert_int_equal(got.state, TASK_PENDING);
+		assert_int_equal(got.version, 1);
+		/* the old message is still there: the coalescing delete rolled back too */
+		assert_int_equal(state_outbox_due(st, clock_real_usec(), 10, &m, &n), 0);
+		assert_int_equal(n, 1);
+		assert_string_equal(m[0].body, "{}");
+		outbox_msg_array_free(m, n);
+		assert_int_equal(state_outbox_coalesced(st), 0);
+	}
+	/* retried with the same version: succeeds, and replaces the old message */
 	assert_int_equal(state_task_save(st, &t, "running", NULL, "{}", NULL), 0);
 	assert_int_equal(state_outbox_count(st, &count), 0);
-	assert_int_equal(count, 2);
+	assert_int_equal(count, 1);
+	assert_int_equal(state_outbox_coalesced(st), 1);
 }
 
 int main(void)
@@ -543,6 +674,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_state_list_filters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_outbox_order_retry_ack, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_state_outbox_coalesces_per_task, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_state_migration_coalesces_old_outbox, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_state_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_crash_safety, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_insert_is_atomic_under_faults, setup,
