@@ -535,17 +535,20 @@ int cluster_get_job(struct cluster *c, const struct job_url *url, struct store_j
 
 	if (!streq(url->zone, c->zone) || !streq(url->region, c->region))
 		return -ENOENT;
-	r = store_job_get(c->store, url->zone, url->name, &j, err);
+	/* One snapshot: the tasks belong to the job version returned. */
+	r = store_read_begin(c->store, err);
 	if (r < 0)
 		return r;
-	if (ret_tasks) {
+	r = store_job_get(c->store, url->zone, url->name, &j, err);
+	if (r >= 0 && ret_tasks) {
 		f.job_id = j.job_id;
 		r = store_task_list(c->store, &f, ret_tasks, ret_n, err);
-		if (r < 0) {
+		if (r < 0)
 			store_job_release(&j);
-			return r;
-		}
 	}
+	store_read_end(c->store);
+	if (r < 0)
+		return r;
 	*ret = j;
 	return 0;
 }

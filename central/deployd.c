@@ -303,25 +303,39 @@ static void h_metrics(struct http_request *req, const struct deployd_principal *
 	struct deployd *d = data;
 	struct http_server_stats hs = {};
 	struct strbuf sb = STRBUF_INIT;
+	struct store_stats ss;
 	int64_t last = 0;
 
 	http_server_stats(d->server, &hs);
 	store_event_last_id(d->store, &last, NULL);
-	strbuf_addf(&sb,
-		    "# HELP deployd_build_info deployd version.\n"
-		    "# TYPE deployd_build_info gauge\n"
-		    "deployd_build_info{version=\"%s\"} 1\n"
-		    "# HELP deployd_http_requests_total HTTP requests answered.\n"
-		    "# TYPE deployd_http_requests_total counter\n"
-		    "deployd_http_requests_total %llu\n"
-		    "# HELP deployd_http_connections_total TCP connections accepted.\n"
-		    "# TYPE deployd_http_connections_total counter\n"
-		    "deployd_http_connections_total %llu\n"
-		    "# HELP deployd_events_last_id Highest event id in the audit log.\n"
-		    "# TYPE deployd_events_last_id gauge\n"
-		    "deployd_events_last_id %lld\n",
-		    CD_VERSION, (unsigned long long)hs.requests, (unsigned long long)hs.connections,
-		    (long long)last);
+	store_stats(d->store, &ss);
+	strbuf_addf(
+		&sb,
+		"# HELP deployd_build_info deployd version.\n"
+		"# TYPE deployd_build_info gauge\n"
+		"deployd_build_info{version=\"%s\"} 1\n"
+		"# HELP deployd_http_requests_total HTTP requests answered.\n"
+		"# TYPE deployd_http_requests_total counter\n"
+		"deployd_http_requests_total %llu\n"
+		"# HELP deployd_http_connections_total TCP connections accepted.\n"
+		"# TYPE deployd_http_connections_total counter\n"
+		"deployd_http_connections_total %llu\n"
+		"# HELP deployd_events_last_id Highest event id in the audit log.\n"
+		"# TYPE deployd_events_last_id gauge\n"
+		"deployd_events_last_id %lld\n"
+		"# HELP deployd_store_statements_prepared_total SQL statements compiled (statement "
+		"cache misses).\n"
+		"# TYPE deployd_store_statements_prepared_total counter\n"
+		"deployd_store_statements_prepared_total %llu\n"
+		"# HELP deployd_store_readers Read-only database connections open.\n"
+		"# TYPE deployd_store_readers gauge\n"
+		"deployd_store_readers %llu\n"
+		"# HELP deployd_store_reader_waits_total Reads that waited for a free connection.\n"
+		"# TYPE deployd_store_reader_waits_total counter\n"
+		"deployd_store_reader_waits_total %llu\n",
+		CD_VERSION, (unsigned long long)hs.requests, (unsigned long long)hs.connections,
+		(long long)last, (unsigned long long)ss.statements_prepared,
+		(unsigned long long)ss.readers_open, (unsigned long long)ss.reader_waits);
 	for (size_t i = 0; i < d->n_roles; i++)
 		if (d->role_started[i] && d->roles[i]->metrics)
 			d->roles[i]->metrics(d, d->role_state[i], &sb);

@@ -5,6 +5,7 @@
  */
 #include "central/store_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,12 +15,56 @@
 #include "lib/macro.h"
 #include "lib/str.h"
 
-struct store {
+/*
+ * Connections. One writer (every write transaction, and the reads a thread makes while it holds
+ * the writer) and a small pool of read-only connections: in WAL mode a reader on its own
+ * connection sees the last committed snapshot and never waits for the writer, so GET handlers
+ * on many civetweb threads no longer queue behind one mutex. Each connection keeps its prepared
+ * statements (keyed by SQL text): preparing is most of the cost of a small query.
+ *
+ * A connection is owned by one thread between the outermost store_enter() and its store_leave();
+ * the thread's connections form a stack (tls_conn → prev) so nested calls reuse the one they
+ * already hold (a read inside a write transaction must see that transaction's rows).
+ */
+#define STMT_CACHE_SLOTS 256 /* power of two; filled to 3/4 at most */
+#define READERS_MAX 4	     /* 2 per core on our 2-core hosts; more only adds memory */
+
+struct stmt_slot {
+	uint64_t hash;
+	char *sql;
+	sqlite3_stmt *st;
+};
+
+struct store_conn {
+	struct store *store;
 	sqlite3 *db;
-	pthread_mutex_t lock; /* recursive: store_begin() holds it across calls of one thread */
-	unsigned depth;	      /* open store_enter(write)/store_begin levels */
-	bool tx_open;	      /* a BEGIN IMMEDIATE is active */
+	bool writer;
+	bool read_tx;		 /* store_read_begin() opened a read transaction */
+	unsigned uses;		 /* nesting on the owning thread; 0 = free */
+	struct store_conn *prev; /* the owning thread's previous connection */
+	struct store_conn *next_free;
+	struct stmt_slot *slots; /* STMT_CACHE_SLOTS, allocated on first use */
+	size_t n_cached;
+	/* statements prepared uncached (cache full, or the cached one still stepping): finalized
+	 * when the connection is released */
+	sqlite3_stmt **extra;
+	size_t n_extra, cap_extra;
+};
+
+struct store {
+	struct store_conn writer;
+	pthread_mutex_t lock; /* owns the writer between first enter and last leave */
+	unsigned depth;	      /* open write levels (store_enter(write)/store_begin) */
 	bool tx_failed;	      /* an inner call failed: the outermost leave must roll back */
+	/* Read pool: opened lazily up to max_readers (0: reads use the writer, e.g. :memory:). */
+	char *path;
+	size_t max_readers, n_readers;
+	struct store_conn *readers[READERS_MAX];
+	struct store_conn *free_readers;
+	pthread_mutex_t pool_lock;
+	pthread_cond_t pool_cond;
+	uint64_t n_prepared; /* statements compiled (cache misses), for metrics and tests */
+	uint64_t n_pool_waits;
 	/* Event wake-ups: the highest event id appended by the open transaction and the highest
 	 * committed one. Separate (non-recursive) mutex so waiters never hold `lock`. */
 	int64_t ev_pending;
@@ -27,6 +72,8 @@ struct store {
 	pthread_cond_t ev_cond;
 	int64_t ev_committed;
 };
+
+static __thread struct store_conn *tls_conn;
 
 int store_map_rc(sqlite3 *db, int rc, struct cd_error *err, const char *what)
 {
@@ -84,14 +131,102 @@ int store_map_rc(sqlite3 *db, int rc, struct cd_error *err, const char *what)
 			    db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 }
 
-int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret, struct cd_error *err)
+static uint64_t sql_hash(const char *sql)
 {
-	int rc = sqlite3_prepare_v2(db, sql, -1, ret, NULL);
+	uint64_t h = UINT64_C(1469598103934665603); /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+		h = (h ^ *p) * UINT64_C(1099511628211);
+	return h;
+}
+
+static int conn_keep_extra(struct store_conn *c, sqlite3_stmt *st)
+{
+	if (c->n_extra == c->cap_extra) {
+		size_t cap = c->cap_extra ? c->cap_extra * 2 : 8;
+		sqlite3_stmt **v = reallocarray(c->extra, cap, sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		c->extra = v;
+		c->cap_extra = cap;
+	}
+	c->extra[c->n_extra++] = st;
+	return 0;
+}
+
+static int compile(struct store_conn *c, const char *sql, bool persistent, sqlite3_stmt **ret,
+		   struct cd_error *err)
+{
+	int rc = sqlite3_prepare_v3(c->db, sql, -1, persistent ? SQLITE_PREPARE_PERSISTENT : 0, ret,
+				    NULL);
 
 	if (rc != SQLITE_OK) {
 		*ret = NULL;
-		return store_map_rc(db, rc, err, "prepare");
+		return store_map_rc(c->db, rc, err, "prepare");
 	}
+	__atomic_add_fetch(&c->store->n_prepared, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret, struct cd_error *err)
+{
+	struct store_conn *c = tls_conn;
+	struct stmt_slot *slot = NULL;
+	sqlite3_stmt *st;
+	uint64_t h;
+	int r;
+
+	while (c && c->db != db)
+		c = c->prev;
+	if (!c)
+		return cd_error_set(err, -EINVAL,
+				    "prepare: connection not taken with store_enter()");
+	if (!c->slots) {
+		c->slots = calloc(STMT_CACHE_SLOTS, sizeof(*c->slots));
+		if (!c->slots)
+			return cd_error_set(err, -ENOMEM, "out of memory");
+	}
+	h = sql_hash(sql);
+	for (size_t i = h & (STMT_CACHE_SLOTS - 1);; i = (i + 1) & (STMT_CACHE_SLOTS - 1)) {
+		struct stmt_slot *e = &c->slots[i];
+
+		if (!e->sql) {
+			slot = e;
+			break;
+		}
+		if (e->hash == h && streq(e->sql, sql)) {
+			if (sqlite3_stmt_busy(e->st))
+				break; /* an outer caller is still stepping it: use a private copy */
+			sqlite3_reset(e->st);
+			sqlite3_clear_bindings(e->st);
+			*ret = e->st;
+			return 0;
+		}
+	}
+	if (slot && c->n_cached < STMT_CACHE_SLOTS / 4 * 3) {
+		char *copy = strdup(sql);
+
+		if (!copy)
+			return cd_error_set(err, -ENOMEM, "out of memory");
+		r = compile(c, sql, true, &st, err);
+		if (r < 0) {
+			free(copy);
+			return r;
+		}
+		*slot = (struct stmt_slot){ .hash = h, .sql = copy, .st = st };
+		c->n_cached++;
+		*ret = st;
+		return 0;
+	}
+	r = compile(c, sql, false, &st, err);
+	if (r < 0)
+		return r;
+	if (conn_keep_extra(c, st) < 0) {
+		sqlite3_finalize(st);
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	}
+	*ret = st;
 	return 0;
 }
 
@@ -177,28 +312,151 @@ static int exec_sql(sqlite3 *db, const char *sql, struct cd_error *err, const ch
 	return 0;
 }
 
+/* Reset what the connection's statements still hold (read snapshots) and finalize the uncached
+ * ones; called when the owning thread lets go of it. */
+static void conn_quiesce(struct store_conn *c)
+{
+	for (size_t i = 0; c->slots && i < STMT_CACHE_SLOTS; i++)
+		if (c->slots[i].st && sqlite3_stmt_busy(c->slots[i].st))
+			sqlite3_reset(c->slots[i].st);
+	for (size_t i = 0; i < c->n_extra; i++)
+		sqlite3_finalize(c->extra[i]);
+	c->n_extra = 0;
+}
+
+static void conn_close(struct store_conn *c)
+{
+	conn_quiesce(c);
+	for (size_t i = 0; c->slots && i < STMT_CACHE_SLOTS; i++) {
+		sqlite3_finalize(c->slots[i].st);
+		free(c->slots[i].sql);
+	}
+	free(c->slots);
+	free(c->extra);
+	if (c->db)
+		sqlite3_close_v2(c->db);
+	c->slots = NULL;
+	c->extra = NULL;
+	c->db = NULL;
+}
+
+/* The newest connection of s this thread holds (the writer only, when writer_only). */
+static struct store_conn *held_conn(struct store *s, bool writer_only)
+{
+	for (struct store_conn *c = tls_conn; c; c = c->prev)
+		if (c->store == s && (c->writer || !writer_only))
+			return c;
+	return NULL;
+}
+
+static int open_db(const char *path, bool read_only, sqlite3 **ret, struct cd_error *err)
+{
+	/* NOMUTEX: a connection is only ever used by the thread that took it (store_enter()). */
+	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE |
+		    (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db, flags, NULL);
+
+	if (rc != SQLITE_OK) {
+		int r = store_map_rc(db, rc, err, path);
+
+		sqlite3_close_v2(db);
+		return r;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	*ret = db;
+	return 0;
+}
+
+/* A free reader, opening one when the pool has room; NULL when the pool is disabled or a new
+ * reader cannot be opened (the caller then reads on the writer). */
+static struct store_conn *reader_take(struct store *s)
+{
+	struct store_conn *c = NULL;
+
+	pthread_mutex_lock(&s->pool_lock);
+	while (s->max_readers > 0) {
+		c = s->free_readers;
+		if (c) {
+			s->free_readers = c->next_free;
+			c->next_free = NULL;
+			break;
+		}
+		if (s->n_readers < s->max_readers) {
+			c = calloc(1, sizeof(*c));
+			if (c && open_db(s->path, true, &c->db, NULL) < 0) {
+				free(c);
+				c = NULL;
+			}
+			if (!c) {
+				s->max_readers = s->n_readers; /* do not retry on every read */
+				continue;
+			}
+			c->store = s;
+			s->readers[s->n_readers++] = c;
+			break;
+		}
+		s->n_pool_waits++;
+		pthread_cond_wait(&s->pool_cond, &s->pool_lock);
+	}
+	pthread_mutex_unlock(&s->pool_lock);
+	return c;
+}
+
+static void conn_release(struct store_conn *c)
+{
+	struct store *s = c->store;
+
+	if (--c->uses > 0)
+		return;
+	conn_quiesce(c);
+	/* enter/leave nest, so the connection let go of is the thread's newest */
+	tls_conn = c->prev;
+	c->prev = NULL;
+	if (c->writer) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	pthread_mutex_lock(&s->pool_lock);
+	c->next_free = s->free_readers;
+	s->free_readers = c;
+	pthread_cond_signal(&s->pool_cond);
+	pthread_mutex_unlock(&s->pool_lock);
+}
+
 sqlite3 *store_enter(struct store *s, bool write, int *ret_r, struct cd_error *err)
 {
-	pthread_mutex_lock(&s->lock);
+	struct store_conn *c = held_conn(s, write);
+
 	*ret_r = 0;
+	if (c)
+		c->uses++;
+	else {
+		c = write ? NULL : reader_take(s);
+		if (!c) {
+			pthread_mutex_lock(&s->lock);
+			c = &s->writer;
+		}
+		c->uses = 1;
+		c->prev = tls_conn;
+		tls_conn = c;
+	}
 	if (!write)
-		return s->db;
+		return c->db;
 	if (s->depth == 0) {
-		int r = exec_sql(s->db, "BEGIN IMMEDIATE", err, "begin");
+		int r = exec_sql(c->db, "BEGIN IMMEDIATE", err, "begin");
 
 		if (r < 0) {
-			pthread_mutex_unlock(&s->lock);
+			conn_release(c);
 			*ret_r = r;
 			return NULL;
 		}
-		s->tx_open = true;
 		s->tx_failed = false;
 		s->ev_pending = 0;
 	}
 	s->depth++;
-	return s->db;
+	return c->db;
 }
-
 static void wake_event_waiters(struct store *s)
 {
 	if (s->ev_pending <= 0)
@@ -213,34 +471,35 @@ static void wake_event_waiters(struct store *s)
 
 int store_leave(struct store *s, bool write, int r, struct cd_error *err)
 {
-	if (!write) {
-		pthread_mutex_unlock(&s->lock);
-		return r;
-	}
-	if (r < 0)
-		s->tx_failed = true;
-	if (--s->depth == 0) {
-		if (s->tx_failed && r >= 0)
-			r = cd_error_set(err, -ECANCELED,
-					 "transaction rolled back after an earlier failure");
-		if (!s->tx_failed) {
-			int c = exec_sql(s->db, "COMMIT", err, "commit");
+	struct store_conn *c = held_conn(s, write);
 
-			if (c < 0) {
-				r = c;
-				s->tx_failed = true;
+	assert(c);
+	if (write) {
+		if (r < 0)
+			s->tx_failed = true;
+		if (--s->depth == 0) {
+			if (s->tx_failed && r >= 0)
+				r = cd_error_set(
+					err, -ECANCELED,
+					"transaction rolled back after an earlier failure");
+			if (!s->tx_failed) {
+				int k = exec_sql(c->db, "COMMIT", err, "commit");
+
+				if (k < 0) {
+					r = k;
+					s->tx_failed = true;
+				}
 			}
+			if (s->tx_failed) {
+				/* After a failed COMMIT SQLite may already have rolled back. */
+				sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+				s->ev_pending = 0;
+			} else
+				wake_event_waiters(s);
+			s->tx_failed = false;
 		}
-		if (s->tx_failed) {
-			/* After a failed COMMIT SQLite may already have rolled back; ignore that. */
-			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-			s->ev_pending = 0;
-		} else
-			wake_event_waiters(s);
-		s->tx_open = false;
-		s->tx_failed = false;
 	}
-	pthread_mutex_unlock(&s->lock);
+	conn_release(c);
 	return r;
 }
 
@@ -250,7 +509,7 @@ int store_begin(struct store *s, struct cd_error *err)
 
 	if (!store_enter(s, true, &r, err))
 		return r;
-	/* Keep the lock and the level: store_commit()/store_rollback() release both. */
+	/* Keep the connection and the level: store_commit()/store_rollback() release both. */
 	return 0;
 }
 
@@ -264,9 +523,68 @@ void store_rollback(struct store *s)
 	store_leave(s, true, -ECANCELED, NULL);
 }
 
+/* Step a cached one-word statement (BEGIN, COMMIT) on c. */
+static int run_cached(struct store_conn *c, const char *sql, struct cd_error *err)
+{
+	sqlite3_stmt *st;
+	int r = store_prepare(c->db, sql, &st, err);
+	int rc;
+
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : store_map_rc(c->db, rc, err, sql);
+}
+
+int store_read_begin(struct store *s, struct cd_error *err)
+{
+	struct store_conn *c;
+	int r;
+
+	store_enter(s, false, &r, err);
+	c = held_conn(s, false);
+	/* Nested, or inside a write transaction (which is already one snapshot): nothing to do. */
+	if (c->uses > 1 || c->writer)
+		return 0;
+	r = run_cached(c, "BEGIN", err);
+	if (r < 0) {
+		conn_release(c);
+		return r;
+	}
+	c->read_tx = true;
+	return 0;
+}
+
+void store_read_end(struct store *s)
+{
+	struct store_conn *c = held_conn(s, false);
+
+	assert(c);
+	if (c->read_tx && c->uses == 1) {
+		conn_quiesce(c); /* no statement may still be stepping when the snapshot ends */
+		if (run_cached(c, "COMMIT", NULL) < 0)
+			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		c->read_tx = false;
+	}
+	conn_release(c);
+}
+
+void store_stats(struct store *s, struct store_stats *ret)
+{
+	pthread_mutex_lock(&s->pool_lock);
+	*ret = (struct store_stats){
+		.statements_prepared = __atomic_load_n(&s->n_prepared, __ATOMIC_RELAXED),
+		.readers_open = s->n_readers,
+		.reader_waits = s->n_pool_waits,
+	};
+	pthread_mutex_unlock(&s->pool_lock);
+}
+
 static int migrate(struct store *s, struct cd_error *err)
 {
 	int current = 0, r;
+	sqlite3 *db;
 
 	r = store_schema_version(s, &current);
 	if (r < 0)
@@ -282,12 +600,13 @@ static int migrate(struct store *s, struct cd_error *err)
 		if (m->version != (int)i + 1)
 			return cd_error_set(err, -EINVAL, "migration list out of order at %d",
 					    m->version);
-		if (!store_enter(s, true, &r, err))
+		db = store_enter(s, true, &r, err);
+		if (!db)
 			return r;
-		r = exec_sql(s->db, m->sql, err, m->description);
+		r = exec_sql(db, m->sql, err, m->description);
 		if (r >= 0) {
 			snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", m->version);
-			r = exec_sql(s->db, pragma, err, "set schema version");
+			r = exec_sql(db, pragma, err, "set schema version");
 		}
 		r = store_leave(s, true, r, err);
 		if (r < 0)
@@ -298,7 +617,7 @@ static int migrate(struct store *s, struct cd_error *err)
 
 int store_schema_version(struct store *s, int *ret)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	sqlite3 *db;
 	int r;
 
@@ -326,14 +645,21 @@ static const char *url_to_path(const char *url)
 	return url;
 }
 
+static void sqlite_setup(void)
+{
+	/* Memory statistics take a process-wide mutex on every allocation: with many threads
+	 * querying at once that mutex is the bottleneck. We never read the statistics. */
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int store_open(const char *url, struct store **ret, struct cd_error *err)
 {
-	pthread_mutexattr_t ma;
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_condattr_t ca;
 	struct store *s;
 	const char *path;
 	bool memory;
-	int rc, r;
+	int r;
 
 	if (!url || !*url)
 		return cd_error_set(err, -EINVAL, "empty database URL");
@@ -347,33 +673,35 @@ int store_open(const char *url, struct store **ret, struct cd_error *err)
 	if (!*path)
 		return cd_error_set(err, -EINVAL, "database URL has no path: %s", url);
 	memory = streq(path, ":memory:");
+	pthread_once(&once, sqlite_setup);
 
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return cd_error_set(err, -ENOMEM, "out of memory");
-	pthread_mutexattr_init(&ma);
-	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
-	pthread_mutex_init(&s->lock, &ma);
-	pthread_mutexattr_destroy(&ma);
+	s->writer.store = s;
+	s->writer.writer = true;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->pool_lock, NULL);
+	pthread_cond_init(&s->pool_cond, NULL);
 	pthread_mutex_init(&s->ev_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->ev_cond, &ca);
 	pthread_condattr_destroy(&ca);
 
-	rc = sqlite3_open_v2(path, &s->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX |
-				     SQLITE_OPEN_EXRESCODE,
-			     NULL);
-	if (rc != SQLITE_OK) {
-		r = store_map_rc(s->db, rc, err, path);
+	s->path = strdup(path);
+	if (!s->path) {
+		store_free(s);
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	}
+	r = open_db(path, false, &s->writer.db, err);
+	if (r < 0) {
 		store_free(s);
 		return r;
 	}
-	sqlite3_busy_timeout(s->db, 5000);
 	/* WAL: readers never block the writer; synchronous=FULL: a transaction acknowledged to a
 	 * client survives power loss (the contract: written before acknowledged). */
-	r = exec_sql(s->db,
+	r = exec_sql(s->writer.db,
 		     memory ? "PRAGMA foreign_keys = ON;" :
 			      "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
 			      "PRAGMA foreign_keys = ON;",
@@ -386,6 +714,9 @@ int store_open(const char *url, struct store **ret, struct cd_error *err)
 		store_free(s);
 		return r;
 	}
+	/* Readers only once the schema is final; an in-memory database exists only on the
+	 * writer's connection. */
+	s->max_readers = memory ? 0 : READERS_MAX;
 	*ret = s;
 	return 0;
 }
@@ -394,10 +725,16 @@ void store_free(struct store *s)
 {
 	if (!s)
 		return;
-	if (s->db)
-		sqlite3_close_v2(s->db);
+	for (size_t i = 0; i < s->n_readers; i++) {
+		conn_close(s->readers[i]);
+		free(s->readers[i]);
+	}
+	conn_close(&s->writer);
+	free(s->path);
 	pthread_cond_destroy(&s->ev_cond);
 	pthread_mutex_destroy(&s->ev_lock);
+	pthread_cond_destroy(&s->pool_cond);
+	pthread_mutex_destroy(&s->pool_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -423,7 +760,7 @@ void store_event_list_free(struct store_event *v, size_t n)
 int store_event_append(struct store *s, const char *actor, const char *kind, const char *subject,
 		       const char *data, int64_t *ret_id, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	sqlite3 *db;
 	int r;
 
@@ -458,7 +795,7 @@ int store_event_append(struct store *s, const char *actor, const char *kind, con
 int store_event_list(struct store *s, int64_t after, size_t limit, struct store_event **ret,
 		     size_t *ret_n, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	struct store_event *v = NULL;
 	size_t n = 0;
 	sqlite3 *db;
@@ -508,7 +845,7 @@ int store_event_list(struct store *s, int64_t after, size_t limit, struct store_
 
 int store_event_last_id(struct store *s, int64_t *ret, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	sqlite3 *db;
 	int r, rc;
 

@@ -8,8 +8,10 @@
  *
  * Thread-safety: one struct store may be shared by all threads. Every call is atomic on its own;
  * store_begin()..store_commit() groups calls of one thread into one write transaction (other
- * threads wait). Strings in returned structs are owned by the struct: release with the
- * matching *_release() (or *_list_free() for arrays).
+ * writers wait; reads inside it see its rows). Reads outside a transaction run on a small pool of
+ * read-only connections and see the last committed state without waiting for the writer.
+ * Strings in returned structs are owned by the struct: release with the matching *_release()
+ * (or *_list_free() for arrays).
  */
 #pragma once
 
@@ -36,6 +38,22 @@ static inline void store_freep(struct store **s)
 		store_free(*s);
 }
 #define _cleanup_store_ _cleanup_(store_freep)
+
+/*
+ * Read snapshot: this thread's reads until store_read_end() see one consistent state (one read
+ * transaction), e.g. a job and its tasks from the same commit. Cheaper than separate reads, too.
+ * Inside a write transaction it is that transaction. Pairs nest; a failed begin needs no end.
+ */
+int store_read_begin(struct store *s, struct cd_error *err);
+void store_read_end(struct store *s);
+
+/* Counters for /metrics. */
+struct store_stats {
+	uint64_t statements_prepared; /* SQL compiled (statement cache misses) since open */
+	uint64_t readers_open;	      /* read-only connections in the pool */
+	uint64_t reader_waits;	      /* reads that waited for a free pooled connection */
+};
+void store_stats(struct store *s, struct store_stats *ret);
 
 /* Highest applied migration version. */
 int store_schema_version(struct store *s, int *ret);

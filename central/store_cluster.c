@@ -16,7 +16,7 @@ typedef store_release_fn release_fn;
 static int run_exec(struct store *s, const char *sql, bind_fn bind, const void *ctx,
 		    int *ret_changes, struct cd_error *err, const char *what)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	sqlite3 *db;
 	int r, rc;
 
@@ -44,7 +44,7 @@ static int run_query(struct store *s, const char *sql, bind_fn bind, const void 
 		     size_t elem_size, row_fn fn, release_fn release, void **ret, size_t *ret_n,
 		     struct cd_error *err, const char *what)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	void *v = NULL;
 	size_t n = 0;
 	sqlite3 *db;

@@ -35,14 +35,13 @@ int store_leave(struct store *s, bool write, int r, struct cd_error *err);
  * "<what>: <sqlite message>". */
 int store_map_rc(sqlite3 *db, int rc, struct cd_error *err, const char *what);
 
-/* Prepare one statement; on failure maps the error. */
+/*
+ * Prepare sql on db, which must come from this thread's store_enter(). The statement belongs to
+ * the connection (its cache, keyed by the SQL text): never finalize it. It is reset with its
+ * bindings cleared when handed out, and reset again when the outermost store_leave() releases
+ * the connection, so a caller may simply stop using it; sqlite3_reset() lets it go earlier.
+ */
 int store_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **ret, struct cd_error *err);
-static inline void sqlite3_finalizep(sqlite3_stmt **st)
-{
-	if (*st)
-		sqlite3_finalize(*st);
-}
-#define _cleanup_stmt_ _cleanup_(sqlite3_finalizep)
 
 /*
  * Step st to its end, one elem_size element per row: each element is zeroed, then filled by

@@ -121,7 +121,7 @@ static int vbind(sqlite3 *db, sqlite3_stmt *st, struct cd_error *err, const char
 	return 0;
 }
 
-/* Prepare + bind; *ret owned by the caller (use _cleanup_stmt_). */
+/* Prepare + bind (store_prepare(): the statement belongs to the connection). */
 static int prep(sqlite3 *db, sqlite3_stmt **ret, struct cd_error *err, const char *sql,
 		const char *fmt, ...)
 {
@@ -154,7 +154,7 @@ static int step(sqlite3 *db, sqlite3_stmt *st, struct cd_error *err, const char 
 static int exec_fmt(sqlite3 *db, struct cd_error *err, const char *what, const char *sql,
 		    const char *fmt, ...)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	va_list ap;
 	int r = store_prepare(db, sql, &st, err);
 
@@ -189,7 +189,7 @@ static int migrate_locked(sqlite3 *db, struct cd_error *err)
 	if (r < 0)
 		return r;
 	{
-		_cleanup_stmt_ sqlite3_stmt *st = NULL;
+		sqlite3_stmt *st = NULL;
 
 		r = prep(db, &st, err, "SELECT COALESCE(MAX(version), 0) FROM pipelines_migrations",
 			 "");
@@ -319,7 +319,7 @@ int store_pipeline_create(struct store *s, const char *name, const char *owner, 
 int store_pipeline_get(struct store *s, const char *pipeline_id, struct store_pipeline *ret,
 		       struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
@@ -331,7 +331,7 @@ int store_pipeline_get(struct store *s, const char *pipeline_id, struct store_pi
 		r = cd_error_set(err, -ENOENT, "no pipeline %s", pipeline_id);
 	if (r > 0)
 		r = read_pipeline(st, ret);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	return store_leave(s, false, r, err);
 }
 
@@ -355,7 +355,7 @@ static int list_pipelines(sqlite3 *db, sqlite3_stmt *st, struct store_pipeline *
 int store_pipeline_list(struct store *s, const char *owner, const char *after, size_t limit,
 			struct store_pipeline **ret, size_t *ret_n, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
@@ -366,14 +366,14 @@ int store_pipeline_list(struct store *s, const char *owner, const char *after, s
 		 "ssi", owner, after, limit ? (int64_t)limit : (int64_t)-1);
 	if (r >= 0)
 		r = list_pipelines(db, st, ret, ret_n, err);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	return store_leave(s, false, r, err);
 }
 
 int store_pipeline_list_polled(struct store *s, struct store_pipeline **ret, size_t *ret_n,
 			       struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
@@ -383,7 +383,7 @@ int store_pipeline_list_polled(struct store *s, struct store_pipeline **ret, siz
 		 "");
 	if (r >= 0)
 		r = list_pipelines(db, st, ret, ret_n, err);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	return store_leave(s, false, r, err);
 }
 
@@ -417,7 +417,7 @@ void store_schema_release(struct store_schema *v)
 int store_schema_get(struct store *s, const char *pipeline_id, int64_t version,
 		     struct store_schema *ret, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
@@ -442,13 +442,13 @@ int store_schema_get(struct store *s, const char *pipeline_id, int64_t version,
 		} else
 			*ret = v;
 	}
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	return store_leave(s, false, r < 0 ? r : 0, err);
 }
 
 static int pipeline_exists(sqlite3 *db, const char *pipeline_id, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r = prep(db, &st, err, "SELECT 1 FROM pipelines WHERE pipeline_id = ?", "s",
 		     pipeline_id);
 
@@ -461,7 +461,7 @@ static int pipeline_exists(sqlite3 *db, const char *pipeline_id, struct cd_error
 
 static int latest_version(sqlite3 *db, const char *pipeline_id, int64_t *ret, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r = prep(db, &st, err,
 		     "SELECT COALESCE(MAX(version), 0) FROM pipeline_schemas WHERE pipeline_id = ?",
 		     "s", pipeline_id);
@@ -596,7 +596,7 @@ static int list_runs(sqlite3 *db, sqlite3_stmt *st, struct store_run **ret, size
 static int get_run_locked(sqlite3 *db, const char *pipeline_id, int64_t run, struct store_run *ret,
 			  struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r = prep(db, &st, err,
 		     "SELECT " RUN_COLS " FROM pipeline_runs WHERE pipeline_id = ?1"
 		     " AND (run = ?2 OR (?2 = 0 AND run = (SELECT MAX(run) FROM pipeline_runs"
@@ -626,7 +626,7 @@ int store_run_get(struct store *s, const char *pipeline_id, int64_t run, struct 
 static int find_run_by_key(sqlite3 *db, const char *pipeline_id, const char *key,
 			   struct store_run *ret, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r = prep(db, &st, err,
 		     "SELECT " RUN_COLS " FROM pipeline_runs WHERE pipeline_id = ?"
 		     " AND idempotency_key = ?",
@@ -644,7 +644,7 @@ static int create_run_locked(sqlite3 *db, const char *pipeline_id, const char *c
 			     usec_t now, struct store_run *ret, bool *ret_created,
 			     struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int64_t version = 0, run = 0;
 	int r = pipeline_exists(db, pipeline_id, err);
 
@@ -716,7 +716,7 @@ int store_run_create(struct store *s, const char *pipeline_id, const char *commi
 int store_run_list(struct store *s, const char *pipeline_id, int64_t before, size_t limit,
 		   struct store_run **ret, size_t *ret_n, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
@@ -726,14 +726,14 @@ int store_run_list(struct store *s, const char *pipeline_id, int64_t before, siz
 		 "sii", pipeline_id, before, limit ? (int64_t)limit : (int64_t)-1);
 	if (r >= 0)
 		r = list_runs(db, st, ret, ret_n, err);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	return store_leave(s, false, r, err);
 }
 
 int store_run_list_by_state(struct store *s, enum run_state state, struct store_run **ret,
 			    size_t *ret_n, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
@@ -742,7 +742,7 @@ int store_run_list_by_state(struct store *s, enum run_state state, struct store_
 		 "s", run_state_to_string(state));
 	if (r >= 0)
 		r = list_runs(db, st, ret, ret_n, err);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	return store_leave(s, false, r, err);
 }
 
@@ -766,7 +766,7 @@ int store_run_set_state(struct store *s, const char *pipeline_id, int64_t run, e
 static int start_next_locked(sqlite3 *db, const char *pipeline_id, usec_t now,
 			     struct store_run *ret, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int64_t run;
 	int r = prep(db, &st, err,
 		     "SELECT (SELECT COUNT(*) FROM pipeline_runs WHERE pipeline_id = ?1"
@@ -844,7 +844,7 @@ int store_run_cancel(struct store *s, const char *pipeline_id, int64_t run, cons
 int store_run_retry(struct store *s, const char *pipeline_id, int64_t run, usec_t now,
 		    int64_t *ret_attempt, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	struct store_run v = { 0 };
 	int r;
 	sqlite3 *db = store_enter(s, true, &r, err);
@@ -872,7 +872,7 @@ int store_run_retry(struct store *s, const char *pipeline_id, int64_t run, usec_
 			"UPDATE pipeline_runs SET state = 'IN_PROGRESS', attempt = attempt + 1,"
 			" error_message = NULL, last_update = ? WHERE pipeline_id = ? AND run = ?",
 			"isi", (int64_t)now, pipeline_id, run);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	r = store_leave(s, true, r < 0 ? r : 0, err);
 	if (r >= 0)
 		*ret_attempt = v.attempt + 1;
@@ -946,7 +946,7 @@ static void stage_release_void(void *elem)
 int store_stage_list(struct store *s, const char *pipeline_id, int64_t run,
 		     struct store_stage **ret, size_t *ret_n, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	struct store_stage *v = NULL;
 	size_t n = 0;
 	int r;
@@ -956,7 +956,7 @@ int store_stage_list(struct store *s, const char *pipeline_id, int64_t run,
 	if (r >= 0)
 		r = store_collect(db, st, sizeof(*v), stage_row, stage_release_void, (void **)&v,
 				  &n, err, "list stages");
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	r = store_leave(s, false, r, err);
 	if (r < 0) {
 		store_stage_list_free(v, n);
@@ -970,7 +970,7 @@ int store_stage_list(struct store *s, const char *pipeline_id, int64_t run,
 int store_stage_get(struct store *s, const char *pipeline_id, int64_t run, const char *stage,
 		    struct store_stage *ret, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
@@ -982,7 +982,7 @@ int store_stage_get(struct store *s, const char *pipeline_id, int64_t run, const
 		r = cd_error_set(err, -ENOENT, "stage \"%s\" has not started", stage);
 	if (r > 0)
 		r = read_stage(st, ret);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	return store_leave(s, false, r, err);
 }
 
@@ -1031,7 +1031,7 @@ void store_claim_release(struct store_claim *c)
 static int claim_locked(sqlite3 *db, const char *owner, unsigned types, usec_t now, usec_t lease,
 			struct store_claim *ret, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	struct store_claim c = { 0 };
 	int r = prep(db, &st, err,
 		     "SELECT q.pipeline_id, q.run, q.schema_node, q.attempt, q.lease_token,"
@@ -1063,7 +1063,7 @@ static int claim_locked(sqlite3 *db, const char *owner, unsigned types, usec_t n
 		store_claim_release(&c);
 		return -ENOMEM;
 	}
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	r = exec_fmt(db, err, "lease",
 		     "UPDATE action_queue SET lease_owner = ?, lease_expires = ?, lease_token = ?"
 		     " WHERE pipeline_id = ? AND run = ? AND schema_node = ? AND attempt = ?",
@@ -1106,7 +1106,7 @@ int store_action_claim(struct store *s, const char *owner, usec_t now, usec_t le
 /* Fencing: the row must still exist with our token. */
 static int check_lease(sqlite3 *db, const struct store_claim *c, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r = prep(db, &st, err,
 		     "SELECT lease_token FROM action_queue WHERE pipeline_id = ? AND run = ?"
 		     " AND schema_node = ? AND attempt = ?",
@@ -1204,7 +1204,7 @@ int store_stage_approve(struct store *s, const char *pipeline_id, int64_t run, c
 			const char *who, usec_t now, struct cd_error *err)
 {
 	struct store_stage v = { 0 };
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, true, &r, err);
 
@@ -1218,7 +1218,7 @@ int store_stage_approve(struct store *s, const char *pipeline_id, int64_t run, c
 		r = cd_error_set(err, -ENOENT, "stage \"%s\" is not waiting", stage);
 	if (r > 0)
 		r = read_stage(st, &v);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	if (r >= 0 && (!v.queued || v.approved_by))
 		r = cd_error_set(err, -EALREADY, "stage \"%s\" is %s", stage,
 				 v.approved_by ? "already approved" : "not waiting");
@@ -1241,7 +1241,7 @@ int store_stage_approve(struct store *s, const char *pipeline_id, int64_t run, c
 
 int store_action_queue_len(struct store *s, int64_t *ret, struct cd_error *err)
 {
-	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
@@ -1250,6 +1250,6 @@ int store_action_queue_len(struct store *s, int64_t *ret, struct cd_error *err)
 		r = step(db, st, err, "queue length");
 	if (r > 0)
 		*ret = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(TAKE_PTR(st));
+	sqlite3_reset(st);
 	return store_leave(s, false, r < 0 ? r : 0, err);
 }

@@ -14,7 +14,7 @@
 # Usage: BUILD=build bench/central/run.sh   (needs $BUILD/deployd; builds only bench/central/hello.c
 #   with cc -lcivetweb into $BUILD/bench-central/)
 #   env: WRK_S=8 WRK_C=16 THREADS=32 ZONES=10 HOSTS=1000 JOBS=100 PER_JOB=10 SCALE_TIMEOUT_S=90
-#        CAS_MB=256 REPS=3
+#        CAS_MB=256 REPS=3 PARTS=all (PARTS=http: only part 1, for tuning the request path)
 set -eu
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -123,6 +123,7 @@ echo "   ratio $(ratio "$ours" "$base")x   (goal >= 0.5x and >= 20000 req/s)"
 errs=$(grep -c 'Non-2xx' "$T/wrk.all" || true)
 [ "$errs" = 0 ] || { echo "   WARNING: wrk saw non-2xx answers:"; grep 'Non-2xx' "$T/wrk.all"; }
 kill "$HELLO_PID"; wait "$HELLO_PID" 2>/dev/null || true
+[ "${PARTS:-all}" = http ] && exit 0
 
 # ---- 3. CAS GET vs nginx (before the scale run, to keep it on a quiet box) ------------------
 head -c "$((CAS_MB << 20))" /dev/urandom >"$T/blob"

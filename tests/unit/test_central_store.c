@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -22,6 +23,7 @@
 #include "central/store_internal.h"
 #include "lib/fs.h"
 #include "lib/id.h"
+#include "lib/macro.h"
 
 /* Fault injection: make the Nth sqlite3_step() from our code fail (disk I/O error), SQLite's own
  * habit for testing failure paths. 0 = off. */
@@ -593,6 +595,226 @@ static void test_two_connections(void **state)
 	store_job_release(&got);
 }
 
+/* Statements are compiled once per connection: repeating a query compiles nothing new. */
+static void test_statement_cache(void **state)
+{
+	_cleanup_store_ struct store *s = open_store();
+	struct store_stats before, after;
+	struct store_job j, got;
+
+	make_job(&j, "z1", "cached", "{}");
+	assert_int_equal(store_job_insert(s, &j, NULL), 0);
+	assert_int_equal(store_job_get(s, "z1", "cached", &got, NULL), 0);
+	store_job_release(&got);
+	store_stats(s, &before);
+	for (int i = 0; i < 50; i++) {
+		assert_int_equal(store_job_get(s, "z1", "cached", &got, NULL), 0);
+		assert_string_equal(got.name, "cached");
+		store_job_release(&got);
+		/* a miss binds other values into the same statement */
+		assert_int_equal(store_job_get(s, "z1", "absent", &got, NULL), -ENOENT);
+	}
+	store_stats(s, &after);
+	assert_int_equal(after.statements_prepared, before.statements_prepared);
+}
+
+/* A statement still being stepped by an outer caller is not handed out again: the inner use
+ * gets its own copy and both see their own rows. */
+static void test_statement_in_use_not_shared(void **state)
+{
+	_cleanup_store_ struct store *s = open_store();
+	const char *sql = "SELECT name FROM jobs WHERE zone = ? ORDER BY name";
+	sqlite3_stmt *outer = NULL, *inner = NULL;
+	struct store_job j;
+	sqlite3 *db;
+	int r;
+
+	make_job(&j, "z1", "a", "{}");
+	assert_int_equal(store_job_insert(s, &j, NULL), 0);
+	make_job(&j, "z1", "b", "{}");
+	assert_int_equal(store_job_insert(s, &j, NULL), 0);
+	db = store_enter(s, false, &r, NULL);
+	assert_non_null(db);
+	assert_int_equal(store_prepare(db, sql, &outer, NULL), 0);
+	assert_int_equal(store_bind_text(outer, 1, "z1"), 0);
+	assert_int_equal(sqlite3_step(outer), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(outer, 0), "a");
+	assert_int_equal(store_prepare(db, sql, &inner, NULL), 0);
+	assert_ptr_not_equal(inner, outer);
+	assert_int_equal(store_bind_text(inner, 1, "none"), 0);
+	assert_int_equal(sqlite3_step(inner), SQLITE_DONE);
+	assert_int_equal(sqlite3_step(outer), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(outer, 0), "b");
+	assert_int_equal(store_leave(s, false, 0, NULL), 0);
+	/* Outside store_enter() there is no connection to prepare on. */
+	assert_int_equal(store_prepare(db, sql, &inner, NULL), -EINVAL);
+}
+
+struct reader_arg {
+	struct store *s;
+	int result; /* store_job_get's return */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static void *read_job(void *p)
+{
+	struct reader_arg *a = p;
+	struct store_job got;
+	int r = store_job_get(a->s, "z1", "snap", &got, NULL);
+
+	if (r == 0)
+		store_job_release(&got);
+	pthread_mutex_lock(&a->lock);
+	a->result = r;
+	a->done = true;
+	pthread_cond_signal(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+/*
+ * While one thread holds an open write transaction, its own reads see its rows and another
+ * thread's read neither waits for it nor sees them (WAL snapshot on a pooled reader).
+ */
+static void test_reads_do_not_wait_for_writer(void **state)
+{
+	_cleanup_store_ struct store *s = open_store();
+	struct reader_arg a = { .s = s, .result = 1 };
+	struct store_job j, got;
+	struct timespec deadline;
+	pthread_t th;
+	bool done;
+
+	pthread_mutex_init(&a.lock, NULL);
+	pthread_cond_init(&a.cond, NULL);
+	make_job(&j, "z1", "snap", "{}");
+	assert_int_equal(store_begin(s, NULL), 0);
+	assert_int_equal(store_job_insert(s, &j, NULL), 0);
+	assert_int_equal(store_job_get(s, "z1", "snap", &got, NULL), 0);
+	store_job_release(&got);
+	assert_int_equal(pthread_create(&th, NULL, read_job, &a), 0);
+	/* A liveness bound, not a latency one: a reader stuck behind the writer never finishes
+	 * while we hold the transaction. */
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 60;
+	pthread_mutex_lock(&a.lock);
+	while (!a.done && pthread_cond_timedwait(&a.cond, &a.lock, &deadline) == 0)
+		;
+	done = a.done;
+	pthread_mutex_unlock(&a.lock);
+	assert_int_equal(store_commit(s, NULL), 0);
+	pthread_join(th, NULL);
+	assert_true(done);
+	assert_int_equal(a.result, -ENOENT);
+	/* after the commit every reader sees it */
+	a.done = false;
+	read_job(&a);
+	assert_int_equal(a.result, 0);
+	pthread_cond_destroy(&a.cond);
+	pthread_mutex_destroy(&a.lock);
+}
+
+static void *read_many(void *p)
+{
+	struct store *s = p;
+
+	for (int i = 0; i < 200; i++) {
+		struct store_task *v = NULL;
+		size_t n = 0;
+		struct store_task_filter f = { .zone = "z1" };
+
+		if (store_task_list(s, &f, &v, &n, NULL) < 0 || n != 3)
+			return (void *)1;
+		store_task_list_free(v, n);
+	}
+	return NULL;
+}
+
+/* Many threads reading at once share a bounded pool and all get the right rows. */
+static void test_reader_pool_bounded(void **state)
+{
+	_cleanup_store_ struct store *s = open_store();
+	struct store_stats st;
+	struct store_job j;
+	pthread_t th[12];
+
+	make_job(&j, "z1", "pool", "{}");
+	assert_int_equal(store_job_insert(s, &j, NULL), 0);
+	for (int i = 0; i < 3; i++) {
+		struct store_task t;
+
+		make_task(&t, j.job_id, i);
+		assert_int_equal(store_task_insert(s, &t, NULL), 0);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(th); i++)
+		assert_int_equal(pthread_create(&th[i], NULL, read_many, s), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(th); i++) {
+		void *ret = (void *)1;
+
+		pthread_join(th[i], &ret);
+		assert_null(ret);
+	}
+	store_stats(s, &st);
+	assert_true(st.readers_open >= 1 && st.readers_open <= 4);
+}
+
+/* store_read_begin(): the reads until store_read_end() see one commit, even when the same
+ * thread or another one commits in between. */
+static void test_read_snapshot(void **state)
+{
+	_cleanup_store_ struct store *s = open_store();
+	_cleanup_store_ struct store *other = open_store();
+	struct store_job j, got;
+
+	make_job(&j, "z1", "first", "{}");
+	assert_int_equal(store_job_insert(s, &j, NULL), 0);
+	assert_int_equal(store_read_begin(s, NULL), 0);
+	assert_int_equal(store_job_get(s, "z1", "first", &got, NULL), 0);
+	store_job_release(&got);
+	/* nested pairs are flattened */
+	assert_int_equal(store_read_begin(s, NULL), 0);
+	make_job(&j, "z1", "second", "{}");
+	assert_int_equal(store_job_insert(other, &j, NULL), 0);
+	make_job(&j, "z1", "third", "{}");
+	assert_int_equal(store_job_insert(s, &j, NULL), 0); /* writes go to the writer */
+	assert_int_equal(store_job_get(s, "z1", "second", &got, NULL), -ENOENT);
+	store_read_end(s);
+	assert_int_equal(store_job_get(s, "z1", "third", &got, NULL), -ENOENT);
+	store_read_end(s);
+	assert_int_equal(store_job_get(s, "z1", "second", &got, NULL), 0);
+	store_job_release(&got);
+	assert_int_equal(store_job_get(s, "z1", "third", &got, NULL), 0);
+	store_job_release(&got);
+	/* inside a write transaction the snapshot is that transaction */
+	assert_int_equal(store_begin(s, NULL), 0);
+	make_job(&j, "z1", "fourth", "{}");
+	assert_int_equal(store_job_insert(s, &j, NULL), 0);
+	assert_int_equal(store_read_begin(s, NULL), 0);
+	assert_int_equal(store_job_get(s, "z1", "fourth", &got, NULL), 0);
+	store_job_release(&got);
+	store_read_end(s);
+	store_rollback(s);
+	assert_int_equal(store_job_get(s, "z1", "fourth", &got, NULL), -ENOENT);
+}
+
+/* An in-memory database exists on one connection only: reads stay on it. */
+static void test_memory_store_reads_on_writer(void **state)
+{
+	_cleanup_store_ struct store *s = NULL;
+	struct store_stats st;
+	struct store_job j, got;
+
+	assert_int_equal(store_open(":memory:", &s, NULL), 0);
+	make_job(&j, "z1", "mem", "{}");
+	assert_int_equal(store_job_insert(s, &j, NULL), 0);
+	assert_int_equal(store_job_get(s, "z1", "mem", &got, NULL), 0);
+	store_job_release(&got);
+	store_stats(s, &st);
+	assert_int_equal(st.readers_open, 0);
+}
+
 /* Every write fails at every step once: the result is all or nothing, never half. */
 static void test_injected_failures_are_atomic(void **state)
 {
@@ -655,6 +877,12 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_event_wait, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_connections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_cache, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_in_use_not_shared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reads_do_not_wait_for_writer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_pool_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_store_reads_on_writer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_injected_failures_are_atomic, setup, teardown),
 	};
 
