@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/jobspec.h"
 #include "lib/fs.h"
 #include "lib/macro.h"
 #include "lib/str.h"
@@ -51,6 +52,8 @@ static const struct key keys[] = {
 	{ "cache_max_bytes", K_U64, OFF(cache_max_bytes), 1 << 20, UINT64_C(1) << 50 },
 	{ "process_events_ring_bytes", K_U64, OFF(process_events_ring_bytes), 0,
 	  UINT64_C(1) << 30 },
+	/* the same range as the JobSpec's reqs.pids_max */
+	{ "default_pids_max", K_U64, OFF(default_pids_max), JOBSPEC_MIN_PIDS, JOBSPEC_MAX_PIDS },
 	{ "resources_vcpus", K_UINT, OFF(resources_vcpus), 0, 4096 },
 	{ "resources_memory_mb", K_U64, OFF(resources_memory_mb), 0, UINT64_C(1) << 32 },
 	{ "resources_storage_mb", K_U64, OFF(resources_storage_mb), 0, UINT64_C(1) << 40 },
@@ -73,6 +76,7 @@ int taskd_config_init(struct taskd_config *c)
 		.max_tasks = 1000,
 		.events_keep = 100000,
 		.cache_max_bytes = UINT64_C(10) * 1024 * 1024 * 1024,
+		.default_pids_max = TASKD_DEFAULT_PIDS_MAX,
 	};
 	c->state_dir = strdup(TASKD_DEFAULT_STATE_DIR);
 	c->listen = strdup(TASKD_DEFAULT_LISTEN);

@@ -16,6 +16,7 @@
 #define TASKD_DEFAULT_STATE_DIR "/var/lib/codedeploy"
 #define TASKD_DEFAULT_LISTEN "127.0.0.1:7411"
 #define TASKD_DEFAULT_PORT 7411
+#define TASKD_DEFAULT_PIDS_MAX 4096
 
 struct taskd_config {
 	char *config_file; /* the file read (or NULL when none was needed and none existed) */
@@ -41,9 +42,10 @@ struct taskd_config {
 	uint64_t events_keep;		    /* events kept in the database */
 	uint64_t cache_max_bytes;	    /* artifact cache budget */
 	uint64_t process_events_ring_bytes; /* taskwatch BPF ring buffer; 0 = its default (4 MiB) */
-	unsigned resources_vcpus;	    /* 0 = detect */
-	uint64_t resources_memory_mb;	    /* 0 = detect */
-	uint64_t resources_storage_mb;	    /* 0 = detect (free space of state_dir) */
+	uint64_t default_pids_max;     /* pids.max of a task whose spec sets no reqs.pids_max */
+	unsigned resources_vcpus;      /* 0 = detect */
+	uint64_t resources_memory_mb;  /* 0 = detect */
+	uint64_t resources_storage_mb; /* 0 = detect (free space of state_dir) */
 };
 
 /* Fill every field with its default (strings allocated). -ENOMEM. */

@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent/config.h"
 #include "agent/restart.h"
 #include "agent/runtime.h"
 #include "agent/taskdir.h"
@@ -938,7 +939,9 @@ static struct launch_env *launch_fill(struct manager *m, struct task *t,
 	ls->net = (char *)jobspec_net_mode_to_string(t->spec->reqs.networking.mode);
 	ls->memory_mb = t->spec->reqs.memory_mb;
 	ls->millicpus = t->spec->reqs.millicpus;
-	ls->pids_max = 4096;
+	ls->pids_max = t->spec->reqs.pids_max  ? t->spec->reqs.pids_max :
+		       m->cfg.default_pids_max ? m->cfg.default_pids_max :
+						 TASKD_DEFAULT_PIDS_MAX;
 	ls->storage_mb = t->spec->reqs.storage.size_mb;
 	ls->stop_grace_s = t->spec->stop_grace_s;
 	ls->log_max_bytes = m->cfg.log_max_bytes;

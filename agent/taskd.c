@@ -337,6 +337,7 @@ static int run(void)
 			.events_keep = config.events_keep,
 			.cache_max_bytes = config.cache_max_bytes,
 			.watch_ring_bytes = (uint32_t)config.process_events_ring_bytes,
+			.default_pids_max = config.default_pids_max,
 			.mask = mask_paths,
 			.on_change = on_change,
 		};

@@ -229,8 +229,8 @@ static int decode_ports(const json_t *arr, const char *base, struct jobspec_reqs
 static int decode_reqs(const json_t *obj, const char *base, struct jobspec_reqs *reqs,
 		       struct problem *p)
 {
-	static const char *const allowed[] = { "hosts",	  "vcpus",	"memory_mb",
-					       "storage", "networking", NULL };
+	static const char *const allowed[] = { "hosts",	     "vcpus",	 "memory_mb", "storage",
+					       "networking", "pids_max", NULL };
 	static const char *const storage_allowed[] = { "size_mb", NULL };
 	static const char *const net_allowed[] = { "mode", "ports", NULL };
 	char pb[API_JSON_POINTER_MAX], sb[API_JSON_POINTER_MAX];
@@ -253,6 +253,7 @@ static int decode_reqs(const json_t *obj, const char *base, struct jobspec_reqs 
 			reqs->millicpus = (uint32_t)round(m);
 	}
 	get_u64(obj, base, "memory_mb", 1, JOBSPEC_MAX_MEMORY_MB, &reqs->memory_mb, p);
+	get_u64(obj, base, "pids_max", JOBSPEC_MIN_PIDS, JOBSPEC_MAX_PIDS, &reqs->pids_max, p);
 
 	if (api_json_get_object(obj, base, "storage", false, &storage, p) > 0) {
 		problem_pointer(sb, sizeof(sb), base, "storage");
@@ -685,7 +686,9 @@ int jobspec_to_json(const struct jobspec *s, json_t **ret)
 	    (s->health.type == JOBSPEC_HEALTH_EXEC &&
 	     (!s->health.command || !s->health.command[0])) ||
 	    ((s->health.type == JOBSPEC_HEALTH_HTTP || s->health.type == JOBSPEC_HEALTH_TCP) &&
-	     s->health.port == 0))
+	     s->health.port == 0) ||
+	    (s->reqs.pids_max &&
+	     (s->reqs.pids_max < JOBSPEC_MIN_PIDS || s->reqs.pids_max > JOBSPEC_MAX_PIDS)))
 		return -EINVAL;
 
 	ports = json_array();
@@ -738,6 +741,10 @@ int jobspec_to_json(const struct jobspec *s, json_t **ret)
 	if (!o)
 		goto oom;
 	if (health && json_object_set_new(o, "health", TAKE_PTR(health)) < 0)
+		goto oom;
+	/* Only when set: an unset limit is the host's default, not a value of the spec. */
+	if (s->reqs.pids_max && json_object_set_new(json_object_get(o, "reqs"), "pids_max",
+						    json_integer((json_int_t)s->reqs.pids_max)) < 0)
 		goto oom;
 	*ret = o;
 	return 0;

@@ -13,6 +13,9 @@
  *   health.failure_threshold 3, health.path "/healthz" (http), restart.policy "on-failure",
  *   restart.backoff_s 1, restart.max_backoff_s 60, stop_grace_s 10, zones [].
  * vcpus is a JSON number > 0 with at most three decimals (0.5, 1.25), kept as millicpus.
+ * reqs.pids_max is optional and has no default here: absent (0) means the host's default
+ * (taskd's default_pids_max), and jobspec_to_json() then omits it, so specs written before the
+ * field existed keep their canonical text and hash.
  */
 #pragma once
 
@@ -41,6 +44,10 @@
 #define JOBSPEC_MAX_FAILURE_THRESHOLD 100
 #define JOBSPEC_MAX_BACKOFF_S 86400
 #define JOBSPEC_MAX_STOP_GRACE_S 3600
+/* pids.max of a task's cgroup: its init counts as one, so 2 is the least that can run a
+ * command; the kernel's PID_MAX_LIMIT bounds it above. */
+#define JOBSPEC_MIN_PIDS 2
+#define JOBSPEC_MAX_PIDS (4 * 1024 * 1024)
 
 #define JOBSPEC_DEFAULT_HOSTS 1
 #define JOBSPEC_DEFAULT_MILLICPUS 1000
@@ -96,6 +103,7 @@ struct jobspec_reqs {
 	struct {
 		uint64_t size_mb;
 	} storage;
+	uint64_t pids_max; /* processes + threads in the task's cgroup; 0 = the host's default */
 	struct {
 		enum jobspec_net_mode mode;
 		struct jobspec_port *ports; /* n_ports entries, in the order given */

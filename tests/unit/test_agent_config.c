@@ -44,6 +44,7 @@ static void test_config_defaults(void **state)
 	assert_null(c.manager_url);
 	assert_int_equal(c.heartbeat_interval_s, 5);
 	assert_int_equal(c.log_keep, 3);
+	assert_int_equal(c.default_pids_max, 4096);
 	assert_int_equal(taskd_config_path(&c, "taskd.token", &p), 0);
 	assert_string_equal(p, "/var/lib/codedeploy/taskd.token");
 	free(p);
@@ -65,6 +66,7 @@ static void test_config_parse_text(void **state)
 			   "zone = \"us-east-1\"\n"
 			   "token_file = /etc/codedeploy/t\n"
 			   "threads = 4\r\n"
+			   "default_pids_max = 512\n"
 			   "cgroup_parent = codedeploy/prod.1\n";
 
 	assert_int_equal(taskd_config_init(&c), 0);
@@ -76,6 +78,7 @@ static void test_config_parse_text(void **state)
 	assert_string_equal(c.zone, "us-east-1");
 	assert_int_equal(c.log_max_bytes, 1048576);
 	assert_int_equal(c.threads, 4);
+	assert_int_equal(c.default_pids_max, 512);
 	assert_string_equal(c.cgroup_parent, "codedeploy/prod.1");
 	assert_true(c.token_file_explicit);
 	/* an empty optional value resets to the default */
@@ -116,6 +119,8 @@ static void test_config_errors_name_the_line(void **state)
 	expect_bad("cgroup_parent = a//b\n", "cgroup_parent");
 	expect_bad("cgroup_parent = a/\n", "cgroup_parent");
 	expect_bad("cgroup_parent = sp ace\n", "cgroup_parent");
+	expect_bad("default_pids_max = 1\n", "default_pids_max: 1 is out of range");
+	expect_bad("default_pids_max = 4194305\n", "out of range");
 }
 
 static void test_config_listen(void **state)

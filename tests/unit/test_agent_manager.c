@@ -59,6 +59,7 @@ static int setup(void **state)
 	mc.max_tasks = 3;
 	mc.events_keep = 1000;
 	mc.cache_max_bytes = 1 << 30;
+	mc.default_pids_max = 1234; /* taskd.conf default_pids_max */
 	mc.mask = mask;
 	mc.on_change = on_change;
 	changes = 0;
@@ -191,6 +192,70 @@ static void test_put_capacity(void **state)
 	assert_int_equal(put("{\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p), -ENOSPC);
 	assert_int_equal(p.status, 507);
 	problem_release(&p);
+}
+
+/* The pids.max a task's launch.json carries (taskd writes it before spawning the shim). */
+static uint64_t launched_pids_max(const char *id)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL, *text = NULL;
+	struct launch_spec ls;
+	struct cd_error err = { 0 };
+	uint64_t v;
+
+	assert_int_equal(manager_task_dir(mgr, id, &dir), 0);
+	assert_true(asprintf(&path, "%s/%s", dir, TASKDIR_LAUNCH) > 0);
+	assert_int_equal(fs_read_file_at(AT_FDCWD, path, 1 << 20, &text, NULL), 0);
+	assert_int_equal(launch_spec_from_string(text, &ls, &err), 0);
+	v = ls.pids_max;
+	launch_spec_release(&ls);
+	return v;
+}
+
+/* reqs.pids_max of the JobSpec becomes the task's pids.max; without it, taskd's
+ * default_pids_max (not a fixed 4096). Out-of-range values are refused with their pointer. */
+static void test_pids_max(void **state)
+{
+	struct problem p;
+	json_t *t = NULL, *g = NULL;
+
+	assert_int_equal(put("{\"task_id\":\"t-p\",\"job\":\"job://r/r-1/web\",\"spec\":{"
+			     "\"name\":\"web\",\"target\":\"//a:web\",\"command\":[\"/bin/true\"],"
+			     "\"reqs\":{\"pids_max\":64},\"restart\":{\"policy\":\"never\"}}}",
+			     &t, &p),
+			 201);
+	problem_release(&p);
+	json_decref(t);
+	assert_int_equal(launched_pids_max("t-p"), 64);
+	assert_int_equal(manager_get_task(mgr, "t-p", true, &g), 0);
+	assert_int_equal(json_integer_value(json_object_get(
+				 json_object_get(json_object_get(g, "spec"), "reqs"), "pids_max")),
+			 64);
+	json_decref(g);
+
+	assert_int_equal(put("{\"task_id\":\"t-d\",\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p),
+			 201);
+	problem_release(&p);
+	json_decref(t);
+	assert_int_equal(launched_pids_max("t-d"), 1234);
+	/* unset stays unset in the stored spec: the host's default is not a value of the spec */
+	assert_int_equal(manager_get_task(mgr, "t-d", true, &g), 0);
+	assert_null(
+		json_object_get(json_object_get(json_object_get(g, "spec"), "reqs"), "pids_max"));
+	json_decref(g);
+
+	for (int i = 0; i < 3; i++) {
+		static const char *const bad[] = { "1", "4194305", "\"64\"" };
+		char text[512];
+
+		snprintf(text, sizeof(text),
+			 "{\"job\":\"job://r/r-1/web\",\"spec\":{\"name\":\"web\",\"target\":"
+			 "\"//a:web\",\"reqs\":{\"pids_max\":%s}}}",
+			 bad[i]);
+		assert_int_equal(put(text, &t, &p), -EINVAL);
+		assert_int_equal(p.status, 422);
+		assert_true(has_pointer(&p, "/spec/reqs/pids_max"));
+		problem_release(&p);
+	}
 }
 
 static void wait_final(const char *id, json_t **ret)
@@ -580,6 +645,7 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_state_and_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pids_max, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_reloads_tasks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_api_tokens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_tasks_are_not_notified, setup, teardown),
