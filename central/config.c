@@ -41,6 +41,7 @@ int deployd_config_init(struct deployd_config *c)
 	c->cas_max_bytes = 10ull << 30;
 	c->cas_max_blob_bytes = 2ull << 30;
 	c->cas_public_read = true;
+	c->cas_evict = true;
 	if (set_string(&c->region, DEPLOYD_DEFAULT_REGION) < 0 ||
 	    set_string(&c->zone, DEPLOYD_DEFAULT_ZONE) < 0 ||
 	    set_string(&c->state_dir, DEPLOYD_DEFAULT_STATE_DIR) < 0 ||
@@ -208,15 +209,18 @@ int deployd_config_set(struct deployd_config *c, const char *key, const char *va
 		r = set_string(&c->artifact_mirrors, value);
 	else if (streq(key, "cas_dir"))
 		r = set_string(&c->cas_dir, value);
-	else if (streq(key, "require_if_match") || streq(key, "cas_public_read")) {
+	else if (streq(key, "require_if_match") || streq(key, "cas_public_read") ||
+		 streq(key, "cas_evict")) {
 		bool b;
 
 		if (parse_bool(value, &b) < 0)
 			return cd_error_set(err, -EINVAL, "%s: must be true or false", key);
 		if (streq(key, "require_if_match"))
 			c->require_if_match = b;
-		else
+		else if (streq(key, "cas_public_read"))
 			c->cas_public_read = b;
+		else
+			c->cas_evict = b;
 	} else if (streq(key, "cas_max_bytes") || streq(key, "cas_max_blob_bytes") ||
 		   streq(key, "max_body_bytes")) {
 		uint64_t v;

@@ -51,6 +51,7 @@ struct deployd_config {
 	uint64_t cas_max_bytes;
 	uint64_t cas_max_blob_bytes;
 	bool cas_public_read;
+	bool cas_evict; /* make room by evicting unindexed blobs, LRU (default true) */
 };
 
 int deployd_config_init(struct deployd_config *c);
