@@ -15,6 +15,7 @@
 #include "lib/fs.h"
 #include "lib/macro.h"
 #include "lib/str.h"
+#include "sandbox/netns.h"
 
 #define CONFIG_MAX_BYTES (256 * 1024)
 
@@ -54,6 +55,8 @@ static const struct key keys[] = {
 	  UINT64_C(1) << 30 },
 	/* the same range as the JobSpec's reqs.pids_max */
 	{ "default_pids_max", K_U64, OFF(default_pids_max), JOBSPEC_MIN_PIDS, JOBSPEC_MAX_PIDS },
+	{ "bridge_name", K_STR_OPT, OFF(bridge_name), 0, 0 },
+	{ "bridge_subnet", K_STR_OPT, OFF(bridge_subnet), 0, 0 },
 	{ "resources_vcpus", K_UINT, OFF(resources_vcpus), 0, 4096 },
 	{ "resources_memory_mb", K_U64, OFF(resources_memory_mb), 0, UINT64_C(1) << 32 },
 	{ "resources_storage_mb", K_U64, OFF(resources_storage_mb), 0, UINT64_C(1) << 40 },
@@ -143,6 +146,20 @@ static bool valid_host_id(const char *v)
 	size_t n = strlen(v);
 
 	if (n < 1 || n > 63)
+		return false;
+	for (const char *p = v; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
+			return false;
+	return true;
+}
+
+/* A network interface name the kernel accepts (dev_valid_name()), restricted to the characters
+ * ip(8) users expect: 1..15 of [A-Za-z0-9._-], not "." or "..". */
+static bool valid_ifname(const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n < 1 || n >= IFNAMSIZ || streq(v, ".") || streq(v, ".."))
 		return false;
 	for (const char *p = v; *p; p++)
 		if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
@@ -240,6 +257,21 @@ int taskd_config_set(struct taskd_config *c, const char *key, const char *value,
 					    "%s: '%s' must be a relative cgroup path of "
 					    "[A-Za-z0-9._-] components",
 					    key, value);
+		if (streq(key, "bridge_name") && *value && !valid_ifname(value))
+			return cd_error_set(err, -EINVAL,
+					    "%s: '%s' is not an interface name (1..%d of "
+					    "[A-Za-z0-9._-])",
+					    key, value, IFNAMSIZ - 1);
+		if (streq(key, "bridge_subnet") && *value) {
+			struct in_addr net;
+			uint8_t prefix;
+
+			if (netns_parse_subnet(value, &net, &prefix) < 0)
+				return cd_error_set(err, -EINVAL,
+						    "%s: '%s' is not an IPv4 subnet a.b.c.d/8..30 "
+						    "with the host bits zero",
+						    key, value);
+		}
 		if (streq(key, "zone") && *value && !valid_host_id(value))
 			return cd_error_set(err, -EINVAL, "%s: '%s' is not a zone name", key,
 					    value);

@@ -42,7 +42,9 @@ struct taskd_config {
 	uint64_t events_keep;		    /* events kept in the database */
 	uint64_t cache_max_bytes;	    /* artifact cache budget */
 	uint64_t process_events_ring_bytes; /* taskwatch BPF ring buffer; 0 = its default (4 MiB) */
-	uint64_t default_pids_max;     /* pids.max of a task whose spec sets no reqs.pids_max */
+	uint64_t default_pids_max; /* pids.max of a task whose spec sets no reqs.pids_max */
+	char *bridge_name;   /* bridge networking: host bridge; NULL = the sandbox's (cdbr0) */
+	char *bridge_subnet; /* its IPv4 CIDR, prefix 8..30; NULL = the sandbox's (10.88.0.0/24) */
 	unsigned resources_vcpus;      /* 0 = detect */
 	uint64_t resources_memory_mb;  /* 0 = detect */
 	uint64_t resources_storage_mb; /* 0 = detect (free space of state_dir) */

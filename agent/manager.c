@@ -937,6 +937,10 @@ static struct launch_env *launch_fill(struct manager *m, struct task *t,
 	ls->env = env;
 	ls->app_dir = t->app_dir;
 	ls->net = (char *)jobspec_net_mode_to_string(t->spec->reqs.networking.mode);
+	if (t->spec->reqs.networking.mode == JOBSPEC_NET_BRIDGE) {
+		ls->bridge = (char *)m->cfg.bridge_name;
+		ls->subnet = (char *)m->cfg.bridge_subnet;
+	}
 	ls->memory_mb = t->spec->reqs.memory_mb;
 	ls->millicpus = t->spec->reqs.millicpus;
 	ls->pids_max = t->spec->reqs.pids_max  ? t->spec->reqs.pids_max :

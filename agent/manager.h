@@ -39,6 +39,8 @@ struct manager_config {
 	uint64_t cache_max_bytes;
 	uint32_t watch_ring_bytes; /* taskwatch's BPF ring buffer; 0 = its default */
 	uint64_t default_pids_max; /* pids.max when the spec sets no reqs.pids_max; 0 = 4096 */
+	const char *bridge_name;   /* bridge networking: host bridge; NULL = the sandbox's cdbr0 */
+	const char *bridge_subnet; /* its IPv4 CIDR; NULL = the sandbox's 10.88.0.0/24 */
 	char **mask;		   /* host paths tasks must not see; NULL-terminated, copied */
 	/* Called (without the manager lock) for each new outbox message and each event; may be
 	 * NULL. The notify sender uses it to wake up. */

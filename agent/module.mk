@@ -16,7 +16,7 @@ INSTALL_SBIN += taskd
 INSTALL_LIBEXEC += taskd-shim
 
 $(eval $(call cd_test,test_agent_state,tests/unit/test_agent_state.c,agent cdlib,$(call wrap,sqlite3_step)))
-$(eval $(call cd_test,test_agent_config,tests/unit/test_agent_config.c,agent cdlib))
+$(eval $(call cd_test,test_agent_config,tests/unit/test_agent_config.c,agent sandbox cdlib))
 $(eval $(call cd_test,test_agent_logfile,tests/unit/test_agent_logfile.c,agent cdlib))
 $(eval $(call cd_test,test_agent_manager,tests/unit/test_agent_manager.c,$(AGENT_LIBS)))
 

@@ -77,6 +77,8 @@ static int config_from_spec(const struct launch_spec *spec, char *const *envp,
 	cfg->limits.cpu_millis = spec->millicpus;
 	cfg->limits.pids_max = spec->pids_max;
 	cfg->net = net;
+	cfg->bridge.bridge = spec->bridge;
+	cfg->bridge.subnet = spec->subnet;
 	cfg->mask_paths = (const char *const *)spec->mask;
 	cfg->init_binary = spec->init_binary;
 	return 0;

@@ -338,6 +338,8 @@ static int run(void)
 			.cache_max_bytes = config.cache_max_bytes,
 			.watch_ring_bytes = (uint32_t)config.process_events_ring_bytes,
 			.default_pids_max = config.default_pids_max,
+			.bridge_name = config.bridge_name,
+			.bridge_subnet = config.bridge_subnet,
 			.mask = mask_paths,
 			.on_change = on_change,
 		};

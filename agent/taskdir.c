@@ -31,6 +31,8 @@ void launch_spec_release(struct launch_spec *s)
 	free(s->env);
 	free(s->app_dir);
 	free(s->net);
+	free(s->bridge);
+	free(s->subnet);
 	strv_free(s->mask);
 	free(s->init_binary);
 	*s = (struct launch_spec){ 0 };
@@ -75,6 +77,10 @@ int launch_spec_to_string(const struct launch_spec *s, char **ret)
 		      (json_int_t)s->log_line_max, "mask", strv_to_json(s->mask), "init_binary",
 		      s->init_binary);
 	if (!j)
+		return -ENOMEM;
+	/* Only when set, so a launch.json without them reads as the sandbox's defaults. */
+	if ((s->bridge && json_object_set_new(j, "bridge", json_string(s->bridge)) < 0) ||
+	    (s->subnet && json_object_set_new(j, "subnet", json_string(s->subnet)) < 0))
 		return -ENOMEM;
 	text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!text)
@@ -172,6 +178,8 @@ int launch_spec_from_string(const char *text, struct launch_spec *ret, struct cd
 	TRY(get_str(j, "app_dir", false, &s.app_dir, err));
 	TRY(get_str(j, "init_binary", false, &s.init_binary, err));
 	TRY(get_str(j, "net", true, &s.net, err));
+	TRY(get_str(j, "bridge", false, &s.bridge, err));
+	TRY(get_str(j, "subnet", false, &s.subnet, err));
 	TRY(get_strv(j, "argv", true, &s.argv, err));
 	TRY(get_strv(j, "mask", false, &s.mask, err));
 	TRY(get_uint(j, "generation", UINT32_MAX, &u, err));

@@ -44,6 +44,8 @@ struct launch_spec {
 	size_t n_env;
 	char *app_dir; /* read-only at /app; NULL = none */
 	char *net;     /* "none" | "host" | "bridge" */
+	char *bridge;  /* bridge mode: host bridge name; NULL = the sandbox's default (cdbr0) */
+	char *subnet;  /* bridge mode: its IPv4 CIDR; NULL = the sandbox's default (10.88.0.0/24) */
 	uint64_t memory_mb;
 	uint32_t millicpus;
 	uint64_t pids_max;

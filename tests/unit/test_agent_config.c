@@ -45,6 +45,8 @@ static void test_config_defaults(void **state)
 	assert_int_equal(c.heartbeat_interval_s, 5);
 	assert_int_equal(c.log_keep, 3);
 	assert_int_equal(c.default_pids_max, 4096);
+	assert_null(c.bridge_name); /* the sandbox's defaults */
+	assert_null(c.bridge_subnet);
 	assert_int_equal(taskd_config_path(&c, "taskd.token", &p), 0);
 	assert_string_equal(p, "/var/lib/codedeploy/taskd.token");
 	free(p);
@@ -67,6 +69,8 @@ static void test_config_parse_text(void **state)
 			   "token_file = /etc/codedeploy/t\n"
 			   "threads = 4\r\n"
 			   "default_pids_max = 512\n"
+			   "bridge_name = cdbr-prod\n"
+			   "bridge_subnet = 10.200.16.0/20\n"
 			   "cgroup_parent = codedeploy/prod.1\n";
 
 	assert_int_equal(taskd_config_init(&c), 0);
@@ -79,6 +83,8 @@ static void test_config_parse_text(void **state)
 	assert_int_equal(c.log_max_bytes, 1048576);
 	assert_int_equal(c.threads, 4);
 	assert_int_equal(c.default_pids_max, 512);
+	assert_string_equal(c.bridge_name, "cdbr-prod");
+	assert_string_equal(c.bridge_subnet, "10.200.16.0/20");
 	assert_string_equal(c.cgroup_parent, "codedeploy/prod.1");
 	assert_true(c.token_file_explicit);
 	/* an empty optional value resets to the default */
@@ -120,6 +126,15 @@ static void test_config_errors_name_the_line(void **state)
 	expect_bad("cgroup_parent = a/\n", "cgroup_parent");
 	expect_bad("cgroup_parent = sp ace\n", "cgroup_parent");
 	expect_bad("default_pids_max = 1\n", "default_pids_max: 1 is out of range");
+	expect_bad("bridge_name = this-is-too-long0\n", "bridge_name");
+	expect_bad("bridge_name = br/0\n", "not an interface name");
+	expect_bad("bridge_name = ..\n", "bridge_name");
+	expect_bad("bridge_name = \"br 0\"\n", "bridge_name");
+	expect_bad("bridge_subnet = 10.99.0.1/24\n", "bridge_subnet: '10.99.0.1/24'");
+	expect_bad("bridge_subnet = 10.99.0.0/31\n", "bridge_subnet");
+	expect_bad("bridge_subnet = 10.99.0.0/7\n", "bridge_subnet");
+	expect_bad("bridge_subnet = 10.99.0.0\n", "bridge_subnet");
+	expect_bad("bridge_subnet = fd00::/64\n", "bridge_subnet");
 	expect_bad("default_pids_max = 4194305\n", "out of range");
 }
 

@@ -59,7 +59,9 @@ static int setup(void **state)
 	mc.max_tasks = 3;
 	mc.events_keep = 1000;
 	mc.cache_max_bytes = 1 << 30;
-	mc.default_pids_max = 1234; /* taskd.conf default_pids_max */
+	mc.default_pids_max = 1234;   /* taskd.conf default_pids_max */
+	mc.bridge_name = "cdbr-unit"; /* never created: no task starts here */
+	mc.bridge_subnet = "10.123.4.0/24";
 	mc.mask = mask;
 	mc.on_change = on_change;
 	changes = 0;
@@ -194,21 +196,58 @@ static void test_put_capacity(void **state)
 	problem_release(&p);
 }
 
-/* The pids.max a task's launch.json carries (taskd writes it before spawning the shim). */
-static uint64_t launched_pids_max(const char *id)
+/* The launch.json of a task (taskd writes it before spawning the shim). */
+static void launched(const char *id, struct launch_spec *ret)
 {
 	_cleanup_free_ char *dir = NULL, *path = NULL, *text = NULL;
-	struct launch_spec ls;
 	struct cd_error err = { 0 };
-	uint64_t v;
 
 	assert_int_equal(manager_task_dir(mgr, id, &dir), 0);
 	assert_true(asprintf(&path, "%s/%s", dir, TASKDIR_LAUNCH) > 0);
 	assert_int_equal(fs_read_file_at(AT_FDCWD, path, 1 << 20, &text, NULL), 0);
-	assert_int_equal(launch_spec_from_string(text, &ls, &err), 0);
+	assert_int_equal(launch_spec_from_string(text, ret, &err), 0);
+}
+
+static uint64_t launched_pids_max(const char *id)
+{
+	struct launch_spec ls;
+	uint64_t v;
+
+	launched(id, &ls);
 	v = ls.pids_max;
 	launch_spec_release(&ls);
 	return v;
+}
+
+/* taskd.conf's bridge_name / bridge_subnet reach the launch of a bridge-mode task only. */
+static void test_bridge_config(void **state)
+{
+	struct problem p;
+	json_t *t = NULL;
+	struct launch_spec ls;
+
+	assert_int_equal(put("{\"task_id\":\"t-b\",\"job\":\"job://r/r-1/web\",\"spec\":{"
+			     "\"name\":\"web\",\"target\":\"//a:web\",\"command\":[\"/bin/true\"],"
+			     "\"reqs\":{\"networking\":{\"mode\":\"bridge\"}},"
+			     "\"restart\":{\"policy\":\"never\"}}}",
+			     &t, &p),
+			 201);
+	problem_release(&p);
+	json_decref(t);
+	launched("t-b", &ls);
+	assert_string_equal(ls.net, "bridge");
+	assert_string_equal(ls.bridge, "cdbr-unit");
+	assert_string_equal(ls.subnet, "10.123.4.0/24");
+	launch_spec_release(&ls);
+	assert_int_equal(put("{\"task_id\":\"t-n\",\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p),
+			 201);
+	problem_release(&p);
+	json_decref(t);
+	launched("t-n", &ls);
+	assert_string_equal(ls.net, "none");
+	assert_null(ls.bridge);
+	assert_null(ls.subnet);
+	launch_spec_release(&ls);
 }
 
 /* reqs.pids_max of the JobSpec becomes the task's pids.max; without it, taskd's
@@ -584,6 +623,8 @@ static void test_taskdir_records(void **state)
 	assert_int_equal(back.n_env, 2);
 	assert_null(back.app_dir);
 	assert_null(back.init_binary);
+	assert_null(back.bridge); /* absent: the sandbox's default bridge and subnet */
+	assert_null(back.subnet);
 	assert_string_equal(back.mask[0], "/var/lib/codedeploy");
 	assert_int_equal(back.millicpus, 500);
 	launch_spec_release(&back);
@@ -592,6 +633,17 @@ static void test_taskdir_records(void **state)
 	assert_int_equal(launch_spec_from_string(text, &back, &err), 0);
 	free(text);
 	assert_string_equal(back.init_binary, "/usr/libexec/codedeploy/sandbox-init");
+	launch_spec_release(&back);
+	/* taskd.conf's bridge_name / bridge_subnet travel to the shim in launch.json */
+	s.net = "bridge";
+	s.bridge = "cdbr-test";
+	s.subnet = "10.77.0.0/24";
+	assert_int_equal(launch_spec_to_string(&s, &text), 0);
+	assert_int_equal(launch_spec_from_string(text, &back, &err), 0);
+	free(text);
+	assert_string_equal(back.net, "bridge");
+	assert_string_equal(back.bridge, "cdbr-test");
+	assert_string_equal(back.subnet, "10.77.0.0/24");
 	launch_spec_release(&back);
 	assert_int_equal(launch_spec_from_string("{\"task_id\":1}", &back, &err), -EINVAL);
 	assert_int_equal(launch_spec_from_string("nonsense", &back, &err), -EINVAL);
@@ -646,6 +698,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_set_state_and_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pids_max, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bridge_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_reloads_tasks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_api_tokens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_tasks_are_not_notified, setup, teardown),
