@@ -6,6 +6,7 @@
  * fetcher, like bazel-remote clients, sends no credentials; writes need a token.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,66 @@
 struct artifacts_role {
 	struct deployd *d;
 	struct cas *cas;
+	bool evict;
+	/* Index PUTs hold it shared from "the blob exists" to the commit; an eviction holds it
+	 * exclusively from reading the pinned set to its last unlink, so it never removes a blob
+	 * that is being indexed. */
+	pthread_rwlock_t index_lock;
 	uint64_t puts_ok, puts_rejected, gets;
 };
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct pin_set {
+	char **digests; /* sorted "sha256:<hex>" of the index */
+	size_t n;
+};
+
+static bool blob_pinned(const char *hex, void *ctx)
+{
+	const struct pin_set *ps = ctx;
+	char key[80], *k = key;
+
+	snprintf(key, sizeof(key), "sha256:%s", hex);
+	return bsearch(&k, ps->digests, ps->n, sizeof(char *), cmp_str) != NULL;
+}
+
+/*
+ * Make room for need bytes by evicting unindexed blobs (bazel-remote cache entries, uploads
+ * that were never indexed), least recently used first. Indexed blobs are releases a rollback
+ * may need: they stay. Returns 0 when there is room now.
+ */
+static int make_room(struct artifacts_role *ar, uint64_t need, struct cd_error *err)
+{
+	_cleanup_strv_free_ char **pinned = NULL;
+	struct pin_set ps = {};
+	uint64_t freed = 0;
+	int r;
+
+	if (!ar->evict)
+		return -ENOSPC;
+	pthread_rwlock_wrlock(&ar->index_lock);
+	r = store_artifact_digests(deployd_store(ar->d), &pinned, err);
+	if (r >= 0) {
+		ps.digests = pinned;
+		while (pinned[ps.n])
+			ps.n++;
+		r = cas_evict(ar->cas, need, blob_pinned, &ps, &freed, err);
+	}
+	pthread_rwlock_unlock(&ar->index_lock);
+	if (freed) {
+		char ev[96];
+
+		snprintf(ev, sizeof(ev), "{\"freed_bytes\":%llu,\"needed_bytes\":%llu}",
+			 (unsigned long long)freed, (unsigned long long)need);
+		store_event_append(deployd_store(ar->d), "deployd", "cas.evict", "cas", ev, NULL,
+				   NULL);
+	}
+	return r;
+}
 
 /* "bytes=N-" or "bytes=N-M" → [start, end]; 0 ok, -EINVAL unsupported/invalid, -ERANGE
  * unsatisfiable. */
@@ -133,6 +192,8 @@ static void h_cas_put(struct http_request *req, const struct deployd_principal *
 		return;
 	}
 	r = cas_writer_new(ar->cas, hex, (uint64_t)len, &w, &err);
+	if (r == -ENOSPC && make_room(ar, (uint64_t)len, NULL) >= 0)
+		r = cas_writer_new(ar->cas, hex, (uint64_t)len, &w, &err);
 	if (r < 0) {
 		__atomic_add_fetch(&ar->puts_rejected, 1, __ATOMIC_RELAXED);
 		http_reply_error(req,
@@ -230,7 +291,7 @@ static void h_index_put(struct http_request *req, const struct deployd_principal
 	struct digest dg;
 	const char *digest = NULL;
 	int64_t size = -1;
-	bool created = false;
+	bool created = false, locked = false;
 	json_t *body = NULL;
 	struct problem p;
 	int r;
@@ -251,6 +312,11 @@ static void h_index_put(struct http_request *req, const struct deployd_principal
 			_cleanup_close_ int fd = -EBADF;
 			uint64_t have = 0;
 
+			/* NEEDSWORK: orders index PUTs against this process's evictions only;
+			 * artifacts processes sharing one CAS directory would need the pin in
+			 * the database. */
+			pthread_rwlock_rdlock(&ar->index_lock);
+			locked = true;
 			/* The index only points at blobs that exist and match. */
 			if (cas_open_blob(ar->cas, dg.hex, &fd, &have) < 0)
 				problem_add_error(&p, "/digest",
@@ -305,6 +371,8 @@ static void h_index_put(struct http_request *req, const struct deployd_principal
 		http_reply_json_new(req, created ? 201 : 200, artifact_to_json(&got));
 	store_artifact_release(&got);
 out:
+	if (locked)
+		pthread_rwlock_unlock(&ar->index_lock);
 	json_decref(body);
 	problem_release(&p);
 }
@@ -396,6 +464,8 @@ static int artifacts_init(struct deployd *d, void **ret, struct cd_error *err)
 		return cd_error_set(err, -ENOMEM, "out of memory");
 	}
 	ar->d = d;
+	ar->evict = cfg->cas_evict;
+	pthread_rwlock_init(&ar->index_lock, NULL);
 	r = cas_open(dir, cfg->cas_max_bytes, cfg->cas_max_blob_bytes, &ar->cas, err);
 	if (r < 0) {
 		free(ar);
@@ -429,6 +499,7 @@ static void artifacts_free(struct deployd *d, void *state)
 	struct artifacts_role *ar = state;
 
 	cas_free(ar->cas);
+	pthread_rwlock_destroy(&ar->index_lock);
 	free(ar);
 }
 
@@ -438,6 +509,14 @@ static void artifacts_metrics(struct deployd *d, void *state, struct strbuf *out
 	struct cas_usage u;
 
 	cas_usage(ar->cas, &u);
+	strbuf_addf(out,
+		    "# HELP deployd_cas_evicted_blobs_total Unindexed blobs evicted to make room.\n"
+		    "# TYPE deployd_cas_evicted_blobs_total counter\n"
+		    "deployd_cas_evicted_blobs_total %llu\n"
+		    "# HELP deployd_cas_evicted_bytes_total Bytes evicted to make room.\n"
+		    "# TYPE deployd_cas_evicted_bytes_total counter\n"
+		    "deployd_cas_evicted_bytes_total %llu\n",
+		    (unsigned long long)u.evicted_blobs, (unsigned long long)u.evicted_bytes);
 	strbuf_addf(out,
 		    "# TYPE deployd_cas_bytes gauge\n"
 		    "deployd_cas_bytes %llu\n"

@@ -6,6 +6,9 @@
  * artifacts role in artifacts.c) nor the target@commit index (store.h).
  * Thread-safe: writers and readers may run concurrently; two writers of one digest both verify
  * and the second rename is a harmless replace of identical bytes.
+ * Eviction (cas_evict) removes least recently used blobs the caller does not pin; recency is
+ * the file's atime, set explicitly when a blob is read (at most hourly per blob, so reads cost
+ * no metadata write in the common case and the order survives a restart without an index).
  */
 #pragma once
 
@@ -40,12 +43,27 @@ int cas_writer_commit(struct cas_writer *w, bool *ret_created, struct cd_error *
 /* Drop an unfinished write (temp file removed, reservation released), free w. NULL is fine. */
 void cas_writer_abort(struct cas_writer *w);
 
-/* Open a stored blob read-only (O_CLOEXEC); -ENOENT when absent, -EINVAL bad hex. */
+/* Open a stored blob read-only (O_CLOEXEC); -ENOENT when absent, -EINVAL bad hex. Marks the
+ * blob used (atime) when its mark is older than CAS_TOUCH_INTERVAL_S. */
+#define CAS_TOUCH_INTERVAL_S 3600
 int cas_open_blob(struct cas *c, const char *hex, int *ret_fd, uint64_t *ret_size);
 
 struct cas_usage {
 	uint64_t bytes, blobs, max_bytes, reserved;
+	uint64_t evicted_blobs, evicted_bytes; /* since open */
 };
+
+/*
+ * Make room for need more bytes: remove unpinned blobs, least recently used (later of atime and
+ * mtime) first, until need bytes plus a tenth of the budget are free (so eviction runs in
+ * batches, not on every PUT). pinned(hex, ctx) true keeps a blob. One eviction at a time; a
+ * blob read while it is removed stays readable through its open fd. *ret_freed (may be NULL)
+ * gets the bytes removed. Returns 0 when need bytes are now free, -ENOSPC when the unpinned
+ * blobs cannot make room (everything that could go is gone), -errno on I/O errors.
+ */
+typedef bool (*cas_pinned_fn)(const char *hex, void *ctx);
+int cas_evict(struct cas *c, uint64_t need, cas_pinned_fn pinned, void *ctx, uint64_t *ret_freed,
+	      struct cd_error *err);
 void cas_usage(struct cas *c, struct cas_usage *ret);
 
 /* 64 lowercase hex digits. */

@@ -213,6 +213,10 @@ int store_artifact_get(struct store *s, const char *target, const char *commit,
 int store_artifact_list(struct store *s, const char *target, size_t offset, size_t limit,
 			struct store_artifact **ret, size_t *ret_n, struct cd_error *err);
 
+/* Every distinct digest the index points at ("sha256:<hex>"), sorted, as a NULL-terminated
+ * vector (strv_free()). The artifact store pins these against eviction. */
+int store_artifact_digests(struct store *s, char ***ret, struct cd_error *err);
+
 /* ---- events (append-only; audit log and /v1/events feed) ---------------------------------- */
 
 struct store_event {

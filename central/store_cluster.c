@@ -762,3 +762,36 @@ int store_artifact_list(struct store *s, const char *target, size_t offset, size
 			 bind_artifact_list, &k, sizeof(**ret), artifact_row, artifact_release_void,
 			 (void **)ret, ret_n, err, "list artifacts");
 }
+
+static int digest_row(sqlite3_stmt *st, void *elem)
+{
+	return store_col_strdup(st, 0, elem);
+}
+
+static void digest_release(void *elem)
+{
+	free(*(char **)elem);
+}
+
+int store_artifact_digests(struct store *s, char ***ret, struct cd_error *err)
+{
+	char **v = NULL, **nv;
+	size_t n = 0;
+	int r;
+
+	r = run_query(s, "SELECT DISTINCT digest FROM artifacts ORDER BY digest", NULL, NULL,
+		      sizeof(char *), digest_row, digest_release, (void **)&v, &n, err,
+		      "list indexed digests");
+	if (r < 0)
+		return r;
+	nv = reallocarray(v, n + 1, sizeof(*v));
+	if (!nv) {
+		for (size_t i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	}
+	nv[n] = NULL;
+	*ret = nv;
+	return 0;
+}

@@ -277,12 +277,27 @@ check "CAS PUT without a token: 401" "[ $code = 401 ]" "got $code"
 head -c 41000 /dev/urandom >"$T/huge"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $ADMIN" --data-binary @"$T/huge" "$U/cas/$(sha256sum "$T/huge" | cut -d' ' -f1)")
 check "CAS blob above the size cap: 413" "[ $code = 413 ]" "got $code"
+# Budget 64K: H (20000) is indexed, so pinned; an unindexed blob2 (30000) is evicted to make
+# room for blob3; once every stored blob is indexed, a PUT that does not fit is 507.
+C0=00000000000000000000000000000000000000aa
+req PUT "/v1/artifacts/app/pin:a@$C0" "$ADMIN" "{\"digest\":\"sha256:$H\",\"size\":20000}"
+check "index PUT pins the 20000-byte blob: 201" "[ $code = 201 ]" "$code $body"
 head -c 30000 /dev/urandom >"$T/blob2"
 H2=$(sha256sum "$T/blob2" | cut -d' ' -f1)
 head -c 30000 /dev/urandom >"$T/blob3"
+H3=$(sha256sum "$T/blob3" | cut -d' ' -f1)
 code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $ADMIN" --data-binary @"$T/blob2" "$U/cas/$H2")
-code3=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $ADMIN" --data-binary @"$T/blob3" "$U/cas/$(sha256sum "$T/blob3" | cut -d' ' -f1)")
-check "CAS over the disk budget: 507" "[ $code = 201 ] && [ $code3 = 507 ]" "got $code $code3"
+code3=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $ADMIN" --data-binary @"$T/blob3" "$U/cas/$H3")
+check "CAS over the budget evicts the unindexed blob: 201" "[ $code = 201 ] && [ $code3 = 201 ]" "got $code $code3"
+c2=$(curl -s -o /dev/null -w '%{http_code}' "$U/cas/$H2")
+c1=$(curl -s -o /dev/null -w '%{http_code}' "$U/cas/$H")
+check "the LRU unindexed blob is gone, the indexed one stays" "[ $c2 = 404 ] && [ $c1 = 200 ]" "got $c2 $c1"
+check "eviction counted in /metrics" "curl -s -H 'Authorization: Bearer $ADMIN' $U/metrics | grep -q '^deployd_cas_evicted_blobs_total 1$'"
+check "eviction in the audit log" "curl -s -H 'Authorization: Bearer $ADMIN' '$U/v1/events?after=0' | grep -q cas.evict"
+req PUT "/v1/artifacts/app/pin:b@$C0" "$ADMIN" "{\"digest\":\"sha256:$H3\",\"size\":30000}"
+head -c 35000 /dev/urandom >"$T/blob4"
+code=$(curl -s -o "$T/resp" -w '%{http_code}' -X PUT -H "Authorization: Bearer $ADMIN" --data-binary @"$T/blob4" "$U/cas/$(sha256sum "$T/blob4" | cut -d' ' -f1)")
+check "CAS over the budget with only indexed blobs: 507" "[ $code = 507 ] && grep -q 'budget' $T/resp" "got $code $(cat "$T/resp")"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$U/cas/nothex")
 check "CAS GET of a non-digest: 400" "[ $code = 400 ]" "got $code"
 
@@ -292,7 +307,7 @@ req PUT "/v1/artifacts/app/web:main@$C" "$ADMIN" "{\"digest\":\"sha256:$H\",\"si
 check "index PUT target@commit: 201" "[ $code = 201 ] && echo '$body' | grep -q '//app/web:main@$C'" "$code $body"
 req PUT "/v1/artifacts/%2F%2Fapp%2Fweb%3Amain%40$C" "$ADMIN" "{\"digest\":\"sha256:$H\",\"size\":20000}"
 check "index PUT again (encoded //target): 200" "[ $code = 200 ]" "$code $body"
-req PUT "/v1/artifacts/app/web:main@$C" "$ADMIN" "{\"digest\":\"sha256:$H2\",\"size\":30000}"
+req PUT "/v1/artifacts/app/web:main@$C" "$ADMIN" "{\"digest\":\"sha256:$H3\",\"size\":30000}"
 check "index PUT with another digest: 409" "[ $code = 409 ]" "$code $body"
 req PUT "/v1/artifacts/app/web:other@$C" "$ADMIN" "{\"digest\":\"sha256:$BAD\",\"size\":-3,\"x\":1}"
 check "index PUT bad body: 422 listing every field" "[ $code = 422 ] && [ \"\$(echo '$body' | jget \"['errors'].__len__()\")\" -ge 2 ]" "$code $body"

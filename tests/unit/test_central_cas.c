@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -245,6 +246,96 @@ static void test_hex_valid(void **state)
 	assert_false(cas_hex_valid(NULL));
 }
 
+/* Blob i of the eviction tests: 100 bytes of 'a'+i. */
+static void blob(int i, char data[100], char hex[65])
+{
+	memset(data, 'a' + i, 100);
+	sha256_hex(data, 100, hex);
+}
+
+/* Set a blob's last use (atime and mtime) to `age` seconds ago. */
+static void age_blob(const char *hex, time_t age)
+{
+	char path[256];
+	struct timespec ts[2] = { { .tv_sec = time(NULL) - age }, { .tv_sec = time(NULL) - age } };
+
+	snprintf(path, sizeof(path), "%s/sha256/%s", tmpdir, hex);
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static bool pin_hex(const char *hex, void *ctx)
+{
+	return strcmp(hex, ctx) == 0;
+}
+
+static bool blob_present(const char *hex)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/sha256/%s", tmpdir, hex);
+	return access(path, F_OK) == 0;
+}
+
+/*
+ * A full budget evicts least recently used unpinned blobs first, down to need + a tenth of the
+ * budget; a read marks a blob used; a pinned blob is never evicted; when only pinned blobs are
+ * left the answer is -ENOSPC.
+ */
+static void test_evict_lru_unpinned(void **state)
+{
+	char dir[128], data[5][100], hex[5][65];
+	struct cas *c = NULL;
+	struct cas_usage u;
+	uint64_t freed = 0;
+	int fd = -1;
+	uint64_t size;
+
+	snprintf(dir, sizeof(dir), "%s", tmpdir);
+	assert_int_equal(cas_open(dir, 400, 400, &c, NULL), 0);
+	for (int i = 0; i < 4; i++) {
+		blob(i, data[i], hex[i]);
+		assert_int_equal(put(c, hex[i], data[i], 100, NULL, NULL), 0);
+	}
+	/* oldest first: 0 (pinned), 1, 2, 3; then 1 is read, so it becomes the newest */
+	age_blob(hex[0], 4 * 86400);
+	age_blob(hex[1], 3 * 86400);
+	age_blob(hex[2], 2 * 86400);
+	age_blob(hex[3], 1 * 86400);
+	assert_int_equal(cas_open_blob(c, hex[1], &fd, &size), 0);
+	close(fd);
+	blob(4, data[4], hex[4]);
+	assert_int_equal(put(c, hex[4], data[4], 100, NULL, NULL), -ENOSPC);
+	/* need 100 + headroom 40: two blobs go, 2 then 3; 0 is pinned, 1 was read */
+	assert_int_equal(cas_evict(c, 100, pin_hex, hex[0], &freed, NULL), 0);
+	assert_int_equal(freed, 200);
+	assert_true(blob_present(hex[0]));
+	assert_true(blob_present(hex[1]));
+	assert_false(blob_present(hex[2]));
+	assert_false(blob_present(hex[3]));
+	cas_usage(c, &u);
+	assert_int_equal(u.bytes, 200);
+	assert_int_equal(u.blobs, 2);
+	assert_int_equal(u.evicted_blobs, 2);
+	assert_int_equal(u.evicted_bytes, 200);
+	assert_int_equal(put(c, hex[4], data[4], 100, NULL, NULL), 0);
+	/* Room already there: nothing is evicted. */
+	assert_int_equal(cas_evict(c, 100, pin_hex, hex[0], &freed, NULL), 0);
+	assert_int_equal(freed, 0);
+	/* Needing more than the unpinned blobs can give: they go, and the answer is -ENOSPC. */
+	assert_int_equal(cas_evict(c, 350, pin_hex, hex[0], &freed, NULL), -ENOSPC);
+	assert_true(blob_present(hex[0]));
+	assert_false(blob_present(hex[1]));
+	/* More than the whole budget can never fit. */
+	assert_int_equal(cas_evict(c, 401, pin_hex, hex[0], &freed, NULL), -ENOSPC);
+	cas_free(c);
+	/* The accounting after eviction matches what a fresh scan finds. */
+	assert_int_equal(cas_open(dir, 400, 400, &c, NULL), 0);
+	cas_usage(c, &u);
+	assert_int_equal(u.blobs, 1);
+	assert_int_equal(u.bytes, 100);
+	cas_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -253,6 +344,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_caps_and_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full_leaves_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_leftovers_removed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_evict_lru_unpinned, setup, teardown),
 		cmocka_unit_test(test_hex_valid),
 	};
 
