@@ -276,8 +276,10 @@ static void get_logs(struct http_request *req, void *data)
 				return;
 			if (!active && !progress)
 				break;
+			/* a task change or taskd's shutdown (manager_wake_waiters) ends the
+			 * pause early; file growth is polled */
 			if (!progress)
-				clock_sleep_usec(FOLLOW_POLL_USEC);
+				manager_wait_change(api->manager, FOLLOW_POLL_USEC);
 		}
 	}
 	http_reply_end(req);

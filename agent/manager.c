@@ -124,6 +124,7 @@ struct manager {
 	uint64_t state_write_errors;
 	double latency_sum;
 	uint64_t latency_count;
+	usec_t started_at; /* realtime: the counters above count from here */
 };
 
 enum { TAG_WAKE = 0, TAG_TIMER = 1, TAG_WATCH = 4 /* never a slot tag: those end in 2 or 3 */ };
@@ -1649,6 +1650,7 @@ int manager_new(const struct manager_config *cfg, struct state *st, struct manag
 		state_close(st);
 		return cd_error_set(err, -ENOMEM, "out of memory");
 	}
+	m->started_at = clock_real_usec();
 	m->st = st;
 	m->cfg = *cfg;
 	m->cfg.mask = NULL;
@@ -2168,6 +2170,32 @@ bool manager_task_active(struct manager *m, const char *task_id)
 	return active;
 }
 
+/* Sleep on events_cond until woken or deadline (monotonic). Called with the lock held. */
+static void wait_until(struct manager *m, usec_t deadline)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(deadline / USEC_PER_SEC),
+		.tv_nsec = (long)(deadline % USEC_PER_SEC) * 1000,
+	};
+
+	pthread_cond_timedwait(&m->events_cond, &m->lock, &ts);
+}
+
+void manager_wake_waiters(struct manager *m)
+{
+	pthread_mutex_lock(&m->lock);
+	pthread_cond_broadcast(&m->events_cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
+void manager_wait_change(struct manager *m, usec_t usec)
+{
+	pthread_mutex_lock(&m->lock);
+	if (!m->stopping)
+		wait_until(m, clock_mono_usec() + usec);
+	pthread_mutex_unlock(&m->lock);
+}
+
 int manager_events(struct manager *m, uint64_t after, usec_t wait_usec, size_t limit,
 		   bool (*stop)(void *), void *stop_data, json_t **ret)
 {
@@ -2185,17 +2213,11 @@ int manager_events(struct manager *m, uint64_t after, usec_t wait_usec, size_t l
 			break;
 		state_event_array_free(ev, n);
 		ev = NULL;
-		{
-			usec_t now = clock_mono_usec(), until;
-			struct timespec ts;
-
-			if (now >= deadline)
-				break;
-			until = MIN(deadline, now + 200 * USEC_PER_MSEC);
-			ts.tv_sec = (time_t)(until / USEC_PER_SEC);
-			ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
-			pthread_cond_timedwait(&m->events_cond, &m->lock, &ts);
-		}
+		if (clock_mono_usec() >= deadline)
+			break;
+		/* Woken by every task change and by manager_wake_waiters(): no polling, so a
+		 * shutdown ends the wait at once instead of at the next poll. */
+		wait_until(m, deadline);
 	}
 	if (r >= 0)
 		r = state_events_last(m->st, &last);
@@ -2235,6 +2257,14 @@ int manager_metrics(struct manager *m, struct strbuf *out)
 	for (struct task *t = m->tasks; t; t = t->next)
 		by_state[t->rec.state]++;
 	(void)state_outbox_count(m->st, &outbox);
+	/* The counters below start from 0 with every taskd: Prometheus's rate() handles that
+	 * reset, and this gauge lets a dashboard show when it happened. */
+	r |= strbuf_addf(out,
+			 "# HELP taskd_start_time_seconds Start time of this taskd since the Unix "
+			 "epoch; counters count from here.\n# TYPE taskd_start_time_seconds gauge\n"
+			 "taskd_start_time_seconds %llu.%06llu\n",
+			 (unsigned long long)(m->started_at / USEC_PER_SEC),
+			 (unsigned long long)(m->started_at % USEC_PER_SEC));
 	r |= strbuf_adds(out, "# HELP taskd_tasks Tasks on this host by state.\n"
 			      "# TYPE taskd_tasks gauge\n");
 	for (unsigned i = 0; i < _TASK_STATE_MAX; i++)

@@ -89,10 +89,17 @@ bool manager_task_active(struct manager *m, const char *task_id);
 
 /*
  * Events with seq > after: {"events": [...], "last": N}. Waits up to wait_usec for the first
- * one; stop (may be NULL) is polled about every 200 ms to end the wait early.
+ * one; stop (may be NULL) is checked each time the wait is woken — by a task change or by
+ * manager_wake_waiters() — and ends it early. Nothing polls: whoever makes stop() true must
+ * call manager_wake_waiters() afterwards.
  */
 int manager_events(struct manager *m, uint64_t after, usec_t wait_usec, size_t limit,
 		   bool (*stop)(void *), void *stop_data, json_t **ret);
+/* Wake every manager_events() and manager_wait_change() waiter (they re-check their stop
+ * condition). Thread-safe, never blocks for long. */
+void manager_wake_waiters(struct manager *m);
+/* Sleep up to usec or until a task changes or manager_wake_waiters() (log followers). */
+void manager_wait_change(struct manager *m, usec_t usec);
 
 /* Prometheus text exposition of taskd's metrics into out. */
 int manager_metrics(struct manager *m, struct strbuf *out);

@@ -7,7 +7,10 @@
  * task ends in ERROR start_failed, which is itself checked.
  */
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +32,7 @@ static char tmpdir[64];
 static char cgparent[64];
 static struct manager *mgr;
 static unsigned changes;
+static usec_t setup_at; /* realtime just before manager_new() */
 
 static void on_change(void *userdata)
 {
@@ -65,6 +69,7 @@ static int setup(void **state)
 	mc.mask = mask;
 	mc.on_change = on_change;
 	changes = 0;
+	setup_at = clock_real_usec();
 	assert_int_equal(manager_new(&mc, st, &mgr, NULL), 0);
 	return 0;
 }
@@ -413,10 +418,72 @@ static void test_events_and_metrics(void **state)
 
 	assert_int_equal(manager_metrics(mgr, &out), 0);
 	assert_non_null(strstr(out.buf, "taskd_tasks{state=\"ERROR\"} 1\n"));
+	/* counters restart at 0 with taskd; the start time tells a dashboard when */
+	{
+		const char *g = strstr(out.buf, "\ntaskd_start_time_seconds ");
+		double v;
+
+		assert_non_null(strstr(out.buf, "# TYPE taskd_start_time_seconds gauge\n"));
+		assert_non_null(g);
+		v = strtod(g + strlen("\ntaskd_start_time_seconds "), NULL);
+		assert_true(v >= (double)setup_at / USEC_PER_SEC - 1e-6);
+		assert_true(v <= (double)clock_real_usec() / USEC_PER_SEC);
+	}
 	assert_non_null(strstr(out.buf, "taskd_task_start_failures_total 1\n"));
 	assert_non_null(strstr(out.buf, "# TYPE taskd_task_start_latency_seconds histogram"));
 	assert_non_null(strstr(out.buf, "taskd_task_start_latency_seconds_bucket{le=\"+Inf\"} 0"));
 	strbuf_release(&out);
+}
+
+struct poller {
+	atomic_bool waiting; /* stop() was asked at least once: the waiter holds the lock */
+	atomic_bool stop;
+	int r;
+	json_t *reply;
+};
+
+static bool poller_stop(void *data)
+{
+	struct poller *p = data;
+
+	atomic_store(&p->waiting, true);
+	return atomic_load(&p->stop);
+}
+
+static void *poller_run(void *data)
+{
+	struct poller *p = data;
+
+	/* ten minutes: only manager_wake_waiters() can end this wait in time */
+	p->r = manager_events(mgr, UINT64_MAX - 1, 600 * USEC_PER_SEC, 10, poller_stop, p,
+			      &p->reply);
+	return NULL;
+}
+
+/*
+ * A long-poll ends as soon as its stop condition turns true and manager_wake_waiters() is
+ * called (what taskd does on SIGTERM), not at its deadline or the next poll: there is none.
+ * poller_stop() runs under the manager's lock right before the waiter sleeps, and the wake
+ * takes that lock, so the wake cannot slip in before the sleep.
+ */
+static void test_long_poll_wakes_on_shutdown(void **state)
+{
+	struct poller p = { .r = 1 };
+	pthread_t th;
+	struct timespec limit;
+
+	assert_int_equal(pthread_create(&th, NULL, poller_run, &p), 0);
+	while (!atomic_load(&p.waiting))
+		sched_yield();
+	atomic_store(&p.stop, true);
+	manager_wake_waiters(mgr);
+	/* a hang guard (a broken wake would wait ten minutes), not a timing assertion */
+	clock_gettime(CLOCK_REALTIME, &limit);
+	limit.tv_sec += 120;
+	assert_int_equal(pthread_timedjoin_np(th, NULL, &limit), 0);
+	assert_int_equal(p.r, 0);
+	assert_int_equal(json_array_size(json_object_get(p.reply, "events")), 0);
+	json_decref(p.reply);
 }
 
 static void test_restart_reloads_tasks(void **state)
@@ -698,6 +765,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_set_state_and_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pids_max, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_long_poll_wakes_on_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bridge_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_reloads_tasks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_api_tokens, setup, teardown),
