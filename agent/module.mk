@@ -27,3 +27,4 @@ E2E_TESTS += tests/e2e/agent_notify.sh
 E2E_TESTS += tests/e2e/agent_deployd.sh
 E2E_TESTS += tests/e2e/agent_startup.sh
 E2E_TESTS += tests/e2e/agent_pipelines.sh
+E2E_TESTS += tests/e2e/agent_hostconf.sh
