@@ -312,6 +312,7 @@ int main(int argc, char **argv)
 	struct sandbox_status st;
 	sigset_t fwd;
 	int c, r, sfd, status_fd = -1, code;
+	usec_t t_main = clock_mono_usec(), t_launched = 0, t_exited = 0;
 
 	log_open("sandbox-run");
 	sandbox_config_init(&cfg);
@@ -528,6 +529,10 @@ int main(int argc, char **argv)
 		log_error("cgroup detection failed", "err=\"%s\"", cd_error_message(&err));
 		return 125;
 	}
+	if (timing)
+		fprintf(stderr,
+			"sandbox-run: setup (options, cgroup detection) took %" PRIu64 " us\n",
+			clock_mono_usec() - t_main);
 	r = sandbox_launch(sys, &cfg, &t, &err);
 	if (r < 0) {
 		fprintf(stderr, "sandbox-run: %s\n", cd_error_message(&err));
@@ -542,6 +547,7 @@ int main(int argc, char **argv)
 			t->into_cgroup ? "clone3 into cgroup" : "moved into cgroup",
 			t->phase_usec[0], t->phase_usec[1], t->phase_usec[2], t->phase_usec[3],
 			t->phase_usec[4]);
+	t_launched = clock_mono_usec();
 
 	for (;;) {
 		struct pollfd pfd[2] = { { .fd = t->pidfd, .events = POLLIN },
@@ -561,6 +567,10 @@ int main(int argc, char **argv)
 		if (pfd[0].revents & POLLIN)
 			break;
 	}
+	t_exited = clock_mono_usec();
+	if (timing)
+		fprintf(stderr, "sandbox-run: ran and exited in %" PRIu64 " us\n",
+			t_exited - t_launched);
 	r = sandbox_wait(t, UINT64_MAX, -1, &st);
 	code = r == 1 ? sandbox_status_exit_code(&st) : 125;
 	cd_error_reset(&err);
