@@ -25,7 +25,7 @@ struct cg_system {
 	enum cg_layout layout;
 	char *root;
 	char *path[_CG_HIER_MAX]; /* hierarchy roots, NULL when absent */
-	bool libcgroup_ok;	  /* libcgroup sees the v1 hierarchies at the same paths */
+	int fd[_CG_HIER_MAX];	  /* their directories, opened once at detection; -EBADF absent */
 };
 
 struct task_cgroup {
@@ -100,6 +100,35 @@ static void libcgroup_init_once(void)
 	libcgroup_init_result = map_libcgroup(cgroup_init());
 }
 
+/*
+ * Does libcgroup see the v1 hierarchies of sys at the same places? Asked only where libcgroup is
+ * used (changing a running task's limits), never on the launch path: cgroup_init() parses
+ * /proc/cgroups and /proc/mounts and clears ~2.4 MB of tables (≈0.4 ms of page faults per
+ * process), and its create/delete re-read /proc/mounts for every controller and value.
+ */
+static bool libcgroup_matches(const struct cg_system *sys)
+{
+	pthread_once(&libcgroup_once, libcgroup_init_once);
+	if (libcgroup_init_result < 0)
+		return false;
+	for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX; h++) {
+		struct stat a, b;
+		char *mp = NULL;
+		bool same;
+
+		if (!sys->path[h])
+			continue;
+		if (cgroup_get_subsys_mount_point(hier_names[h], &mp) != 0 || !mp)
+			return false;
+		same = stat(mp, &a) == 0 && fstat(sys->fd[h], &b) == 0 && a.st_ino == b.st_ino &&
+		       a.st_dev == b.st_dev;
+		free(mp);
+		if (!same)
+			return false;
+	}
+	return true;
+}
+
 static bool file_exists_at(int dirfd, const char *name)
 {
 	return faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
@@ -141,6 +170,8 @@ int cg_system_detect(const char *root, struct cg_system **ret, struct cd_error *
 	sys = calloc(1, sizeof(*sys));
 	if (!sys)
 		return -ENOMEM;
+	for (int h = 0; h < _CG_HIER_MAX; h++)
+		sys->fd[h] = -EBADF;
 	sys->root = strdup(root);
 	if (!sys->root) {
 		cg_system_free(sys);
@@ -153,6 +184,7 @@ int cg_system_detect(const char *root, struct cg_system **ret, struct cd_error *
 			cg_system_free(sys);
 			return -ENOMEM;
 		}
+		sys->fd[CG_UNIFIED] = TAKE_FD(rootfd);
 		*ret = sys;
 		return 0;
 	}
@@ -208,24 +240,16 @@ int cg_system_detect(const char *root, struct cg_system **ret, struct cd_error *
 		return cd_error_set(err, -ENOMEDIUM, "no cgroup hierarchy found under %s", root);
 	}
 
-	if (any_v1) {
-		/* libcgroup parses /proc/mounts; use it only when it agrees with what we saw */
-		pthread_once(&libcgroup_once, libcgroup_init_once);
-		sys->libcgroup_ok = libcgroup_init_result == 0;
-		for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX && sys->libcgroup_ok; h++) {
-			char *mp = NULL;
-
-			if (!sys->path[h])
-				continue;
-			if (cgroup_get_subsys_mount_point(hier_names[h], &mp) != 0 || !mp) {
-				sys->libcgroup_ok = false;
-				break;
-			}
-			struct stat a, b;
-			if (stat(mp, &a) < 0 || stat(sys->path[h], &b) < 0 ||
-			    a.st_ino != b.st_ino || a.st_dev != b.st_dev)
-				sys->libcgroup_ok = false;
-			free(mp);
+	/* every later operation works relative to these (mkdirat, unlinkat, openat) */
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
+		if (!sys->path[h])
+			continue;
+		sys->fd[h] = open(sys->path[h], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (sys->fd[h] < 0) {
+			r = -errno;
+			cd_error_set(err, r, "cannot open cgroup hierarchy %s: %m", sys->path[h]);
+			cg_system_free(sys);
+			return r;
 		}
 	}
 	*ret = sys;
@@ -236,8 +260,10 @@ void cg_system_free(struct cg_system *sys)
 {
 	if (!sys)
 		return;
-	for (int h = 0; h < _CG_HIER_MAX; h++)
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
 		free(sys->path[h]);
+		safe_close(sys->fd[h]);
+	}
 	free(sys->root);
 	free(sys);
 }
@@ -424,11 +450,9 @@ int task_cgroup_id(const struct task_cgroup *cg, uint64_t *ret)
 static int open_hier_dirs(struct task_cgroup *cg)
 {
 	for (int h = 0; h < _CG_HIER_MAX; h++) {
-		char path[PATH_MAX];
-
-		if (task_cgroup_path(cg, h, path, sizeof(path)) < 0)
+		if (cg->sys->fd[h] < 0 || cg->fd[h] >= 0)
 			continue;
-		cg->fd[h] = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		cg->fd[h] = openat(cg->sys->fd[h], cg->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (cg->fd[h] < 0 && errno != ENOENT)
 			return -errno;
 	}
@@ -526,35 +550,37 @@ static int v2_apply_limits(int fd, const struct cg_limits *lim, bool reset, stru
 	return 0;
 }
 
-/* mkdir -p the parent, then the leaf (EEXIST is an error for the leaf). */
-static int mkdir_cgroup(const char *root, const char *name)
+/* mkdir name (parent/leaf) below the hierarchy dir hfd: the parent components are created when
+ * missing (EEXIST is fine for them), the leaf must be new (-EEXIST otherwise). The common case,
+ * parent present, is one mkdirat(). */
+static int mkdirat_cgroup(int hfd, const char *name)
 {
-	_cleanup_free_ char *path = NULL;
-	char *slash;
-	int r;
+	_cleanup_free_ char *copy = NULL;
 
-	if (asprintf(&path, "%s/%s", root, name) < 0)
+	if (mkdirat(hfd, name, 0755) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	copy = strdup(name);
+	if (!copy)
 		return -ENOMEM;
-	slash = strrchr(path, '/');
-	*slash = '\0';
-	r = fs_mkdir_p(path, 0755);
-	if (r < 0)
-		return r;
-	*slash = '/';
-	if (mkdir(path, 0755) < 0)
+	for (char *slash = strchr(copy, '/'); slash; slash = strchr(slash + 1, '/')) {
+		*slash = '\0';
+		if (mkdirat(hfd, copy, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*slash = '/';
+	}
+	if (mkdirat(hfd, name, 0755) < 0)
 		return -errno;
 	return 0;
 }
 
-static int rmdir_cgroup(const char *root, const char *name)
+/* rmdir name below hfd; -ENOENT is success. */
+static int rmdirat_cgroup(int hfd, const char *name)
 {
-	_cleanup_free_ char *path = NULL;
-
-	if (asprintf(&path, "%s/%s", root, name) < 0)
-		return -ENOMEM;
 	/* tasks that were just killed leave the cgroup asynchronously: retry EBUSY briefly */
 	for (int i = 0;; i++) {
-		if (rmdir(path) == 0 || errno == ENOENT)
+		if (unlinkat(hfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
 			return 0;
 		if (errno != EBUSY || i >= 200)
 			return -errno;
@@ -571,132 +597,46 @@ static bool v1_is_duplicate(const struct cg_system *sys, int h)
 	return false;
 }
 
-static int v1_create_libcgroup(const struct cg_system *sys, const char *name,
-			       const struct cg_limits *lim, struct cd_error *err)
+/* Is h the first of the hierarchies sharing its directory (or the unified one)? */
+static bool hier_is_distinct(const struct cg_system *sys, int h)
 {
-	struct cgroup *cg = cgroup_new_cgroup(name);
-	struct cgroup_controller *c;
-	int r = 0;
+	return sys->path[h] && (h == CG_UNIFIED || !v1_is_duplicate(sys, h));
+}
 
-	if (!cg)
-		return -ENOMEM;
-	for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX && r == 0; h++) {
-		if (!sys->path[h])
+/* The v1 limits of one task group through its directory fd: every controller co-mounted in
+ * this hierarchy gets its own (memory: limit first, memsw must never be below it). */
+static int v1_apply_limits(const struct cg_system *sys, int h, int fd, const struct cg_limits *lim,
+			   const char *name, struct cd_error *err)
+{
+	for (int c = CG_V1_MEMORY; c < _CG_HIER_MAX; c++) {
+		char buf[64];
+		int r = 0;
+
+		if (!sys->path[c] || !streq(sys->path[c], sys->path[h]))
 			continue;
-		c = cgroup_add_controller(cg, hier_names[h]);
-		if (!c) {
-			r = -ENOMEM;
-			break;
-		}
-		if (h == CG_V1_MEMORY && lim->memory_bytes) {
-			_cleanup_free_ char *memsw = NULL;
-
-			/* limit first: memsw must never be below it */
-			r = map_libcgroup(cgroup_add_value_uint64(c, "memory.limit_in_bytes",
-								  lim->memory_bytes));
-			if (asprintf(&memsw, "%s/memory.memsw.limit_in_bytes", sys->path[h]) < 0)
-				r = -ENOMEM;
-			else if (r == 0 && access(memsw, F_OK) == 0)
-				r = map_libcgroup(cgroup_add_value_uint64(
-					c, "memory.memsw.limit_in_bytes", lim->memory_bytes));
+		if (c == CG_V1_MEMORY && lim->memory_bytes) {
+			snprintf(buf, sizeof(buf), "%" PRIu64, lim->memory_bytes);
+			r = write_at(fd, "memory.limit_in_bytes", buf);
+			if (r == 0 && file_exists_at(fd, "memory.memsw.limit_in_bytes"))
+				r = write_at(fd, "memory.memsw.limit_in_bytes", buf);
 			else if (r == 0)
 				/* no swap accounting: keep the task out of swap at least */
-				r = map_libcgroup(
-					cgroup_add_value_uint64(c, "memory.swappiness", 0));
-		} else if (h == CG_V1_CPU && lim->cpu_millis) {
-			r = map_libcgroup(
-				cgroup_add_value_uint64(c, "cpu.cfs_period_us", CPU_PERIOD_US));
+				r = write_at(fd, "memory.swappiness", "0");
+		} else if (c == CG_V1_CPU && lim->cpu_millis) {
+			snprintf(buf, sizeof(buf), "%llu",
+				 (unsigned long long)lim->cpu_millis * CPU_PERIOD_US / 1000);
+			r = write_at(fd, "cpu.cfs_period_us", "100000");
 			if (r == 0)
-				r = map_libcgroup(cgroup_add_value_int64(
-					c, "cpu.cfs_quota_us",
-					(int64_t)(lim->cpu_millis * CPU_PERIOD_US / 1000)));
-		} else if (h == CG_V1_PIDS && lim->pids_max) {
-			r = map_libcgroup(cgroup_add_value_uint64(c, "pids.max", lim->pids_max));
+				r = write_at(fd, "cpu.cfs_quota_us", buf);
+		} else if (c == CG_V1_PIDS && lim->pids_max) {
+			snprintf(buf, sizeof(buf), "%" PRIu64, lim->pids_max);
+			r = write_at(fd, "pids.max", buf);
 		}
-	}
-	if (r == 0) {
-		int lr = cgroup_create_cgroup(cg, 1);
-
-		r = map_libcgroup(lr);
 		if (r < 0)
-			cd_error_set(err, r, "libcgroup cannot create %s: %s", name,
-				     cgroup_strerror(lr));
-	}
-	cgroup_free(&cg);
-	return r;
-}
-
-/* The same groups through cgroupfs, for a root libcgroup does not see (another mount table, a
- * test tree): mkdir in every distinct hierarchy, then the limit files. */
-static int v1_create_cgroupfs(const struct cg_system *sys, const char *name,
-			      const struct cg_limits *lim, struct cd_error *err)
-{
-	for (int h = CG_V1_MEMORY; h < _CG_HIER_MAX; h++) {
-		_cleanup_close_ int fd = -EBADF;
-		char path[PATH_MAX], buf[64];
-		int r;
-
-		if (!sys->path[h] || v1_is_duplicate(sys, h))
-			continue;
-		r = mkdir_cgroup(sys->path[h], name);
-		if (r < 0)
-			return cd_error_set(err, r, "cannot create cgroup %s/%s: %s", sys->path[h],
-					    name, strerror(-r));
-		snprintf(path, sizeof(path), "%s/%s", sys->path[h], name);
-		fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0)
-			return cd_error_set(err, -errno, "cannot open %s: %m", path);
-		/* co-mounted controllers share this directory: apply each one's limits */
-		for (int c = CG_V1_MEMORY; c < _CG_HIER_MAX; c++) {
-			if (!sys->path[c] || !streq(sys->path[c], sys->path[h]))
-				continue;
-			r = 0;
-			if (c == CG_V1_MEMORY && lim->memory_bytes) {
-				snprintf(buf, sizeof(buf), "%" PRIu64, lim->memory_bytes);
-				r = write_at(fd, "memory.limit_in_bytes", buf);
-				if (r == 0 && file_exists_at(fd, "memory.memsw.limit_in_bytes"))
-					r = write_at(fd, "memory.memsw.limit_in_bytes", buf);
-				else if (r == 0)
-					r = write_at(fd, "memory.swappiness", "0");
-			} else if (c == CG_V1_CPU && lim->cpu_millis) {
-				snprintf(buf, sizeof(buf), "%llu",
-					 (unsigned long long)lim->cpu_millis * CPU_PERIOD_US /
-						 1000);
-				r = write_at(fd, "cpu.cfs_period_us", "100000");
-				if (r == 0)
-					r = write_at(fd, "cpu.cfs_quota_us", buf);
-			} else if (c == CG_V1_PIDS && lim->pids_max) {
-				snprintf(buf, sizeof(buf), "%" PRIu64, lim->pids_max);
-				r = write_at(fd, "pids.max", buf);
-			}
-			if (r < 0)
-				return cd_error_set(err, r, "cannot set %s limits on %s: %s",
-						    hier_names[c], path, strerror(-r));
-		}
+			return cd_error_set(err, r, "cannot set %s limits on %s/%s: %s",
+					    hier_names[c], sys->path[h], name, strerror(-r));
 	}
 	return 0;
-}
-
-static int v1_delete_libcgroup(const struct cg_system *sys, const char *name, int h)
-{
-	struct cgroup *cg = cgroup_new_cgroup(name);
-	int r;
-
-	if (!cg)
-		return -ENOMEM;
-	if (!cgroup_add_controller(cg, hier_names[h])) {
-		cgroup_free(&cg);
-		return -ENOMEM;
-	}
-	for (int i = 0;; i++) {
-		/* CGFLAG_DELETE_EMPTY_ONLY: never migrate live tasks into the parent */
-		r = map_libcgroup(cgroup_delete_cgroup_ext(cg, CGFLAG_DELETE_EMPTY_ONLY));
-		if (r != -EBUSY || i >= 200)
-			break;
-		clock_sleep_usec(1000);
-	}
-	cgroup_free(&cg);
-	return r == -ENOENT ? 0 : r;
 }
 
 static int destroy_all(const struct cg_system *sys, const char *name, struct cd_error *err)
@@ -704,32 +644,31 @@ static int destroy_all(const struct cg_system *sys, const char *name, struct cd_
 	int ret = 0;
 
 	for (int h = 0; h < _CG_HIER_MAX; h++) {
-		char path[PATH_MAX];
 		int r;
 
-		if (!sys->path[h] || (h != CG_UNIFIED && v1_is_duplicate(sys, h)))
+		if (!hier_is_distinct(sys, h))
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", sys->path[h], name);
-		if (access(path, F_OK) < 0)
-			continue;
-		if (h != CG_UNIFIED && sys->libcgroup_ok)
-			r = v1_delete_libcgroup(sys, name, h);
-		else
-			r = rmdir_cgroup(sys->path[h], name);
+		r = rmdirat_cgroup(sys->fd[h], name);
 		if (r < 0 && ret == 0)
-			ret = cd_error_set(err, r, "cannot remove cgroup %s: %s", path,
-					   strerror(-r));
+			ret = cd_error_set(err, r, "cannot remove cgroup %s/%s: %s", sys->path[h],
+					   name, strerror(-r));
 	}
 	return ret;
 }
 
+/*
+ * Creation works on the hierarchy dir fds of cg_system (cgroupfs, no mount table parsing):
+ * mkdirat + openat + the limit files, per distinct hierarchy. libcgroup is not used here: its
+ * create re-reads /proc/mounts for every controller and every value, and its initialisation
+ * alone costs a one-shot launcher ~0.4 ms (see libcgroup_matches()).
+ */
 int task_cgroup_create(const struct cg_system *sys, const char *parent, const char *name,
 		       const struct cg_limits *limits, struct task_cgroup **ret,
 		       struct cd_error *err)
 {
 	static const struct cg_limits none;
+	bool created[_CG_HIER_MAX] = { false };
 	struct task_cgroup *cg;
-	bool v1 = false;
 	int r;
 
 	if (!limits)
@@ -745,55 +684,54 @@ int task_cgroup_create(const struct cg_system *sys, const char *parent, const ch
 	if (!cg)
 		return -ENOMEM;
 
-	for (int h = 0; h < _CG_HIER_MAX; h++) {
-		char path[PATH_MAX];
-
-		if (task_cgroup_path(cg, h, path, sizeof(path)) < 0)
-			continue;
-		if (access(path, F_OK) == 0) {
-			task_cgroup_free(cg);
-			return cd_error_set(err, -EEXIST, "cgroup %s already exists", path);
-		}
-		if (h != CG_UNIFIED)
-			v1 = true;
-	}
-
-	if (sys->path[CG_UNIFIED]) {
-		if (sys->layout == CG_LAYOUT_V2) {
-			r = v2_enable_controllers(sys->path[CG_UNIFIED], parent, err);
-			if (r < 0)
-				goto fail;
-		}
-		r = mkdir_cgroup(sys->path[CG_UNIFIED], cg->name);
-		if (r < 0) {
-			cd_error_set(err, r, "cannot create cgroup %s/%s: %s",
-				     sys->path[CG_UNIFIED], cg->name, strerror(-r));
-			goto fail;
-		}
-	}
-	if (v1) {
-		if (sys->libcgroup_ok)
-			r = v1_create_libcgroup(sys, cg->name, limits, err);
-		else
-			r = v1_create_cgroupfs(sys, cg->name, limits, err);
+	if (sys->layout == CG_LAYOUT_V2) {
+		r = v2_enable_controllers(sys->path[CG_UNIFIED], parent, err);
 		if (r < 0)
 			goto fail;
 	}
+	/* the unified tree first: it is the clone3 target, and a name clash shows up there */
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
+		if (!hier_is_distinct(sys, h))
+			continue;
+		r = mkdirat_cgroup(sys->fd[h], cg->name);
+		if (r < 0) {
+			cd_error_set(err, r,
+				     r == -EEXIST ? "cgroup %s/%s already exists" :
+						    "cannot create cgroup %s/%s: %s",
+				     sys->path[h], cg->name, strerror(-r));
+			goto fail;
+		}
+		created[h] = true;
+		cg->fd[h] = openat(sys->fd[h], cg->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (cg->fd[h] < 0) {
+			r = cd_error_set(err, -errno, "cannot open cgroup %s/%s: %m", sys->path[h],
+					 cg->name);
+			goto fail;
+		}
+		if (h == CG_UNIFIED)
+			r = sys->layout == CG_LAYOUT_V2 ?
+				    v2_apply_limits(cg->fd[h], limits, false, err) :
+				    0;
+		else
+			r = v1_apply_limits(sys, h, cg->fd[h], limits, cg->name, err);
+		if (r < 0)
+			goto fail;
+	}
+	/* co-mounted v1 controllers (cpu,cpuacct) get their own fd of the shared directory */
 	r = open_hier_dirs(cg);
 	if (r < 0) {
 		cd_error_set(err, r, "cannot open cgroup %s: %s", cg->name, strerror(-r));
 		goto fail;
 	}
-	if (sys->layout == CG_LAYOUT_V2) {
-		r = v2_apply_limits(cg->fd[CG_UNIFIED], limits, false, err);
-		if (r < 0)
-			goto fail;
-	}
 	*ret = cg;
 	return 0;
 fail:
-	/* roll back: only this call created the leaf (EEXIST was checked above) */
-	destroy_all(sys, cg->name, NULL);
+	/* roll back what this call created, never a clashing task's cgroup */
+	for (int h = 0; h < _CG_HIER_MAX; h++)
+		cg->fd[h] = safe_close(cg->fd[h]);
+	for (int h = 0; h < _CG_HIER_MAX; h++)
+		if (created[h])
+			(void)rmdirat_cgroup(sys->fd[h], cg->name);
 	task_cgroup_free(cg);
 	return r;
 }
@@ -816,7 +754,7 @@ static int v1_set_limits(const struct task_cgroup *cg, const struct cg_limits *l
 	if (cg->fd[CG_V1_MEMORY] >= 0)
 		(void)read_u64_at(cg->fd[CG_V1_MEMORY], "memory.limit_in_bytes", &cur);
 	raising = mem < 0 || (uint64_t)mem > cur;
-	if (!sys->libcgroup_ok) {
+	if (!libcgroup_matches(sys)) {
 		char buf[32];
 		int fd;
 

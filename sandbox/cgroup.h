@@ -3,11 +3,16 @@
  * cgroup.h — the task cgroup backend: layout detection (pure v2, pure v1, hybrid), creation of
  * one task's cgroup in every hierarchy with its limits, attach, kill of the whole tree, usage
  * statistics, removal and garbage collection.
- * Owns the cgroup directories it creates and the dir fds it opens. Does not own processes: it
- * kills what is inside a task cgroup but never moves anything out of one.
- * v1 controller groups are created, limited and removed with libcgroup; everything libcgroup
- * 2.0.2 cannot do (layout detection, the unified hierarchy, cgroup.kill, memory.events, pure v2)
- * goes through cgroupfs with openat() on dir fds.
+ * Owns the cgroup directories it creates and the dir fds it opens (cg_system keeps one per
+ * hierarchy from detection to cg_system_free()). Does not own processes: it kills what is inside
+ * a task cgroup but never moves anything out of one.
+ * Task cgroups are created and removed through cgroupfs relative to those hierarchy fds
+ * (mkdirat, openat, unlinkat): the launch path needs no mount table. libcgroup changes the v1
+ * limits of a running task (task_cgroup_set_limits) when its mount table matches the detected
+ * one; it is initialised on that first use only (its init parses /proc/mounts and clears ~2.4 MB
+ * of tables, and its create/delete re-read /proc/mounts per controller: 0.4 + 0.3 ms a launch).
+ * Everything libcgroup 2.0.2 cannot do (layout detection, the unified hierarchy, cgroup.kill,
+ * memory.events, pure v2) goes through cgroupfs as well.
  * Errors: -errno (libcgroup ECG* codes are mapped here) plus a message in struct cd_error.
  * Thread-safety: a struct task_cgroup is used by one thread at a time; cg_system is read-only
  * after detection and may be shared.
@@ -86,18 +91,20 @@ int cg_name_validate(const char *name, bool allow_slash);
 int cg_limits_validate(const struct cg_limits *limits, struct cd_error *err);
 
 /*
- * Create <parent>/<name> in every hierarchy the layout has (v1 memory, cpu, cpuacct, pids,
- * freezer via libcgroup — via cgroupfs when libcgroup's mount table does not match the detected
- * root; the unified/v2 tree via cgroupfs) and apply limits. The parent is
- * created when missing and left in place. -EEXIST when the task cgroup already exists in any
- * hierarchy (a name clash must not share a cgroup); on any failure everything created by this
- * call is removed again. sys must outlive *ret.
+ * Create <parent>/<name> in every hierarchy the layout has (the unified/v2 tree first, then v1
+ * memory, cpu, cpuacct, pids, freezer) with mkdirat() on the hierarchy fds, and apply limits
+ * (v1: memory.limit_in_bytes then memory.memsw.limit_in_bytes, or memory.swappiness=0 without
+ * swap accounting; cpu.cfs_period_us/cfs_quota_us; pids.max). The parent is created when
+ * missing and left in place. -EEXIST when the task cgroup already exists in any hierarchy (a
+ * name clash must not share a cgroup); on any failure everything created by this call is
+ * removed again, and nothing else. sys must outlive *ret.
  */
 int task_cgroup_create(const struct cg_system *sys, const char *parent, const char *name,
 		       const struct cg_limits *limits, struct task_cgroup **ret,
 		       struct cd_error *err);
 /*
  * Change the limits of a running task (0 = unlimited for each field: all three are written).
+ * v1 goes through libcgroup (cgroup_modify_cgroup) when its mount table matches, else cgroupfs;
  * v1 keeps memsw >= the memory limit at every step (raised first, lowered last). Lowering memory
  * below current usage makes the kernel reclaim, and may OOM-kill inside the cgroup. Errors:
  * -EINVAL (limits), -errno of the failing write with a message.

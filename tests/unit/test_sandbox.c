@@ -214,7 +214,8 @@ static bool exists(const char *rel)
 	return access(path, F_OK) == 0;
 }
 
-/* On a fake hybrid tree libcgroup does not apply: the cgroupfs path creates, and rolls back. */
+/* Creation works through cgroupfs on the hierarchy dir fds (libcgroup does not see a fake tree
+ * either way): creates, clashes, and rolls back. */
 static void test_create_destroy_fake_tree(void **state)
 {
 	struct cg_system *sys = NULL;
@@ -314,6 +315,19 @@ static void test_create_destroy_fake_tree(void **state)
 		assert_false(exists("pids/cd/prod/t3"));
 		assert_false(exists("memory/cd/prod/t3"));
 	}
+
+	/* a leftover of task t4 in one v1 hierarchy only: -EEXIST, what this call created (the
+	 * unified dir) is removed again, the leftover is not touched */
+	fake("pids/cd/prod/t4", NULL);
+	cd_error_reset(&err);
+	cg = NULL;
+	assert_int_equal(task_cgroup_create(sys, "cd/prod", "t4", NULL, &cg, &err), -EEXIST);
+	assert_null(cg);
+	assert_non_null(strstr(err.msg, "pids/cd/prod/t4 already exists"));
+	assert_false(exists("unified/cd/prod/t4"));
+	assert_false(exists("memory/cd/prod/t4"));
+	assert_false(exists("cpu,cpuacct/cd/prod/t4"));
+	assert_true(exists("pids/cd/prod/t4"));
 	cg_system_free(sys);
 }
 
@@ -653,9 +667,10 @@ static void test_launch_under_asan(void **state)
 	char *bad[] = { "/nonexistent", NULL };
 	int fds_before;
 
+	/* before detection: cg_system holds a dir fd per hierarchy until it is freed */
+	fds_before = count_fds();
 	if (geteuid() != 0 || cg_system_detect(NULL, &sys, NULL) < 0)
 		skip();
-	fds_before = count_fds();
 	snprintf(parent, sizeof(parent), "cd-unit-sandbox-%d", (int)getpid());
 	for (int i = 0; i < 3; i++) {
 		snprintf(id, sizeof(id), "u%d-%d", (int)getpid(), i);
