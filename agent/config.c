@@ -18,6 +18,7 @@
 #include "sandbox/netns.h"
 
 #define CONFIG_MAX_BYTES (256 * 1024)
+#define ADVERTISE_URL_MAX 255 /* what deployd accepts as a host's addr */
 
 enum key_type { K_STR, K_STR_OPT, K_UINT, K_U64, K_LEVEL, K_LISTEN, K_URL, K_PATH, K_PATH_OPT };
 
@@ -399,12 +400,13 @@ int taskd_config_validate(const struct taskd_config *c, struct cd_error *err)
 				    "manager_url is set but zone is not: the cluster manager "
 				    "refuses heartbeats without the host's zone (set zone in "
 				    "taskd.conf or --zone)");
-	if (c->advertise_url && !startswith(c->advertise_url, "http://"))
+	if (c->advertise_url && (!startswith(c->advertise_url, "http://") ||
+				 strlen(c->advertise_url) > ADVERTISE_URL_MAX))
 		return cd_error_set(
 			err, -EINVAL,
-			"advertise_url: '%s' must be an http:// URL (the cluster manager "
-			"pushes to taskd over plain HTTP)",
-			c->advertise_url);
+			"advertise_url: '%.64s' must be an http:// URL of at most %d characters "
+			"(the cluster manager pushes to taskd over plain HTTP)",
+			c->advertise_url, ADVERTISE_URL_MAX);
 	if (!c->advertise_url && startswith(c->listen, "0.0.0.0:"))
 		return cd_error_set(err, -EINVAL,
 				    "manager_url is set and listen is %s: set advertise_url to the "

@@ -264,6 +264,15 @@ static void test_config_manager_needs(void **state)
 	assert_int_equal(taskd_config_validate(&c, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "advertise_url"));
 	cd_error_reset(&err);
+	{
+		char long_url[300];
+
+		snprintf(long_url, sizeof(long_url), "http://%0250d:7411", 1);
+		assert_int_equal(taskd_config_set(&c, "advertise_url", long_url, &err), 0);
+		assert_int_equal(taskd_config_validate(&c, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "at most 255"));
+		cd_error_reset(&err);
+	}
 	/* listening on 0.0.0.0: http://0.0.0.0:PORT is no address to push to */
 	assert_int_equal(taskd_config_set(&c, "advertise_url", "", &err), 0);
 	assert_int_equal(taskd_config_set(&c, "listen", "0.0.0.0:7411", &err), 0);
