@@ -90,6 +90,17 @@ static int send_one(struct notifier *n, const struct outbox_msg *msg)
 	return c;
 }
 
+/* notifier_free() was called: send nothing more (each request can take up to its timeout). */
+static bool stopping(struct notifier *n)
+{
+	bool stop;
+
+	pthread_mutex_lock(&n->lock);
+	stop = n->stop;
+	pthread_mutex_unlock(&n->lock);
+	return stop;
+}
+
 static bool task_blocked(const char *const *blocked, size_t n, const char *task_id)
 {
 	for (size_t i = 0; i < n; i++)
@@ -114,6 +125,8 @@ static void deliver(struct notifier *n, usec_t *ret_next)
 	for (size_t i = 0; i < k; i++) {
 		int c;
 
+		if (stopping(n))
+			break;
 		if (task_blocked(blocked, n_blocked, v[i].task_id))
 			continue;
 		if (v[i].next_attempt_at > now) {
@@ -206,7 +219,7 @@ static void *sender(void *arg)
 		pthread_mutex_unlock(&n->lock);
 		deliver(n, &wait);
 		now = clock_mono_usec();
-		if (now >= next_hb) {
+		if (now >= next_hb && !stopping(n)) {
 			heartbeat(n);
 			next_hb = clock_mono_usec() + (usec_t)n->interval_s * USEC_PER_SEC;
 		}
