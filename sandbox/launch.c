@@ -13,6 +13,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
@@ -65,7 +67,10 @@ struct plan {
 	int sync_r, err_w, status_w, status_file;
 	int fd_in, fd_out, fd_err;
 	int new_cgroupns;
-	int init_fd;		    /* sandbox-init binary to exec as pid 1, -1 = in-process */
+	bool wait_go;  /* the caller still has to finish our cgroup membership or id maps */
+	bool wait_net; /* the caller sets up our network (bridge) while we mount */
+	bool lo_up;    /* we have a netns of our own whose lo we bring up */
+	int init_fd;   /* sandbox-init binary to exec as pid 1, -1 = in-process */
 	int v1_tasks[_CG_HIER_MAX]; /* the child enters its v1 hierarchies itself */
 	int n_v1_tasks;
 	char tmpfs_opts[64];
@@ -148,6 +153,23 @@ static void touch(const struct plan *p, const char *path, const char *step)
 
 	if (fd < 0)
 		child_fail(p, step, errno);
+	close(fd);
+}
+
+/* lo up from inside the task's netns: one ioctl, no netlink socket, no setns() by the caller
+ * (libnl sets up bridge mode's veth, address and route from outside). */
+static void lo_up(const struct plan *p)
+{
+	struct ifreq ifr = { .ifr_name = "lo" };
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		child_fail(p, "net-lo", errno);
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+		child_fail(p, "net-lo", errno);
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+		child_fail(p, "net-lo", errno);
 	close(fd);
 }
 
@@ -500,8 +522,9 @@ static _noreturn_ void child_main(const struct plan *p)
 			child_fail(p, "cgroup-attach", errno);
 		close(p->v1_tasks[i]);
 	}
-	/* "g": the caller finished our cgroup membership (unified tree on fallback paths) */
-	if (read(p->sync_r, &c, 1) != 1)
+	/* "g": the caller finished our cgroup membership (unified tree on fallback paths) and
+	 * the user namespace's id maps. Not needed after clone3 into the cgroup without userns. */
+	if (p->wait_go && read(p->sync_r, &c, 1) != 1)
 		_exit(1); /* the caller gave up: nothing to report to */
 	if (p->cfg->userns_size) {
 		/* our ids did not change when the maps were written: become the mapped root */
@@ -512,9 +535,11 @@ static _noreturn_ void child_main(const struct plan *p)
 		/* after the caller moved us into every hierarchy: the task's cgroup is its root */
 		check(p, unshare(CLONE_NEWCGROUP), "cgroupns");
 	check(p, sethostname(p->cfg->task_id, s_len(p->cfg->task_id)), "hostname");
+	if (p->lo_up)
+		lo_up(p);
 	child_setup_fs(p);
-	/* "n": the caller finished the network (set up in parallel with our mounts) */
-	if (read(p->sync_r, &c, 1) != 1)
+	/* "n": the caller finished the network (bridge, set up in parallel with our mounts) */
+	if (p->wait_net && read(p->sync_r, &c, 1) != 1)
 		_exit(1);
 	close(p->sync_r);
 	if (p->cfg->no_init)
@@ -919,9 +944,15 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	/* block everything so the child starts with no handler running on its copied stack */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
+	/* what the child must wait for: clone3 into the cgroup without a user namespace leaves
+	 * the caller nothing to do for it but bridge networking */
+	p.wait_net = cfg->net == SANDBOX_NET_BRIDGE;
+	p.lo_up = cfg->net == SANDBOX_NET_NONE;
 	pid = do_clone(ns_flags, cgfd, &pidfd, &into);
-	if (pid == 0)
+	if (pid == 0) {
+		p.wait_go = cfg->userns_size || cfg->attach_by_pid || !into;
 		child_main(&p);
+	}
 	r = pid < 0 ? -errno : 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	phase[2] = clock_mono_usec();
@@ -956,20 +987,21 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 		cd_error_set(err, r, "cannot move the task into its cgroup: %s", strerror(-r));
 		goto fail_child;
 	}
-	if (send(sync_w, "g", 1, MSG_NOSIGNAL) != 1) {
+	if ((cfg->userns_size || cfg->attach_by_pid || !into) &&
+	    send(sync_w, "g", 1, MSG_NOSIGNAL) != 1) {
 		r = cd_error_set(err, -errno, "cannot start the task: %m");
 		goto fail_child;
 	}
-	/* the network, while the child builds its file system view */
-	if (cfg->net == SANDBOX_NET_NONE)
-		r = netns_setup_none(pidfd, err);
-	else if (cfg->net == SANDBOX_NET_BRIDGE)
+	/* bridge networking, while the child builds its file system view (in mode none the child
+	 * brings its lo up itself) */
+	if (cfg->net == SANDBOX_NET_BRIDGE) {
 		r = netns_setup_bridge(pidfd, pid, cfg->task_id, &cfg->bridge, &lease, err);
-	if (r < 0)
-		goto fail_child;
-	if (send(sync_w, "n", 1, MSG_NOSIGNAL) != 1) {
-		r = cd_error_set(err, -errno, "cannot start the task: %m");
-		goto fail_child;
+		if (r < 0)
+			goto fail_child;
+		if (send(sync_w, "n", 1, MSG_NOSIGNAL) != 1) {
+			r = cd_error_set(err, -errno, "cannot start the task: %m");
+			goto fail_child;
+		}
 	}
 	sync_w = safe_close(sync_w);
 

@@ -148,8 +148,9 @@ struct sandbox_task {
 	struct task_cgroup *cg;	      /* owned */
 	int status_pipe;	      /* owned: read end of the init's status record */
 	uint64_t launch_usec;	      /* monotonic time sandbox_launch() took, for metrics */
-	/* its phases (µs): preparation (seccomp build, pipes), cgroup creation, clone, network
-	 * set-up, and the wait for the exec report (mounts + credentials + exec in the child) */
+	/* its phases (µs): preparation (seccomp build, pipes), cgroup creation, clone, the
+	 * caller's network set-up (bridge mode; lo of mode none is the child's), and the wait for
+	 * the exec report (lo, mounts, fork, credentials, exec in the child) */
 	uint64_t phase_usec[5];
 };
 

@@ -242,22 +242,6 @@ static int route_add_default(struct nl_sock *s, int ifindex, struct in_addr gw)
 	return r;
 }
 
-int netns_setup_none(int netns_fd, struct cd_error *err)
-{
-	_cleanup_(nl_socket_freep) struct nl_sock *s = NULL;
-	int r;
-
-	r = nl_open_in(netns_fd, &s);
-	if (r < 0)
-		return cd_error_set(err, r, "cannot open a netlink socket in the task netns: %s",
-				    strerror(-r));
-	r = link_set_up(s, "lo");
-	if (r < 0)
-		return cd_error_set(err, r, "cannot bring lo up in the task netns: %s",
-				    strerror(-r));
-	return 0;
-}
-
 /* Create the bridge with the gateway address when missing; a concurrent creator is fine. */
 static int bridge_ensure(struct nl_sock *s, const char *name, struct in_addr gw, uint8_t prefix,
 			 int *ret_ifindex, struct cd_error *err)

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * netns.h — network set-up of a task's network namespace, with libnl-route.
- *   none   = own netns, only lo, up;
+ *   none   = own netns, only lo, up — brought up by the task's init itself with one
+ *            ioctl(SIOCSIFFLAGS) from inside (launch.c), which needs no netlink socket and no
+ *            setns() here;
  *   bridge = own netns with lo, plus a veth pair: the host end enslaved to a host bridge (created
  *            with the subnet's first address when missing), the task end named eth0 with an
  *            address leased from the subnet and a default route via the bridge;
@@ -62,8 +64,6 @@ int netns_parse_subnet(const char *s, struct in_addr *ret_net, uint8_t *ret_pref
 /* The host veth name for a task id: "cdv" + 12 hex digits of a hash of the id. */
 void netns_host_ifname(const char *task_id, char buf[static IFNAMSIZ]);
 
-/* Bring lo up inside the netns given by fd (an open /proc/<pid>/ns/net). */
-int netns_setup_none(int netns_fd, struct cd_error *err);
 /*
  * Bridge mode for the task whose netns is netns_fd and whose init is pid (the veth peer is
  * created directly inside that namespace). On failure everything this call created is removed
