@@ -5,60 +5,24 @@
 # PutTask to taskd, taskd's NotifyTaskState makes the job RUNNING, `job stop` stops and removes
 # the task on the host. Skipped when deployd is not built.
 set -u
-BUILD=${BUILD:-build}
-TASKD=${TASKD:-$BUILD/taskd}
-TASKCTL=${TASKCTL:-$BUILD/taskctl}
-DEPLOYD=${DEPLOYD:-$BUILD/deployd}
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+. "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (cgroups, namespaces)"; exit 77; fi
-for b in "$TASKD" "$BUILD/taskd-shim" "$TASKCTL" "$DEPLOYD"; do
-	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
-done
+need_root
+need_exec "$TASKD" "$SHIM" "$TASKCTL" "$DEPLOYD"
 
-T=$(mktemp -d /var/tmp/cd-agent-deployd.XXXXXX)
+e2e_init agent-deployd /var/tmp
 CG=codedeploy-agent-deployd-$$
 TASKD_PID=
 DEPLOYD_PID=
-cleanup() {
-	[ -n "$TASKD_PID" ] && kill "$TASKD_PID" 2>/dev/null && wait "$TASKD_PID" 2>/dev/null
-	[ -n "$DEPLOYD_PID" ] && kill "$DEPLOYD_PID" 2>/dev/null && wait "$DEPLOYD_PID" 2>/dev/null
-	for p in $(pgrep -f "taskd-shim $T/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-	for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/unified/"$CG"; do
-		[ -d "$d" ] || continue
-		for c in "$d"/*/; do
-			[ -f "$c/cgroup.procs" ] || continue
-			for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
-			sleep 0.1
-			rmdir "$c" 2>/dev/null
-		done
-		rmdir "$d" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
+E2E_PID_VARS="TASKD_PID DEPLOYD_PID"
+E2E_STATE_DIRS=$T/state
+E2E_CGROUPS=$CG
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_http() {
-	for _ in $(seq 100); do
-		curl -s -o /dev/null "$1" && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
-DPORT=$(free_port)
-"$DEPLOYD" --role cluster --region e2e --zone e2e-1 --state-dir "$T/central" \
-	--listen "127.0.0.1:$DPORT" >"$T/deployd.log" 2>&1 &
-DEPLOYD_PID=$!
-wait_http "http://127.0.0.1:$DPORT/healthz"
-check "deployd (cluster role) starts" "curl -sf http://127.0.0.1:$DPORT/healthz >/dev/null"
+e2e_start_deployd "$(free_port)" "$T/deployd.log" --role cluster --region e2e --zone e2e-1 \
+	--state-dir "$T/central"
+DPORT=$DEPLOYD_PORT
+check "deployd (cluster role) starts" "curl -sf http://127.0.0.1:$DPORT/healthz >/dev/null" \
+	"$(tail -3 "$T/deployd.log")"
 ADMIN=$(awk '$1 == "admin" { print $2 }' "$T/central/deployd.token")
 AGENT=$(awk '$1 == "agent" { print $2 }' "$T/central/deployd.token")
 
@@ -67,10 +31,8 @@ printf '%s\n' "$AGENT" >"$T/state/manager.token"
 chmod 600 "$T/state/manager.token"
 PORT=$(free_port)
 printf 'cgroup_parent = %s\nzone = e2e-1\nheartbeat_interval_s = 1\n' "$CG" >"$T/taskd.conf"
-"$TASKD" --config "$T/taskd.conf" --state-dir "$T/state" --listen "127.0.0.1:$PORT" \
-	--host-id w1 --manager "http://127.0.0.1:$DPORT" >"$T/taskd.log" 2>&1 &
-TASKD_PID=$!
-wait_http "http://127.0.0.1:$PORT/healthz"
+e2e_start_taskd "$PORT" "$T/state" "$T/taskd.conf" "$T/taskd.log" --host-id w1 \
+	--manager "http://127.0.0.1:$DPORT"
 S="$TASKCTL --server http://127.0.0.1:$DPORT --token $ADMIN"
 H="$TASKCTL --host http://127.0.0.1:$PORT --token-file $T/state/taskd.token"
 
@@ -117,5 +79,5 @@ check "job stop: deployd stopped and deleted the task on the host" \
 	"[ \"\$($H -o json ps | python3 -c 'import json,sys; print(len(json.load(sys.stdin)[\"tasks\"]))')\" = 0 ]"
 check "no task cgroup or shim left on the host" \
 	"[ \$(ls -d /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l) = 0 ] && ! pgrep -f 'taskd-shim $T/' >/dev/null"
-echo "1..$n"
-exit $fail
+
+tap_end

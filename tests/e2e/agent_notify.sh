@@ -7,47 +7,20 @@
 # event log reached the receiver exactly once after de-duplication by seq, in order per task,
 # and the last notification of each task matches its final state.
 set -u
-BUILD=${BUILD:-build}
-TASKD=${TASKD:-$BUILD/taskd}
-TASKCTL=${TASKCTL:-$BUILD/taskctl}
+. "$(dirname "$0")/lib.sh"
 KILLS=${KILLS:-20}
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
 
-if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (cgroups, namespaces)"; exit 77; fi
-for b in "$TASKD" "$BUILD/taskd-shim" "$TASKCTL"; do
-	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
-done
+need_root
+need_exec "$TASKD" "$SHIM" "$TASKCTL"
 
-T=$(mktemp -d /var/tmp/cd-agent-notify.XXXXXX)
+e2e_init agent-notify /var/tmp
 STATE=$T/state
 CG=codedeploy-agent-notify-$$
 TASKD_PID=
 RECV_PID=
-cleanup() {
-	[ -n "$TASKD_PID" ] && kill "$TASKD_PID" 2>/dev/null && wait "$TASKD_PID" 2>/dev/null
-	[ -n "$RECV_PID" ] && kill "$RECV_PID" 2>/dev/null && wait "$RECV_PID" 2>/dev/null
-	for p in $(pgrep -f "taskd-shim $STATE/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-	for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/unified/"$CG"; do
-		[ -d "$d" ] || continue
-		for c in "$d"/*/; do
-			[ -f "$c/cgroup.procs" ] || continue
-			for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
-			sleep 0.1
-			rmdir "$c" 2>/dev/null
-		done
-		rmdir "$d" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+E2E_PID_VARS="TASKD_PID RECV_PID"
+E2E_STATE_DIRS=$STATE
+E2E_CGROUPS=$CG
 
 # ---------------------------------------------------------------- the receiver
 RPORT=$(free_port)
@@ -86,10 +59,7 @@ EOF
 AGENT_TOKEN=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 python3 "$T/recv.py" "$RPORT" "$T/received.jsonl" "$AGENT_TOKEN" &
 RECV_PID=$!
-for _ in $(seq 50); do
-	curl -s -o /dev/null "http://127.0.0.1:$RPORT/" && break
-	sleep 0.1
-done
+wait_http "http://127.0.0.1:$RPORT/" 5
 
 # ---------------------------------------------------------------- taskd with a manager
 mkdir -p "$STATE"
@@ -98,14 +68,8 @@ chmod 600 "$STATE/manager.token"
 PORT=$(free_port)
 printf 'cgroup_parent = %s\nheartbeat_interval_s = 1\nzone = e2e-1\n' "$CG" >"$T/taskd.conf"
 start_taskd() {
-	"$TASKD" --config "$T/taskd.conf" --state-dir "$STATE" --listen "127.0.0.1:$PORT" \
-		--host-id notify-e2e --manager "http://127.0.0.1:$RPORT" >>"$T/taskd.log" 2>&1 &
-	TASKD_PID=$!
-	for _ in $(seq 100); do
-		curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && return 0
-		sleep 0.05
-	done
-	return 1
+	e2e_start_taskd "$PORT" "$STATE" "$T/taskd.conf" "$T/taskd.log" --host-id notify-e2e \
+		--manager "http://127.0.0.1:$RPORT"
 }
 start_taskd
 check "taskd starts with a manager configured" "curl -sf http://127.0.0.1:$PORT/healthz >/dev/null"
@@ -161,7 +125,6 @@ for i in $(seq "$KILLS"); do
 done
 check "all tasks accounted for after each of $KILLS kill -9 + restart" "[ $lost = 0 ]" "lost=$lost"
 check "no task ever ran twice (one live cgroup, one shim)" "[ $dups = 0 ]" "dups=$dups"
-for p in $(pgrep -f "taskd-shim $STATE/tasks/"); do :; done
 long_state=$($C -o json get "$(echo $ids | cut -d' ' -f3)" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
 check "the long-running task is still RUNNING" "[ '$long_state' = RUNNING ]"
 
@@ -263,5 +226,4 @@ check "no shim left" "! pgrep -f 'taskd-shim $STATE/' >/dev/null"
 kill "$TASKD_PID"
 wait "$TASKD_PID" 2>/dev/null
 TASKD_PID=
-echo "1..$n"
-exit $fail
+tap_end

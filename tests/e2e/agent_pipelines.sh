@@ -5,29 +5,16 @@
 # Idempotency-Key, runs, watch (exit 0 on FINISHED, 1 on a cancelled run), approve, cancel,
 # retry, -o json, --help per verb, usage errors (exit 2, one line) and not found (exit 3).
 set -u
-BUILD=${BUILD:-build}
-DEPLOYD=${DEPLOYD:-$BUILD/deployd}
-TASKCTL=${TASKCTL:-$BUILD/taskctl}
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+. "$(dirname "$0")/lib.sh"
 
-for b in "$DEPLOYD" "$TASKCTL"; do
-	[ -x "$b" ] || { echo "1..0 # SKIP $b not built"; exit 77; }
-done
-command -v python3 >/dev/null || { echo "1..0 # SKIP python3 not installed"; exit 77; }
+need_exec "$DEPLOYD" "$TASKCTL"
+need_cmd python3
 
-T=$(mktemp -d /tmp/cd-agent-pipelines.XXXXXX)
-DPID=
-cleanup() {
-	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	[ -n "${KEEP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
+e2e_init agent-pipelines
+DEPLOYD_PID=
+WPID=
+E2E_PID_VARS="DEPLOYD_PID WPID"
 
-hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 ADMIN=$(hex)
 FOO=$(hex)
 printf 'admin %s\nagent %s\nteam:foo_team %s\n' "$ADMIN" "$(hex)" "$FOO" >"$T/tokens"
@@ -35,19 +22,10 @@ chmod 0600 "$T/tokens"
 printf '%s\n' "$FOO" >"$T/foo.token"
 chmod 0600 "$T/foo.token"
 mkdir -p "$T/state"
-"$DEPLOYD" --role pipelines --state-dir "$T/state" --listen 127.0.0.1:0 \
-	--token-file "$T/tokens" >"$T/deployd.log" 2>&1 &
-DPID=$!
-PORT=
-for _ in $(seq 1 100); do
-	PORT=$(sed -n 's/.*msg="deployd ready".* port=\([0-9]*\).*/\1/p' "$T/deployd.log")
-	[ -n "$PORT" ] && break
-	sleep 0.1
-done
-if [ -z "$PORT" ]; then
-	echo "1..0 # SKIP deployd did not start: $(tail -3 "$T/deployd.log" | tr '\n' ' ')"
-	exit 77
-fi
+e2e_start_deployd 0 "$T/deployd.log" --role pipelines --state-dir "$T/state" \
+	--token-file "$T/tokens" ||
+	skip_all "deployd did not start: $(tail -3 "$T/deployd.log" | tr '\n' ' ')"
+PORT=$DEPLOYD_PORT
 C="$TASKCTL --server http://127.0.0.1:$PORT --token-file $T/foo.token"
 jget() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null; }
 
@@ -130,5 +108,5 @@ check "watch -o json prints the run as JSON lines" \
 check "schema activate ID VERSION" "$C schema activate '$PID' 2 | grep -q 'version 2 active'"
 check "the active schema is now version 2" "$C schema get '$PID' | head -1 | grep -q 'version 2 (active)'"
 
-echo "1..$n"
-exit $fail
+
+tap_end

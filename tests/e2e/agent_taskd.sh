@@ -7,50 +7,23 @@
 # re-adoption (same pids, nothing duplicated, exit status of a task that ended while taskd was
 # down), bad input (422 with every field, 404, 413, 401) and cleanup (no cgroup, no shim left).
 set -u
-BUILD=${BUILD:-build}
-TASKD=${TASKD:-$BUILD/taskd}
-TASKCTL=${TASKCTL:-$BUILD/taskctl}
+. "$(dirname "$0")/lib.sh"
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
 
-if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (cgroups, namespaces)"; exit 77; fi
-for b in "$TASKD" "$BUILD/taskd-shim" "$TASKCTL"; do
-	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
-done
-if [ ! -x "$NGINX" ]; then echo "1..0 # SKIP nginx not installed"; exit 77; fi
+need_root
+need_exec "$TASKD" "$SHIM" "$TASKCTL"
+[ -x "$NGINX" ] || skip_all "nginx not installed"
 
 # Not under /tmp: tasks get a private /tmp, so only a host path shows that masking works.
-T=$(mktemp -d /var/tmp/cd-agent-e2e.XXXXXX)
+e2e_init agent-e2e /var/tmp
 STATE=$T/state
 CG=codedeploy-agent-e2e-$$
 TASKD_PID=
 NGINX_PID=
-cleanup() {
-	[ -n "$TASKD_PID" ] && kill "$TASKD_PID" 2>/dev/null && wait "$TASKD_PID" 2>/dev/null
-	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
-	# whatever a failed test left: shims first (they own the tasks), then the cgroups
-	for p in $(pgrep -f "taskd-shim $STATE/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-	for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/unified/"$CG"; do
-		[ -d "$d" ] || continue
-		for c in "$d"/*/; do
-			[ -f "$c/cgroup.procs" ] || continue
-			for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
-			sleep 0.1
-			rmdir "$c" 2>/dev/null
-		done
-		rmdir "$d" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
+E2E_PID_VARS="TASKD_PID NGINX_PID"
+E2E_STATE_DIRS=$STATE
+E2E_CGROUPS=$CG
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 jget() { # jget JSON-TEXT PY-EXPR  (d is the parsed document)
 	python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1" 2>/dev/null
 }
@@ -119,16 +92,7 @@ log_keep = 2
 log_line_max = 200
 restart_reset_s = 30
 CONF
-start_taskd() {
-	"$TASKD" --config "$T/taskd.conf" --state-dir "$STATE" --listen "127.0.0.1:$PORT" \
-		--host-id e2e >>"$T/taskd.log" 2>&1 &
-	TASKD_PID=$!
-	for _ in $(seq 100); do
-		curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && return 0
-		sleep 0.05
-	done
-	return 1
-}
+start_taskd() { e2e_start_taskd "$PORT" "$STATE" "$T/taskd.conf" "$T/taskd.log" --host-id e2e; }
 start_taskd
 check "taskd starts and answers /healthz" "curl -sf http://127.0.0.1:$PORT/healthz >/dev/null"
 "$TASKD" --config "$T/taskd.conf" --state-dir "$STATE" --listen "127.0.0.1:$(free_port)" \
@@ -203,8 +167,7 @@ if grep -q 'process_events=bpf' "$T/taskd.log"; then
 		"field '$t_k' message | grep -q 'signal 9 sent by pid [0-9]* (sh)'" \
 		"$(field "$t_k" message)"
 else
-	n=$((n + 1))
-	echo "ok $n - eBPF names the sender of the fatal signal # SKIP BPF unavailable"
+	skip "eBPF names the sender of the fatal signal" "BPF unavailable"
 fi
 t_oom=$(put oom '"command":["/bin/sh","-c","tail /dev/zero"],"reqs":{"memory_mb":32},"restart":{"policy":"never"}')
 check "memory limit → ERROR oom_killed" "wait_for '$t_oom' ERROR oom_killed 30"
@@ -483,5 +446,4 @@ rc=$?
 TASKD_PID=
 check "taskd exits 0 on SIGTERM" "[ $rc = 0 ]" "rc=$rc"
 
-echo "1..$n"
-exit $fail
+tap_end

@@ -13,53 +13,29 @@
 # of an update → the restarted deployd finishes it; no task lost or duplicated on the hosts;
 # stopping the job removes every task.
 set -u
-BUILD=${BUILD:-build}
-DEPLOYD=${DEPLOYD:-$BUILD/deployd}
-TASKD=${TASKD:-$BUILD/taskd}
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+. "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (taskd runs tasks in cgroups)"; exit 77; fi
-for b in "$DEPLOYD" "$TASKD" "$BUILD/taskd-shim"; do
-	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
-done
-for tool in curl python3 sha256sum; do
-	command -v $tool >/dev/null || { echo "1..0 # SKIP $tool missing"; exit 77; }
-done
+need_root "taskd runs tasks in cgroups"
+need_exec "$DEPLOYD" "$TASKD" "$SHIM"
+need_cmd curl python3 sha256sum
 
-T=$(mktemp -d /tmp/cd-central-taskd.XXXXXX)
-net_cleanup() { :; }
+e2e_init central-taskd
 CG=codedeploy-central-e2e-$$
+P=cdc$$
 DPID=
-cleanup() {
-	[ -n "$DPID" ] && kill -9 "$DPID" 2>/dev/null
+E2E_PID_VARS=DPID
+E2E_STOP_SIGNAL=KILL
+E2E_STATE_DIRS="$T/taskd1 $T/taskd2 $T/taskd3"
+E2E_CGROUPS="$CG-1 $CG-2 $CG-3"
+E2E_NETNS_PREFIX=$P-
+# The taskds' pids are kept in files: a host's taskd is started again after it was killed.
+e2e_on_cleanup() {
 	for i in 1 2 3; do
 		[ -f "$T/taskd$i.pid" ] && kill -9 "$(cat "$T/taskd$i.pid")" 2>/dev/null
 	done
-	for p in $(pgrep -f "taskd-shim $T/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-	for i in 1 2 3; do
-		for d in /sys/fs/cgroup/*/"$CG-$i" /sys/fs/cgroup/unified/"$CG-$i"; do
-			[ -d "$d" ] || continue
-			for c in "$d"/*/; do
-				[ -f "$c/cgroup.procs" ] || continue
-				for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
-				sleep 0.1
-				rmdir "$c" 2>/dev/null
-			done
-			rmdir "$d" 2>/dev/null
-		done
-	done
-	net_cleanup 2>/dev/null
-	rm -rf "$T"
+	return 0
 }
-trap cleanup EXIT INT TERM
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 py() { python3 -c "import json,sys; d=json.load(sys.stdin); $1" 2>/dev/null; }
 wait_for() { # wait_for EXPR SECONDS
 	i=0
@@ -71,7 +47,6 @@ wait_for() { # wait_for EXPR SECONDS
 	return 1
 }
 
-hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 ADMIN=$(hex)
 AGENT=$(hex)
 printf 'admin %s\nagent %s\n' "$ADMIN" "$AGENT" >"$T/tokens"
@@ -80,7 +55,6 @@ chmod 0600 "$T/tokens" "$T/agent.token"
 
 # ---- network: loopback, or one namespace per host ----
 NETNS=${CENTRAL_E2E_NETNS:-auto}
-P=cdc$$
 if [ "$NETNS" = auto ]; then
 	if ip netns add "$P-probe" 2>/dev/null; then ip netns del "$P-probe"; NETNS=1; else NETNS=0; fi
 fi
@@ -103,12 +77,6 @@ ns_up() { # ns_up NAME ADDR: namespace with lo up and eth0 on the switch's bridg
 		ip -n "$P-sw" link set "v$1" master br0 up &&
 		ip -n "$P-$1" addr add "$2/24" dev eth0 &&
 		ip -n "$P-$1" link set eth0 up && ip -n "$P-$1" link set lo up
-}
-net_cleanup() {
-	[ "$NETNS" = 1 ] || return 0
-	for ns in $(ip netns list | awk -v p="$P-" 'index($1, p) == 1 {print $1}'); do
-		ip netns del "$ns" 2>/dev/null
-	done
 }
 if [ "$NETNS" = 1 ]; then
 	ip netns add "$P-sw" && ip -n "$P-sw" link add br0 type bridge &&
@@ -195,22 +163,13 @@ C1=1111111111111111111111111111111111111111
 C2=2222222222222222222222222222222222222222
 C3=3333333333333333333333333333333333333333
 C5=5555555555555555555555555555555555555555
-publish $C1 '#!/bin/sh
-echo "web v1"
+for v in 1 2 3 5; do
+	eval "commit=\$C$v"
+	publish "$commit" "#!/bin/sh
+echo \"web v$v\"
 exec sleep 1000
-'
-publish $C2 '#!/bin/sh
-echo "web v2"
-exec sleep 1000
-'
-publish $C3 '#!/bin/sh
-echo "web v3"
-exec sleep 1000
-'
-publish $C5 '#!/bin/sh
-echo "web v5"
-exec sleep 1000
-'
+"
+done
 check "artifacts indexed" "api GET /v1/artifacts/app:web@$C5 | grep -q sha256:"
 
 spec() { # spec COMMIT HEALTH_CMD
@@ -315,5 +274,4 @@ check "SetJobState DONE → job DONE" "wait_for '[ \"\$(field \"[\\\"state\\\"]\
 gone() { [ -z "$(host_tasks)" ] && [ "$(for i in 1 2 3; do taskd_get "$i" /v1/tasks | py "print(len([t for t in d['tasks'] if t['job']=='job://us-east/us-east-1/web']))"; done | awk "{s+=\$1} END {print s+0}")" = 0 ]; }
 check "every task deleted from the hosts" "wait_for gone 30"
 
-echo "1..$n"
-exit $fail
+tap_end

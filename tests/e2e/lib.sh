@@ -1,0 +1,175 @@
+# tests/e2e/lib.sh — what the end-to-end scripts share: TAP counters and checks, skips, the
+# build paths, a private temporary directory, starting taskd and deployd and waiting until they
+# answer, and one cleanup trap. Sourced (POSIX sh), after `set -u`:
+#
+#	. "$(dirname "$0")/lib.sh"
+#
+# Cleanup, from the EXIT/INT/TERM trap e2e_init installs, in this order: the script's own
+# e2e_on_cleanup (if it defines one); every process whose pid is in a variable named in
+# E2E_PID_VARS (the variables are read at cleanup time, so a restarted daemon's new pid is the
+# one stopped); the taskd-shims recorded in the state directories of E2E_STATE_DIRS; every
+# process in, and then, the cgroups named in E2E_CGROUPS; the network namespaces whose name
+# starts with E2E_NETNS_PREFIX; the temporary directory $T (kept when KEEP is set).
+# Processes are only ever stopped by pid: never by a name pattern, which would hit the
+# processes of other tests running at the same time.
+
+BUILD=${BUILD:-build}
+TASKD=${TASKD:-$BUILD/taskd}
+TASKCTL=${TASKCTL:-$BUILD/taskctl}
+DEPLOYD=${DEPLOYD:-$BUILD/deployd}
+SHIM=${SHIM:-$BUILD/taskd-shim}
+E2E_PID_VARS=${E2E_PID_VARS:-}
+E2E_STATE_DIRS=${E2E_STATE_DIRS:-}
+E2E_CGROUPS=${E2E_CGROUPS:-}
+E2E_NETNS_PREFIX=${E2E_NETNS_PREFIX:-}
+E2E_STOP_SIGNAL=${E2E_STOP_SIGNAL:-TERM}
+T=
+
+# ---------------------------------------------------------------- TAP
+n=0
+fail=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
+# check NAME SHELL-EXPR [DIAGNOSTIC]: evaluated in this shell (functions and variables visible)
+check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+# skip_all REASON: the whole script is skipped (kselftest's 77)
+skip_all() { echo "1..0 # SKIP $1"; exit 77; }
+# tap_end: the plan, and the exit status: 0 when every check passed
+tap_end() { echo "1..$n"; exit "$fail"; }
+
+# ---------------------------------------------------------------- requirements
+need_root() { [ "$(id -u)" = 0 ] || skip_all "needs root (${1:-cgroups, namespaces})"; }
+need_exec() { for b in "$@"; do [ -x "$b" ] || skip_all "$b not built"; done; }
+need_cmd() { for c in "$@"; do command -v "$c" >/dev/null || skip_all "$c not installed"; done; }
+
+# ---------------------------------------------------------------- helpers
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# wait_http URL [SECONDS]: until URL answers (any status), at most SECONDS (default 5)
+wait_http() {
+	_i=0
+	while [ $_i -lt $((${2:-5} * 20)) ]; do
+		curl -s -o /dev/null "$1" && return 0
+		sleep 0.05
+		_i=$((_i + 1))
+	done
+	return 1
+}
+# hex: 64 random hex digits (a token)
+hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
+
+# e2e_start_taskd PORT STATE-DIR CONFIG LOG [TASKD-ARGS...]: starts taskd on 127.0.0.1:PORT in
+# the background (TASKD_PID; add TASKD_PID to E2E_PID_VARS) and waits for its /healthz.
+e2e_start_taskd() {
+	_port=$1 _state=$2 _conf=$3 _log=$4
+	shift 4
+	"$TASKD" --config "$_conf" --state-dir "$_state" --listen "127.0.0.1:$_port" "$@" \
+		>>"$_log" 2>&1 &
+	TASKD_PID=$!
+	wait_http "http://127.0.0.1:$_port/healthz" 5
+}
+
+# e2e_start_deployd PORT LOG [DEPLOYD-ARGS...]: starts deployd on 127.0.0.1:PORT (0: a port of
+# its choice, when nothing needs its advertised URL) in the background (DEPLOYD_PID; add it to
+# E2E_PID_VARS), waits for its "deployd ready" line and sets DEPLOYD_PORT and DEPLOYD_URL.
+# Returns 1 when it did not come up within 10 s.
+e2e_start_deployd() {
+	_port=$1 _log=$2
+	shift 2
+	"$DEPLOYD" "$@" --listen "127.0.0.1:$_port" >>"$_log" 2>&1 &
+	DEPLOYD_PID=$!
+	DEPLOYD_PORT=
+	_i=0
+	while [ $_i -lt 100 ]; do
+		DEPLOYD_PORT=$(sed -n 's/.*msg="deployd ready".* port=\([0-9]*\).*/\1/p' "$_log" |
+			tail -1)
+		[ -n "$DEPLOYD_PORT" ] && break
+		kill -0 "$DEPLOYD_PID" 2>/dev/null || break
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	DEPLOYD_URL=http://127.0.0.1:$DEPLOYD_PORT
+	[ -n "$DEPLOYD_PORT" ]
+}
+
+# e2e_stop PID [SIGNAL]: signal one process (default TERM) and reap it when it is our child.
+e2e_stop() {
+	[ -n "$1" ] || return 0
+	kill "-${2:-TERM}" "$1" 2>/dev/null && wait "$1" 2>/dev/null
+	return 0
+}
+
+# e2e_kill_shims STATE-DIR: SIGKILL the taskd-shims that taskd recorded in
+# STATE-DIR/tasks/*/status.json, by pid, only when that pid is still the same process (its
+# /proc start time is the recorded one, its name taskd-shim): a reused pid is left alone.
+e2e_kill_shims() {
+	[ -d "$1/tasks" ] || return 0
+	python3 - "$1" <<'EOF'
+import glob, json, os, signal, sys
+for path in glob.glob(os.path.join(sys.argv[1], "tasks", "*", "status.json")):
+    try:
+        st = json.load(open(path))
+        pid, start = int(st["shim_pid"]), int(st["shim_start"])
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if pid > 1 and comm == "taskd-shim" and int(stat[stat.rindex(")") + 2:].split()[19]) == start:
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+EOF
+}
+
+# e2e_cgroup_cleanup NAME: SIGKILL every process in the cgroups below NAME (in every mounted
+# hierarchy), then remove them and NAME.
+e2e_cgroup_cleanup() {
+	for _d in /sys/fs/cgroup/*/"$1" /sys/fs/cgroup/unified/"$1"; do
+		[ -d "$_d" ] || continue
+		for _c in "$_d"/*/; do
+			[ -f "$_c/cgroup.procs" ] || continue
+			for _p in $(cat "$_c/cgroup.procs"); do kill -9 "$_p" 2>/dev/null; done
+			sleep 0.1
+			rmdir "$_c" 2>/dev/null
+		done
+		rmdir "$_d" 2>/dev/null
+	done
+	return 0
+}
+
+# e2e_netns_cleanup PREFIX: delete the network namespaces whose name starts with PREFIX.
+e2e_netns_cleanup() {
+	[ -n "$1" ] || return 0
+	command -v ip >/dev/null || return 0
+	for _ns in $(ip netns list 2>/dev/null | awk -v p="$1" 'index($1, p) == 1 {print $1}'); do
+		ip netns del "$_ns" 2>/dev/null
+	done
+	return 0
+}
+
+e2e_cleanup() {
+	trap - EXIT INT TERM
+	command -v e2e_on_cleanup >/dev/null 2>&1 && e2e_on_cleanup
+	for _v in $E2E_PID_VARS; do
+		eval "_pid=\${$_v:-}"
+		e2e_stop "$_pid" "$E2E_STOP_SIGNAL"
+	done
+	for _s in $E2E_STATE_DIRS; do e2e_kill_shims "$_s"; done
+	for _cg in $E2E_CGROUPS; do e2e_cgroup_cleanup "$_cg"; done
+	e2e_netns_cleanup "$E2E_NETNS_PREFIX"
+	if [ -n "$T" ] && [ -z "${KEEP:-}" ]; then
+		rm -rf "$T"
+	elif [ -n "$T" ]; then
+		echo "# kept $T" >&2
+	fi
+}
+
+# e2e_init NAME [PARENT]: the private temporary directory T (PARENT/cd-NAME.XXXXXX, default
+# /tmp) and the cleanup trap. On INT/TERM the trap cleans up and exits 130/143.
+e2e_init() {
+	T=$(mktemp -d "${2:-/tmp}/cd-$1.XXXXXX") || skip_all "cannot create a temporary directory"
+	trap e2e_cleanup EXIT
+	trap 'e2e_cleanup; exit 130' INT
+	trap 'e2e_cleanup; exit 143' TERM
+}
