@@ -5,6 +5,7 @@ $(eval $(call cd_lib,api,$(API_SRCS)))
 # apicodec: JSON body parsing, names, JobSpec and Pipeline codecs.
 $(eval $(call cd_test,test_api_json,tests/unit/test_api_json.c,api cdlib))
 $(eval $(call cd_test,test_api_names,tests/unit/test_api_names.c,api cdlib))
+$(eval $(call cd_test,test_api_jsonw,tests/unit/test_api_jsonw.c,api cdlib))
 APICODEC_WRAP := $(call wrap,malloc calloc realloc strdup vasprintf)
 $(eval $(call cd_test,test_api_jobspec,tests/unit/test_api_jobspec.c,api cdlib,$(APICODEC_WRAP)))
 $(eval $(call cd_test,test_api_pipeline,tests/unit/test_api_pipeline.c,api cdlib,$(APICODEC_WRAP)))
@@ -15,6 +16,7 @@ APICODEC_SRCS := api/json.c api/names.c api/jobspec.c api/pipeline.c api/problem
 $(eval $(call cd_fuzz,fuzz_jobspec,tests/fuzz/fuzz_jobspec.c $(APICODEC_SRCS),cdlib))
 $(eval $(call cd_fuzz,fuzz_pipeline,tests/fuzz/fuzz_pipeline.c $(APICODEC_SRCS),cdlib))
 $(eval $(call cd_fuzz,fuzz_names,tests/fuzz/fuzz_names.c $(APICODEC_SRCS),cdlib))
+$(eval $(call cd_fuzz,fuzz_jsonw,tests/fuzz/fuzz_jsonw.c api/jsonw.c,cdlib))
 
 # apihttp: HTTP server (civetweb) and client (libcurl) wrappers.
 $(eval $(call cd_test,test_api_http,tests/unit/test_api_http.c,api cdlib))

@@ -12,6 +12,7 @@
 
 #include "api/http_client.h"
 #include "api/json.h"
+#include "api/jsonw.h"
 #include "api/names.h"
 #include "central/cluster.h"
 #include "central/deployd.h"
@@ -208,45 +209,72 @@ static json_t *ts_json(usec_t t)
 	return t ? json_string(clock_format_rfc3339(t, buf, sizeof(buf))) : json_null();
 }
 
-static json_t *task_to_json(const struct store_job *j, const struct store_task *t)
+/* The job views are written with jsonw, not built as jansson trees: GetJobState is the hot
+ * read (pipelines and dashboards poll it) and the tree cost more than the query. */
+static void write_task(struct jsonw *w, const struct store_job *j, const struct store_task *t)
 {
 	char url[512];
 
 	snprintf(url, sizeof(url), "task://%s/%s/%s/%s", j->region, j->zone, j->name, t->task_id);
-	return json_pack("{s:s, s:s, s:i, s:I, s:s?, s:s, s:s, s:s?, s:s?, s:b, s:o, s:o, s:i, "
-			 "s:o, s:o}",
-			 "task_id", t->task_id, "task", url, "index", t->index, "version",
-			 (json_int_t)t->version, "host_id", t->host_id[0] ? t->host_id : NULL,
-			 "desired", t->desired, "state", t->state, "reason", t->reason, "message",
-			 t->message, "healthy", t->healthy, "exit_code",
-			 t->has_exit_code ? json_integer(t->exit_code) : json_null(), "signal",
-			 t->has_signal ? json_integer(t->signal) : json_null(), "restarts",
-			 t->restarts, "created_at", ts_json(t->created_at), "updated_at",
-			 ts_json(t->updated_at));
+	jsonw_object_begin(w);
+	jsonw_kstring(w, "task_id", t->task_id);
+	jsonw_kstring(w, "task", url);
+	jsonw_kint(w, "index", t->index);
+	jsonw_kint(w, "version", t->version);
+	jsonw_kstring(w, "host_id", t->host_id[0] ? t->host_id : NULL);
+	jsonw_kstring(w, "desired", t->desired);
+	jsonw_kstring(w, "state", t->state);
+	jsonw_kstring(w, "reason", t->reason);
+	jsonw_kstring(w, "message", t->message);
+	jsonw_kbool(w, "healthy", t->healthy);
+	jsonw_key(w, "exit_code");
+	if (t->has_exit_code)
+		jsonw_int(w, t->exit_code);
+	else
+		jsonw_null(w);
+	jsonw_key(w, "signal");
+	if (t->has_signal)
+		jsonw_int(w, t->signal);
+	else
+		jsonw_null(w);
+	jsonw_kint(w, "restarts", t->restarts);
+	jsonw_ktime(w, "created_at", t->created_at);
+	jsonw_ktime(w, "updated_at", t->updated_at);
+	jsonw_object_end(w);
 }
 
-static json_t *job_to_json(const struct store_job *j, bool with_spec)
+/* The job's fields, inside an object the caller opened. */
+static void write_job_fields(struct jsonw *w, const struct store_job *j, bool with_spec)
 {
 	char url[512];
-	json_t *o;
 
 	snprintf(url, sizeof(url), "job://%s/%s/%s", j->region, j->zone, j->name);
-	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s?, s:{s:s, s:s?, "
-		      "s:i, s:i, s:b}, s:s?, s:o, s:o}",
-		      "job_id", j->job_id, "job", url, "name", j->name, "region", j->region, "zone",
-		      j->zone, "version", (json_int_t)j->version, "stable_version",
-		      (json_int_t)j->stable_version, "desired", j->desired, "state", j->state,
-		      "reason", j->reason, "rollout", "state", j->rollout[0] ? j->rollout : "done",
-		      "reason", j->rollout_reason, "max_unavailable", j->max_unavailable,
-		      "min_healthy_s", j->min_healthy_s, "auto_rollback", j->auto_rollback,
-		      "updated_by", j->updated_by, "created_at", ts_json(j->created_at),
-		      "updated_at", ts_json(j->updated_at));
-	if (o && with_spec) {
-		json_t *spec = json_loads(j->spec, 0, NULL);
-
-		json_object_set_new(o, "spec", spec ?: json_null());
+	jsonw_kstring(w, "job_id", j->job_id);
+	jsonw_kstring(w, "job", url);
+	jsonw_kstring(w, "name", j->name);
+	jsonw_kstring(w, "region", j->region);
+	jsonw_kstring(w, "zone", j->zone);
+	jsonw_kint(w, "version", j->version);
+	jsonw_kint(w, "stable_version", j->stable_version);
+	jsonw_kstring(w, "desired", j->desired);
+	jsonw_kstring(w, "state", j->state);
+	jsonw_kstring(w, "reason", j->reason);
+	jsonw_key(w, "rollout");
+	jsonw_object_begin(w);
+	jsonw_kstring(w, "state", j->rollout[0] ? j->rollout : "done");
+	jsonw_kstring(w, "reason", j->rollout_reason);
+	jsonw_kint(w, "max_unavailable", j->max_unavailable);
+	jsonw_kint(w, "min_healthy_s", j->min_healthy_s);
+	jsonw_kbool(w, "auto_rollback", j->auto_rollback);
+	jsonw_object_end(w);
+	jsonw_kstring(w, "updated_by", j->updated_by);
+	jsonw_ktime(w, "created_at", j->created_at);
+	jsonw_ktime(w, "updated_at", j->updated_at);
+	if (with_spec) {
+		/* stored in canonical form by PutJob: valid JSON */
+		jsonw_key(w, "spec");
+		jsonw_raw(w, j->spec);
 	}
-	return o;
 }
 
 static void set_etag(struct http_request *req, int64_t version)
@@ -347,11 +375,11 @@ static void reply_job(struct http_request *req, struct cluster_role *cr, bool wi
 		      bool with_tasks, bool tasks_only)
 {
 	struct store_task *tasks = NULL;
+	struct jsonw w = JSONW_INIT;
 	struct store_job j = {};
 	struct cd_error err = {};
 	struct job_url u;
 	size_t n = 0;
-	json_t *o, *arr;
 	int r;
 
 	if (url_from_req(req, &u) < 0)
@@ -365,20 +393,26 @@ static void reply_job(struct http_request *req, struct cluster_role *cr, bool wi
 		http_reply_error(req, 500, "%s", cd_error_message(&err));
 		return;
 	}
-	arr = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(arr, task_to_json(&j, &tasks[i]));
-	if (tasks_only) {
-		o = json_pack("{s:s, s:o}", "job_id", j.job_id, "tasks", arr);
-	} else {
-		o = job_to_json(&j, with_spec);
-		if (with_tasks)
-			json_object_set_new(o, "tasks", arr);
-		else
-			json_decref(arr);
+	strbuf_grow(&w.buf, 1024 + n * 512); /* one allocation for a typical answer */
+	jsonw_object_begin(&w);
+	if (tasks_only)
+		jsonw_kstring(&w, "job_id", j.job_id);
+	else
+		write_job_fields(&w, &j, with_spec);
+	if (with_tasks) {
+		jsonw_key(&w, "tasks");
+		jsonw_array_begin(&w);
+		for (size_t i = 0; i < n; i++)
+			write_task(&w, &j, &tasks[i]);
+		jsonw_array_end(&w);
 	}
+	jsonw_object_end(&w);
 	set_etag(req, j.version);
-	http_reply_json_new(req, 200, o);
+	if (jsonw_finish(&w) < 0)
+		http_reply_error(req, 500, "out of memory");
+	else
+		http_reply_bytes(req, 200, "application/json", w.buf.buf, w.buf.len);
+	jsonw_release(&w);
 	store_task_list_free(tasks, n);
 	store_job_release(&j);
 }

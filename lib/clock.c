@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -28,19 +29,67 @@ usec_t clock_real_usec(void)
 	return ts_to_usec(&ts);
 }
 
+/* Days since 1970-01-01 → civil date (proleptic Gregorian; H. Hinnant's civil_from_days). */
+static void civil_from_days(int64_t z, int64_t *ret_y, unsigned *ret_m, unsigned *ret_d)
+{
+	int64_t era, y;
+	unsigned doe, yoe, doy, mp;
+
+	z += 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = (unsigned)(z - era * 146097);
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	y = (int64_t)yoe + era * 400;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	*ret_d = doy - (153 * mp + 2) / 5 + 1;
+	*ret_m = mp < 10 ? mp + 3 : mp - 9;
+	*ret_y = y + (*ret_m <= 2);
+}
+
+static char *put_digits(char *p, unsigned v, int n)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		p[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+	return p + n;
+}
+
+/* Without gmtime_r() and snprintf(): glibc's gmtime_r takes the process-wide timezone lock,
+ * which serialised every thread formatting timestamps for API responses. */
 const char *clock_format_rfc3339(usec_t realtime, char *buf, size_t size)
 {
-	time_t sec = (time_t)(realtime / USEC_PER_SEC);
-	struct tm tm;
+	uint64_t sec = realtime / USEC_PER_SEC, days = sec / 86400, rem = sec % 86400;
+	unsigned m, d;
+	int64_t y;
+	char *p = buf;
 
-	if (size < 25 || !gmtime_r(&sec, &tm)) {
+	if (size < 25) {
 		if (size)
 			buf[0] = '\0';
 		return buf;
 	}
-	snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
-		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 (unsigned)((realtime % USEC_PER_SEC) / 1000));
+	civil_from_days((int64_t)days, &y, &m, &d);
+	if (y > 9999) {
+		buf[0] = '\0';
+		return buf;
+	}
+	p = put_digits(p, (unsigned)y, 4);
+	*p++ = '-';
+	p = put_digits(p, m, 2);
+	*p++ = '-';
+	p = put_digits(p, d, 2);
+	*p++ = 'T';
+	p = put_digits(p, (unsigned)(rem / 3600), 2);
+	*p++ = ':';
+	p = put_digits(p, (unsigned)(rem / 60 % 60), 2);
+	*p++ = ':';
+	p = put_digits(p, (unsigned)(rem % 60), 2);
+	*p++ = '.';
+	p = put_digits(p, (unsigned)((realtime % USEC_PER_SEC) / 1000), 3);
+	*p++ = 'Z';
+	*p = '\0';
 	return buf;
 }
 

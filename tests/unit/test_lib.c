@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -151,6 +152,23 @@ static void test_clock_roundtrip(void **state)
 	assert_int_equal(clock_parse_rfc3339("2026-11-25T22:46:23.Z", &t), -EINVAL);
 	assert_int_equal(clock_parse_rfc3339("", &t), -EINVAL);
 	assert_string_equal(clock_format_rfc3339(0, buf, 10), "");
+	/* leap days, century rules and year ends, against gmtime_r */
+	for (int64_t sec = 0; sec < INT64_C(253402300800); sec += INT64_C(86400) * 37 + 3607) {
+		struct tm tm;
+		time_t tt = (time_t)sec;
+		char want[40];
+
+		assert_non_null(gmtime_r(&tt, &tm));
+		strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%S.042Z", &tm);
+		assert_string_equal(clock_format_rfc3339((usec_t)sec * USEC_PER_SEC + 42999, buf,
+							 sizeof(buf)),
+				    want);
+	}
+	assert_string_equal(clock_format_rfc3339(951782400 * USEC_PER_SEC, buf, sizeof(buf)),
+			    "2000-02-29T00:00:00.000Z");
+	assert_string_equal(clock_format_rfc3339(INT64_C(253402300799) * USEC_PER_SEC + 999999, buf,
+						 sizeof(buf)),
+			    "9999-12-31T23:59:59.999Z");
 }
 
 static void test_clock_monotonic(void **state)
