@@ -477,28 +477,37 @@ static void exec_init(const struct plan *p, pid_t cmd)
 	(void)fcntl(p->status_w, F_SETFD, FD_CLOEXEC);
 }
 
-/* Write value to /proc/self/oom_score_adj, saving the old one into old (NUL-terminated) when
- * old is given. Returns the saved length, 0 when nothing was changed. Async-signal-safe; failure
- * (no CAP_SYS_RESOURCE in a user namespace) only loses the protection. */
-static int oom_adj_swap(const char *value, char *old, size_t size)
+/* Write value to /proc/self/oom_score_adj. Async-signal-safe; failure (no CAP_SYS_RESOURCE, as
+ * in a user namespace) only loses the protection. */
+static void oom_adj_set(const char *value)
 {
-	int fd = open("/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC);
-	ssize_t n = 0;
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		return 0;
-	if (old) {
-		n = read(fd, old, size - 1);
-		if (n <= 0) {
-			close(fd);
-			return 0;
-		}
-		old[n] = '\0';
-	}
-	if (write(fd, value, s_len(value)) < 0)
-		n = 0;
+		return;
+	(void)!write(fd, value, s_len(value));
 	close(fd);
-	return (int)n;
+}
+
+/*
+ * The command's stack while it shares the init's memory: it is cloned with CLONE_VM |
+ * CLONE_VFORK (as posix_spawn does), so no page table is copied and no copy-on-write fault taken
+ * for a process that execs right away, and the init sleeps until that exec (or the command's
+ * early exit). Every init is a separate copy of the caller's memory, so concurrent launches never
+ * share it. The command runs with every signal at its default action (child_main reset them)
+ * and blocked until just before exec, writes nothing but this stack, and calls only
+ * async-signal-safe functions: the init's memory is as it left it when it resumes.
+ */
+static char cmd_stack[64 << 10] __attribute__((aligned(64)));
+
+static int cmd_main(void *arg)
+{
+	const struct plan *p = arg;
+
+	close(p->status_w);
+	if (p->status_file >= 0)
+		close(p->status_file);
+	child_exec(p);
 }
 
 static _noreturn_ void child_main(const struct plan *p)
@@ -506,8 +515,7 @@ static _noreturn_ void child_main(const struct plan *p)
 	int keep[8 + _CG_HIER_MAX] = { p->sync_r, p->err_w,  p->status_w, p->status_file,
 				       p->fd_in,  p->fd_out, p->fd_err,	  p->init_fd };
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
-	char c, oom_adj[16];
-	int oom_adj_len;
+	char c;
 	pid_t cmd;
 
 	/* the caller's handlers mean nothing here; signals stay blocked until exec / sigwait */
@@ -545,20 +553,15 @@ static _noreturn_ void child_main(const struct plan *p)
 	if (p->cfg->no_init)
 		child_exec(p);
 
-	/* the OOM killer must never pick the init: its status record is how the caller learns
-	 * what happened. The command gets the inherited score back. */
-	oom_adj_len = oom_adj_swap("-1000", oom_adj, sizeof(oom_adj));
-	cmd = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
+	/* returns once the command exec'd (or died trying: its error is in the pipe) */
+	cmd = clone(cmd_main, cmd_stack + sizeof(cmd_stack), CLONE_VM | CLONE_VFORK | SIGCHLD,
+		    (void *)p);
 	if (cmd < 0)
 		child_fail(p, "fork", errno);
-	if (cmd == 0) {
-		if (oom_adj_len > 0)
-			(void)oom_adj_swap(oom_adj, NULL, 0);
-		close(p->status_w);
-		if (p->status_file >= 0)
-			close(p->status_file);
-		child_exec(p);
-	}
+	/* the OOM killer must never pick the init: its status record is how the caller learns
+	 * what happened. Set after the command's exec, which keeps the inherited score: while
+	 * two processes share an mm the kernel applies a write to both. */
+	oom_adj_set("-1000");
 	/* the command holds the error pipe until exec; the init lets go of everything else */
 	close(p->err_w);
 	close(p->fd_in);

@@ -627,6 +627,37 @@ static void test_init_duties(const char *init)
 	ok(out && strstr(out, "zombies=0"), "%s reaps orphans (no zombies)", mode);
 	run_end(&x);
 
+	/* the command keeps the launcher's oom_score_adj; the init shields itself with -1000
+	 * (where lowering is allowed: CAP_SYS_RESOURCE). The command shares the init's memory
+	 * until its exec, and the kernel applies an oom_score_adj write to every process sharing
+	 * an mm: a write made before the exec would leak from one to the other. */
+	{
+		int fd = open("/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC);
+		char want[64];
+		bool lowered;
+
+		/* raising needs no privilege; lowering back to 0 is allowed again afterwards */
+		if (fd >= 0 && write(fd, "300", 3) == 3) {
+			lowered = write(fd, "-1", 2) == 2; /* a probe: CAP_SYS_RESOURCE? */
+			(void)!pwrite(fd, "300", 3, 0);
+			run_init(&x, SH("echo cmd=$(cat /proc/self/oom_score_adj) "
+					"init=$(cat /proc/1/oom_score_adj)"));
+			x.cfg.init_binary = init;
+			out = run_full(&x, &st);
+			if (out)
+				out[strcspn(out, "\n")] = '\0';
+			snprintf(want, sizeof(want), "cmd=300 init=%s", lowered ? "-1000" : "300");
+			ok(out && streq(out, want), "%s: oom_score_adj %s (want %s)", mode,
+			   out ? out : "-", want);
+			run_end(&x);
+			(void)!pwrite(fd, "0", 1, 0);
+		} else {
+			skip("oom_score_adj of the command and the init", "cannot write it");
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+
 	/* the status file is written by whichever init runs */
 	{
 		char path[] = "/tmp/cd-selftest-status.XXXXXX";
