@@ -235,17 +235,21 @@ int store_collect(sqlite3 *db, sqlite3_stmt *st, size_t elem_size, store_row_fn 
 		  const char *what)
 {
 	char *v = NULL;
-	size_t n = 0;
+	size_t n = 0, cap = 0;
 	int r = 0, rc;
 
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		char *nv = reallocarray(v, n + 1, elem_size);
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 8;
+			char *nv = reallocarray(v, ncap, elem_size);
 
-		if (!nv) {
-			r = cd_error_set(err, -ENOMEM, "out of memory");
-			break;
+			if (!nv) {
+				r = cd_error_set(err, -ENOMEM, "out of memory");
+				break;
+			}
+			v = nv;
+			cap = ncap;
 		}
-		v = nv;
 		memset(v + n * elem_size, 0, elem_size);
 		n++;
 		r = row(st, v + (n - 1) * elem_size);
