@@ -50,6 +50,7 @@ struct builder {
 	struct cg_system *cg;
 	char cg_parent[64];
 	uint64_t sb_memory, sb_storage, sb_pids;
+	char *bazel_path; /* NULL = "bazel" in PATH */
 };
 
 int builder_new(const struct builder_config *cfg, struct builder **ret, struct cd_error *err)
@@ -77,7 +78,8 @@ int builder_new(const struct builder_config *cfg, struct builder **ret, struct c
 	b->max_artifact = hc.max_response_bytes;
 	b->rlimit_cpu_s = cfg->rlimit_cpu_s ? cfg->rlimit_cpu_s : DEFAULT_RLIMIT_CPU_S;
 	b->rlimit_fsize = cfg->rlimit_fsize_bytes ? cfg->rlimit_fsize_bytes : DEFAULT_RLIMIT_FSIZE;
-	if (!b->work_dir || !b->log_dir) {
+	b->bazel_path = cfg->bazel_path ? strdup(cfg->bazel_path) : NULL;
+	if (!b->work_dir || !b->log_dir || (cfg->bazel_path && !b->bazel_path)) {
 		builder_free(b);
 		return -ENOMEM;
 	}
@@ -127,6 +129,7 @@ void builder_free(struct builder *b)
 	pthread_mutex_destroy(&b->git_lock);
 	free(b->work_dir);
 	free(b->log_dir);
+	free(b->bazel_path);
 	free(b);
 }
 
@@ -164,19 +167,20 @@ static void log_line(int fd, const char *fmt, ...)
  * Run argv in cwd with stdout+stderr to log_fd (or /dev/null when < 0), in its own session so
  * the whole tree can be killed. While it runs, the runner's keep-alive is called (when ctx is
  * given): a lost lease, a timeout or a stopping runner kills the session and returns that code.
- * *ret_status gets the exit status (128 + signal when killed by one).
+ * *ret_status gets the exit status (128 + signal when killed by one). The log shows show, or
+ * argv when show is NULL.
  */
 static int run_cmd_env(struct builder *b, struct exec_ctx *ctx, char *const argv[],
-		       char *const envp[], const char *cwd, int log_fd, int *ret_status,
-		       struct cd_error *err)
+		       char *const envp[], const char *cwd, const char *show, int log_fd,
+		       int *ret_status, struct cd_error *err)
 {
 	_cleanup_strbuf_ struct strbuf cmd = STRBUF_INIT;
 	int status = 0, r;
 	pid_t pid;
 
-	for (size_t i = 0; argv[i]; i++)
+	for (size_t i = 0; !show && argv[i]; i++)
 		strbuf_addf(&cmd, "%s%s", i ? " " : "", argv[i]);
-	log_line(log_fd, "$ %s", cmd.buf ? cmd.buf : "");
+	log_line(log_fd, "$ %s", show ? show : cmd.buf ? cmd.buf : "");
 	pid = fork();
 	if (pid < 0)
 		return cd_error_set(err, -errno, "fork: %s", strerror(errno));
@@ -242,7 +246,7 @@ static int run_cmd_env(struct builder *b, struct exec_ctx *ctx, char *const argv
 static int run_cmd(struct builder *b, struct exec_ctx *ctx, char *const argv[], const char *cwd,
 		   int log_fd, int *ret_status, struct cd_error *err)
 {
-	return run_cmd_env(b, ctx, argv, NULL, cwd, log_fd, ret_status, err);
+	return run_cmd_env(b, ctx, argv, NULL, cwd, NULL, log_fd, ret_status, err);
 }
 
 /* run_cmd that must succeed: a non-zero status is an error with the command named. */
@@ -259,16 +263,19 @@ static int run_ok(struct builder *b, struct exec_ctx *ctx, char *const argv[], c
 	return 0;
 }
 
+#define SANDBOX_MAX_ARGS 9
+
 /*
- * Run `sh -c script sh args...` in the sandbox with app_dir read-only at /app and a writable
- * /task: stdout to out_fd, stderr to log_fd. Keep-alive and stop semantics as run_cmd(); the
- * whole cgroup is killed on stop. *ret_status = exit status (128 + signal).
+ * Run `sh -c script sh args...` (at most SANDBOX_MAX_ARGS args, NULL-terminated) in the sandbox
+ * with app_dir read-only at /app and a writable /task: stdout to out_fd, stderr to log_fd.
+ * Keep-alive and stop semantics as run_cmd(); the whole cgroup is killed on stop. *ret_status =
+ * exit status (128 + signal). The log shows show, or the script and its first two args.
  */
 static int run_sandboxed(struct builder *b, struct exec_ctx *ctx, const char *script,
-			 char *const args[], const char *app_dir, int out_fd, int log_fd,
-			 int *ret_status, struct cd_error *err)
+			 char *const args[], const char *app_dir, const char *show, int out_fd,
+			 int log_fd, int *ret_status, struct cd_error *err)
 {
-	char *argv[8] = { "/bin/sh", "-c", (char *)script, "sh" };
+	char *argv[4 + SANDBOX_MAX_ARGS + 1] = { "/bin/sh", "-c", (char *)script, "sh" };
 	char id[40], hex[17];
 	char *const envp[] = { "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/task", "LANG=C.UTF-8",
 			       NULL };
@@ -277,7 +284,7 @@ static int run_sandboxed(struct builder *b, struct exec_ctx *ctx, const char *sc
 	struct sandbox_status stt = { 0 };
 	int r;
 
-	for (size_t i = 0; i < 3 && args[i]; i++)
+	for (size_t i = 0; i < SANDBOX_MAX_ARGS && args[i]; i++)
 		argv[4 + i] = args[i];
 	id_random_hex(hex, sizeof(hex));
 	snprintf(id, sizeof(id), "build-%s", hex);
@@ -293,8 +300,11 @@ static int run_sandboxed(struct builder *b, struct exec_ctx *ctx, const char *sc
 	cfg.net = SANDBOX_NET_NONE;
 	cfg.stdout_fd = out_fd;
 	cfg.stderr_fd = log_fd;
-	log_line(log_fd, "$ [sandbox %s, /app = worktree] sh -c '%s' %s %s", id, script,
-		 args[0] ? args[0] : "", args[0] && args[1] ? args[1] : "");
+	if (show)
+		log_line(log_fd, "$ [sandbox %s, /app = worktree] %s", id, show);
+	else
+		log_line(log_fd, "$ [sandbox %s, /app = worktree] sh -c '%s' %s %s", id, script,
+			 args[0] ? args[0] : "", args[0] && args[1] ? args[1] : "");
 	r = sandbox_launch(b->cg, &cfg, &t, err);
 	if (r < 0)
 		return r;
@@ -403,6 +413,9 @@ struct checkout {
 	char dir[PATH_MAX]; /* session directory: worktree + outputs */
 	char wt[PATH_MAX];
 	bool ready;
+	/* Chosen once per checkout by checkout_driver(). */
+	enum { DRIVER_UNKNOWN, DRIVER_MAKE, DRIVER_BAZEL } driver;
+	char bazel[PATH_MAX]; /* the bazel binary (DRIVER_BAZEL) */
 };
 
 static int checkout_open(struct checkout *co, struct cd_error *err)
@@ -914,12 +927,319 @@ int builder_read_artifact_file(struct builder *b, const char *digest, const char
 	return r;
 }
 
+/* ---- drivers ------------------------------------------------------------------------------- */
+
+/* Files that make the worktree root a Bazel workspace (Bazel 4 itself needs a WORKSPACE file;
+ * MODULE.bazel alone is for a newer bazel given as bazel_path). */
+static const char *const bazel_markers[] = { "MODULE.bazel", "WORKSPACE.bazel", "WORKSPACE" };
+
+static bool is_executable(const char *path)
+{
+	struct stat stt;
+
+	return stat(path, &stt) == 0 && S_ISREG(stt.st_mode) && access(path, X_OK) == 0;
+}
+
+/* The bazel binary: b->bazel_path when it holds a '/', else that name ("bazel" by default)
+ * looked up in deployd's PATH now (a bazel installed later is found without a restart).
+ * -ENOENT when there is none. */
+static int find_bazel(const struct builder *b, char ret[static PATH_MAX])
+{
+	const char *name = b->bazel_path ? b->bazel_path : "bazel";
+	const char *path = getenv("PATH");
+
+	if (strchr(name, '/'))
+		return is_executable(name) && pathf(ret, PATH_MAX, "%s", name) >= 0 ? 0 : -ENOENT;
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	for (const char *p = path;;) {
+		size_t n = strcspn(p, ":");
+
+		/* An empty PATH entry would mean the cwd: never for a daemon. */
+		if (n > 0 && pathf(ret, PATH_MAX, "%.*s/%s", (int)n, p, name) >= 0 &&
+		    is_executable(ret))
+			return 0;
+		if (!p[n])
+			return -ENOENT;
+		p += n + 1;
+	}
+}
+
+/*
+ * Pick the checkout's driver, once: Bazel when the worktree root holds one of bazel_markers,
+ * make otherwise. Returns 0, or 1 when the repo is a Bazel workspace but no bazel binary is
+ * found (err says so). Building such a repo with make instead would build something else than
+ * the repo means, or fail in a confusing way, so there is no fallback.
+ */
+static int checkout_driver(struct checkout *co, const char *target, struct cd_error *err)
+{
+	const char *marker = NULL;
+	char path[PATH_MAX];
+	struct stat stt;
+
+	if (co->driver != DRIVER_UNKNOWN)
+		return 0;
+	for (size_t i = 0; !marker && i < ARRAY_SIZE(bazel_markers); i++)
+		if (pathf(path, sizeof(path), "%s/%s", co->wt, bazel_markers[i]) >= 0 &&
+		    lstat(path, &stt) == 0)
+			marker = bazel_markers[i];
+	if (!marker) {
+		co->driver = DRIVER_MAKE;
+		log_line(co->log_fd,
+			 "# driver: make (no MODULE.bazel, WORKSPACE.bazel or WORKSPACE "
+			 "at the repository root)");
+		return 0;
+	}
+	if (find_bazel(co->b, co->bazel) < 0) {
+		const char *name = co->b->bazel_path ? co->b->bazel_path : "bazel";
+
+		if (strchr(name, '/'))
+			cd_error_set(
+				err, -ENOENT,
+				"%s: the repository is a Bazel workspace (%s) but bazel was not "
+				"found (bazel_path %s is not an executable file)",
+				target, marker, name);
+		else
+			cd_error_set(
+				err, -ENOENT,
+				"%s: the repository is a Bazel workspace (%s) but bazel was not "
+				"found (\"%s\" in PATH); install it (Debian: bazel-bootstrap)",
+				target, marker, name);
+		log_line(co->log_fd, "# %s", cd_error_message(err));
+		return 1;
+	}
+	co->driver = DRIVER_BAZEL;
+	log_line(co->log_fd, "# driver: bazel (%s at the repository root): %s", marker, co->bazel);
+	return 0;
+}
+
+/*
+ * The Bazel driver: one POSIX sh script for both modes. Arguments: verb (build|test),
+ * workspace, package ("" = root), name, scratch (writable: output base and stub repositories),
+ * dest (build: the output directory; test: where test.xml is copied), bazel binary, JVM heap in
+ * MiB (0 = Bazel's default), stream ("1": build writes dest as a tar on stdout, test cats the
+ * report; "": files stay in dest). Exit status: Bazel's, or 125 when the driver itself failed.
+ * Why the flags (docs/pipelines.md has the long form):
+ *  --batch: no server outliving the command (it would leave the build's session, keep its heap
+ *    for hours and hold a lock in the output base);
+ *  --nohome_rc: deployd's home is not the repo's config (the system rc stays: Debian's install
+ *    base is set there; so does the repo's .bazelrc, our flags come after it);
+ *  --output_user_root/--output_base in scratch: nothing written outside the checkout (or
+ *    /task) and nothing left after it;
+ *  --spawn_strategy=local: Bazel's linux-sandbox needs user namespaces, which the sandbox's
+ *    seccomp profile refuses; the sandbox is the isolation;
+ *  --symlink_prefix=/: no bazel-* links in the worktree (read-only in the sandbox);
+ *  --repository_cache= and the overrides: offline. Bazel 4's implicit WORKSPACE suffix
+ *    http_archive()s rules_cc, rules_java and remote_coverage_tools, which even the native cc
+ *    and test rules load; stubs forwarding to the native rules replace them (the coverage tools
+ *    fail when used) unless the repo's WORKSPACE names the repository itself;
+ *  --incompatible_strict_action_env: actions get a fixed PATH, not deployd's environment;
+ *  the aspect writes a manifest of the target's DefaultInfo files, sources included
+ *    (--experimental_show_artifacts lists generated files only). Each file is copied to dest
+ *    under its path relative to the target's package (external files under external/).
+ */
+static const char bazel_script[] =
+	"set -u\n"
+	"verb=$1 ws=$2 pkg=$3 name=$4 scratch=$5 dest=$6 bazel=$7 heap=$8 stream=$9\n"
+	"label=//$pkg:$name st=$scratch/stubs\n"
+	"mkdir -p \"$st/rules_cc/cc\" \"$st/rules_java/java\" \"$st/remote_coverage_tools\" \\\n"
+	"  \"$st/outputs\" || exit 125\n"
+	"for d in rules_cc rules_java remote_coverage_tools outputs; do\n"
+	"  : > \"$st/$d/WORKSPACE\" && : > \"$st/$d/BUILD\" || exit 125\n"
+	"done\n"
+	": > \"$st/rules_cc/cc/BUILD\" && : > \"$st/rules_java/java/BUILD\" || exit 125\n"
+	"for r in cc_binary cc_import cc_library cc_proto_library cc_test cc_toolchain \\\n"
+	"    cc_toolchain_suite fdo_prefetch_hints fdo_profile objc_import objc_library; do\n"
+	"  printf 'def %s(**attrs):\\n    native.%s(**attrs)\\n' $r $r\n"
+	"done > \"$st/rules_cc/cc/defs.bzl\"\n"
+	"for r in java_binary java_import java_library java_lite_proto_library java_plugin \\\n"
+	"    java_package_configuration java_proto_library java_runtime java_test java_toolchain; do\n"
+	"  printf 'def %s(**attrs):\\n    native.%s(**attrs)\\n' $r $r\n"
+	"done > \"$st/rules_java/java/defs.bzl\"\n"
+	"cat > \"$st/remote_coverage_tools/BUILD\" <<'E'\n"
+	"package(default_visibility = [\"//visibility:public\"])\n"
+	"sh_binary(name = \"coverage_report_generator\", srcs = [\"unavailable.sh\"])\n"
+	"sh_binary(name = \"lcov_merger\", srcs = [\"unavailable.sh\"])\n"
+	"E\n"
+	"cat > \"$st/remote_coverage_tools/unavailable.sh\" <<'E'\n"
+	"#!/bin/sh\n"
+	"echo \"coverage tools are not available in an offline build\" >&2\n"
+	"exit 1\n"
+	"E\n"
+	"chmod 755 \"$st/remote_coverage_tools/unavailable.sh\"\n"
+	"cat > \"$st/outputs/outputs.bzl\" <<'E' || exit 125\n"
+	"def _impl(target, ctx):\n"
+	"    m = ctx.actions.declare_file(ctx.label.name + \".codedeploy-outputs\")\n"
+	"    files = target[DefaultInfo].files.to_list()\n"
+	"    lines = [f.path + \"\\t\" + f.short_path + \"\\n\" for f in files]\n"
+	"    ctx.actions.write(m, \"\".join(lines))\n"
+	"    return [OutputGroupInfo(codedeploy_outputs = depset([m]))]\n"
+	"\n"
+	"outputs = aspect(implementation = _impl)\n"
+	"E\n"
+	"set -- --batch --nohome_rc \"--output_user_root=$scratch/root\" \\\n"
+	"  \"--output_base=$scratch/base\"\n"
+	"[ \"$heap\" -gt 0 ] && set -- \"$@\" \"--host_jvm_args=-Xmx${heap}m\"\n"
+	"set -- \"$@\" \"$verb\" --color=no --curses=no --show_progress_rate_limit=10 \\\n"
+	"  --verbose_failures --spawn_strategy=local --symlink_prefix=/ --repository_cache= \\\n"
+	"  --incompatible_strict_action_env \"--override_repository=codedeploy_outputs=$st/outputs\"\n"
+	"for r in rules_cc rules_java remote_coverage_tools; do\n"
+	"  grep -qsw \"$r\" \"$ws/WORKSPACE\" \"$ws/WORKSPACE.bazel\" ||\n"
+	"    set -- \"$@\" \"--override_repository=$r=$st/$r\"\n"
+	"done\n"
+	"[ \"$heap\" -gt 0 ] && set -- \"$@\" \"--local_ram_resources=$((heap * 2))\"\n"
+	"if [ \"$verb\" = build ]; then\n"
+	"  set -- \"$@\" --aspects=@codedeploy_outputs//:outputs.bzl%outputs \\\n"
+	"    --output_groups=+codedeploy_outputs\n"
+	"else\n"
+	"  set -- \"$@\" --test_output=all\n"
+	"fi\n"
+	"cd \"$ws\" || exit 125\n"
+	"echo \"\\$ $bazel $* -- $label\" >&2\n"
+	"\"$bazel\" \"$@\" -- \"$label\" >&2\n"
+	"rc=$?\n"
+	"if [ \"$verb\" = build ] && [ $rc -eq 0 ]; then\n"
+	"  m=$(find \"$scratch/base/execroot\" \\\n"
+	"    -path \"*/bazel-out/*/bin/${pkg:+$pkg/}$name.codedeploy-outputs\" | head -n 1)\n"
+	"  root=${m%/bazel-out/*/bin/*} tab=$(printf '\\t')\n"
+	"  [ -n \"$m\" ] && mkdir -p \"$dest\" || {\n"
+	"    echo \"# no outputs of $label found\" >&2\n"
+	"    rc=125\n"
+	"  }\n"
+	"  while [ $rc -eq 0 ] && IFS=$tab read -r path short; do\n"
+	"    case $short in\n"
+	"    ../*) rel=external/${short#../} ;;\n"
+	"    \"$pkg\"/*) rel=${short#\"$pkg\"/} ;;\n"
+	"    *) rel=$short ;;\n"
+	"    esac\n"
+	"    mkdir -p \"$dest/$(dirname \"$rel\")\" && cp -RL \"$root/$path\" \"$dest/$rel\" || rc=125\n"
+	"  done < \"${m:-/dev/null}\"\n"
+	"  chmod -R u+w \"$dest\" 2>/dev/null\n"
+	"  [ $rc -eq 0 ] && [ -n \"$stream\" ] && { tar -C \"$dest\" -cf - . || rc=125; }\n"
+	"elif [ \"$verb\" = test ]; then\n"
+	"  x=$(find \"$scratch/base/execroot\" \\\n"
+	"    -path \"*/bazel-out/*/testlogs/${pkg:+$pkg/}$name/test.xml\" | head -n 1)\n"
+	"  if [ -n \"$x\" ] && [ -n \"$stream\" ]; then\n"
+	"    cat \"$x\"\n"
+	"  elif [ -n \"$x\" ]; then\n"
+	"    cp \"$x\" \"$dest\"\n"
+	"  fi\n"
+	"fi\n"
+	"[ -n \"$stream\" ] || chmod -R u+w \"$scratch\" 2>/dev/null\n"
+	"exit $rc\n";
+
+/* Run the Bazel driver for target in the checkout (the sandbox when configured). verb "build":
+ * the target's outputs go to the directory dest; "test": the test runs and its JUnit report
+ * is copied to the file dest when Bazel wrote one. *ret_status = the driver's exit status. */
+static int bazel_run(struct checkout *co, const struct target *t, const char *target,
+		     const char *verb, const char *dest, int *ret_status, struct cd_error *err)
+{
+	struct builder *b = co->b;
+	bool build = streq(verb, "build");
+	char heap[24], show[TARGET_MAX_LEN + 64], scratch[PATH_MAX];
+	int r;
+
+	/* In the sandbox the JVM would size its heap from the host's memory, not the cgroup's:
+	 * a quarter of the limit leaves room for the compilers and the tmpfs. */
+	snprintf(heap, sizeof(heap), "%" PRIu64, b->cg ? b->sb_memory / 4 / (1024 * 1024) : 0);
+	snprintf(show, sizeof(show), "[bazel driver] %s %s", verb, target);
+	if (b->cg) {
+		char *const args[] = { (char *)verb,
+				       "/app",
+				       (char *)t->package,
+				       (char *)t->name,
+				       "/task/bazel",
+				       build ? "/task/out" : "/task/test.xml",
+				       co->bazel,
+				       heap,
+				       "1",
+				       NULL };
+		char stream[PATH_MAX + 8];
+		_cleanup_close_ int fd = -EBADF;
+
+		/* A build's tar is extracted into dest; a test's report is dest itself. */
+		if (pathf(stream, sizeof(stream), build ? "%s.stream" : "%s", dest) < 0)
+			return cd_error_set(err, -ENAMETOOLONG, "%s: path too long", target);
+		fd = open(stream, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return cd_error_set(err, -errno, "creating %s: %s", stream,
+					    strerror(errno));
+		r = run_sandboxed(b, co->ctx, bazel_script, args, co->wt, show, fd, co->log_fd,
+				  ret_status, err);
+		if (r >= 0 && build && *ret_status == 0)
+			r = extract_tar(fd, dest, err);
+		if (build)
+			(void)unlink(stream);
+		return r;
+	}
+	if (pathf(scratch, sizeof(scratch), "%s/bazel", co->dir) < 0)
+		return cd_error_set(err, -ENAMETOOLONG, "%s: path too long", target);
+	{
+		/* One output base per checkout: the targets of one build stage share it. */
+		char *const argv[] = { "/bin/sh",
+				       "-c",
+				       (char *)bazel_script,
+				       "sh",
+				       (char *)verb,
+				       co->wt,
+				       (char *)t->package,
+				       (char *)t->name,
+				       scratch,
+				       (char *)dest,
+				       co->bazel,
+				       heap,
+				       "",
+				       NULL };
+
+		return run_cmd_env(b, co->ctx, argv, NULL, NULL, show, co->log_fd, ret_status, err);
+	}
+}
+
+/* Bazel's exit codes (bazel's ExitCode class) and the driver's own, for the stage message. */
+static const char *bazel_exit_meaning(int status)
+{
+	switch (status) {
+	case 1:
+		return "build failed";
+	case 2:
+		return "bad command line or BUILD file";
+	case 3:
+		return "tests failed";
+	case 4:
+		return "not a test target: no test ran";
+	case 8:
+		return "interrupted";
+	case 33:
+		return "Bazel ran out of memory";
+	case 36:
+		return "local environment problem";
+	case 37:
+		return "internal Bazel error";
+	case 125:
+		return "the Bazel driver failed";
+	case 126:
+	case 127:
+		return "bazel could not be executed";
+	case 128 + SIGKILL:
+		return "killed: out of memory? see sandbox_memory_bytes";
+	default:
+		return "see the stage log";
+	}
+}
+
+static int bazel_failed(const char *target, const char *verb, int status, struct cd_error *err)
+{
+	cd_error_set(err, -EIO, "%s: bazel %s exited with status %d (%s)", target, verb, status,
+		     bazel_exit_meaning(status));
+	return 1;
+}
+
 /* ---- building ------------------------------------------------------------------------------ */
 
-/* Build target in the checkout into <dir>/out-<n>. Returns 0, 1 when make failed (err says
- * how), or -errno. ret_out (PATH_MAX) gets the output directory. */
-static int make_target(struct checkout *co, const struct target *t, const char *target,
-		       char ret_out[static PATH_MAX], struct cd_error *err)
+/* Build target in the checkout into <dir>/out-<n> with the checkout's driver. Returns 0, 1 when
+ * the build failed (err says how), or -errno. ret_out (PATH_MAX) gets the output directory. */
+static int build_target(struct checkout *co, const struct target *t, const char *target,
+			char ret_out[static PATH_MAX], struct cd_error *err)
 {
 	char pkg[PATH_MAX], outarg[PATH_MAX + 8], sid[9];
 	int status = 0, r;
@@ -940,6 +1260,15 @@ static int make_target(struct checkout *co, const struct target *t, const char *
 			     t->package, co->commit);
 		return 1;
 	}
+	r = checkout_driver(co, target, err);
+	if (r != 0)
+		return r;
+	if (co->driver == DRIVER_BAZEL) {
+		r = bazel_run(co, t, target, "build", ret_out, &status, err);
+		if (r < 0)
+			return r;
+		return status == 0 ? 0 : bazel_failed(target, "build", status, err);
+	}
 	if (co->b->cg) {
 		static const char script[] =
 			"mkdir -p /task/out && make --no-print-directory -C \"/app/$1\" \"$2\" "
@@ -954,8 +1283,8 @@ static int make_target(struct checkout *co, const struct target *t, const char *
 		if (fd < 0)
 			return cd_error_set(err, -errno, "creating %s: %s", stream,
 					    strerror(errno));
-		r = run_sandboxed(co->b, co->ctx, script, args, co->wt, fd, co->log_fd, &status,
-				  err);
+		r = run_sandboxed(co->b, co->ctx, script, args, co->wt, NULL, fd, co->log_fd,
+				  &status, err);
 		if (r >= 0 && status == 0)
 			r = extract_tar(fd, ret_out, err);
 		(void)unlink(stream);
@@ -995,7 +1324,7 @@ static int ensure_in(struct checkout *co, const char *target, char ret_digest[st
 			 ret_digest);
 		return 0;
 	}
-	r = make_target(co, &t, target, out, err);
+	r = build_target(co, &t, target, out, err);
 	if (r != 0)
 		return r;
 	snprintf(tar, sizeof(tar), "%s.tar", out);
@@ -1128,8 +1457,9 @@ int builder_exec_build(struct exec_ctx *ctx, struct exec_result *res)
 	return 0;
 }
 
-/* Count <testcase> and <failure>/<error> elements of a JUnit XML report (not a full XML
- * parser: the counts are what a human reads next to "passed"). -ENOENT when there is none. */
+/* Count <testcase> and <failure>/<error> elements of a JUnit XML report, CDATA sections and
+ * comments skipped (not a full XML parser: the counts are what a human reads next to "passed").
+ * -ENOENT when there is none. */
 static int junit_counts(const char *path, unsigned *ret_tests, unsigned *ret_failures)
 {
 	_cleanup_free_ char *xml = NULL;
@@ -1139,7 +1469,16 @@ static int junit_counts(const char *path, unsigned *ret_tests, unsigned *ret_fai
 	if (r < 0)
 		return r;
 	for (const char *p = xml; (p = strchr(p, '<')); p++) {
-		if (startswith(p, "<testcase") && p[9] && strchr(" \t\n/>", p[9]))
+		/* Test output quoted in the report (Bazel puts the whole log there) is text. */
+		const char *end = startswith(p, "<![CDATA[") ? strstr(p, "]]>") :
+				  startswith(p, "<!--")	     ? strstr(p, "-->") :
+							       p;
+
+		if (!end)
+			break;
+		if (end != p)
+			p = end;
+		else if (startswith(p, "<testcase") && p[9] && strchr(" \t\n/>", p[9]))
 			tests++;
 		else if ((startswith(p, "<failure") && p[8] && strchr(" \t\n/>", p[8])) ||
 			 (startswith(p, "<error") && p[6] && strchr(" \t\n/>", p[6])))
@@ -1194,7 +1533,24 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 	co.repo = repo;
 	co.commit = ctx->run->commit;
 	co.log_fd = log_fd;
-	if (r >= 0 && b->cg) {
+	if (r >= 0)
+		r = checkout_open(&co, &err);
+	if (r >= 0)
+		r = checkout_driver(&co, target, &err);
+	if (r == 0 && co.driver == DRIVER_BAZEL) {
+		/* `bazel test` builds and runs it (in the sandbox when configured). */
+		r = pathf(xml, sizeof(xml), "%s/test.xml", co.dir);
+		if (r < 0)
+			cd_error_set(&err, r, "%s: path too long", target);
+		else
+			r = bazel_run(&co, &t, target, "test", xml, &status, &err);
+		if (r >= 0 && junit_counts(xml, &n_tests, &n_failures) >= 0 && n_tests > 0) {
+			have_junit = true;
+			log_line(log_fd, "# JUnit: %u tests, %u failed", n_tests, n_failures);
+		}
+		if (r >= 0 && status != 0)
+			r = bazel_failed(target, "test", status, &err);
+	} else if (r == 0 && b->cg) {
 		/* Build and run inside: make fails with 125, the report comes back on stdout. */
 		static const char script[] =
 			"mkdir -p /task/out && { make --no-print-directory -C \"/app/$1\" \"$2\" "
@@ -1204,13 +1560,12 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 		char *const args[] = { t.package, t.name, NULL };
 		_cleanup_close_ int fd = -EBADF;
 
-		r = checkout_open(&co, &err);
-		if (r >= 0)
-			r = pathf(xml, sizeof(xml), "%s/junit.xml", co.dir);
+		r = pathf(xml, sizeof(xml), "%s/junit.xml", co.dir);
 		if (r >= 0 && (fd = open(xml, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
 			r = cd_error_set(&err, -errno, "creating %s: %s", xml, strerror(errno));
 		if (r >= 0)
-			r = run_sandboxed(b, ctx, script, args, co.wt, fd, log_fd, &status, &err);
+			r = run_sandboxed(b, ctx, script, args, co.wt, NULL, fd, log_fd, &status,
+					  &err);
 		if (r >= 0 && junit_counts(xml, &n_tests, &n_failures) >= 0 && n_tests > 0) {
 			have_junit = true;
 			log_line(log_fd, "# JUnit: %u tests, %u failed", n_tests, n_failures);
@@ -1222,9 +1577,9 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 			cd_error_set(&err, -EIO, "%s exited with status %d", target, status);
 			r = 1;
 		}
-	} else if (r >= 0)
-		r = make_target(&co, &t, target, out, &err);
-	if (r == 0 && !b->cg) {
+	} else if (r == 0)
+		r = build_target(&co, &t, target, out, &err);
+	if (r == 0 && !b->cg && co.driver == DRIVER_MAKE) {
 		char *const argv[] = { bin, NULL };
 		char **envp = NULL;
 
@@ -1236,7 +1591,7 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res)
 		if (r >= 0 && !(envp = test_env(xml)))
 			r = -ENOMEM;
 		if (r >= 0)
-			r = run_cmd_env(b, ctx, argv, envp, pkg, log_fd, &status, &err);
+			r = run_cmd_env(b, ctx, argv, envp, pkg, NULL, log_fd, &status, &err);
 		if (envp) {
 			for (size_t i = 0; envp[i]; i++)
 				if (startswith(envp[i], "XML_OUTPUT_FILE="))

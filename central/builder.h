@@ -2,13 +2,17 @@
 /*
  * builder.h — the builder and test runner behind `build` and `test` stages: checks the
  * pipeline's repository out at the run's commit (a bare mirror per pipeline + one git worktree
- * per stage attempt), builds each target //dir:name with the make driver (`make -C <dir> <name>
- * OUT=<out>`), packs <out> as a reproducible tar (entries sorted, mtime 0, uid/gid 0, modes
- * normalised), stores it in the artifact store (PUT /cas/<sha256>) and indexes target@commit →
- * digest (PUT /v1/artifacts/...). A target already indexed at the commit is not rebuilt, which
- * makes a re-executed stage attempt (after a crash) idempotent. Test stages build the test
- * target the same way and run <out>/<name>; the exit status decides. Logs go to one file per
- * stage attempt (pipeline_log_path()).
+ * per stage attempt), builds each target //dir:name with a driver, packs the outputs as a
+ * reproducible tar (entries sorted, mtime 0, uid/gid 0, modes normalised), stores it in the
+ * artifact store (PUT /cas/<sha256>) and indexes target@commit → digest (PUT /v1/artifacts/...).
+ * Drivers: Bazel when the worktree root has MODULE.bazel, WORKSPACE.bazel or WORKSPACE (`bazel
+ * --batch build //dir:name`, the outputs are the target's default files; bazel missing fails
+ * the stage, there is no fallback), else make (`make -C <dir> <name> OUT=<out>`, the outputs are
+ * what <out> holds). A target already indexed at the commit is not rebuilt, which makes a
+ * re-executed stage attempt (after a crash) idempotent. Test stages: make builds the test
+ * target the same way and runs <out>/<name>; Bazel runs `bazel test //dir:name`; the exit status
+ * decides, a JUnit report is counted. Logs go to one file per stage attempt
+ * (pipeline_log_path()).
  * Owns: the work directory, child processes of builds (in the sandbox when configured, else
  * their own session; killed on timeout, cancel or shutdown), rlimits of builds. Does not own
  * the artifact store (HTTP). In the sandbox a build may write only to $(OUT): the source tree
@@ -41,6 +45,11 @@ struct builder_config {
 	 * crashed deployd left are killed at builder_new(). 0 = 2 GiB memory, 1 GiB /task. */
 	bool sandbox;
 	uint64_t sandbox_memory_bytes, sandbox_storage_bytes;
+	/* The bazel binary for Bazel workspaces: a path, or a name looked up in deployd's PATH at
+	 * each build; NULL = "bazel". In the sandbox it must live under /usr, /opt, /etc, /srv or
+	 * /var (what the sandbox shows of the host). Bazel's JVM gets a quarter of
+	 * sandbox_memory_bytes as heap; below 1 GiB Bazel builds are unlikely to fit. */
+	const char *bazel_path;
 };
 
 int builder_new(const struct builder_config *cfg, struct builder **ret, struct cd_error *err);

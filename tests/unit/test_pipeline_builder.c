@@ -4,8 +4,11 @@
  * git + make build of a small repo, idempotent re-execution (indexed targets are not rebuilt),
  * build and test failures, and the job stage: spec artifact → target pinned to the commit →
  * PutJob per zone in order; a rollback in the first zone fails the stage and the second zone
- * is never touched. Also poller_ls_remote on a local repository. */
+ * is never touched. Also poller_ls_remote on a local repository. The Bazel driver: the same
+ * repo with a WORKSPACE built and tested by the bazel found in PATH (skipped when there is
+ * none: `make deps` installs bazel-bootstrap), sandboxed and not, offline. */
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +24,7 @@
 
 #include "api/http_server.h"
 #include "central/builder.h"
+#include "central/pipeline_api.h"
 #include "central/pipeline_job.h"
 #include "central/pipeline_run.h"
 #include "central/poller.h"
@@ -720,6 +724,319 @@ static void test_sandboxed(void **state)
 	builder_free(sb);
 }
 
+/* ---- the Bazel driver ---------------------------------------------------------------------- */
+
+static bool bazel_installed(void)
+{
+	return system("command -v bazel >/dev/null 2>&1") == 0;
+}
+
+/* cmocka's skip() takes no reason: say it first. */
+#define SKIP_WITHOUT_BAZEL()                                                                       \
+	do {                                                                                       \
+		if (!bazel_installed()) {                                                          \
+			print_message("bazel is not installed (Debian: bazel-bootstrap): "         \
+				      "skipping\n");                                               \
+			skip();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+/* The fixture's repo plus a WORKSPACE and BUILD files: the Makefiles stay, so an artifact
+ * tells which driver built it (make's //svc:main is the text "main v1", Bazel's an ELF). */
+static int setup_bazel(void **state)
+{
+	setup(state);
+	write_file("WORKSPACE", "workspace(name = \"svc_repo\")\n");
+	write_file("svc/BUILD", "cc_binary(name = \"main\", srcs = [\"main.c\"])\n"
+				"cc_binary(name = \"broken\", srcs = [\"broken.c\"])\n"
+				"cc_test(name = \"ok_test\", srcs = [\"ok_test.c\"])\n"
+				"cc_test(name = \"bad_test\", srcs = [\"bad_test.c\"])\n");
+	write_file("svc/main.c",
+		   "#include <stdio.h>\nint main(void)\n{\n\tputs(\"main v1\");\n\treturn 0;\n}\n");
+	write_file("svc/broken.c", "int main(void) { return missing; }\n");
+	write_file("svc/ok_test.c", "#include <stdio.h>\nint main(void)\n{\n\tputs(\"all good\");"
+				    "\n\treturn 0;\n}\n");
+	write_file("svc/bad_test.c",
+		   "#include <stdio.h>\nint main(void)\n{\n\tputs(\"<testcase> failing on "
+		   "purpose\");\n\treturn 1;\n}\n");
+	/* both: a source file exported by a filegroup; gen: a genrule output in a subdir */
+	write_file("svc/specs/BUILD",
+		   "filegroup(name = \"both\", srcs = [\"both.json\"])\n"
+		   "genrule(name = \"gen\", outs = [\"out/gen.json\"],\n"
+		   "        cmd = \"printf '{\\\"name\\\":\\\"gen\\\"}' > $@\")\n");
+	commit_all("bazel");
+	return 0;
+}
+
+/* The tar entries of an artifact the fake store holds, one per line, sorted as packed. */
+static void artifact_listing(const char *digest, char *buf, size_t size)
+{
+	const char *hex = startswith(digest, "sha256:");
+	char path[200], list[200];
+	_cleanup_free_ char *text = NULL;
+
+	assert_non_null(hex);
+	snprintf(path, sizeof(path), "%s/blob.tar", tmpdir);
+	snprintf(list, sizeof(list), "%s/blob.list", tmpdir);
+	pthread_mutex_lock(&fake_lock);
+	for (int i = 0; i < n_blobs; i++)
+		if (streq(blobs[i].key, hex))
+			assert_int_equal(fs_write_atomic(path, blobs[i].data, blobs[i].len, 0644),
+					 0);
+	pthread_mutex_unlock(&fake_lock);
+	sh("tar -tf %s > %s", path, list);
+	assert_int_equal(fs_read_file_at(AT_FDCWD, list, 1 << 16, &text, NULL), 0);
+	snprintf(buf, size, "%s", text);
+}
+
+static char *stage_log(const struct claimed *c, const char *stage)
+{
+	char logs[160], path[PATH_MAX];
+	char *text = NULL;
+
+	snprintf(logs, sizeof(logs), "%s/logs", tmpdir);
+	assert_int_equal(pipeline_log_path(logs, c->pid, 1, stage, 1, path, sizeof(path)), 0);
+	assert_int_equal(fs_read_file_at(AT_FDCWD, path, 16 << 20, &text, NULL), 0);
+	return text;
+}
+
+/* A build stage of four targets in one checkout (one output base): a cc_binary, a filegroup
+ * of a source file, a genrule, and a cc_binary that does not compile, which fails the stage
+ * after the first three are indexed. Then a job stage whose spec is the filegroup's JSON. */
+static void test_bazel_build_and_job(void **state)
+{
+	struct job_deployer *d;
+	struct claimed c = { 0 }, j = { 0 };
+	struct exec_result res = { 0 };
+	char digest[72], list[1024], msg[1024];
+	_cleanup_free_ char *text = NULL, *log = NULL;
+	size_t len;
+
+	SKIP_WITHOUT_BAZEL();
+	claim_stage(&c,
+		    "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\","
+		    "\"//svc/specs:both\",\"//svc/specs:gen\",\"//svc:broken\"]}]",
+		    bld);
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	if (!strstr(res.message, "//svc:broken: bazel build exited with status 1 (build failed)"))
+		fail_msg("message: %s", res.message);
+	log = stage_log(&c, c.claim.stage);
+	assert_non_null(strstr(log, "# driver: bazel (WORKSPACE at the repository root)"));
+	assert_non_null(strstr(log, "--batch"));
+	assert_non_null(strstr(log, "'missing' undeclared")); /* the compiler's error */
+	assert_int_equal(n_index, 3);
+	release(&c);
+
+	/* the cc_binary: exactly the binary, an ELF (make's target would be text) */
+	assert_int_equal(builder_lookup_artifact(bld, "//svc:main", sha, digest, NULL), 1);
+	artifact_listing(digest, list, sizeof(list));
+	assert_string_equal(list, "main\n");
+	assert_int_equal(
+		builder_read_artifact_file(bld, digest, "main", 1 << 20, &text, &len, NULL), 0);
+	assert_true(len > 4 && memcmp(text, "\177ELF", 4) == 0);
+	/* a source file exported by a filegroup; a genrule output keeps its subdirectory */
+	assert_int_equal(builder_lookup_artifact(bld, "//svc/specs:both", sha, digest, NULL), 1);
+	artifact_listing(digest, list, sizeof(list));
+	assert_string_equal(list, "both.json\n");
+	assert_int_equal(builder_lookup_artifact(bld, "//svc/specs:gen", sha, digest, NULL), 1);
+	artifact_listing(digest, list, sizeof(list));
+	assert_string_equal(list, "out/\nout/gen.json\n");
+	free(text);
+	text = NULL;
+	assert_int_equal(builder_read_artifact_file(bld, digest, ".json", 1024, &text, &len, NULL),
+			 0);
+	assert_string_equal(text, "{\"name\":\"gen\"}");
+
+	/* the job stage reads the JobSpec from the Bazel-built spec artifact */
+	d = new_deployer();
+	store_free(st);
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
+		unlink(path);
+		assert_int_equal(store_open(path, &st, NULL), 0);
+		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
+	}
+	claim_stage(&j, "[{\"name\":\"deploy\",\"type\":\"job\",\"spec\":\"//svc/specs:both\"}]",
+		    d);
+	assert_int_equal(drive_job(&j, d, msg, sizeof(msg)), EXEC_FINISHED);
+	assert_string_equal(puts_log.buf, "us-east-1:1;eu-west-1:1;");
+	release(&j);
+	job_deployer_free(d);
+}
+
+/* Test stages: a passing cc_test and a failing one (JUnit counts from Bazel's test.xml, whose
+ * quoted log must not count). */
+static void test_bazel_test_stage(void **state)
+{
+	struct claimed c = { 0 };
+	struct exec_result res = { 0 };
+	_cleanup_free_ char *log = NULL;
+
+	SKIP_WITHOUT_BAZEL();
+	claim_stage(&c,
+		    "[{\"name\":\"ok\",\"type\":\"test\",\"test_target\":\"//svc:ok_test\"},"
+		    "{\"name\":\"bad\",\"type\":\"test\",\"test_target\":\"//svc:bad_test\","
+		    "\"depends_on\":[]}]",
+		    bld);
+	c.ctx.node = dag_find_node(c.dag, "ok");
+	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
+	if (res.outcome != EXEC_FINISHED)
+		fail_msg("ok_test: %s", res.message);
+	assert_string_equal(res.message, "//svc:ok_test passed (1 tests)");
+	assert_string_equal(res.result, "{\"junit\":{\"tests\":1,\"failures\":0}}");
+	free(res.result);
+	log = stage_log(&c, c.claim.stage);
+	assert_non_null(strstr(log, "all good")); /* the test's output is in the stage log */
+
+	memset(&res, 0, sizeof(res));
+	c.ctx.node = dag_find_node(c.dag, "bad");
+	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	if (!strstr(res.message, "//svc:bad_test: bazel test exited with status 3 (tests failed) "
+				 "(1 of 1 tests failed"))
+		fail_msg("bad_test: %s", res.message);
+	assert_string_equal(res.result, "{\"junit\":{\"tests\":1,\"failures\":1}}");
+	free(res.result);
+	free(log);
+	log = stage_log(&c, c.claim.stage);
+	assert_non_null(strstr(log, "failing on purpose"));
+
+	release(&c);
+}
+
+/* A Bazel workspace without bazel fails the stage, named; it is not built with make. Runs
+ * without bazel installed. */
+static void test_bazel_missing(void **state)
+{
+	struct builder_config bc = { 0 };
+	struct builder *nb = NULL;
+	struct claimed c = { 0 };
+	struct exec_result res = { 0 };
+	char work[160], logs[160];
+
+	snprintf(work, sizeof(work), "%s/work-nobazel", tmpdir);
+	snprintf(logs, sizeof(logs), "%s/logs", tmpdir);
+	bc.work_dir = work;
+	bc.log_dir = logs;
+	bc.artifacts_url = base;
+	bc.bazel_path = "/nonexistent/bazel";
+	assert_int_equal(builder_new(&bc, &nb, NULL), 0);
+	claim_stage(&c,
+		    "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]},"
+		    "{\"name\":\"t\",\"type\":\"test\",\"test_target\":\"//svc:ok_test\","
+		    "\"depends_on\":[]}]",
+		    nb);
+	c.ctx.node = dag_find_node(c.dag, "b");
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	if (!strstr(res.message, "//svc:main: the repository is a Bazel workspace (WORKSPACE) but "
+				 "bazel was not found (bazel_path /nonexistent/bazel is not an "
+				 "executable file)"))
+		fail_msg("message: %s", res.message);
+	assert_int_equal(n_index, 0);
+	memset(&res, 0, sizeof(res));
+	c.ctx.node = dag_find_node(c.dag, "t");
+	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	assert_non_null(strstr(res.message, "bazel was not found"));
+	release(&c);
+	builder_free(nb);
+
+	/* a name is looked up in PATH */
+	bc.bazel_path = "codedeploy-no-such-bazel";
+	assert_int_equal(builder_new(&bc, &nb, NULL), 0);
+	memset(&c, 0, sizeof(c));
+	memset(&res, 0, sizeof(res));
+	store_free(st);
+	{
+		char path[160];
+
+		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
+		unlink(path);
+		assert_int_equal(store_open(path, &st, NULL), 0);
+		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
+	}
+	claim_stage(&c, "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]}]",
+		    nb);
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	if (!strstr(res.message, "bazel was not found (\"codedeploy-no-such-bazel\" in PATH)"))
+		fail_msg("message: %s", res.message);
+	release(&c);
+	builder_free(nb);
+}
+
+/* As root, Bazel runs in the sandbox (no network, read-only worktree, its output base on the
+ * task's tmpfs, the JVM heap a quarter of the memory limit), and builds the same bytes as
+ * outside it. */
+static void test_bazel_sandboxed(void **state)
+{
+	struct builder_config bc = { 0 };
+	struct builder *sb = NULL;
+	struct claimed c = { 0 };
+	struct exec_result res = { 0 };
+	struct cd_error err = { 0 };
+	char work[160], logs[160], inside[72], outside[72];
+	_cleanup_free_ char *log = NULL;
+
+	SKIP_WITHOUT_BAZEL();
+	if (geteuid() != 0)
+		skip();
+	snprintf(work, sizeof(work), "%s/work-sb", tmpdir);
+	snprintf(logs, sizeof(logs), "%s/logs", tmpdir);
+	bc.work_dir = work;
+	bc.log_dir = logs;
+	bc.artifacts_url = base;
+	bc.sandbox = true; /* default limits: 2 GiB memory, 1 GiB /task */
+	if (builder_new(&bc, &sb, &err) < 0)
+		fail_msg("sandboxed builder: %s", cd_error_message(&err));
+	claim_stage(&c,
+		    "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]},"
+		    "{\"name\":\"t\",\"type\":\"test\",\"test_target\":\"//svc:bad_test\","
+		    "\"depends_on\":[]}]",
+		    sb);
+	c.ctx.node = dag_find_node(c.dag, "b");
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	if (res.outcome != EXEC_FINISHED)
+		fail_msg("sandboxed bazel build: %s", res.message);
+	free(res.result);
+	log = stage_log(&c, c.claim.stage);
+	assert_non_null(strstr(log, "[sandbox build-"));
+	assert_non_null(strstr(log, "--host_jvm_args=-Xmx512m"));
+	assert_int_equal(builder_lookup_artifact(sb, "//svc:main", sha, inside, NULL), 1);
+
+	memset(&res, 0, sizeof(res));
+	c.ctx.node = dag_find_node(c.dag, "t");
+	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
+	assert_int_equal(res.outcome, EXEC_FAILED);
+	if (!strstr(res.message, "bazel test exited with status 3 (tests failed) (1 of 1 tests"))
+		fail_msg("sandboxed bad_test: %s", res.message);
+	assert_string_equal(res.result, "{\"junit\":{\"tests\":1,\"failures\":1}}");
+	free(res.result);
+
+	/* forget the index: the same target built outside the sandbox, in another path, gives
+	 * the same artifact */
+	pthread_mutex_lock(&fake_lock);
+	for (int i = 0; i < n_index; i++)
+		free(index_[i].data);
+	n_index = 0;
+	pthread_mutex_unlock(&fake_lock);
+	memset(&res, 0, sizeof(res));
+	c.ctx.node = dag_find_node(c.dag, "b");
+	c.ctx.data = bld;
+	assert_int_equal(builder_exec_build(&c.ctx, &res), 0);
+	if (res.outcome != EXEC_FINISHED)
+		fail_msg("bazel build: %s", res.message);
+	free(res.result);
+	assert_int_equal(builder_lookup_artifact(bld, "//svc:main", sha, outside, NULL), 1);
+	assert_string_equal(inside, outside);
+	release(&c);
+	builder_free(sb);
+}
+
 static void test_ls_remote(void **state)
 {
 	char got[72];
@@ -737,6 +1054,7 @@ static void test_ls_remote(void **state)
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define TB(f) cmocka_unit_test_setup_teardown(f, setup_bazel, teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_pack_is_reproducible),
 		T(test_build_indexes_and_is_idempotent),
@@ -750,6 +1068,10 @@ int main(void)
 		T(test_cancel_during_job_stage),
 		T(test_sandboxed),
 		T(test_ls_remote),
+		TB(test_bazel_build_and_job),
+		TB(test_bazel_test_stage),
+		TB(test_bazel_missing),
+		TB(test_bazel_sandboxed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
