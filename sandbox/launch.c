@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -173,23 +174,45 @@ static void lo_up(const struct plan *p)
 	close(fd);
 }
 
+/*
+ * /dev on the root tmpfs: the six device nodes are made with mknod (the root tmpfs is the one
+ * mount without nodev: it is read-only once assembled, so these stay its only nodes; every
+ * writable mount is nodev). Where mknod is refused (a user namespace, no CAP_MKNOD) the host's
+ * nodes are bound instead, one mount each.
+ */
 static void setup_dev(const struct plan *p)
 {
-	static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+	static const struct {
+		const char *name;
+		unsigned major, minor;
+	} nodes[] = { { "null", 1, 3 },	  { "zero", 1, 5 },    { "full", 1, 7 },
+		      { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 } };
 	static const char *const links[][2] = {
 		{ "fd", "/proc/self/fd" },	 { "stdin", "/proc/self/fd/0" },
 		{ "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" },
 		{ "ptmx", "pts/ptmx" },
 	};
 	char src[64], dst[PATHBUF];
+	bool bind = false;
+	mode_t umask_old;
 
 	check(p, mkdir(STAGE "/dev", 0755), "mount-dev");
+	umask_old = umask(0);
 	for (size_t i = 0; i < ARRAY_SIZE(nodes); i++) {
-		s_join(src, sizeof(src), "/dev/", nodes[i]);
-		s_join(dst, sizeof(dst), STAGE "/dev/", nodes[i]);
+		s_join(dst, sizeof(dst), STAGE "/dev/", nodes[i].name);
+		if (!bind &&
+		    mknod(dst, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) == 0)
+			continue;
+		if (!bind && errno != EPERM) {
+			umask(umask_old);
+			child_fail(p, "mount-dev", errno);
+		}
+		bind = true;
+		s_join(src, sizeof(src), "/dev/", nodes[i].name);
 		touch(p, dst, "mount-dev");
 		check(p, mount(src, dst, NULL, MS_BIND, NULL), "mount-dev");
 	}
+	umask(umask_old);
 	for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
 		s_join(dst, sizeof(dst), STAGE "/dev/", links[i][0]);
 		check(p, symlink(links[i][1], dst), "mount-dev");
@@ -211,15 +234,23 @@ static void setup_proc(const struct plan *p)
 	check(p, mkdir(STAGE "/proc", 0555), "mount-proc");
 	check(p, mount("proc", STAGE "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
 	      "mount-proc");
+	/* entries this kernel does not have are skipped (ENOENT from the bind itself) */
 	for (size_t i = 0; i < ARRAY_SIZE(hide); i++) {
 		s_join(dst, sizeof(dst), STAGE "/proc/", hide[i]);
-		if (access(dst, F_OK) == 0)
-			check(p, mount("/dev/null", dst, NULL, MS_BIND, NULL), "mount-proc");
+		if (mount("/dev/null", dst, NULL, MS_BIND, NULL) < 0 && errno != ENOENT)
+			child_fail(p, "mount-proc", errno);
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(ro); i++) {
 		s_join(dst, sizeof(dst), STAGE "/proc/", ro[i]);
-		if (access(dst, F_OK) == 0)
-			bind_ro(p, dst, dst, "mount-proc");
+		if (mount(dst, dst, NULL, MS_BIND | MS_REC, NULL) < 0) {
+			if (errno != ENOENT)
+				child_fail(p, "mount-proc", errno);
+			continue;
+		}
+		check(p,
+		      sys_mount_setattr(AT_FDCWD, dst, AT_RECURSIVE,
+					MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
+		      "mount-proc");
 	}
 }
 
@@ -259,6 +290,9 @@ static void writable_dir(const struct plan *p, const char *dst, mode_t mode, uid
 	check(p, chmod(dst, mode), "mount-writable");
 	check(p, chown(dst, uid, gid), "mount-writable");
 	check(p, mount(dst, dst, NULL, MS_BIND, NULL), "mount-writable");
+	/* the root tmpfs is not nodev (it holds /dev's nodes): its writable parts are */
+	check(p, sys_mount_setattr(AT_FDCWD, dst, 0, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
+	      "mount-writable");
 }
 
 static void child_setup_fs(const struct plan *p)
@@ -279,7 +313,7 @@ static void child_setup_fs(const struct plan *p)
 					MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
 		      "mount-app");
 	}
-	check(p, mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, p->tmpfs_opts), "mount-root");
+	check(p, mount("tmpfs", STAGE, "tmpfs", MS_NOSUID, p->tmpfs_opts), "mount-root");
 
 	for (size_t i = 0; i < p->n_host; i++) {
 		const struct host_entry *h = &p->host[i];

@@ -734,6 +734,33 @@ static void test_signals_and_status(void)
 
 static int count_lines(const char *path);
 
+/* What /dev and /proc look like from inside, as root of the task (no capabilities): the six
+ * device nodes work, /dev and the root are read-only, every writable mount is nodev + nosuid,
+ * /proc's sensitive files are covered and /proc/sys is read-only. */
+#define DEV_PROC_PROBE                                                                             \
+	"for n in null zero full random urandom tty; do [ -c /dev/$n ] && printf c; done; echo; "  \
+	"echo x > /dev/null && echo null=ok; echo rnd=$(head -c 8 /dev/urandom | wc -c); "         \
+	"touch /dev/x 2>/dev/null && echo dev=rw || echo dev=ro; "                                 \
+	"awk '$5 == \"/tmp\" || $5 == \"/task\" || $5 == \"/dev/shm\" { "                          \
+	"print $5 \"=\" ($6 ~ /(^|,)nodev(,|$)/ && $6 ~ /(^|,)nosuid(,|$)/ ? \"nodev\" : $6) }' "  \
+	"/proc/self/mountinfo; "                                                                   \
+	"echo keys=$(wc -c < /proc/keys); "                                                        \
+	"echo x 2>/dev/null > /proc/sys/kernel/domainname && echo procsys=rw || echo procsys=ro"
+
+static void check_dev_proc(const char *mode, const char *out)
+{
+	ok(out && strstr(out, "cccccc\n") && strstr(out, "null=ok") && strstr(out, "rnd=8"),
+	   "%s: /dev null zero full random urandom tty are device nodes that work", mode);
+	ok(out && strstr(out, "dev=ro"), "%s: /dev is read-only", mode);
+	ok(out && strstr(out, "/tmp=nodev") && strstr(out, "/task=nodev") &&
+		   strstr(out, "/dev/shm=nodev"),
+	   "%s: /tmp, /task, /dev/shm are nodev,nosuid", mode);
+	ok(out && strstr(out, "keys=0\n") && strstr(out, "procsys=ro"),
+	   "%s: /proc/keys covered, /proc/sys read-only", mode);
+	if (out && !(strstr(out, "cccccc\n") && strstr(out, "/tmp=nodev")))
+		diag("%s output:\n%s", mode, out);
+}
+
 static void test_filesystem(void)
 {
 	struct run x;
@@ -805,6 +832,11 @@ static void test_filesystem(void)
 	run_end(&x);
 	ok(count_lines("/proc/self/mountinfo") == mounts_before,
 	   "no mount left on the host after the task (%d)", mounts_before);
+
+	run_init(&x, SH(DEV_PROC_PROBE));
+	out = run_full(&x, &st);
+	check_dev_proc("root task", out);
+	run_end(&x);
 
 	/* a kept capability survives for a non-root command */
 	run_init(&x, SH("grep CapEff /proc/self/status"));
@@ -1145,6 +1177,7 @@ static void test_userns(void)
 		skip("userns: host root files are unmapped (nobody)", why);
 		skip("userns: the seccomp profile still applies", why);
 		skip("userns: uid outside the range refused", why);
+		skip("userns: /dev, /proc view", why);
 		return;
 	}
 	run_init(&x, SH("cat /proc/self/uid_map; echo id=$(id -u); "
@@ -1176,6 +1209,14 @@ static void test_userns(void)
 	out = run_full(&x, &st);
 	ok(out && strstr(out, "mount=EPERM") && strstr(out, "unshare_user=EPERM"),
 	   "userns: the seccomp profile still applies");
+	run_end(&x);
+
+	/* no mknod in a user namespace: the host's nodes are bound instead */
+	run_init(&x, SH(DEV_PROC_PROBE));
+	x.cfg.userns_base = 200000 + (uint32_t)getpid() % 1000 * 65536;
+	x.cfg.userns_size = 65536;
+	out = run_full(&x, &st);
+	check_dev_proc("userns", out);
 	run_end(&x);
 
 	run_init(&x, SH("true"));
