@@ -2,6 +2,23 @@
 SANDBOX_SRCS := sandbox/cgroup.c sandbox/seccomp.c sandbox/netns.c sandbox/launch.c \
 	sandbox/initloop.c
 $(eval $(call cd_lib,sandbox,$(SANDBOX_SRCS)))
+
+# The default seccomp profiles, compiled by libseccomp at build time and embedded in seccomp.c
+# (a launch then compiles nothing; seccomp.c falls back to run-time compilation when the running
+# libseccomp or architecture differ). An explicit rule, not the object pattern: every pattern
+# object waits for GEN_HEADERS, this header among them.
+SECCOMP_GEN_SRCS := sandbox/seccomp_gen.c sandbox/seccomp.c lib/error.c
+$(BUILD)/sandbox-seccomp-gen: $(SECCOMP_GEN_SRCS) sandbox/seccomp.h lib/error.h lib/macro.h \
+		lib/str.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(BASE_CPPFLAGS) -DSANDBOX_SECCOMP_GEN -std=gnu11 $(WARNINGS) $(WERROR) -O1 \
+		-o $@ $(SECCOMP_GEN_SRCS) $$($(PKG_CONFIG) --libs libseccomp)
+$(BUILD)/gen/sandbox_seccomp_bpf.h: $(BUILD)/sandbox-seccomp-gen
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  GEN     $@")
+	$(Q)$< > $@.tmp && mv $@.tmp $@
+GEN_HEADERS += $(BUILD)/gen/sandbox_seccomp_bpf.h
 $(eval $(call cd_prog,sandbox-run,sandbox/sandbox_run.c,sandbox cdlib))
 $(eval $(call cd_selftest,sandbox,selftests/sandbox.c,sandbox cdlib))
 $(eval $(call cd_test,test_sandbox,tests/unit/test_sandbox.c,sandbox cdlib))

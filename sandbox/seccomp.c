@@ -15,6 +15,10 @@
 
 #include "lib/macro.h"
 #include "lib/str.h"
+#ifndef SANDBOX_SECCOMP_GEN
+/* $(BUILD)/gen: the profiles compiled at build time by sandbox-seccomp-gen (seccomp_gen.c) */
+#include "sandbox_seccomp_bpf.h"
+#endif
 
 const struct sandbox_seccomp_rule sandbox_seccomp_rules[] = {
 	{ "mount", EPERM, "file system namespace changes" },
@@ -192,7 +196,41 @@ void sandbox_bpf_release(struct sandbox_bpf *bpf)
 }
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct sandbox_bpf cache[4]; /* index: allow_userns | allow_ptrace_attach << 1 */
+/* index: allow_userns | allow_ptrace_attach << 1 */
+static struct sandbox_bpf cache[SANDBOX_SECCOMP_VARIANTS];
+
+bool sandbox_seccomp_prebuilt(void)
+{
+#ifdef SANDBOX_SECCOMP_GEN
+	return false;
+#else
+	/* both are plain reads of libseccomp's static data: no filter context is made */
+	const struct scmp_version *v = seccomp_version();
+
+	return v && seccomp_arch_native() == SANDBOX_SECCOMP_GEN_ARCH &&
+	       v->major == SANDBOX_SECCOMP_GEN_VERSION_MAJOR &&
+	       v->minor == SANDBOX_SECCOMP_GEN_VERSION_MINOR &&
+	       v->micro == SANDBOX_SECCOMP_GEN_VERSION_MICRO;
+#endif
+}
+
+static int cache_fill(const struct sandbox_seccomp_opts *opts, unsigned i, struct sandbox_bpf *ret,
+		      struct cd_error *err)
+{
+#ifndef SANDBOX_SECCOMP_GEN
+	if (sandbox_seccomp_prebuilt()) {
+		size_t size = sandbox_seccomp_gen_len[i] * sizeof(struct sock_filter);
+
+		ret->insns = malloc(size);
+		if (!ret->insns)
+			return -ENOMEM;
+		memcpy(ret->insns, sandbox_seccomp_gen[i], size);
+		ret->len = sandbox_seccomp_gen_len[i];
+		return 0;
+	}
+#endif
+	return sandbox_seccomp_build(opts, ret, err);
+}
 
 int sandbox_seccomp_get(const struct sandbox_seccomp_opts *opts, const struct sandbox_bpf **ret,
 			struct cd_error *err)
@@ -206,7 +244,7 @@ int sandbox_seccomp_get(const struct sandbox_seccomp_opts *opts, const struct sa
 	i = (unsigned)opts->allow_userns | (unsigned)opts->allow_ptrace_attach << 1;
 	pthread_mutex_lock(&cache_lock);
 	if (!cache[i].insns)
-		r = sandbox_seccomp_build(opts, &cache[i], err);
+		r = cache_fill(opts, i, &cache[i], err);
 	pthread_mutex_unlock(&cache_lock);
 	if (r < 0)
 		return r;

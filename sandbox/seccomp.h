@@ -48,13 +48,20 @@ extern const struct sandbox_seccomp_rule sandbox_seccomp_rules[];
 int sandbox_seccomp_build(const struct sandbox_seccomp_opts *opts, struct sandbox_bpf *ret,
 			  struct cd_error *err);
 void sandbox_bpf_release(struct sandbox_bpf *bpf);
+/* Distinct option sets (allow_userns x allow_ptrace_attach). */
+#define SANDBOX_SECCOMP_VARIANTS 4U
+
 /*
- * The same program, built once per distinct opts and kept for the life of the process
- * (compiling the profile costs ~0.2 ms per launch otherwise). *ret points to memory owned by the
- * cache: never released. Thread-safe.
+ * The same program, kept for the life of the process. It was compiled by libseccomp at build
+ * time (sandbox/seccomp_gen.c) and is served as is when the running libseccomp and native
+ * architecture are the ones it was built with; otherwise it is built on first use per distinct
+ * opts (compiling the profile costs 0.15-0.2 ms, all of a one-shot launcher's first launch).
+ * *ret points to memory owned by the cache: never released. Thread-safe.
  */
 int sandbox_seccomp_get(const struct sandbox_seccomp_opts *opts, const struct sandbox_bpf **ret,
 			struct cd_error *err);
+/* Does sandbox_seccomp_get() serve the programs compiled at build time here? */
+bool sandbox_seccomp_prebuilt(void);
 /*
  * Load the program into the calling thread. Async-signal-safe (a single prctl); requires
  * no_new_privs or CAP_SYS_ADMIN. Returns 0 or -errno.

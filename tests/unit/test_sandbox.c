@@ -599,6 +599,25 @@ static void test_seccomp_cache(void **state)
 	assert_int_equal(probe(c, 0), EPERM);
 }
 
+/* The programs compiled at build time are what libseccomp compiles here and now, for every
+ * option set, and sandbox_seccomp_get() serves them (this test runs where it was built). */
+static void test_seccomp_prebuilt(void **state)
+{
+	assert_true(sandbox_seccomp_prebuilt());
+	for (unsigned i = 0; i < SANDBOX_SECCOMP_VARIANTS; i++) {
+		struct sandbox_seccomp_opts opts = { .allow_userns = i & 1,
+						     .allow_ptrace_attach = (i >> 1) & 1 };
+		const struct sandbox_bpf *got = NULL;
+		struct sandbox_bpf want = { 0 };
+
+		assert_int_equal(sandbox_seccomp_get(&opts, &got, NULL), 0);
+		assert_int_equal(sandbox_seccomp_build(&opts, &want, NULL), 0);
+		assert_int_equal(got->len, want.len);
+		assert_memory_equal(got->insns, want.insns, want.len * sizeof(*want.insns));
+		sandbox_bpf_release(&want);
+	}
+}
+
 static void test_seccomp_userns_option(void **state)
 {
 	struct sandbox_seccomp_opts opts = { .allow_userns = true };
@@ -727,6 +746,7 @@ int main(void)
 		cmocka_unit_test(test_seccomp_profile),
 		cmocka_unit_test(test_seccomp_userns_option),
 		cmocka_unit_test(test_seccomp_cache),
+		cmocka_unit_test(test_seccomp_prebuilt),
 		cmocka_unit_test_teardown(test_launch_under_asan, teardown_launch),
 	};
 
