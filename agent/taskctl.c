@@ -31,6 +31,8 @@
 #define DEFAULT_TOKEN_FILE "/var/lib/codedeploy/taskd.token"
 #define SPEC_MAX_BYTES (1024 * 1024)
 
+#define _cleanup_json_ _cleanup_(json_decrefp)
+
 enum output { OUT_TABLE, OUT_WIDE, OUT_JSON };
 
 static struct {
@@ -42,29 +44,36 @@ static struct {
 	struct http_client *client;
 } opt = { .output = OUT_TABLE };
 
+/* "taskctl: <message><tail>" on stderr, one line. */
+static void say(const char *tail, const char *fmt, va_list ap) _printf_(2, 0);
+static void say(const char *tail, const char *fmt, va_list ap)
+{
+	fputs("taskctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs(tail, stderr);
+}
+
+/* A usage error: one line, exit code 2. */
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
 static int usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("taskctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	say(" (see taskctl --help)\n", fmt, ap);
 	va_end(ap);
-	fputs(" (see taskctl --help)\n", stderr);
 	return EXIT_USAGE;
 }
 
+/* Any other failure: one line, exit code 1. */
 static int fail(const char *fmt, ...) _printf_(1, 2);
 static int fail(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("taskctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	say("\n", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return 1;
 }
 
@@ -107,77 +116,132 @@ static void main_help(void)
 
 /* ---------------------------------------------------------------- client */
 
-static int client_open(void)
+static void wipe_token(char **p)
 {
-	_cleanup_free_ char *token = NULL;
-	struct http_client_config cc = { 0 };
-	struct cd_error err = { 0 };
-	const char *base = opt.server ? opt.server : opt.host ? opt.host : DEFAULT_HOST;
+	if (*p) {
+		explicit_bzero(*p, strlen(*p));
+		free(*p);
+	}
+}
+
+/* The token to send: --token, or the token file's one line; *ret stays NULL when there is none
+ * (--server without a token). Returns an exit code. */
+static int load_token(char **ret)
+{
+	const char *f = opt.token_file ? opt.token_file : opt.server ? NULL : DEFAULT_TOKEN_FILE;
+	_cleanup_(wipe_token) char *text = NULL;
+	size_t len = 0;
 	int r;
 
 	if (opt.token) {
-		token = strdup(opt.token);
-	} else {
-		const char *f = opt.token_file ? opt.token_file :
-				opt.server     ? NULL :
-						 DEFAULT_TOKEN_FILE;
-
-		if (f) {
-			size_t len = 0;
-
-			r = fs_read_file_at(AT_FDCWD, f, 4096, &token, &len);
-			if (r < 0) {
-				if (opt.token_file || geteuid() == 0)
-					return fail("cannot read token file %s: %s", f,
-						    strerror(-r));
-				return fail("cannot read token file %s: %s (run as root, or pass "
-					    "--token-file/--token)",
-					    f, strerror(-r));
-			}
-			while (len > 0 && (token[len - 1] == '\n' || token[len - 1] == '\r'))
-				token[--len] = '\0';
-		}
+		*ret = strdup(opt.token);
+		return *ret ? 0 : fail("out of memory");
 	}
-	cc.base_url = base;
+	if (!f)
+		return 0;
+	r = fs_read_file_at(AT_FDCWD, f, 4096, &text, &len);
+	if (r < 0) {
+		if (opt.token_file || geteuid() == 0)
+			return fail("cannot read token file %s: %s", f, strerror(-r));
+		return fail("cannot read token file %s: %s (run as root, or pass "
+			    "--token-file/--token)",
+			    f, strerror(-r));
+	}
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		text[--len] = '\0';
+	*ret = TAKE_PTR(text);
+	return 0;
+}
+
+/* Open the client on first use, so usage errors are found before the token file is read. */
+static int client_open(void)
+{
+	_cleanup_(wipe_token) char *token = NULL;
+	struct http_client_config cc = { 0 };
+	struct cd_error err = { 0 };
+	int r;
+
+	if (opt.client)
+		return 0;
+	r = load_token(&token);
+	if (r)
+		return r;
+	cc.base_url = opt.server ? opt.server : opt.host ? opt.host : DEFAULT_HOST;
 	cc.bearer_token = token;
 	r = http_client_new(&cc, &opt.client, &err);
-	if (token)
-		explicit_bzero(token, strlen(token));
 	if (r < 0)
 		return fail("%s", cd_error_message(&err));
 	return 0;
 }
 
-/* Perform a JSON request; on an HTTP error print the problem and return the exit code. */
-static int call(const char *method, const char *path, json_t *body, json_t **ret_body,
-		long *ret_status)
+/* Print an error reply as one line; returns the exit code (3 for 404, else 1). */
+static int print_problem(long status, const json_t *body)
 {
-	struct cd_error err = { 0 };
-	json_t *reply = NULL;
-	long status = 0;
-	int r = http_client_json(opt.client, method, path, body, &reply, &status, &err);
+	struct problem p;
+	char line[1024];
 
+	if (http_client_problem(status, body, &p) >= 0) {
+		fprintf(stderr, "taskctl: %s\n",
+			http_client_problem_format(&p, line, sizeof(line)));
+		problem_release(&p);
+	} else
+		fprintf(stderr, "taskctl: HTTP %ld\n", status);
+	return status == 404 ? EXIT_NOTFOUND : 1;
+}
+
+struct request {
+	const char *method;
+	const char *path;    /* escaped by the caller */
+	const char *header;  /* one extra "Name: value" line (If-Match, Idempotency-Key), or NULL */
+	const json_t *body;  /* borrowed; NULL = none */
+	bool idempotent;     /* a POST that is safe to resend (it carries an idempotency key) */
+	unsigned timeout_ms; /* 0 = the client's */
+};
+
+/*
+ * One JSON request. A 2xx reply's body goes to *ret_body (NULL when empty; ret_body may be
+ * NULL) and its status to *ret_status (may be NULL). Any other status prints the problem.
+ * Returns the exit code: 0, 1, 2 (token usage) or 3 (404).
+ */
+static int request(const struct request *rq, json_t **ret_body, long *ret_status)
+{
+	_cleanup_http_response_ struct http_client_response resp = { 0 };
+	_cleanup_free_ char *text = NULL;
+	const char *headers[3] = { "Accept: application/json, application/problem+json", rq->header,
+				   NULL };
+	struct http_client_request hr = { .method = rq->method,
+					  .path = rq->path,
+					  .headers = headers,
+					  .idempotent = rq->idempotent,
+					  .timeout_ms = rq->timeout_ms };
+	struct cd_error err = { 0 };
+	_cleanup_json_ json_t *reply = NULL;
+	int r = client_open();
+
+	if (r)
+		return r;
+	if (rq->body) {
+		text = json_dumps(rq->body, JSON_COMPACT | JSON_ENCODE_ANY);
+		if (!text)
+			return fail("out of memory");
+		hr.body = text;
+		hr.body_len = strlen(text);
+		hr.content_type = "application/json";
+	}
+	r = http_client_request(opt.client, &hr, &resp, &err);
 	if (r < 0)
 		return fail("%s", cd_error_message(&err));
+	if (resp.body_len)
+		reply = json_loadb(resp.body, resp.body_len, JSON_DECODE_ANY, NULL);
+	if (resp.status / 100 != 2)
+		return print_problem(resp.status, reply);
+	if (resp.body_len && !reply)
+		return fail("%s %s: status %ld with a body that is not JSON", rq->method, rq->path,
+			    resp.status);
 	if (ret_status)
-		*ret_status = status;
-	if (status / 100 != 2) {
-		struct problem p;
-		char line[1024];
-
-		if (http_client_problem(status, reply, &p) >= 0) {
-			fprintf(stderr, "taskctl: %s\n",
-				http_client_problem_format(&p, line, sizeof(line)));
-			problem_release(&p);
-		} else
-			fprintf(stderr, "taskctl: HTTP %ld\n", status);
-		json_decref(reply);
-		return status == 404 ? EXIT_NOTFOUND : 1;
-	}
+		*ret_status = resp.status;
 	if (ret_body)
-		*ret_body = reply;
-	else
-		json_decref(reply);
+		*ret_body = TAKE_PTR(reply);
 	return 0;
 }
 
@@ -190,9 +254,25 @@ static const char *jstr(const json_t *o, const char *k, const char *def)
 	return s && *s ? s : def;
 }
 
+static long long jint(const json_t *o, const char *k)
+{
+	return (long long)json_integer_value(json_object_get(o, k));
+}
+
 static void print_json(const json_t *j)
 {
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+
+	if (s) {
+		puts(s);
+		free(s);
+	}
+}
+
+/* One compact line (JSON Lines: events, watch). */
+static void print_json_line(const json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 
 	if (s) {
 		puts(s);
@@ -220,6 +300,50 @@ static void age(const char *rfc3339, char *buf, size_t size)
 		snprintf(buf, size, "%llud", (unsigned long long)(s / 86400));
 }
 
+/* How a verb shows a reply when the output is not JSON; ctx is the verb's. */
+typedef void (*show_fn)(const json_t *reply, const void *ctx);
+
+/* Perform rq and print its reply: JSON with -o json or when human is NULL, else human(). */
+static int show(const struct request *rq, show_fn human, const void *ctx)
+{
+	_cleanup_json_ json_t *reply = NULL;
+	int r = request(rq, &reply, NULL);
+
+	if (r)
+		return r;
+	if (opt.output == OUT_JSON || !human)
+		print_json(reply);
+	else
+		human(reply, ctx);
+	return 0;
+}
+
+static int get_show(const char *path, show_fn human, const void *ctx)
+{
+	const struct request rq = { .method = "GET", .path = path };
+
+	return show(&rq, human, ctx);
+}
+
+/* "<prefix><escaped id><suffix>", the suffix printf-formatted (numbers, fixed words, strings the
+ * caller escaped). NULL on ENOMEM. */
+static char *path_for(const char *prefix, const char *id, const char *suffix_fmt, ...)
+	_printf_(3, 4);
+static char *path_for(const char *prefix, const char *id, const char *suffix_fmt, ...)
+{
+	_cleanup_strbuf_ struct strbuf sb = STRBUF_INIT;
+	_cleanup_free_ char *eid = http_client_escape(id);
+	va_list ap;
+	int r;
+
+	if (!eid || strbuf_addf(&sb, "%s%s", prefix, eid) < 0)
+		return NULL;
+	va_start(ap, suffix_fmt);
+	r = strbuf_vaddf(&sb, suffix_fmt, ap);
+	va_end(ap);
+	return r < 0 ? NULL : strbuf_detach(&sb, NULL);
+}
+
 static void task_header(void)
 {
 	if (opt.output == OUT_WIDE)
@@ -244,21 +368,35 @@ static void task_row(const json_t *t)
 	age(jstr(t, "created_at", NULL), age_s, sizeof(age_s));
 	if (startswith(job, "job://"))
 		job += 6;
+	printf("%-28s  %-32s  %-7s  %-13s  %4s  %8lld  %5s", jstr(t, "task_id", "-"), job,
+	       jstr(t, "state", "-"), jstr(t, "reason", "-"), exit_s, jint(t, "restarts"), age_s);
 	if (opt.output == OUT_WIDE) {
 		const json_t *pid = json_object_get(t, "pid");
 		char pid_s[16] = "-";
 
 		if (json_is_integer(pid))
 			snprintf(pid_s, sizeof(pid_s), "%lld", (long long)json_integer_value(pid));
-		printf("%-28s  %-32s  %-7s  %-13s  %4s  %8lld  %5s  %-7s  %7s  %s\n",
-		       jstr(t, "task_id", "-"), job, jstr(t, "state", "-"), jstr(t, "reason", "-"),
-		       exit_s, (long long)json_integer_value(json_object_get(t, "restarts")), age_s,
+		printf("  %-7s  %7s  %s",
 		       json_is_true(json_object_get(t, "healthy")) ? "yes" : "no", pid_s,
 		       jstr(t, "message", ""));
-	} else
-		printf("%-28s  %-32s  %-7s  %-13s  %4s  %8lld  %5s\n", jstr(t, "task_id", "-"), job,
-		       jstr(t, "state", "-"), jstr(t, "reason", "-"), exit_s,
-		       (long long)json_integer_value(json_object_get(t, "restarts")), age_s);
+	}
+	putchar('\n');
+}
+
+static void show_task(const json_t *t, const void *ctx)
+{
+	task_header();
+	task_row(t);
+}
+
+static void show_tasks(const json_t *reply, const void *ctx)
+{
+	const json_t *a = json_object_get(reply, "tasks");
+	json_t *t;
+
+	task_header();
+	for (size_t i = 0; i < json_array_size(a) && (t = json_array_get(a, i)); i++)
+		task_row(t);
 }
 
 /* ---------------------------------------------------------------- verbs */
@@ -278,11 +416,6 @@ static bool wants_help(int argc, char **argv)
 	return false;
 }
 
-static char *escape(const char *s)
-{
-	return http_client_escape(s);
-}
-
 static int need_id(int argc, char **argv, const char *verb, const char **ret)
 {
 	if (argc != 2)
@@ -299,9 +432,9 @@ static int verb_ps(int argc, char **argv)
 					    { "state", required_argument, NULL, 's' },
 					    {} };
 	_cleanup_strbuf_ struct strbuf path = STRBUF_INIT;
+	_cleanup_free_ char *ej = NULL;
 	const char *job = NULL, *state = NULL;
-	json_t *reply = NULL;
-	int o, r;
+	int o;
 
 	optind = 1;
 	while ((o = getopt_long(argc, argv, "+", lo, NULL)) != -1) {
@@ -317,83 +450,28 @@ static int verb_ps(int argc, char **argv)
 	if (state && !streq(state, "PENDING") && !streq(state, "RUNNING") &&
 	    !streq(state, "DONE") && !streq(state, "ERROR"))
 		return usage_error("--state must be PENDING, RUNNING, DONE or ERROR");
-	strbuf_adds(&path, "/v1/tasks");
-	if (job || state) {
-		_cleanup_free_ char *ej = job ? escape(job) : NULL;
-
-		strbuf_addf(&path, "?%s%s%s%s%s", job ? "job=" : "", ej ? ej : "",
-			    job && state ? "&" : "", state ? "state=" : "", state ? state : "");
-	}
-	r = client_open();
-	if (r)
-		return r;
-	r = call("GET", path.buf, NULL, &reply, NULL);
-	if (r)
-		return r;
-	if (opt.output == OUT_JSON)
-		print_json(reply);
-	else {
-		size_t i;
-		json_t *t;
-
-		task_header();
-		const json_t *a = json_object_get(reply, "tasks");
-
-		for (i = 0; i < json_array_size(a) && (t = json_array_get(a, i)); i++)
-			task_row(t);
-	}
-	json_decref(reply);
-	return 0;
-}
-
-static int get_task(const char *id, json_t **ret)
-{
-	_cleanup_free_ char *eid = escape(id), *path = NULL;
-	int r;
-
-	if (!eid || asprintf(&path, "/v1/tasks/%s", eid) < 0)
+	if (job && !(ej = http_client_escape(job)))
 		return fail("out of memory");
-	r = client_open();
-	if (r)
-		return r;
-	return call("GET", path, NULL, ret, NULL);
+	if (strbuf_addf(&path, "/v1/tasks%s%s%s%s%s%s", job || state ? "?" : "", job ? "job=" : "",
+			ej ? ej : "", job && state ? "&" : "", state ? "state=" : "",
+			state ? state : "") < 0)
+		return fail("out of memory");
+	return get_show(path.buf, show_tasks, NULL);
 }
 
 static int verb_get(int argc, char **argv)
 {
+	_cleanup_free_ char *path = NULL;
 	const char *id = NULL;
-	json_t *t = NULL;
-	int r = need_id(argc, argv, "get", &id);
+	int r = need_id(argc, argv, argv[0], &id);
 
 	if (r)
 		return r;
-	r = get_task(id, &t);
-	if (r)
-		return r;
-	if (opt.output == OUT_JSON)
-		print_json(t);
-	else {
-		task_header();
-		task_row(t);
-	}
-	json_decref(t);
-	return 0;
-}
-
-static int verb_inspect(int argc, char **argv)
-{
-	const char *id = NULL;
-	json_t *t = NULL;
-	int r = need_id(argc, argv, "inspect", &id);
-
-	if (r)
-		return r;
-	r = get_task(id, &t);
-	if (r)
-		return r;
-	print_json(t);
-	json_decref(t);
-	return 0;
+	path = path_for("/v1/tasks/", id, "%s", "");
+	if (!path)
+		return fail("out of memory");
+	/* inspect: the whole object, always JSON */
+	return get_show(path, streq(argv[0], "inspect") ? NULL : show_task, NULL);
 }
 
 static int write_stdout(const void *buf, size_t len, void *userdata)
@@ -409,7 +487,7 @@ static int verb_logs(int argc, char **argv)
 	static const struct option lo[] = { { "follow", no_argument, NULL, 'f' },
 					    { "tail", required_argument, NULL, 't' },
 					    {} };
-	_cleanup_free_ char *eid = NULL, *path = NULL;
+	_cleanup_free_ char *path = NULL;
 	_cleanup_http_response_ struct http_client_response resp = { 0 };
 	struct http_client_request rq = { 0 };
 	struct cd_error err = { 0 };
@@ -431,13 +509,14 @@ static int verb_logs(int argc, char **argv)
 		return usage_error("--tail needs a non-negative integer");
 	if (optind != argc - 1)
 		return usage_error("logs needs exactly one task ID");
-	eid = escape(argv[optind]);
-	if (!eid || asprintf(&path, "/v1/tasks/%s/logs?follow=%d%s%s", eid, follow ? 1 : 0,
-			     tail ? "&tail=" : "", tail ? tail : "") < 0)
+	path = path_for("/v1/tasks/", argv[optind], "/logs?follow=%d%s%s", follow ? 1 : 0,
+			tail ? "&tail=" : "", tail ? tail : "");
+	if (!path)
 		return fail("out of memory");
 	r = client_open();
 	if (r)
 		return r;
+	/* streamed as it comes, not JSON: the one verb that does not go through request() */
 	rq.method = "GET";
 	rq.path = path;
 	rq.timeout_ms = follow ? 24u * 3600 * 1000 : 0;
@@ -446,74 +525,56 @@ static int verb_logs(int argc, char **argv)
 	if (r < 0)
 		return fail("%s", cd_error_message(&err));
 	if (resp.status / 100 != 2) {
-		json_t *j = resp.body ? json_loads(resp.body, 0, NULL) : NULL;
-		struct problem p;
-		char line[512];
+		_cleanup_json_ json_t *j = resp.body ? json_loads(resp.body, 0, NULL) : NULL;
 
-		if (http_client_problem(resp.status, j, &p) >= 0) {
-			fprintf(stderr, "taskctl: %s\n",
-				http_client_problem_format(&p, line, sizeof(line)));
-			problem_release(&p);
-		}
-		json_decref(j);
-		return resp.status == 404 ? EXIT_NOTFOUND : 1;
+		return print_problem(resp.status, j);
 	}
 	return 0;
 }
 
-static int set_state(int argc, char **argv, const char *verb, const char *state)
+static void show_task_state(const json_t *t, const void *ctx)
 {
-	_cleanup_free_ char *eid = NULL, *path = NULL;
+	printf("%s %s\n", (const char *)ctx, jstr(t, "state", "?"));
+}
+
+/* stop and start: SetTaskState DONE / RUNNING */
+static int verb_set_state(int argc, char **argv)
+{
+	_cleanup_free_ char *path = NULL;
+	_cleanup_json_ json_t *body = NULL;
 	const char *id = NULL;
-	json_t *t = NULL;
-	int r = need_id(argc, argv, verb, &id);
+	int r = need_id(argc, argv, argv[0], &id);
 
 	if (r)
 		return r;
-	eid = escape(id);
-	if (!eid || asprintf(&path, "/v1/tasks/%s/state", eid) < 0)
+	path = path_for("/v1/tasks/", id, "/state");
+	body = json_pack("{s:s}", "state", streq(argv[0], "stop") ? "DONE" : "RUNNING");
+	if (!path || !body)
 		return fail("out of memory");
-	r = client_open();
-	if (r)
-		return r;
-	r = call("PUT", path, json_pack("{s:s}", "state", state), &t, NULL);
-	if (r)
-		return r;
-	if (opt.output == OUT_JSON)
-		print_json(t);
-	else
-		printf("%s %s\n", id, jstr(t, "state", "?"));
-	json_decref(t);
-	return 0;
+	return show(&(struct request){ .method = "PUT", .path = path, .body = body },
+		    show_task_state, id);
 }
 
-static int verb_stop(int argc, char **argv)
+static void show_removed(const json_t *reply, const void *ctx)
 {
-	return set_state(argc, argv, "stop", "DONE");
-}
-
-static int verb_start(int argc, char **argv)
-{
-	return set_state(argc, argv, "start", "RUNNING");
+	printf("%s removed\n", (const char *)ctx);
 }
 
 static int verb_rm(int argc, char **argv)
 {
-	_cleanup_free_ char *eid = NULL, *path = NULL;
+	_cleanup_free_ char *path = NULL;
+	_cleanup_json_ json_t *reply = NULL;
 	const char *id = NULL;
 	int r = need_id(argc, argv, "rm", &id);
 
 	if (r)
 		return r;
-	eid = escape(id);
-	if (!eid || asprintf(&path, "/v1/tasks/%s", eid) < 0)
+	path = path_for("/v1/tasks/", id, "%s", "");
+	if (!path)
 		return fail("out of memory");
-	r = client_open();
-	if (r)
-		return r;
-	r = call("DELETE", path, NULL, NULL, NULL);
+	r = request(&(struct request){ .method = "DELETE", .path = path }, &reply, NULL);
 	if (!r && opt.output != OUT_JSON)
-		printf("%s removed\n", id);
+		show_removed(reply, id);
 	return r;
 }
 
@@ -538,31 +599,24 @@ static int verb_events(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("events takes no arguments");
-	r = client_open();
-	if (r)
-		return r;
 	do {
+		_cleanup_json_ json_t *reply = NULL;
+		const json_t *a;
 		char path[96];
-		json_t *reply = NULL, *e;
-		size_t i;
+		json_t *e;
 
 		snprintf(path, sizeof(path), "/v1/events?after=%llu&wait=%d",
 			 (unsigned long long)after, watch ? 30 : 0);
-		r = call("GET", path, NULL, &reply, NULL);
+		r = request(&(struct request){ .method = "GET", .path = path }, &reply, NULL);
 		if (r)
 			return r;
-		const json_t *a = json_object_get(reply, "events");
+		a = json_object_get(reply, "events");
+		for (size_t i = 0; i < json_array_size(a) && (e = json_array_get(a, i)); i++) {
+			json_int_t seq = jint(e, "seq");
 
-		for (i = 0; i < json_array_size(a) && (e = json_array_get(a, i)); i++) {
-			json_int_t seq = json_integer_value(json_object_get(e, "seq"));
-
-			if (opt.output == OUT_JSON) {
-				char *s = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
-
-				if (s)
-					puts(s);
-				free(s);
-			} else {
+			if (opt.output == OUT_JSON)
+				print_json_line(e);
+			else {
 				const json_t *d = json_object_get(e, "data");
 
 				printf("%-8lld %-24s %-28s %-10s %-7s %s\n", (long long)seq,
@@ -574,7 +628,6 @@ static int verb_events(int argc, char **argv)
 				after = (uint64_t)seq;
 		}
 		fflush(stdout);
-		json_decref(reply);
 	} while (watch);
 	return 0;
 }
@@ -619,6 +672,34 @@ static int read_spec_file(const char *file, json_t **ret)
 	return 0;
 }
 
+/* The PutTask body from a file holding either a JobSpec or a whole PutTask body. */
+static int put_body(const char *file, const char *job, unsigned index, json_t **ret)
+{
+	_cleanup_free_ char *dflt = NULL;
+	json_t *doc = NULL;
+	int r = read_spec_file(file, &doc);
+
+	if (r)
+		return r;
+	if (json_object_get(doc, "spec")) {
+		/* a PutTask body already */
+		if (job && json_object_set_new(doc, "job", json_string(job)) < 0) {
+			json_decref(doc);
+			return fail("out of memory");
+		}
+		*ret = doc;
+		return 0;
+	}
+	if (!job && asprintf(&dflt, "job://local/local-1/%s", jstr(doc, "name", "task")) < 0) {
+		json_decref(doc);
+		return fail("out of memory");
+	}
+	/* "o" takes doc's reference, also when packing fails */
+	*ret = json_pack("{s:s, s:I, s:o}", "job", job ? job : dflt, "index", (json_int_t)index,
+			 "spec", doc);
+	return *ret ? 0 : fail("out of memory");
+}
+
 static int verb_put(int argc, char **argv)
 {
 	static const struct option lo[] = { { "file", required_argument, NULL, 'f' },
@@ -632,7 +713,7 @@ static int verb_put(int argc, char **argv)
 	const char *mirrors[16];
 	size_t n_mirrors = 0;
 	unsigned index = 0;
-	json_t *doc = NULL, *body, *t = NULL;
+	_cleanup_json_ json_t *body = NULL, *t = NULL;
 	char idbuf[ID_LEN + 1];
 	long status = 0;
 	int o, r;
@@ -671,31 +752,19 @@ static int verb_put(int argc, char **argv)
 		return usage_error("put takes no positional arguments");
 	if (!!digest != (n_mirrors > 0))
 		return usage_error("--digest and --mirror go together");
-	r = read_spec_file(file, &doc);
+	r = put_body(file, job, index, &body);
 	if (r)
 		return r;
-	if (json_object_get(doc, "spec")) {
-		body = doc; /* a PutTask body already */
-		if (job || digest)
-			json_object_set_new(body, "job", json_string(job));
-	} else {
-		_cleanup_free_ char *dflt = NULL;
-		const char *name = jstr(doc, "name", "task");
-
-		if (!job && asprintf(&dflt, "job://local/local-1/%s", name) < 0)
-			return fail("out of memory");
-		body = json_pack("{s:s, s:I, s:o}", "job", job ? job : dflt, "index",
-				 (json_int_t)index, "spec", doc);
-		if (!body)
-			return fail("out of memory");
-	}
 	if (digest) {
-		json_t *ms = json_array();
+		_cleanup_json_ json_t *ms = json_array();
 
 		for (size_t i = 0; i < n_mirrors; i++)
-			json_array_append_new(ms, json_string(mirrors[i]));
-		json_object_set_new(body, "artifact",
-				    json_pack("{s:s, s:o}", "digest", digest, "mirrors", ms));
+			if (!ms || json_array_append_new(ms, json_string(mirrors[i])) < 0)
+				return fail("out of memory");
+		if (!ms || json_object_set_new(body, "artifact",
+					       json_pack("{s:s, s:O}", "digest", digest, "mirrors",
+							 ms)) < 0)
+			return fail("out of memory");
 	}
 	if (!json_object_get(body, "request_id")) {
 		/* one id per invocation: the client's retries of this PUT are idempotent */
@@ -703,53 +772,28 @@ static int verb_put(int argc, char **argv)
 			id_new(idbuf);
 			req = idbuf;
 		}
-		json_object_set_new(body, "request_id", json_string(req));
+		if (json_object_set_new(body, "request_id", json_string(req)) < 0)
+			return fail("out of memory");
 	}
-	r = client_open();
-	if (r) {
-		json_decref(body);
-		return r;
-	}
-	r = call("PUT", "/v1/tasks", body, &t, &status);
+	r = request(&(struct request){ .method = "PUT", .path = "/v1/tasks", .body = body }, &t,
+		    &status);
 	if (r)
 		return r;
 	if (opt.output == OUT_JSON)
 		print_json(t);
 	else
 		printf("%s %s\n", jstr(t, "task_id", "?"), status == 201 ? "created" : "exists");
-	json_decref(t);
 	return 0;
 }
 
 /* ---- deployd verbs (--server) ---- */
 
-static int server_get(const char *path)
-{
-	json_t *reply = NULL;
-	int r = client_open();
-
-	if (r)
-		return r;
-	r = call("GET", path, NULL, &reply, NULL);
-	if (r)
-		return r;
-	print_json(reply);
-	json_decref(reply);
-	return 0;
-}
-
 static int verb_jobs(int argc, char **argv)
 {
 	if (argc != 1)
-		return usage_error("jobs takes no arguments");
-	return server_get("/v1/jobs");
-}
-
-static int verb_hosts(int argc, char **argv)
-{
-	if (argc != 1)
-		return usage_error("hosts takes no arguments");
-	return server_get("/v1/hosts");
+		return usage_error("%s takes no arguments", argv[0]);
+	/* JSON whatever -o says: the completion and scripts read it */
+	return get_show(streq(argv[0], "jobs") ? "/v1/jobs" : "/v1/hosts", NULL, NULL);
 }
 
 static bool job_path_valid(const char *s)
@@ -766,105 +810,33 @@ static bool job_path_valid(const char *s)
 
 static int verb_job(int argc, char **argv)
 {
+	_cleanup_json_ json_t *body = NULL;
+	const char *sub = argc >= 2 ? argv[1] : "", *job;
 	char path[512];
-	const char *sub = argc >= 2 ? argv[1] : "";
+	int r;
 
-	if (streq(sub, "get") && argc == 3) {
-		if (!job_path_valid(argv[2]))
-			return usage_error("'%s' is not REGION/ZONE/NAME", argv[2]);
-		snprintf(path, sizeof(path), "/v1/jobs/%s/state", argv[2]);
-		return server_get(path);
-	}
-	if ((streq(sub, "stop") || streq(sub, "start")) && argc == 3) {
-		json_t *reply = NULL;
-		int r;
-
-		if (!job_path_valid(argv[2]))
-			return usage_error("'%s' is not REGION/ZONE/NAME", argv[2]);
-		snprintf(path, sizeof(path), "/v1/jobs/%s/state", argv[2]);
-		r = client_open();
+	if (argc == 3 && (streq(sub, "get") || streq(sub, "stop") || streq(sub, "start")))
+		job = argv[2];
+	else if (argc == 5 && streq(sub, "put") && streq(argv[2], "-f"))
+		job = argv[4];
+	else
+		return usage_error("usage: job get|stop|start REGION/ZONE/NAME | job put -f FILE "
+				   "REGION/ZONE/NAME");
+	if (!job_path_valid(job))
+		return usage_error("'%s' is not REGION/ZONE/NAME", job);
+	snprintf(path, sizeof(path), "/v1/jobs/%s%s", job, streq(sub, "put") ? "" : "/state");
+	if (streq(sub, "get"))
+		return get_show(path, NULL, NULL);
+	if (streq(sub, "put")) {
+		r = read_spec_file(argv[3], &body);
 		if (r)
 			return r;
-		r = call("PUT", path,
-			 json_pack("{s:s}", "state", streq(sub, "stop") ? "DONE" : "RUNNING"),
-			 &reply, NULL);
-		if (r)
-			return r;
-		print_json(reply);
-		json_decref(reply);
-		return 0;
-	}
-	if (streq(sub, "put") && argc == 5 && streq(argv[2], "-f")) {
-		json_t *spec = NULL, *reply = NULL;
-		int r;
-
-		if (!job_path_valid(argv[4]))
-			return usage_error("'%s' is not REGION/ZONE/NAME", argv[4]);
-		r = read_spec_file(argv[3], &spec);
-		if (r)
-			return r;
-		snprintf(path, sizeof(path), "/v1/jobs/%s", argv[4]);
-		r = client_open();
-		if (r) {
-			json_decref(spec);
-			return r;
-		}
-		r = call("PUT", path, spec, &reply, NULL);
-		if (r)
-			return r;
-		print_json(reply);
-		json_decref(reply);
-		return 0;
-	}
-	return usage_error("usage: job get|stop|start REGION/ZONE/NAME | job put -f FILE "
-			   "REGION/ZONE/NAME");
+	} else if (!(body = json_pack("{s:s}", "state", streq(sub, "stop") ? "DONE" : "RUNNING")))
+		return fail("out of memory");
+	return show(&(struct request){ .method = "PUT", .path = path, .body = body }, NULL, NULL);
 }
 
 /* ---- pipelines (deployd, --server) ---- */
-
-/* A JSON request with extra headers (If-Match, Idempotency-Key); like call() otherwise. body is
- * borrowed. */
-static int call_headers(const char *method, const char *path, const char *const *headers,
-			const json_t *body, bool idempotent, json_t **ret_body)
-{
-	_cleanup_http_response_ struct http_client_response resp = { 0 };
-	_cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	struct http_client_request rq = { .method = method,
-					  .path = path,
-					  .headers = headers,
-					  .body = text,
-					  .body_len = text ? strlen(text) : 0,
-					  .content_type = text ? "application/json" : NULL,
-					  .idempotent = idempotent };
-	struct cd_error err = { 0 };
-	json_t *j;
-	int r;
-
-	if (body && !text)
-		return fail("out of memory");
-	r = http_client_request(opt.client, &rq, &resp, &err);
-	if (r < 0)
-		return fail("%s", cd_error_message(&err));
-	j = resp.body_len ? json_loads(resp.body, JSON_DECODE_ANY, NULL) : NULL;
-	if (resp.status / 100 != 2) {
-		struct problem p;
-		char line[1024];
-
-		if (http_client_problem(resp.status, j, &p) >= 0) {
-			fprintf(stderr, "taskctl: %s\n",
-				http_client_problem_format(&p, line, sizeof(line)));
-			problem_release(&p);
-		} else
-			fprintf(stderr, "taskctl: HTTP %ld\n", resp.status);
-		json_decref(j);
-		return resp.status == 404 ? EXIT_NOTFOUND : 1;
-	}
-	if (ret_body)
-		*ret_body = j;
-	else
-		json_decref(j);
-	return 0;
-}
 
 /* A pipeline id as deployd makes them: no '/', not empty. */
 static int need_pipeline_id(const char *s)
@@ -881,6 +853,14 @@ static int need_run_number(const char *s, uint64_t *ret)
 	return 0;
 }
 
+/* "ID RUN" arguments: checked, the run number in *ret_run. */
+static int need_pipeline_run(const char *id, const char *run, uint64_t *ret_run)
+{
+	int r = need_pipeline_id(id);
+
+	return r ? r : need_run_number(run, ret_run);
+}
+
 static void pipeline_header(void)
 {
 	printf("%-28s  %-24s  %-16s  %6s  %6s  %5s\n", "PIPELINE ID", "NAME", "OWNER", "ACTIVE",
@@ -893,21 +873,26 @@ static void pipeline_row(const json_t *p)
 
 	age(jstr(p, "created_at", NULL), age_s, sizeof(age_s));
 	printf("%-28s  %-24s  %-16s  %6lld  %6lld  %5s", jstr(p, "pipeline_id", "-"),
-	       jstr(p, "name", "-"), jstr(p, "owner", "-"),
-	       (long long)json_integer_value(json_object_get(p, "active_version")),
-	       (long long)json_integer_value(json_object_get(p, "latest_version")), age_s);
+	       jstr(p, "name", "-"), jstr(p, "owner", "-"), jint(p, "active_version"),
+	       jint(p, "latest_version"), age_s);
 	if (opt.output == OUT_WIDE)
 		printf("  %s %s", jstr(p, "repo", "-"), jstr(p, "branch", ""));
 	putchar('\n');
 }
 
+static void show_pipeline(const json_t *p, const void *ctx)
+{
+	pipeline_header();
+	pipeline_row(p);
+}
+
 static int verb_pipelines(int argc, char **argv)
 {
 	static const struct option lo[] = { { "owner", required_argument, NULL, 'O' }, {} };
-	_cleanup_free_ char *eowner = NULL;
-	_cleanup_free_ char *token = NULL;
+	_cleanup_free_ char *eowner = NULL, *token = NULL;
+	_cleanup_json_ json_t *all = NULL;
 	const char *owner = NULL;
-	json_t *all;
+	json_t *p;
 	int o, r;
 
 	optind = 1;
@@ -919,101 +904,96 @@ static int verb_pipelines(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("pipelines takes no arguments");
-	if (owner && !(eowner = escape(owner)))
+	if (owner && !(eowner = http_client_escape(owner)))
 		return fail("out of memory");
-	r = client_open();
-	if (r)
-		return r;
 	all = json_array();
+	if (!all)
+		return fail("out of memory");
 	/* every page */
 	do {
 		_cleanup_strbuf_ struct strbuf path = STRBUF_INIT;
-		json_t *reply = NULL;
+		_cleanup_json_ json_t *reply = NULL;
+		const char *next;
 
-		strbuf_addf(&path, "/v1/pipelines?page_size=100%s%s%s%s", owner ? "&owner=" : "",
-			    owner ? eowner : "", token ? "&page_token=" : "", token ? token : "");
-		r = call("GET", path.buf, NULL, &reply, NULL);
-		if (r) {
-			json_decref(all);
+		if (strbuf_addf(&path, "/v1/pipelines?page_size=100%s%s%s%s",
+				owner ? "&owner=" : "", owner ? eowner : "",
+				token ? "&page_token=" : "", token ? token : "") < 0)
+			return fail("out of memory");
+		r = request(&(struct request){ .method = "GET", .path = path.buf }, &reply, NULL);
+		if (r)
 			return r;
-		}
-		json_array_extend(all, json_object_get(reply, "pipelines"));
-		free(token);
-		token = NULL;
-		if (json_string_value(json_object_get(reply, "next_page_token")))
-			token = escape(
-				json_string_value(json_object_get(reply, "next_page_token")));
-		json_decref(reply);
+		if (json_array_extend(all, json_object_get(reply, "pipelines")) < 0 &&
+		    json_object_get(reply, "pipelines"))
+			return fail("out of memory");
+		free(TAKE_PTR(token));
+		next = json_string_value(json_object_get(reply, "next_page_token"));
+		if (next && !(token = http_client_escape(next)))
+			return fail("out of memory");
 	} while (token);
-	if (opt.output == OUT_JSON)
+	if (opt.output == OUT_JSON) {
 		print_json(all);
-	else {
-		size_t i;
-		json_t *p;
-
-		pipeline_header();
-		for (i = 0; i < json_array_size(all) && (p = json_array_get(all, i)); i++)
-			pipeline_row(p);
+		return 0;
 	}
-	json_decref(all);
+	pipeline_header();
+	for (size_t i = 0; i < json_array_size(all) && (p = json_array_get(all, i)); i++)
+		pipeline_row(p);
 	return 0;
+}
+
+static void show_created(const json_t *reply, const void *ctx)
+{
+	printf("%s created\n", jstr(reply, "pipeline_id", "?"));
 }
 
 static int verb_pipeline(int argc, char **argv)
 {
+	_cleanup_free_ char *path = NULL;
+	_cleanup_json_ json_t *doc = NULL;
 	const char *sub = argc >= 2 ? argv[1] : "";
-	json_t *reply = NULL;
-	char path[256];
 	int r;
 
 	if (streq(sub, "create")) {
-		json_t *doc = NULL;
-
 		if (argc != 4 || (!streq(argv[2], "-f") && !streq(argv[2], "--file")))
 			return usage_error("usage: pipeline create -f FILE");
 		r = read_spec_file(argv[3], &doc);
 		if (r)
 			return r;
-		r = client_open();
-		if (!r)
-			r = call("POST", "/v1/pipelines", doc, &reply, NULL);
-		json_decref(doc);
-		if (r)
-			return r;
-		if (opt.output == OUT_JSON)
-			print_json(reply);
-		else
-			printf("%s created\n", jstr(reply, "pipeline_id", "?"));
-		json_decref(reply);
-		return 0;
+		return show(
+			&(struct request){ .method = "POST", .path = "/v1/pipelines", .body = doc },
+			show_created, NULL);
 	}
-	if (streq(sub, "get")) {
-		_cleanup_free_ char *eid = NULL;
+	if (!streq(sub, "get"))
+		return usage_error("usage: pipeline create -f FILE | pipeline get ID");
+	if (argc != 3)
+		return usage_error("usage: pipeline get ID");
+	r = need_pipeline_id(argv[2]);
+	if (r)
+		return r;
+	path = path_for("/v1/pipelines/", argv[2], "%s", "");
+	if (!path)
+		return fail("out of memory");
+	return get_show(path, show_pipeline, NULL);
+}
 
-		if (argc != 3)
-			return usage_error("usage: pipeline get ID");
-		r = need_pipeline_id(argv[2]);
-		if (r)
-			return r;
-		eid = escape(argv[2]);
-		if (!eid)
-			return fail("out of memory");
-		snprintf(path, sizeof(path), "/v1/pipelines/%s", eid);
-		r = client_open();
-		if (!r)
-			r = call("GET", path, NULL, &reply, NULL);
-		if (r)
-			return r;
-		if (opt.output == OUT_JSON)
-			print_json(reply);
-		else {
-			pipeline_header();
-			pipeline_row(reply);
-		}
-		json_decref(reply);
-		return 0;
-	}
-	return usage_error("usage: pipeline create -f FILE | pipeline get ID");
+static void show_schema(const json_t *reply, const void *ctx)
+{
+	printf("# pipeline %s, schema version %lld (%s), latest %lld\n",
+	       jstr(reply, "pipeline_id", "?"), jint(reply, "version"), jstr(reply, "state", "?"),
+	       jint(reply, "latest_version"));
+	print_json(json_object_get(reply, "schema"));
+}
+
+static void show_schema_put(const json_t *reply, const void *ctx)
+{
+	printf("%s schema version %lld (%s)\n", jstr(reply, "pipeline_id", "?"),
+	       jint(reply, "version"), jstr(reply, "state", "?"));
+}
+
+static void show_activated(const json_t *reply, const void *ctx)
+{
+	const char *const *args = ctx; /* ID VERSION */
+
+	printf("%s schema version %s active\n", args[0], args[1]);
 }
 
 static int verb_schema(int argc, char **argv)
@@ -1025,9 +1005,9 @@ static int verb_schema(int argc, char **argv)
 	const char *sub = argc >= 2 ? argv[1] : "";
 	const char *file = NULL;
 	uint64_t version = 0, if_match = 0;
-	_cleanup_free_ char *eid = NULL;
-	json_t *reply = NULL;
-	char path[320];
+	_cleanup_free_ char *path = NULL;
+	_cleanup_json_ json_t *doc = NULL;
+	char hdr[64];
 	int o, r;
 
 	if (!streq(sub, "get") && !streq(sub, "put") && !streq(sub, "activate"))
@@ -1055,41 +1035,17 @@ static int verb_schema(int argc, char **argv)
 	r = need_pipeline_id(argv[optind]);
 	if (r)
 		return r;
-	eid = escape(argv[optind]);
-	if (!eid)
-		return fail("out of memory");
 	if (streq(sub, "get")) {
 		if (optind + 1 != argc)
 			return usage_error("schema get takes one pipeline ID");
-		if (version)
-			snprintf(path, sizeof(path), "/v1/pipelines/%s/schema?version=%llu", eid,
-				 (unsigned long long)version);
-		else
-			snprintf(path, sizeof(path), "/v1/pipelines/%s/schema", eid);
-		r = client_open();
-		if (!r)
-			r = call("GET", path, NULL, &reply, NULL);
-		if (r)
-			return r;
-		if (opt.output == OUT_JSON)
-			print_json(reply);
-		else {
-			printf("# pipeline %s, schema version %lld (%s), latest %lld\n",
-			       jstr(reply, "pipeline_id", "?"),
-			       (long long)json_integer_value(json_object_get(reply, "version")),
-			       jstr(reply, "state", "?"),
-			       (long long)json_integer_value(
-				       json_object_get(reply, "latest_version")));
-			print_json(json_object_get(reply, "schema"));
-		}
-		json_decref(reply);
-		return 0;
+		path = version ? path_for("/v1/pipelines/", argv[optind], "/schema?version=%llu",
+					  (unsigned long long)version) :
+				 path_for("/v1/pipelines/", argv[optind], "/schema");
+		if (!path)
+			return fail("out of memory");
+		return get_show(path, show_schema, NULL);
 	}
 	if (streq(sub, "put")) {
-		char hdr[64];
-		const char *headers[2] = { NULL, NULL };
-		json_t *doc = NULL;
-
 		if (!file)
 			return usage_error("schema put needs -f FILE");
 		if (optind + 1 != argc)
@@ -1097,47 +1053,29 @@ static int verb_schema(int argc, char **argv)
 		r = read_spec_file(file, &doc);
 		if (r)
 			return r;
-		if (if_match) {
-			snprintf(hdr, sizeof(hdr), "If-Match: \"%llu\"",
-				 (unsigned long long)if_match);
-			headers[0] = hdr;
-		}
-		snprintf(path, sizeof(path), "/v1/pipelines/%s/schema", eid);
-		r = client_open();
+		snprintf(hdr, sizeof(hdr), "If-Match: \"%llu\"", (unsigned long long)if_match);
+		path = path_for("/v1/pipelines/", argv[optind], "/schema");
+		if (!path)
+			return fail("out of memory");
 		/* with If-Match a resend is safe: a stale version gets 412, not a second draft */
-		if (!r)
-			r = call_headers("PUT", path, headers, doc, if_match != 0, &reply);
-		json_decref(doc);
-		if (r)
-			return r;
-		if (opt.output == OUT_JSON)
-			print_json(reply);
-		else
-			printf("%s schema version %lld (%s)\n", jstr(reply, "pipeline_id", "?"),
-			       (long long)json_integer_value(json_object_get(reply, "version")),
-			       jstr(reply, "state", "?"));
-		json_decref(reply);
-		return 0;
+		return show(&(struct request){ .method = "PUT",
+					       .path = path,
+					       .header = if_match ? hdr : NULL,
+					       .body = doc,
+					       .idempotent = if_match != 0 },
+			    show_schema_put, NULL);
 	}
 	/* activate ID VERSION */
 	if (optind + 2 != argc)
 		return usage_error("usage: schema activate ID VERSION");
 	if (parse_u64(argv[optind + 1], &version) < 0 || !version)
 		return usage_error("'%s' is not a schema version", argv[optind + 1]);
-	snprintf(path, sizeof(path), "/v1/pipelines/%s/schema/%llu/activate", eid,
-		 (unsigned long long)version);
-	r = client_open();
-	if (!r)
-		r = call_headers("POST", path, NULL, NULL, true, &reply);
-	if (r)
-		return r;
-	if (opt.output == OUT_JSON)
-		print_json(reply);
-	else
-		printf("%s schema version %llu active\n", argv[optind],
-		       (unsigned long long)version);
-	json_decref(reply);
-	return 0;
+	path = path_for("/v1/pipelines/", argv[optind], "/schema/%llu/activate",
+			(unsigned long long)version);
+	if (!path)
+		return fail("out of memory");
+	return show(&(struct request){ .method = "POST", .path = path, .idempotent = true },
+		    show_activated, (const char *const[]){ argv[optind], argv[optind + 1] });
 }
 
 static bool run_final(const char *state)
@@ -1146,39 +1084,34 @@ static bool run_final(const char *state)
 	       streq(state, "SUPERSEDED");
 }
 
-static void run_header(void)
+static void show_runs(const json_t *reply, const void *ctx)
 {
+	const json_t *runs = json_object_get(reply, "runs");
+	char age_s[16];
+	json_t *run;
+
 	printf("%5s  %-12s  %-11s  %7s  %-8s  %5s  %s\n", "RUN", "COMMIT", "STATE", "ATTEMPT",
 	       "TRIGGER", "AGE", opt.output == OUT_WIDE ? "MESSAGE" : "");
-}
-
-static void run_row(const json_t *r)
-{
-	char age_s[16];
-
-	age(jstr(r, "created_at", NULL), age_s, sizeof(age_s));
-	printf("%5lld  %-12.12s  %-11s  %7lld  %-8s  %5s  %s\n",
-	       (long long)json_integer_value(json_object_get(r, "run")), jstr(r, "commit", "-"),
-	       jstr(r, "state", "-"), (long long)json_integer_value(json_object_get(r, "attempt")),
-	       jstr(r, "trigger", "-"), age_s,
-	       opt.output == OUT_WIDE ? jstr(r, "error_message", "") : "");
+	for (size_t i = 0; i < json_array_size(runs) && (run = json_array_get(runs, i)); i++) {
+		age(jstr(run, "created_at", NULL), age_s, sizeof(age_s));
+		printf("%5lld  %-12.12s  %-11s  %7lld  %-8s  %5s  %s\n", jint(run, "run"),
+		       jstr(run, "commit", "-"), jstr(run, "state", "-"), jint(run, "attempt"),
+		       jstr(run, "trigger", "-"), age_s,
+		       opt.output == OUT_WIDE ? jstr(run, "error_message", "") : "");
+	}
 }
 
 static void stage_table(const json_t *run)
 {
 	const json_t *stages = json_object_get(run, "stages");
-	size_t i;
 	json_t *sg;
 
-	printf("run %lld  commit %.12s  %s  attempt %lld\n",
-	       (long long)json_integer_value(json_object_get(run, "run")), jstr(run, "commit", "-"),
-	       jstr(run, "state", "-"),
-	       (long long)json_integer_value(json_object_get(run, "attempt")));
+	printf("run %lld  commit %.12s  %s  attempt %lld\n", jint(run, "run"),
+	       jstr(run, "commit", "-"), jstr(run, "state", "-"), jint(run, "attempt"));
 	printf("  %-24s  %-8s  %-11s  %7s  %s\n", "STAGE", "TYPE", "STATE", "ATTEMPT", "MESSAGE");
-	for (i = 0; i < json_array_size(stages) && (sg = json_array_get(stages, i)); i++)
+	for (size_t i = 0; i < json_array_size(stages) && (sg = json_array_get(stages, i)); i++)
 		printf("  %-24s  %-8s  %-11s  %7lld  %s\n", jstr(sg, "name", "-"),
-		       jstr(sg, "type", "-"), jstr(sg, "state", "-"),
-		       (long long)json_integer_value(json_object_get(sg, "attempt")),
+		       jstr(sg, "type", "-"), jstr(sg, "state", "-"), jint(sg, "attempt"),
 		       jstr(sg, "error_message", ""));
 }
 
@@ -1201,49 +1134,57 @@ static int git_head(char *buf, size_t size)
 	return len ? 0 : -ENOENT;
 }
 
+/* What the run verbs print: "ID run N: <done>" */
+struct run_note {
+	const char *id;
+	uint64_t run;
+	const char *done;
+};
+
+static void show_run_note(const json_t *reply, const void *ctx)
+{
+	const struct run_note *n = ctx;
+
+	printf("%s run %llu: %s\n", n->id, (unsigned long long)n->run, n->done);
+}
+
+/* run cancel|retry ID RUN */
 static int run_action(int argc, char **argv)
 {
 	const char *what = argv[1];
-	_cleanup_free_ char *eid = NULL;
-	json_t *reply = NULL;
+	_cleanup_free_ char *path = NULL;
 	uint64_t n;
-	char path[320];
 	int r;
 
 	if (argc != 4)
 		return usage_error("usage: run %s ID RUN", what);
-	r = need_pipeline_id(argv[2]);
-	if (!r)
-		r = need_run_number(argv[3], &n);
+	r = need_pipeline_run(argv[2], argv[3], &n);
 	if (r)
 		return r;
-	eid = escape(argv[2]);
-	if (!eid)
+	path = path_for("/v1/pipelines/", argv[2], "/runs/%llu/%s", (unsigned long long)n, what);
+	if (!path)
 		return fail("out of memory");
-	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs/%llu/%s", eid, (unsigned long long)n,
-		 what);
-	r = client_open();
-	if (!r)
-		r = call_headers("POST", path, NULL, NULL, false, &reply);
-	if (r)
-		return r;
-	if (opt.output == OUT_JSON)
-		print_json(reply);
-	else
-		printf("%s run %llu: %s\n", argv[2], (unsigned long long)n,
-		       streq(what, "cancel") ? "cancelled" : "retrying the failed stages");
-	json_decref(reply);
-	return 0;
+	return show(&(struct request){ .method = "POST", .path = path }, show_run_note,
+		    &(struct run_note){ argv[2], n,
+					streq(what, "cancel") ? "cancelled" :
+								"retrying the failed stages" });
+}
+
+static void show_run_started(const json_t *reply, const void *ctx)
+{
+	const char *const *args = ctx; /* ID COMMIT */
+
+	printf("%s run %lld %s (commit %.12s)\n", args[0], jint(reply, "run"),
+	       jstr(reply, "state", "?"), args[1]);
 }
 
 static int verb_prun(int argc, char **argv)
 {
 	static const struct option lo[] = { { "commit", required_argument, NULL, 'c' }, {} };
 	const char *commit = NULL;
-	_cleanup_free_ char *eid = NULL;
-	char head[128], path[256], key[ID_LEN + 32], hdr[ID_LEN + 64];
-	const char *headers[2] = { hdr, NULL };
-	json_t *reply = NULL, *body;
+	_cleanup_free_ char *path = NULL;
+	_cleanup_json_ json_t *body = NULL;
+	char head[128], key[ID_LEN + 1], hdr[ID_LEN + 64];
 	int o, r;
 
 	if (argc >= 2 && (streq(argv[1], "cancel") || streq(argv[1], "retry")))
@@ -1266,38 +1207,24 @@ static int verb_prun(int argc, char **argv)
 				"no --commit and no git repository here to take HEAD from");
 		commit = head;
 	}
-	eid = escape(argv[optind]);
-	if (!eid)
-		return fail("out of memory");
 	/* one key per invocation: the client's retries of this POST make no second run */
 	id_new(key);
 	snprintf(hdr, sizeof(hdr), "Idempotency-Key: taskctl-%s", key);
-	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs", eid);
+	path = path_for("/v1/pipelines/", argv[optind], "/runs");
 	body = json_pack("{s:s}", "commit", commit);
-	if (!body)
+	if (!path || !body)
 		return fail("out of memory");
-	r = client_open();
-	if (!r)
-		r = call_headers("POST", path, headers, body, true, &reply);
-	json_decref(body);
-	if (r)
-		return r;
-	if (opt.output == OUT_JSON)
-		print_json(reply);
-	else
-		printf("%s run %lld %s (commit %.12s)\n", argv[optind],
-		       (long long)json_integer_value(json_object_get(reply, "run")),
-		       jstr(reply, "state", "?"), commit);
-	json_decref(reply);
-	return 0;
+	return show(&(struct request){ .method = "POST",
+				       .path = path,
+				       .header = hdr,
+				       .body = body,
+				       .idempotent = true },
+		    show_run_started, (const char *const[]){ argv[optind], commit });
 }
 
 static int verb_runs(int argc, char **argv)
 {
-	_cleanup_free_ char *eid = NULL;
-	json_t *reply = NULL, *run;
-	char path[256];
-	size_t i;
+	_cleanup_free_ char *path = NULL;
 	int r;
 
 	if (argc != 2)
@@ -1305,144 +1232,107 @@ static int verb_runs(int argc, char **argv)
 	r = need_pipeline_id(argv[1]);
 	if (r)
 		return r;
-	eid = escape(argv[1]);
-	if (!eid)
+	path = path_for("/v1/pipelines/", argv[1], "/runs");
+	if (!path)
 		return fail("out of memory");
-	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs", eid);
-	r = client_open();
-	if (!r)
-		r = call("GET", path, NULL, &reply, NULL);
-	if (r)
-		return r;
-	if (opt.output == OUT_JSON)
-		print_json(reply);
-	else {
-		run_header();
-		for (i = 0; i < json_array_size(json_object_get(reply, "runs")) &&
-			    (run = json_array_get(json_object_get(reply, "runs"), i));
-		     i++)
-			run_row(run);
-	}
-	json_decref(reply);
-	return 0;
+	return get_show(path, show_runs, NULL);
+}
+
+/* What a watcher sees of a run, to tell a change: the run's and every stage's state, attempt
+ * and message, as compact JSON. NULL on ENOMEM. */
+static char *run_view(const json_t *run)
+{
+	_cleanup_json_ json_t *view = json_pack("{s:O?, s:O?, s:[]}", "state",
+						json_object_get(run, "state"), "attempt",
+						json_object_get(run, "attempt"), "stages");
+	const json_t *stages = json_object_get(run, "stages");
+	json_t *sg;
+
+	if (!view)
+		return NULL;
+	for (size_t i = 0; i < json_array_size(stages) && (sg = json_array_get(stages, i)); i++)
+		if (json_array_append_new(json_object_get(view, "stages"),
+					  json_pack("{s:O?, s:O?, s:O?, s:O?}", "name",
+						    json_object_get(sg, "name"), "state",
+						    json_object_get(sg, "state"), "attempt",
+						    json_object_get(sg, "attempt"), "error_message",
+						    json_object_get(sg, "error_message"))) < 0)
+			return NULL;
+	return json_dumps(view, JSON_COMPACT | JSON_SORT_KEYS);
 }
 
 /* Live view of a run's stages until it ends: 0 when it FINISHED, 1 otherwise. */
 static int verb_watch(int argc, char **argv)
 {
-	_cleanup_free_ char *eid = NULL, *last = NULL;
-	char path[320];
+	_cleanup_free_ char *path = NULL, *last = NULL;
 	uint64_t n;
 	int r;
 
 	if (argc != 3)
 		return usage_error("usage: watch ID RUN");
-	r = need_pipeline_id(argv[1]);
-	if (!r)
-		r = need_run_number(argv[2], &n);
+	r = need_pipeline_run(argv[1], argv[2], &n);
 	if (r)
 		return r;
-	eid = escape(argv[1]);
-	if (!eid)
+	path = path_for("/v1/pipelines/", argv[1], "/runs/%llu", (unsigned long long)n);
+	if (!path)
 		return fail("out of memory");
-	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs/%llu", eid, (unsigned long long)n);
-	r = client_open();
-	if (r)
-		return r;
 	for (;;) {
-		json_t *run = NULL, *view;
+		_cleanup_json_ json_t *run = NULL;
 		_cleanup_free_ char *now = NULL;
 		const char *state;
-		size_t i;
-		json_t *sg;
 
-		r = call("GET", path, NULL, &run, NULL);
+		r = request(&(struct request){ .method = "GET", .path = path }, &run, NULL);
 		if (r)
 			return r;
-		/* what a watcher sees: the run's and every stage's state, attempt and message */
-		view = json_pack("{s:O?, s:O?, s:[]}", "state", json_object_get(run, "state"),
-				 "attempt", json_object_get(run, "attempt"), "stages");
-		for (i = 0; i < json_array_size(json_object_get(run, "stages")) &&
-			    (sg = json_array_get(json_object_get(run, "stages"), i));
-		     i++)
-			json_array_append_new(json_object_get(view, "stages"),
-					      json_pack("{s:O?, s:O?, s:O?, s:O?}", "name",
-							json_object_get(sg, "name"), "state",
-							json_object_get(sg, "state"), "attempt",
-							json_object_get(sg, "attempt"),
-							"error_message",
-							json_object_get(sg, "error_message")));
-		now = view ? json_dumps(view, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-		json_decref(view);
-		if (!now) {
-			json_decref(run);
+		now = run_view(run);
+		if (!now)
 			return fail("out of memory");
-		}
 		if (!last || !streq(now, last)) {
-			if (opt.output == OUT_JSON) {
-				char *s = json_dumps(run, JSON_COMPACT | JSON_SORT_KEYS);
-
-				if (s)
-					puts(s);
-				free(s);
-			} else
+			if (opt.output == OUT_JSON)
+				print_json_line(run);
+			else
 				stage_table(run);
 			fflush(stdout);
 			free(last);
 			last = TAKE_PTR(now);
 		}
 		state = jstr(run, "state", "");
-		if (run_final(state)) {
-			r = streq(state, "FINISHED") ? 0 : 1;
-			json_decref(run);
-			return r;
-		}
-		json_decref(run);
+		if (run_final(state))
+			return streq(state, "FINISHED") ? 0 : 1;
 		clock_sleep_usec(USEC_PER_SEC);
 	}
 }
 
 static int verb_approve(int argc, char **argv)
 {
-	_cleanup_free_ char *eid = NULL, *estage = NULL;
-	json_t *reply = NULL;
-	char path[512];
+	_cleanup_free_ char *estage = NULL, *path = NULL;
+	char done[320];
 	uint64_t n;
 	int r;
 
 	if (argc != 4)
 		return usage_error("usage: approve ID RUN STAGE");
-	r = need_pipeline_id(argv[1]);
-	if (!r)
-		r = need_run_number(argv[2], &n);
+	r = need_pipeline_run(argv[1], argv[2], &n);
 	if (r)
 		return r;
-	eid = escape(argv[1]);
-	estage = escape(argv[3]);
-	if (!eid || !estage)
+	estage = http_client_escape(argv[3]);
+	if (estage)
+		path = path_for("/v1/pipelines/", argv[1], "/runs/%llu/stages/%s/approve",
+				(unsigned long long)n, estage);
+	if (!path)
 		return fail("out of memory");
-	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs/%llu/stages/%s/approve", eid,
-		 (unsigned long long)n, estage);
-	r = client_open();
-	if (!r)
-		r = call_headers("POST", path, NULL, NULL, false, &reply);
-	if (r)
-		return r;
-	if (opt.output == OUT_JSON)
-		print_json(reply);
-	else
-		printf("%s run %llu: stage %s approved\n", argv[1], (unsigned long long)n, argv[3]);
-	json_decref(reply);
-	return 0;
+	snprintf(done, sizeof(done), "stage %s approved", argv[3]);
+	return show(&(struct request){ .method = "POST", .path = path }, show_run_note,
+		    &(struct run_note){ argv[1], n, done });
 }
 
 static const struct verb verbs[] = {
 	{ "ps", "ps [--job URL] [--state PENDING|RUNNING|DONE|ERROR]", verb_ps, false },
 	{ "get", "get ID", verb_get, false },
-	{ "inspect", "inspect ID", verb_inspect, false },
+	{ "inspect", "inspect ID", verb_get, false },
 	{ "logs", "logs [-f|--follow] [--tail N] ID", verb_logs, false },
-	{ "stop", "stop ID", verb_stop, false },
-	{ "start", "start ID", verb_start, false },
+	{ "stop", "stop ID", verb_set_state, false },
+	{ "start", "start ID", verb_set_state, false },
 	{ "rm", "rm ID", verb_rm, false },
 	{ "events", "events [-w|--watch] [--after N]", verb_events, false },
 	{ "put",
@@ -1454,7 +1344,7 @@ static const struct verb verbs[] = {
 	{ "job",
 	  "job get|stop|start REGION/ZONE/NAME | job put -f FILE REGION/ZONE/NAME (with --server)",
 	  verb_job, true },
-	{ "hosts", "hosts (with --server)", verb_hosts, true },
+	{ "hosts", "hosts (with --server)", verb_jobs, true },
 	{ "pipelines", "pipelines [--owner OWNER] (with --server)", verb_pipelines, true },
 	{ "pipeline", "pipeline create -f FILE | pipeline get ID (with --server)", verb_pipeline,
 	  true },

@@ -52,6 +52,8 @@ EOF
 $S job put -f "$T/web.json" e2e/e2e-1/web >"$T/put.out" 2>&1
 check "taskctl --server job put creates the job" "grep -q '\"created\": true' '$T/put.out'" \
 	"$(cat "$T/put.out")"
+check_no_leaks "taskctl job put frees what it allocated (valgrind)" "$T/vg-job-put.log" \
+	$S job put -f "$T/web.json" e2e/e2e-1/web
 i=0
 while [ $i -lt 100 ]; do
 	$H -o json ps 2>/dev/null | grep -q '"state": "RUNNING"' && break
@@ -68,6 +70,8 @@ done
 check "taskd's NotifyTaskState reached deployd: the job's task is RUNNING and healthy" \
 	"$S job get e2e/e2e-1/web | grep -q '\"healthy\": true'"
 check "taskctl --server jobs lists it" "$S jobs | grep -q 'job://e2e/e2e-1/web'"
+check_no_leaks "taskctl job start (a running job) frees what it allocated (valgrind)" \
+	"$T/vg-job-start.log" $S job start e2e/e2e-1/web
 $S job stop e2e/e2e-1/web >/dev/null 2>&1
 i=0
 while [ $i -lt 150 ]; do

@@ -156,6 +156,9 @@ wait_for() {
 t_ok=$(put ok '"command":["/bin/sh","-c","echo out; echo err >&2; exit 0"],"restart":{"policy":"never"}')
 check "exit 0 → DONE exited" "wait_for '$t_ok' DONE exited"
 check "exit 0 → exit_code 0" "[ \"\$(field '$t_ok' exit_code)\" = 0 ]"
+check_no_leaks "taskctl put frees what it allocated (valgrind)" "$T/vg-put.log" \
+	$C put -f "$T/spec-ok.json" --job job://e2e/e2e-1/vg
+check_no_leaks "taskctl stop frees what it allocated (valgrind)" "$T/vg-stop.log" $C stop "$t_ok"
 t_3=$(put three '"command":["/bin/sh","-c","exit 3"],"restart":{"policy":"never"}')
 check "exit 3 → ERROR exited" "wait_for '$t_3' ERROR exited"
 check "exit 3 → exit_code 3" "[ \"\$(field '$t_3' exit_code)\" = 3 ]"

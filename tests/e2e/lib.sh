@@ -173,3 +173,29 @@ e2e_init() {
 	trap 'e2e_cleanup; exit 130' INT
 	trap 'e2e_cleanup; exit 143' TERM
 }
+
+# e2e_valgrind_leaks LOG CMD...: run CMD under valgrind, 0 when it leaked nothing definitely or
+# indirectly (its own exit status does not count here); the report is in LOG. 77 when valgrind
+# is not installed.
+e2e_valgrind_leaks() {
+	command -v valgrind >/dev/null || return 77
+	_log=$1
+	shift
+	valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+		--errors-for-leak-kinds=definite,indirect --error-exitcode=99 --log-file="$_log" \
+		"$@" >/dev/null 2>&1
+	[ $? != 99 ]
+}
+
+# check_no_leaks NAME LOG CMD...: one check, that CMD leaks no memory (e2e_valgrind_leaks);
+# skipped without valgrind.
+check_no_leaks() {
+	_name=$1 _vlog=$2
+	shift 2
+	e2e_valgrind_leaks "$_vlog" "$@"
+	case $? in
+	0) ok "$_name" ;;
+	77) skip "$_name" "valgrind not installed" ;;
+	*) notok "$_name" "$(grep -E 'definitely|indirectly|at 0x|by 0x' "$_vlog" | head -8 | tr '\n' ' ')" ;;
+	esac
+}
