@@ -19,7 +19,13 @@ $(BUILD)/gen/sandbox_seccomp_bpf.h: $(BUILD)/sandbox-seccomp-gen
 	@$(if $(Q),echo "  GEN     $@")
 	$(Q)$< > $@.tmp && mv $@.tmp $@
 GEN_HEADERS += $(BUILD)/gen/sandbox_seccomp_bpf.h
-$(eval $(call cd_prog,sandbox-run,sandbox/sandbox_run.c,sandbox cdlib))
+# sandbox-run is a one-shot process per task: it links libnl, libseccomp and libcgroup
+# statically (their archives come with the -dev packages the build needs anyway), so exec'ing
+# it maps and relocates libc alone. Measured: 0.5 ms less CPU per start, nearly half of it
+# symbol lookups and mmaps of four shared objects (docs/sandbox.md). A security update of one of
+# these libraries needs a rebuild of sandbox-run; taskd links them dynamically.
+SANDBOX_RUN_STATIC := -Wl,-Bstatic -lnl-route-3 -lnl-3 -lseccomp -lcgroup -Wl,-Bdynamic
+$(eval $(call cd_prog,sandbox-run,sandbox/sandbox_run.c,sandbox cdlib,$(SANDBOX_RUN_STATIC)))
 $(eval $(call cd_selftest,sandbox,selftests/sandbox.c,sandbox cdlib))
 $(eval $(call cd_test,test_sandbox,tests/unit/test_sandbox.c,sandbox cdlib))
 DEPS_PKGS += runc crun
