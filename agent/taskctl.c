@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/taskctl_events.h"
 #include "api/http_client.h"
 #include "api/json.h"
 #include "lib/clock.h"
@@ -30,6 +31,10 @@
 #define DEFAULT_HOST "http://127.0.0.1:7411"
 #define DEFAULT_TOKEN_FILE "/var/lib/codedeploy/taskd.token"
 #define SPEC_MAX_BYTES (1024 * 1024)
+/* events -w: how long the server may hold one long-poll, and how much longer the client waits
+ * for the answer (the client's own 30 s default would end a 30 s poll before the server does) */
+#define EVENTS_WAIT_S 30
+#define EVENTS_SLACK_MS 15000u
 
 #define _cleanup_json_ _cleanup_(json_decrefp)
 
@@ -90,11 +95,11 @@ static void main_help(void)
 	       "  stop ID                      SetTaskState DONE (SIGTERM, grace, kill)\n"
 	       "  start ID                     SetTaskState RUNNING\n"
 	       "  rm ID                        remove a finished task\n"
-	       "  events [-w] [--after N]      state changes (-w: keep watching)\n"
+	       "  events [-w] [--after N]      state changes (-w: keep watching, each once)\n"
 	       "  put -f FILE [...]            PutTask from a JobSpec or PutTask body (alias: run)\n"
 	       "\n"
 	       "The cluster (deployd, with --server URL):\n"
-	       "  jobs | hosts | events [-w]\n"
+	       "  jobs | hosts | events [-w] [--after ID] (the audit log: id, time, actor, kind)\n"
 	       "  job get|stop|start REGION/ZONE/NAME | job put -f FILE REGION/ZONE/NAME\n"
 	       "  pipelines [--owner O] | pipeline create -f FILE | pipeline get ID\n"
 	       "  schema get ID [--version N] | schema put ID -f FILE [--if-match V]\n"
@@ -110,7 +115,8 @@ static void main_help(void)
 	       "  -o FORMAT         table (default), wide or json\n"
 	       "  --help, --version\n"
 	       "\n"
-	       "Exit status: 0 ok, 1 error, 2 usage, 3 not found. `taskctl VERB --help` for a verb.\n",
+	       "Exit status: 0 ok, 1 error, 2 usage, 3 not found; events -w ends on Ctrl-C\n"
+	       "(killed by SIGINT: 130 in the shell). `taskctl VERB --help` for a verb.\n",
 	       DEFAULT_HOST, DEFAULT_HOST, DEFAULT_TOKEN_FILE);
 }
 
@@ -196,7 +202,15 @@ struct request {
 	const json_t *body;  /* borrowed; NULL = none */
 	bool idempotent;     /* a POST that is safe to resend (it carries an idempotency key) */
 	unsigned timeout_ms; /* 0 = the client's */
+	/* a GET that outlives the server (events -w): when the server cannot be reached, say so
+	 * once and try again every second until it can */
+	bool reconnect;
 };
+
+static bool transport_lost(int r)
+{
+	return r == -ECONNREFUSED || r == -ECONNRESET || r == -ETIMEDOUT || r == -EHOSTUNREACH;
+}
 
 /*
  * One JSON request. A 2xx reply's body goes to *ret_body (NULL when empty; ret_body may be
@@ -228,9 +242,18 @@ static int request(const struct request *rq, json_t **ret_body, long *ret_status
 		hr.body_len = strlen(text);
 		hr.content_type = "application/json";
 	}
-	r = http_client_request(opt.client, &hr, &resp, &err);
-	if (r < 0)
-		return fail("%s", cd_error_message(&err));
+	for (bool told = false;; told = true) {
+		r = http_client_request(opt.client, &hr, &resp, &err);
+		if (r >= 0)
+			break;
+		if (!rq->reconnect || !transport_lost(r))
+			return fail("%s", cd_error_message(&err));
+		if (!told)
+			fprintf(stderr, "taskctl: %s; trying again every second\n",
+				cd_error_message(&err));
+		cd_error_reset(&err);
+		clock_sleep_usec(USEC_PER_SEC);
+	}
 	if (resp.body_len)
 		reply = json_loadb(resp.body, resp.body_len, JSON_DECODE_ANY, NULL);
 	if (resp.status / 100 != 2)
@@ -578,11 +601,18 @@ static int verb_rm(int argc, char **argv)
 	return r;
 }
 
+/*
+ * events, on taskd and on deployd (--server): every event after --after, page by page, and with
+ * -w long-polls for more until interrupted. The cursor is the highest seq (taskd) or id
+ * (deployd) printed, so each event prints once. Ctrl-C keeps SIGINT's default action: taskctl
+ * dies of it (130 in the shell), as a caller's script expects of an interrupted command.
+ */
 static int verb_events(int argc, char **argv)
 {
 	static const struct option lo[] = { { "watch", no_argument, NULL, 'w' },
 					    { "after", required_argument, NULL, 'a' },
 					    {} };
+	enum taskctl_events_source src = opt.server ? TASKCTL_EVENTS_DEPLOYD : TASKCTL_EVENTS_TASKD;
 	uint64_t after = 0;
 	bool watch = false;
 	int o, r;
@@ -592,44 +622,62 @@ static int verb_events(int argc, char **argv)
 		if (o == 'w')
 			watch = true;
 		else if (o == 'a') {
-			if (parse_u64(optarg, &after) < 0)
+			if (parse_u64(optarg, &after) < 0 || after > INT64_MAX)
 				return usage_error("--after needs a non-negative integer");
 		} else
 			return usage_error("events: unknown option");
 	}
 	if (optind != argc)
 		return usage_error("events takes no arguments");
-	do {
+	r = client_open();
+	if (r)
+		return r;
+	if (opt.output != OUT_JSON)
+		taskctl_event_header(stdout, src, opt.output == OUT_WIDE);
+	for (;;) {
 		_cleanup_json_ json_t *reply = NULL;
 		const json_t *a;
-		char path[96];
+		char path[128];
+		size_t n;
+		bool moved = false;
 		json_t *e;
 
-		snprintf(path, sizeof(path), "/v1/events?after=%llu&wait=%d",
-			 (unsigned long long)after, watch ? 30 : 0);
-		r = request(&(struct request){ .method = "GET", .path = path }, &reply, NULL);
+		/* deployd sends 100 a page unless asked for more; taskd up to 1000 */
+		snprintf(path, sizeof(path), "/v1/events?after=%llu&wait=%d%s",
+			 (unsigned long long)after, watch ? EVENTS_WAIT_S : 0,
+			 src == TASKCTL_EVENTS_DEPLOYD ? "&limit=1000" : "");
+		r = request(&(struct request){ .method = "GET",
+					       .path = path,
+					       .reconnect = watch,
+					       .timeout_ms = watch ? EVENTS_WAIT_S * 1000u +
+									     EVENTS_SLACK_MS :
+								     0 },
+			    &reply, NULL);
 		if (r)
 			return r;
 		a = json_object_get(reply, "events");
-		for (size_t i = 0; i < json_array_size(a) && (e = json_array_get(a, i)); i++) {
-			json_int_t seq = jint(e, "seq");
+		n = json_array_size(a);
+		for (size_t i = 0; i < n && (e = json_array_get(a, i)); i++) {
+			uint64_t cur = taskctl_event_cursor(src, e);
 
+			if (cur <= after)
+				continue; /* not after the cursor: printed already */
 			if (opt.output == OUT_JSON)
 				print_json_line(e);
-			else {
-				const json_t *d = json_object_get(e, "data");
-
-				printf("%-8lld %-24s %-28s %-10s %-7s %s\n", (long long)seq,
-				       jstr(e, "ts", "-"), jstr(e, "task_id", "-"),
-				       jstr(e, "type", "-"), jstr(d, "state", "-"),
-				       jstr(d, "reason", ""));
-			}
-			if (seq > 0 && (uint64_t)seq > after)
-				after = (uint64_t)seq;
+			else
+				taskctl_event_row(stdout, src, e, opt.output == OUT_WIDE);
+			after = cur;
+			moved = true;
 		}
 		fflush(stdout);
-	} while (watch);
-	return 0;
+		if (n > 0 && !moved)
+			return fail("the server's events carry no %s past %llu: is it %s?",
+				    src == TASKCTL_EVENTS_DEPLOYD ? "id" : "seq",
+				    (unsigned long long)after,
+				    src == TASKCTL_EVENTS_DEPLOYD ? "deployd" : "taskd");
+		if (n == 0 && !watch)
+			return 0;
+	}
 }
 
 static int read_spec_file(const char *file, json_t **ret)
@@ -1334,7 +1382,8 @@ static const struct verb verbs[] = {
 	{ "stop", "stop ID", verb_set_state, false },
 	{ "start", "start ID", verb_set_state, false },
 	{ "rm", "rm ID", verb_rm, false },
-	{ "events", "events [-w|--watch] [--after N]", verb_events, false },
+	{ "events", "events [-w|--watch] [--after N] (with --server: deployd's audit log)",
+	  verb_events, false },
 	{ "put",
 	  "put -f FILE|- [--job job://R/Z/NAME] [--index N] [--digest sha256:HEX --mirror URL...] "
 	  "[--request-id ID]",

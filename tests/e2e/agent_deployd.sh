@@ -14,7 +14,8 @@ e2e_init agent-deployd /var/tmp
 CG=codedeploy-agent-deployd-$$
 TASKD_PID=
 DEPLOYD_PID=
-E2E_PID_VARS="TASKD_PID DEPLOYD_PID"
+WATCH_PID=
+E2E_PID_VARS="TASKD_PID DEPLOYD_PID WATCH_PID"
 E2E_STATE_DIRS=$T/state
 E2E_CGROUPS=$CG
 
@@ -25,6 +26,10 @@ check "deployd (cluster role) starts" "curl -sf http://127.0.0.1:$DPORT/healthz 
 	"$(tail -3 "$T/deployd.log")"
 ADMIN=$(awk '$1 == "admin" { print $2 }' "$T/central/deployd.token")
 AGENT=$(awk '$1 == "agent" { print $2 }' "$T/central/deployd.token")
+# A watcher of the event log runs through the whole test.
+SF="$TASKCTL --server http://127.0.0.1:$DPORT --token $ADMIN"
+$SF -o json events -w >"$T/watch.jsonl" 2>"$T/watch.err" &
+WATCH_PID=$!
 
 mkdir -p "$T/state"
 printf '%s\n' "$AGENT" >"$T/state/manager.token"
@@ -84,4 +89,26 @@ check "job stop: deployd stopped and deleted the task on the host" \
 check "no task cgroup or shim left on the host" \
 	"[ \$(ls -d /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l) = 0 ] && ! pgrep -f 'taskd-shim $T/' >/dev/null"
 
+# ---------------------------------------------------------------- deployd's events
+$SF events >"$T/events.txt" 2>&1
+check "events (table): the header of deployd's events" \
+	"head -1 '$T/events.txt' | grep -qE '^ *ID +TIME +ACTOR +KIND +SUBJECT$'" \
+	"$(head -3 "$T/events.txt")"
+check "events (table): PutJob's row has its id, time, actor, kind and subject" \
+	"grep -qE '^ *[1-9][0-9]* +20[0-9-]+T[0-9:.]+Z +admin +job\.put +job://e2e/e2e-1/web$' '$T/events.txt'" \
+	"$(head -5 "$T/events.txt")"
+$SF -o wide events >"$T/events-wide.txt" 2>&1
+check "events -o wide: a DATA column summarising the event's data" \
+	"head -1 '$T/events-wide.txt' | grep -qE 'SUBJECT +DATA$' && grep -qE ' job\.put +job://e2e/e2e-1/web +created=true job_id=[0-9a-z]+ spec_hash=sha256:[0-9a-f]+ version=1$' '$T/events-wide.txt'" \
+	"$(grep job.put "$T/events-wide.txt")"
+$SF -o json events >"$T/events.jsonl"
+diff=$(same_events id "$T/watch.jsonl" "$T/events.jsonl")
+rc=$?
+e2e_stop "$WATCH_PID"
+WATCH_PID=
+check "events -w printed each of deployd's events once, in order" "[ $rc = 0 ]" \
+	"$diff $(cat "$T/watch.err")"
+st=$(sigint_status $SF events -w)
+check "Ctrl-C ends events -w at once (killed by SIGINT: 130 in a shell)" "[ '$st' = -2 ]" \
+	"ended with $st"
 tap_end

@@ -20,7 +20,9 @@ STATE=$T/state
 CG=codedeploy-agent-e2e-$$
 TASKD_PID=
 NGINX_PID=
-E2E_PID_VARS="TASKD_PID NGINX_PID"
+WATCH_PID=
+IDLE_PID=
+E2E_PID_VARS="TASKD_PID NGINX_PID WATCH_PID IDLE_PID"
 E2E_STATE_DIRS=$STATE
 E2E_CGROUPS=$CG
 
@@ -116,6 +118,13 @@ code2=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer
 check "with the token: unknown path → 404, wrong method → 405" \
 	"[ '$code' = 404 ] && [ '$code2' = 405 ]" "got $code $code2"
 C="$TASKCTL --host http://127.0.0.1:$PORT --token-file $STATE/taskd.token"
+# Two watchers of the event log run through the whole test, taskd's kill -9 included: one from
+# the start, one after any event there will be, which only ever long-polls (30 s at a time).
+$C -o json events -w >"$T/watch.jsonl" 2>"$T/watch.err" &
+WATCH_PID=$!
+$C events -w --after 1000000000 >"$T/idle.out" 2>"$T/idle.err" &
+IDLE_PID=$!
+idle_since=$(date +%s)
 api() { # api METHOD PATH [BODY-FILE] → body on stdout, status in $T/status
 	if [ $# -gt 2 ]; then
 		curl -s -o "$T/body" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $TOKEN" \
@@ -417,6 +426,24 @@ $C stop "$t_run" >/dev/null
 check "re-adopted task stops" "wait_for '$t_run' DONE stopped"
 
 # ---------------------------------------------------------------- metrics, events, rm, cleanup
+el=$(($(date +%s) - idle_since))
+[ $el -lt 32 ] && sleep $((32 - el))
+check "events -w waiting longer than one 30 s long-poll (and a taskd restart) keeps watching" \
+	"kill -0 $IDLE_PID && [ \$(wc -l <'$T/idle.out') = 1 ] && ! grep -v 'trying again every second' '$T/idle.err' | grep -q ." \
+	"$(cat "$T/idle.err")"
+e2e_stop "$IDLE_PID"
+IDLE_PID=
+$C -o json events >"$T/events.jsonl"
+diff=$(same_events seq "$T/watch.jsonl" "$T/events.jsonl")
+rc=$?
+e2e_stop "$WATCH_PID"
+WATCH_PID=
+check "events -w printed each of taskd's events once, in order" "[ $rc = 0 ]" \
+	"$diff $(cat "$T/watch.err")"
+$C events >"$T/events.txt"
+check "events (table): a header, then seq, time, task, type, state, reason" \
+	"head -1 '$T/events.txt' | grep -qE '^ *SEQ +TIME +TASK ID +TYPE +STATE +REASON$' && grep -qE '^ *[0-9]+ +20[0-9-]+T[0-9:.]+Z +$t_3 +ended +ERROR +exited$' '$T/events.txt'" \
+	"$(head -3 "$T/events.txt")"
 met=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/metrics")
 check "/metrics has tasks by state, starts, restarts, OOM kills, fetch bytes, start latency" \
 	"echo '$met' | grep -q 'taskd_tasks{state=\"ERROR\"}' && echo '$met' | grep -q taskd_task_starts_total && echo '$met' | grep -q taskd_task_restarts_total && echo '$met' | grep -q taskd_task_oom_kills_total && echo '$met' | grep -q taskd_fetch_bytes_total && echo '$met' | grep -q taskd_task_start_latency_seconds_bucket"

@@ -199,3 +199,42 @@ check_no_leaks() {
 	*) notok "$_name" "$(grep -E 'definitely|indirectly|at 0x|by 0x' "$_vlog" | head -8 | tr '\n' ' ')" ;;
 	esac
 }
+
+# sigint_status CMD...: start CMD with SIGINT's default action (a background job of a script
+# ignores it), interrupt it after a second as Ctrl-C would, print how it ended: "-2" = killed by
+# SIGINT (130 in a shell), a number = its exit status, "hung" = still running 5 s later.
+sigint_status() {
+	python3 - "$@" <<'EOF'
+import signal, subprocess, sys, time
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+time.sleep(1)
+p.send_signal(signal.SIGINT)
+try:
+    print(p.wait(timeout=5))
+except subprocess.TimeoutExpired:
+    p.kill()
+    print("hung")
+EOF
+}
+
+# same_events CURSOR WATCHED FULL: the JSON Lines of WATCHED (what a running `events -w` prints)
+# come to hold the events of FULL (`events` afterwards) in the same order, each once, within 5 s;
+# CURSOR is the member that numbers them (seq or id). Prints what differs when they do not.
+same_events() {
+	python3 - "$@" <<'EOF'
+import json, sys, time
+key = sys.argv[1]
+full = [json.loads(l)[key] for l in open(sys.argv[3]) if l.strip()]
+for _ in range(50):
+    watched = [json.loads(l)[key] for l in open(sys.argv[2]) if l.strip() and l.endswith("\n")]
+    if full and full[-1] in watched:
+        break
+    time.sleep(0.1)
+dups = len(watched) - len(set(watched))
+if dups or watched[:len(full)] != full or not full:
+    print("watched %d (%d repeated), expected %d: %s ... vs %s ..." %
+          (len(watched), dups, len(full), watched[:12], full[:12]))
+    sys.exit(1)
+EOF
+}
