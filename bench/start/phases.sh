@@ -28,12 +28,16 @@ cleanup() {
 trap cleanup EXIT INT TERM
 mkdir -p "$BUILD/bench"
 cc -O2 -o "$BUILD/bench/starter" bench/start/starter.c
+# CPU time (task-clock of the starter and everything it forks) is far less sensitive to the
+# neighbours' load than wall time: recorded when perf is installed
+PERF=
+command -v perf >/dev/null && PERF="perf stat -x, -e task-clock --append -o"
 echo "sandbox-run --timing, N=$N per binary, load $(cut -d' ' -f1-3 /proc/loadavg), args: $*"
 off=0
 while [ "$off" -lt "$N" ]; do
 	for v in $SR_LIST; do
 		name=${v%%=*}
-		STARTER_OFFSET=$off "$BUILD/bench/starter" "$CHUNK" "${v#*=}" --timing \
+		STARTER_OFFSET=$off $PERF "$W/$name.cpu" "$BUILD/bench/starter" "$CHUNK" "${v#*=}" --timing \
 			--cgroup-parent "$P" --memory 64M --pids 64 --net none --id "ph-$name-%d" \
 			"$@" -- /bin/true >>"$W/$name.wall" 2>>"$W/$name.timing" ||
 			{ cat "$W/$name.timing"; exit 1; }
@@ -66,4 +70,7 @@ for v in $SR_LIST; do
 			printf "%-10s %8d %8d\n", order[k], a[int((n + 1) / 2)], a[1]
 		}
 	}' "$W/$name.timing"
+	[ -n "$PERF" ] && awk -F, -v n="$N" '/task-clock/ { ms += $1 }
+		END { printf "cpu        %8d us per start (task-clock of the whole tree)\n", ms * 1000 / n }' \
+		"$W/$name.cpu"
 done
