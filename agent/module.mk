@@ -20,9 +20,9 @@ $(eval $(call cd_test,test_agent_config,tests/unit/test_agent_config.c,agent san
 $(eval $(call cd_test,test_agent_logfile,tests/unit/test_agent_logfile.c,agent cdlib))
 $(eval $(call cd_test,test_agent_manager,tests/unit/test_agent_manager.c,$(AGENT_LIBS)))
 
-TASKCTL_SRCS := agent/taskctl.c agent/taskctl_events.c
+TASKCTL_SRCS := agent/taskctl.c agent/taskctl_token.c agent/taskctl_events.c
 $(eval $(call cd_prog,taskctl,$(TASKCTL_SRCS),api cdlib))
-$(eval $(call cd_test,test_taskctl,tests/unit/test_taskctl.c agent/taskctl_events.c,api cdlib))
+$(eval $(call cd_test,test_taskctl,tests/unit/test_taskctl.c agent/taskctl_token.c agent/taskctl_events.c,api cdlib))
 INSTALL_BIN += taskctl
 E2E_TESTS += tests/e2e/agent_taskd.sh
 E2E_TESTS += tests/e2e/agent_notify.sh

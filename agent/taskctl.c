@@ -2,7 +2,8 @@
 /*
  * taskctl — the SRE's command line for taskd (tasks on one host) and, with --server, deployd.
  *
- *   taskctl [--host URL] [--token-file F | --token T] [--server URL] [-o table|wide|json] VERB
+ *   taskctl [--host URL] [--token-file F [--role R] | --token T] [--server URL]
+ *           [-o table|wide|json] VERB
  *
  * Defaults reach the local taskd (http://127.0.0.1:7411) with its token file
  * (/var/lib/codedeploy/taskd.token), so `taskctl ps` works as root with no flags.
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "agent/taskctl_events.h"
+#include "agent/taskctl_token.h"
 #include "api/http_client.h"
 #include "api/json.h"
 #include "lib/clock.h"
@@ -31,6 +33,7 @@
 #define DEFAULT_HOST "http://127.0.0.1:7411"
 #define DEFAULT_TOKEN_FILE "/var/lib/codedeploy/taskd.token"
 #define SPEC_MAX_BYTES (1024 * 1024)
+#define TOKEN_FILE_MAX_BYTES (1024 * 1024) /* deployd's file holds up to 256 lines */
 /* events -w: how long the server may hold one long-poll, and how much longer the client waits
  * for the answer (the client's own 30 s default would end a 30 s poll before the server does) */
 #define EVENTS_WAIT_S 30
@@ -45,6 +48,7 @@ static struct {
 	const char *server;
 	const char *token;
 	const char *token_file;
+	const char *role;
 	enum output output;
 	struct http_client *client;
 } opt = { .output = OUT_TABLE };
@@ -84,7 +88,7 @@ static int fail(const char *fmt, ...)
 
 static void main_help(void)
 {
-	printf("Usage: taskctl [--host URL] [--token-file F | --token T] [--server URL]\n"
+	printf("Usage: taskctl [--host URL] [--token-file F [--role R] | --token T] [--server URL]\n"
 	       "               [-o table|wide|json] VERB [ARGS]\n"
 	       "\n"
 	       "Tasks on a host (taskd, default %s):\n"
@@ -109,7 +113,10 @@ static void main_help(void)
 	       "\n"
 	       "Options:\n"
 	       "  --host URL        taskd base URL (default %s)\n"
-	       "  --token-file F    bearer token file (default %s for taskd)\n"
+	       "  --token-file F    bearer token file: taskd's one token, or deployd's\n"
+	       "                    '<role> <token>' lines (default %s for taskd)\n"
+	       "  --role R          the role whose token to take from deployd's token file\n"
+	       "                    (admin, agent, team:NAME; default: the first admin)\n"
 	       "  --token T         bearer token\n"
 	       "  --server URL      talk to deployd instead of taskd\n"
 	       "  -o FORMAT         table (default), wide or json\n"
@@ -130,12 +137,13 @@ static void wipe_token(char **p)
 	}
 }
 
-/* The token to send: --token, or the token file's one line; *ret stays NULL when there is none
- * (--server without a token). Returns an exit code. */
+/* The token to send: --token, or picked from the token file (taskd's or deployd's format);
+ * *ret stays NULL when there is none (--server without a token). Returns an exit code. */
 static int load_token(char **ret)
 {
 	const char *f = opt.token_file ? opt.token_file : opt.server ? NULL : DEFAULT_TOKEN_FILE;
 	_cleanup_(wipe_token) char *text = NULL;
+	struct cd_error err = { 0 };
 	size_t len = 0;
 	int r;
 
@@ -144,8 +152,8 @@ static int load_token(char **ret)
 		return *ret ? 0 : fail("out of memory");
 	}
 	if (!f)
-		return 0;
-	r = fs_read_file_at(AT_FDCWD, f, 4096, &text, &len);
+		return opt.role ? usage_error("--role picks a token from --token-file") : 0;
+	r = fs_read_file_at(AT_FDCWD, f, TOKEN_FILE_MAX_BYTES, &text, &len);
 	if (r < 0) {
 		if (opt.token_file || geteuid() == 0)
 			return fail("cannot read token file %s: %s", f, strerror(-r));
@@ -153,9 +161,11 @@ static int load_token(char **ret)
 			    "--token-file/--token)",
 			    f, strerror(-r));
 	}
-	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-		text[--len] = '\0';
-	*ret = TAKE_PTR(text);
+	r = taskctl_token_pick(text, len, opt.role, ret, &err);
+	if (r == -ENOENT || r == -EDOM)
+		return usage_error("token file %s: %s", f, cd_error_message(&err));
+	if (r < 0)
+		return fail("token file %s: %s", f, cd_error_message(&err));
 	return 0;
 }
 
@@ -1419,6 +1429,7 @@ int main(int argc, char **argv)
 		{ "server", required_argument, NULL, 'S' },
 		{ "token", required_argument, NULL, 'T' },
 		{ "token-file", required_argument, NULL, 'F' },
+		{ "role", required_argument, NULL, 'R' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -1441,6 +1452,12 @@ int main(int argc, char **argv)
 			break;
 		case 'F':
 			opt.token_file = optarg;
+			break;
+		case 'R':
+			if (!*optarg || optarg[strcspn(optarg, " \t\r\n#")])
+				return usage_error("--role needs a role name (admin, agent, "
+						   "team:NAME)");
+			opt.role = optarg;
 			break;
 		case 'o':
 			if (streq(optarg, "table"))
@@ -1465,6 +1482,8 @@ int main(int argc, char **argv)
 	}
 	if (opt.token && opt.token_file)
 		return usage_error("--token and --token-file are exclusive");
+	if (opt.token && opt.role)
+		return usage_error("--role picks a token from --token-file, not --token");
 	if (opt.host && opt.server)
 		return usage_error("--host and --server are exclusive");
 	if (optind >= argc)

@@ -26,8 +26,9 @@ check "deployd (cluster role) starts" "curl -sf http://127.0.0.1:$DPORT/healthz 
 	"$(tail -3 "$T/deployd.log")"
 ADMIN=$(awk '$1 == "admin" { print $2 }' "$T/central/deployd.token")
 AGENT=$(awk '$1 == "agent" { print $2 }' "$T/central/deployd.token")
-# A watcher of the event log runs through the whole test.
-SF="$TASKCTL --server http://127.0.0.1:$DPORT --token $ADMIN"
+# deployd's own token file (admin and agent lines): taskctl takes its admin token. A watcher of
+# the event log runs through the whole test.
+SF="$TASKCTL --server http://127.0.0.1:$DPORT --token-file $T/central/deployd.token"
 $SF -o json events -w >"$T/watch.jsonl" 2>"$T/watch.err" &
 WATCH_PID=$!
 

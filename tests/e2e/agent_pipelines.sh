@@ -109,4 +109,38 @@ check "schema activate ID VERSION" "$C schema activate '$PID' 2 | grep -q 'versi
 check "the active schema is now version 2" "$C schema get '$PID' | head -1 | grep -q 'version 2 (active)'"
 
 
+# ---------------------------------------------------------------- token files
+# deployd's token file itself: admin (the first admin without --role), or the --role asked for.
+CF="$TASKCTL --server http://127.0.0.1:$PORT --token-file $T/tokens"
+printf '{"name":"Other","owner":"bar_team","schema":[{"name":"w","type":"wait","wait":{"seconds":0}}]}\n' \
+	>"$T/bar.json"
+out=$($CF pipeline create -f "$T/bar.json" 2>&1)
+check "--token-file with deployd's token file: its admin token (creates another team's pipeline)" \
+	"echo '$out' | grep -q ' created$'" "$out"
+$CF --role team:foo_team pipeline create -f "$T/bar.json" >"$T/out" 2>"$T/err"
+rc=$?
+check "--role team:foo_team sends that team's token (another team's pipeline → 403, exit 1)" \
+	"[ $rc = 1 ] && grep -q 403 '$T/err'" "rc=$rc $(cat "$T/err")"
+check "--role team:foo_team lists the pipelines" \
+	"$CF --role team:foo_team pipelines | grep -q ' Other  *bar_team '"
+$CF --role nosuch pipelines >"$T/out" 2>"$T/err"
+rc=$?
+check "--role that the file lacks → exit 2, one line naming the roles there, no token" \
+	"[ $rc = 2 ] && [ \$(wc -l <'$T/err') = 1 ] && grep -q 'admin, agent, team:foo_team' '$T/err' && ! grep -q '$ADMIN' '$T/err' && ! grep -q '$FOO' '$T/err'" \
+	"rc=$rc $(cat "$T/err")"
+grep -v '^admin ' "$T/tokens" >"$T/noadmin.tokens"
+chmod 0600 "$T/noadmin.tokens"
+$TASKCTL --server "http://127.0.0.1:$PORT" --token-file "$T/noadmin.tokens" pipelines \
+	>"$T/out" 2>"$T/err"
+rc=$?
+check "a token file without an admin and no --role → exit 2, one line naming the roles there" \
+	"[ $rc = 2 ] && [ \$(wc -l <'$T/err') = 1 ] && grep -q 'roles in the file: agent, team:foo_team' '$T/err' && ! grep -q '$FOO' '$T/err'" \
+	"rc=$rc $(cat "$T/err")"
+$C --role admin pipelines >"$T/out" 2>"$T/err"
+rc=$?
+check "--role with a one-token file (taskd's format) → exit 2" \
+	"[ $rc = 2 ] && [ \$(wc -l <'$T/err') = 1 ] && ! grep -q '$FOO' '$T/err'" "rc=$rc $(cat "$T/err")"
+$TASKCTL --server "http://127.0.0.1:$PORT" --token "$FOO" --role admin pipelines >"$T/out" 2>"$T/err"
+check "--role with --token → exit 2" "[ $? = 2 ] && [ \$(wc -l <'$T/err') = 1 ]"
+
 tap_end

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests for taskctl's pure parts: the events table (agent/taskctl_events). */
+/* Unit tests for taskctl's pure parts: the token picked from taskd's and deployd's token files
+ * (agent/taskctl_token) and the events table (agent/taskctl_events). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +13,114 @@
 #include <cmocka.h>
 
 #include "agent/taskctl_events.h"
+#include "agent/taskctl_token.h"
+
+#define ADMIN "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define AGENT "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define TEAM "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+#define ADMIN2 "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+
+/* pick from a C string; returns the code, the token (or NULL) in *tok, the message in err */
+static int pick(const char *text, const char *role, char **tok, struct cd_error *err)
+{
+	*tok = NULL;
+	cd_error_reset(err);
+	return taskctl_token_pick(text, strlen(text), role, tok, err);
+}
+
+static void test_token_taskd_file(void **state)
+{
+	struct cd_error err;
+	char *tok;
+
+	assert_int_equal(pick(ADMIN "\n", NULL, &tok, &err), 0);
+	assert_string_equal(tok, ADMIN);
+	free(tok);
+	assert_int_equal(pick("  " AGENT "\r\n\n", NULL, &tok, &err), 0);
+	assert_string_equal(tok, AGENT);
+	free(tok);
+	/* no trailing newline at all */
+	assert_int_equal(pick(TEAM, NULL, &tok, &err), 0);
+	assert_string_equal(tok, TEAM);
+	free(tok);
+}
+
+static void test_token_deployd_file(void **state)
+{
+	const char *file = "# deployd bearer tokens: <role> <token>\n"
+			   "agent " AGENT "\n"
+			   "\n"
+			   "team:foo_team\t" TEAM "   # the foo team\r\n"
+			   "admin " ADMIN "\n"
+			   "admin " ADMIN2 "\n";
+	struct cd_error err;
+	char *tok;
+
+	/* no --role: the first admin, wherever it is */
+	assert_int_equal(pick(file, NULL, &tok, &err), 0);
+	assert_string_equal(tok, ADMIN);
+	free(tok);
+	assert_int_equal(pick(file, "agent", &tok, &err), 0);
+	assert_string_equal(tok, AGENT);
+	free(tok);
+	/* comments and CR are not part of the token */
+	assert_int_equal(pick(file, "team:foo_team", &tok, &err), 0);
+	assert_string_equal(tok, TEAM);
+	free(tok);
+	assert_int_equal(pick(file, "admin", &tok, &err), 0);
+	assert_string_equal(tok, ADMIN);
+	free(tok);
+}
+
+static void test_token_missing_role(void **state)
+{
+	const char *file = "agent " AGENT "\nteam:foo_team " TEAM "\nagent " ADMIN2 "\n";
+	struct cd_error err;
+	char *tok;
+
+	/* no admin: the roles present, once each, and never a token */
+	assert_int_equal(pick(file, NULL, &tok, &err), -ENOENT);
+	assert_null(tok);
+	assert_non_null(strstr(err.msg, "no admin token"));
+	assert_non_null(strstr(err.msg, "roles in the file: agent, team:foo_team ("));
+	assert_null(strstr(err.msg, AGENT));
+	assert_null(strstr(err.msg, TEAM));
+	assert_null(strstr(err.msg, "cccc"));
+	assert_int_equal(pick(file, "team:bar", &tok, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "no token for role 'team:bar'"));
+	assert_non_null(strstr(err.msg, "agent, team:foo_team"));
+	/* a role prefix is not the role */
+	assert_int_equal(pick(file, "team", &tok, &err), -ENOENT);
+	/* a role from taskd's one-token file cannot be chosen */
+	assert_int_equal(pick(ADMIN "\n", "admin", &tok, &err), -EDOM);
+	assert_null(strstr(err.msg, ADMIN));
+}
+
+static void test_token_malformed(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		"\n  \n# only a comment\n",
+		"admin " ADMIN " extra\n",
+		ADMIN "\n" AGENT "\n",
+		"admin " ADMIN "\n" AGENT "\n",
+		AGENT "\nadmin " ADMIN "\n",
+	};
+	struct cd_error err;
+	char *tok;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(pick(bad[i], NULL, &tok, &err), -EINVAL);
+		assert_null(tok);
+		assert_null(strstr(err.msg, "aaaa"));
+		assert_null(strstr(err.msg, "bbbb"));
+	}
+	/* the line is named */
+	assert_int_equal(pick("admin " ADMIN "\n\nx y z\n", NULL, &tok, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "line 3"));
+	/* a NUL byte is not a line end */
+	assert_int_equal(taskctl_token_pick("admin\0x " ADMIN, 8 + 64, NULL, &tok, &err), -EINVAL);
+}
 
 static void test_events_cursor(void **state)
 {
@@ -115,6 +225,10 @@ static void test_events_rows(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_token_taskd_file),
+		cmocka_unit_test(test_token_deployd_file),
+		cmocka_unit_test(test_token_missing_role),
+		cmocka_unit_test(test_token_malformed),
 		cmocka_unit_test(test_events_cursor),
 		cmocka_unit_test(test_events_data_summary),
 		cmocka_unit_test(test_events_rows),
