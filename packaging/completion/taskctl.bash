@@ -1,7 +1,8 @@
 # bash completion for taskctl(1)                                   -*- shell-script -*-
 #
 # Completes global options, verbs (taskd verbs, or deployd verbs after --server), each verb's
-# options, -o values, --state values, files for --token-file and put -f, task ids and the
+# options, -o values, --state values, files for --token-file and put -f, the roles of the
+# --token-file typed after --role (its first column only: never a token), task ids and the
 # job URLs of `ps --job` (asked from taskd with `taskctl ps -o json`), and the jobs of
 # `job get` (asked from deployd with `taskctl --server URL jobs`). Those calls pass along the
 # --host/--token/--token-file already typed, are quiet (no output on errors) and limited to
@@ -62,6 +63,24 @@ _taskctl_pipeline_run()
 	return 0
 }
 
+# Roles for --role: those of the deployd token file already typed ("<role> <token>" lines; only
+# the first column is read), else deployd's built-in ones.
+_taskctl_roles()
+{
+	local file="" i roles=""
+	for ((i = 0; i < ${#conn[@]}; i++)); do
+		case ${conn[i]} in
+		--token-file) file=${conn[i + 1]} ;;
+		--token-file=*) file=${conn[i]#--token-file=} ;;
+		esac
+	done
+	# shellcheck disable=SC2088 # a literal "~/" left unexpanded on the command line
+	[[ $file == "~/"* ]] && file=$HOME/${file#"~/"}
+	[[ -n $file && -r $file ]] &&
+		roles=$(awk '{ sub(/#.*/, "") } NF == 2 { print $1 }' "$file" 2>/dev/null)
+	_taskctl_reply "${roles:-admin agent team:}"
+}
+
 _taskctl_files()
 {
 	if declare -F _filedir >/dev/null; then
@@ -86,7 +105,7 @@ _taskctl()
 		prev=${words[cword - 1]}
 	fi
 
-	local global_opts="--host --server --token --token-file -o --output --help --version"
+	local global_opts="--host --server --token --token-file --role -o --output --help --version"
 	local taskd_verbs="ps get inspect logs stop start rm events put run"
 	local server_verbs="jobs job hosts events pipelines pipeline schema run runs watch approve"
 	local -a conn=()
@@ -101,7 +120,7 @@ _taskctl()
 			continue
 		fi
 		case $w in
-		--host | --token | --token-file)
+		--host | --token | --token-file | --role)
 			conn+=("$w" "${words[i + 1]}")
 			((i++))
 			;;
@@ -112,7 +131,7 @@ _taskctl()
 		-o | --output)
 			((i++))
 			;;
-		--host=* | --token=* | --token-file=*) conn+=("$w") ;;
+		--host=* | --token=* | --token-file=* | --role=*) conn+=("$w") ;;
 		--server=*) server=${w#--server=} ;;
 		-*) ;;
 		*) verb=$w ;;
@@ -127,6 +146,10 @@ _taskctl()
 		;;
 	--token-file)
 		[[ -z $verb ]] && _taskctl_files
+		return
+		;;
+	--role)
+		[[ -z $verb ]] && _taskctl_roles
 		return
 		;;
 	--host | --server | --token)
