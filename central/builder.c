@@ -1016,9 +1016,10 @@ static int checkout_driver(struct checkout *co, const char *target, struct cd_er
 /*
  * The Bazel driver: one POSIX sh script for both modes. Arguments: verb (build|test),
  * workspace, package ("" = root), name, scratch (writable: output base and stub repositories),
- * dest (build: the output directory; test: where test.xml is copied), bazel binary, JVM heap in
- * MiB (0 = Bazel's default), stream ("1": build writes dest as a tar on stdout, test cats the
- * report; "": files stay in dest). Exit status: Bazel's, or 125 when the driver itself failed.
+ * dest (build: the output directory; test: where the test.xml reports are concatenated), bazel
+ * binary, JVM heap in MiB (0 = Bazel's default), stream ("1": build writes dest as a tar on
+ * stdout, test cats the reports; "": files stay in dest). Exit status: Bazel's, or 125 when
+ * the driver itself failed.
  * Why the flags (docs/pipelines.md has the long form):
  *  --batch: no server outliving the command (it would leave the build's session, keep its heap
  *    for hours and hold a lock in the output base);
@@ -1117,20 +1118,18 @@ static const char bazel_script[] =
 	"  chmod -R u+w \"$dest\" 2>/dev/null\n"
 	"  [ $rc -eq 0 ] && [ -n \"$stream\" ] && { tar -C \"$dest\" -cf - . || rc=125; }\n"
 	"elif [ \"$verb\" = test ]; then\n"
-	"  x=$(find \"$scratch/base/execroot\" \\\n"
-	"    -path \"*/bazel-out/*/testlogs/${pkg:+$pkg/}$name/test.xml\" | head -n 1)\n"
-	"  if [ -n \"$x\" ] && [ -n \"$stream\" ]; then\n"
-	"    cat \"$x\"\n"
-	"  elif [ -n \"$x\" ]; then\n"
-	"    cp \"$x\" \"$dest\"\n"
-	"  fi\n"
+	"  # every report of the command: a test_suite or a sharded test has several\n"
+	"  set -- find \"$scratch/base/execroot\" -path \"*/bazel-out/*/testlogs/*\" \\\n"
+	"    -name test.xml -exec cat {} +\n"
+	"  if [ -n \"$stream\" ]; then \"$@\"; else \"$@\" > \"$dest\"; fi\n"
 	"fi\n"
 	"[ -n \"$stream\" ] || chmod -R u+w \"$scratch\" 2>/dev/null\n"
 	"exit $rc\n";
 
 /* Run the Bazel driver for target in the checkout (the sandbox when configured). verb "build":
- * the target's outputs go to the directory dest; "test": the test runs and its JUnit report
- * is copied to the file dest when Bazel wrote one. *ret_status = the driver's exit status. */
+ * the target's outputs go to the directory dest; "test": the tests run and the JUnit reports
+ * Bazel wrote (one per test, shard or suite member) are concatenated into the file dest.
+ * *ret_status = the driver's exit status. */
 static int bazel_run(struct checkout *co, const struct target *t, const char *target,
 		     const char *verb, const char *dest, int *ret_status, struct cd_error *err)
 {
@@ -1157,7 +1156,7 @@ static int bazel_run(struct checkout *co, const struct target *t, const char *ta
 		char stream[PATH_MAX + 8];
 		_cleanup_close_ int fd = -EBADF;
 
-		/* A build's tar is extracted into dest; a test's report is dest itself. */
+		/* A build's tar is extracted into dest; a test's reports are dest itself. */
 		if (pathf(stream, sizeof(stream), build ? "%s.stream" : "%s", dest) < 0)
 			return cd_error_set(err, -ENAMETOOLONG, "%s: path too long", target);
 		fd = open(stream, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

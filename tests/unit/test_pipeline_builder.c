@@ -747,10 +747,12 @@ static int setup_bazel(void **state)
 {
 	setup(state);
 	write_file("WORKSPACE", "workspace(name = \"svc_repo\")\n");
-	write_file("svc/BUILD", "cc_binary(name = \"main\", srcs = [\"main.c\"])\n"
-				"cc_binary(name = \"broken\", srcs = [\"broken.c\"])\n"
-				"cc_test(name = \"ok_test\", srcs = [\"ok_test.c\"])\n"
-				"cc_test(name = \"bad_test\", srcs = [\"bad_test.c\"])\n");
+	write_file("svc/BUILD",
+		   "cc_binary(name = \"main\", srcs = [\"main.c\"])\n"
+		   "cc_binary(name = \"broken\", srcs = [\"broken.c\"])\n"
+		   "cc_test(name = \"ok_test\", srcs = [\"ok_test.c\"])\n"
+		   "cc_test(name = \"bad_test\", srcs = [\"bad_test.c\"])\n"
+		   "test_suite(name = \"all\", tests = [\":ok_test\", \":bad_test\"])\n");
 	write_file("svc/main.c",
 		   "#include <stdio.h>\nint main(void)\n{\n\tputs(\"main v1\");\n\treturn 0;\n}\n");
 	write_file("svc/broken.c", "int main(void) { return missing; }\n");
@@ -970,8 +972,8 @@ static void test_bazel_missing(void **state)
 }
 
 /* As root, Bazel runs in the sandbox (no network, read-only worktree, its output base on the
- * task's tmpfs, the JVM heap a quarter of the memory limit), and builds the same bytes as
- * outside it. */
+ * task's tmpfs, the JVM heap a quarter of the memory limit), tests a test_suite, and builds
+ * the same bytes as outside it. */
 static void test_bazel_sandboxed(void **state)
 {
 	struct builder_config bc = { 0 };
@@ -995,7 +997,7 @@ static void test_bazel_sandboxed(void **state)
 		fail_msg("sandboxed builder: %s", cd_error_message(&err));
 	claim_stage(&c,
 		    "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]},"
-		    "{\"name\":\"t\",\"type\":\"test\",\"test_target\":\"//svc:bad_test\","
+		    "{\"name\":\"t\",\"type\":\"test\",\"test_target\":\"//svc:all\","
 		    "\"depends_on\":[]}]",
 		    sb);
 	c.ctx.node = dag_find_node(c.dag, "b");
@@ -1012,9 +1014,12 @@ static void test_bazel_sandboxed(void **state)
 	c.ctx.node = dag_find_node(c.dag, "t");
 	assert_int_equal(builder_exec_test(&c.ctx, &res), 0);
 	assert_int_equal(res.outcome, EXEC_FAILED);
-	if (!strstr(res.message, "bazel test exited with status 3 (tests failed) (1 of 1 tests"))
-		fail_msg("sandboxed bad_test: %s", res.message);
-	assert_string_equal(res.result, "{\"junit\":{\"tests\":1,\"failures\":1}}");
+	if (!strstr(res.message,
+		    "//svc:all: bazel test exited with status 3 (tests failed) (1 of 2 "
+		    "tests"))
+		fail_msg("sandboxed test_suite: %s", res.message);
+	/* a test_suite: the reports of both tests are counted */
+	assert_string_equal(res.result, "{\"junit\":{\"tests\":2,\"failures\":1}}");
 	free(res.result);
 
 	/* forget the index: the same target built outside the sandbox, in another path, gives
