@@ -39,7 +39,16 @@ static int add_value(struct strbuf *sb, const json_t *v)
 	return text ? strbuf_adds(sb, text) : -1;
 }
 
-const char *taskctl_event_data_summary(const json_t *data, char *buf, size_t size)
+static bool omitted(const char *key, const char *const *omit)
+{
+	for (; omit && *omit; omit++)
+		if (streq(key, *omit))
+			return true;
+	return false;
+}
+
+const char *taskctl_event_data_summary(const json_t *data, const char *const *omit, char *buf,
+				       size_t size)
 {
 	_cleanup_strbuf_ struct strbuf sb = STRBUF_INIT;
 	_cleanup_free_ const char **keys = NULL;
@@ -61,7 +70,7 @@ const char *taskctl_event_data_summary(const json_t *data, char *buf, size_t siz
 		if (n && !keys)
 			return buf;
 		json_object_foreach((json_t *)data, key, v) {
-			if (i < n)
+			if (i < n && !json_is_null(v) && !omitted(key, omit))
 				keys[i++] = key;
 		}
 		qsort(keys, i, sizeof(*keys), cmp_str);
@@ -111,12 +120,15 @@ void taskctl_event_header(FILE *f, enum taskctl_events_source src, bool wide)
 
 void taskctl_event_row(FILE *f, enum taskctl_events_source src, const json_t *event, bool wide)
 {
+	/* taskd's state and reason have their columns */
+	static const char *const taskd_columns[] = { "state", "reason", NULL };
 	const json_t *data = json_object_get(event, "data");
 	unsigned long long cursor = taskctl_event_cursor(src, event);
 	char summary[256] = "";
 
 	if (wide)
-		taskctl_event_data_summary(data, summary, sizeof(summary));
+		taskctl_event_data_summary(data, src == TASKCTL_EVENTS_TASKD ? taskd_columns : NULL,
+					   summary, sizeof(summary));
 	if (src == TASKCTL_EVENTS_DEPLOYD) {
 		fprintf(f, "%8llu  %-24s  %-16s  %-24s  ", cursor, str_or(event, "ts", "-"),
 			str_or(event, "actor", "-"), str_or(event, "kind", "-"));

@@ -24,10 +24,12 @@ uint64_t taskctl_event_cursor(enum taskctl_events_source src, const json_t *even
 
 /*
  * One line for data: "key=value" pairs in key order, strings unquoted unless they hold blanks,
- * '=' or quotes (then as JSON strings), other values as compact JSON; cut to fit size with
- * "..." at the end. A non-object is written as compact JSON. Returns buf ("" for no data).
+ * '=' or quotes (then as JSON strings), other values as compact JSON; null members and the keys
+ * in omit (NULL-terminated, may be NULL: what other columns show) left out; cut to fit size
+ * with "..." at the end. A non-object is written as compact JSON. Returns buf ("" for no data).
  */
-const char *taskctl_event_data_summary(const json_t *data, char *buf, size_t size);
+const char *taskctl_event_data_summary(const json_t *data, const char *const *omit, char *buf,
+				       size_t size);
 
 /* The table: header and one row per event. wide adds the data summary (deployd: DATA; taskd:
  * MESSAGE and DATA stay the last column). */

@@ -142,17 +142,22 @@ static void test_events_data_summary(void **state)
 				 "rolling update", "version", 4, "healthy", 1, "reason", "host_id",
 				 "w1", "reqs", "hosts", 2, "ports", 80, 443);
 	json_t *s = json_string("plain");
+	static const char *const omit[] = { "version", "ports", NULL };
 	char buf[256], small[16];
 
 	/* key order, strings bare unless they hold blanks, everything else compact JSON */
-	assert_string_equal(taskctl_event_data_summary(data, buf, sizeof(buf)),
-			    "healthy=true host_id=w1 ports=[80,443] reason=null reqs={\"hosts\":2} "
-			    "version=4 why=\"rolling update\"");
+	/* key order, strings bare unless they hold blanks, everything else compact JSON, no null */
+	assert_string_equal(taskctl_event_data_summary(data, NULL, buf, sizeof(buf)),
+			    "healthy=true host_id=w1 ports=[80,443] reqs={\"hosts\":2} version=4 "
+			    "why=\"rolling update\"");
+	/* what other columns show can be left out */
+	assert_string_equal(taskctl_event_data_summary(data, omit, buf, sizeof(buf)),
+			    "healthy=true host_id=w1 reqs={\"hosts\":2} why=\"rolling update\"");
 	/* cut to the buffer, with "..." */
-	assert_string_equal(taskctl_event_data_summary(data, small, sizeof(small)),
+	assert_string_equal(taskctl_event_data_summary(data, NULL, small, sizeof(small)),
 			    "healthy=true...");
-	assert_string_equal(taskctl_event_data_summary(NULL, buf, sizeof(buf)), "");
-	assert_string_equal(taskctl_event_data_summary(s, buf, sizeof(buf)), "plain");
+	assert_string_equal(taskctl_event_data_summary(NULL, NULL, buf, sizeof(buf)), "");
+	assert_string_equal(taskctl_event_data_summary(s, NULL, buf, sizeof(buf)), "plain");
 	json_decref(data);
 	json_decref(s);
 }
@@ -178,9 +183,10 @@ static void test_events_rows(void **state)
 	json_t *d = json_pack("{s:I, s:s, s:s, s:s, s:s, s:{s:i}}", "id", (json_int_t)12, "ts",
 			      "2026-11-26T01:02:03.456Z", "actor", "team:foo", "kind", "job.put",
 			      "subject", "job://us-east/us-east-1/web", "data", "version", 3);
-	json_t *t = json_pack("{s:I, s:s, s:s, s:s, s:{s:s, s:s}}", "seq", (json_int_t)5, "ts",
-			      "2026-11-26T01:02:03.456Z", "task_id", "01a2task", "type", "state",
-			      "data", "state", "DONE", "reason", "exited");
+	json_t *t = json_pack("{s:I, s:s, s:s, s:s, s:{s:s, s:s, s:i, s:n}}", "seq", (json_int_t)5,
+			      "ts", "2026-11-26T01:02:03.456Z", "task_id", "01a2task", "type",
+			      "state", "data", "state", "DONE", "reason", "exited", "exit_code", 3,
+			      "signal");
 	char *h, *r;
 	char a[32], b[32], c[32], k[32], s[64], x[64];
 
@@ -209,6 +215,14 @@ static void test_events_rows(void **state)
 	r = row(TASKCTL_EVENTS_DEPLOYD, d, true, false);
 	assert_int_equal(sscanf(r, "%*s %*s %*s %*s %*s %63s", x), 1);
 	assert_string_equal(x, "version=3");
+	free(r);
+	/* taskd's wide DATA leaves out the state and reason of their columns */
+	r = row(TASKCTL_EVENTS_TASKD, t, true, false);
+	assert_non_null(strstr(r, " exited "));
+	assert_non_null(strstr(r, " exit_code=3\n"));
+	assert_null(strstr(r, "state="));
+	assert_null(strstr(r, "reason="));
+	assert_null(strstr(r, "signal="));
 	free(r);
 	r = row(TASKCTL_EVENTS_TASKD, t, false, false);
 	assert_int_equal(sscanf(r, "%31s %*s %31s %31s %31s %63s", a, b, c, k, s), 5);
