@@ -244,7 +244,7 @@ int notifier_new(const struct notifier_config *cfg, struct manager *m, struct no
 	struct http_client_config cc = {
 		.base_url = cfg->manager_url,
 		.bearer_token = cfg->token,
-		.timeout_ms = 10000,
+		.timeout_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : 10000,
 		.max_attempts = 1, /* the outbox is our retry loop */
 	};
 	struct notifier *n = calloc(1, sizeof(*n));

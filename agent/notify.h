@@ -20,9 +20,10 @@ struct notifier_config {
 	const char *advertise_url;
 	const char *state_dir; /* storage figures come from its file system */
 	unsigned heartbeat_interval_s;
-	unsigned vcpus;	     /* 0 = online CPUs */
-	uint64_t memory_mb;  /* 0 = physical memory */
-	uint64_t storage_mb; /* 0 = size of the state dir's file system */
+	unsigned vcpus;		     /* 0 = online CPUs */
+	uint64_t memory_mb;	     /* 0 = physical memory */
+	uint64_t storage_mb;	     /* 0 = size of the state dir's file system */
+	unsigned request_timeout_ms; /* per notification/heartbeat; 0 = 10 s */
 };
 
 struct notifier;
@@ -31,6 +32,7 @@ int notifier_new(const struct notifier_config *cfg, struct manager *m, struct no
 		 struct cd_error *err);
 /* Something new is in the outbox: send soon. Thread-safe, never blocks. */
 void notifier_wake(void *notifier);
+/* Stop and free: waits for the request in flight (bounded by its timeout), sends no other. */
 void notifier_free(struct notifier *n);
 
 /* Delivery rule of the protocol for a reply status: 1 = acknowledged, 0 = retry later,

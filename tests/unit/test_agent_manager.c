@@ -6,7 +6,10 @@
  * temporary state dir with a shim path that cannot start, so no task process is created: a put
  * task ends in ERROR start_failed, which is itself checked.
  */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -16,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -656,6 +660,63 @@ static void test_notify_rules(void **state)
 	assert_int_equal(notifier_retry_delay(1000), 60 * USEC_PER_SEC);
 }
 
+/*
+ * A stop waits for the one request in flight, never for the next: with a manager that accepts
+ * connections and never answers, notifier_free() must not go on to the other tasks' messages
+ * (nor the heartbeat), each of which would wait its own timeout. The "manager" is a listening
+ * socket nobody accepts on: every request the notifier makes is one queued connection.
+ */
+static void test_notifier_stop_sends_nothing_more(void **state)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	struct notifier *n = NULL;
+	struct problem p;
+	json_t *t = NULL;
+	char url[64];
+	int lfd, cfd, conns = 0;
+
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(put("{\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p), 201);
+		problem_release(&p);
+		json_decref(t);
+	}
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(sa.sin_port));
+	{
+		struct notifier_config nc = {
+			.manager_url = url,
+			.host_id = "unit",
+			.zone = "z",
+			.advertise_url = "http://127.0.0.1:1",
+			.state_dir = tmpdir,
+			.heartbeat_interval_s = 1,
+			.request_timeout_ms = 300,
+		};
+
+		assert_int_equal(notifier_new(&nc, mgr, &n, NULL), 0);
+	}
+	/* the first notification is on its way (its connection is queued) ... */
+	{
+		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+
+		assert_int_equal(poll(&pfd, 1, -1), 1);
+	}
+	/* ... stop now: it times out, and the other two and the heartbeat are not sent */
+	notifier_free(n);
+	while ((cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		conns++;
+		close(cfd);
+	}
+	close(lfd);
+	assert_int_equal(conns, 1);
+}
+
 static void test_taskdir_records(void **state)
 {
 	struct launch_spec s = { 0 }, back;
@@ -766,6 +827,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_events_and_metrics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pids_max, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_poll_wakes_on_shutdown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_notifier_stop_sends_nothing_more, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_bridge_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_reloads_tasks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_api_tokens, setup, teardown),
