@@ -35,6 +35,7 @@
 #define DEFAULT_RLIMIT_FSIZE ((uint64_t)1 << 30)
 #define PACK_MAX_ENTRIES 100000
 #define WAIT_STEP_USEC (100 * USEC_PER_MSEC)
+#define STOP_GRACE_USEC (10 * USEC_PER_SEC)
 
 struct builder {
 	char *work_dir;
@@ -166,10 +167,36 @@ static void log_line(int fd, const char *fmt, ...)
 /*
  * Run argv in cwd with stdout+stderr to log_fd (or /dev/null when < 0), in its own session so
  * the whole tree can be killed. While it runs, the runner's keep-alive is called (when ctx is
- * given): a lost lease, a timeout or a stopping runner kills the session and returns that code.
+ * given): a lost lease, a timeout or a stopping runner stops the session (stop_group()) and
+ * returns that code.
  * *ret_status gets the exit status (128 + signal when killed by one). The log shows show, or
  * argv when show is NULL.
  */
+/*
+ * Stop the process group of the child pid (its own session): SIGTERM first, then wait until the
+ * child is reaped and nothing of its group is left, at most STOP_GRACE_USEC, then SIGKILL. The
+ * grace matters: a build tool stops what it started in process groups of its own on SIGTERM
+ * (Bazel's process-wrapper gives every action a new one), which a plain SIGKILL of the group
+ * would orphan and leave running. *status gets the child's wait status.
+ */
+static void stop_group(pid_t pid, int *status)
+{
+	bool reaped = false;
+
+	(void)kill(-pid, SIGTERM);
+	for (usec_t waited = 0; waited < STOP_GRACE_USEC; waited += WAIT_STEP_USEC) {
+		if (!reaped && waitpid(pid, status, WNOHANG) == pid)
+			reaped = true;
+		/* A zombie leader still counts as the group: reap it first. */
+		if (reaped && kill(-pid, 0) < 0 && errno == ESRCH)
+			return;
+		clock_sleep_usec(WAIT_STEP_USEC);
+	}
+	(void)kill(-pid, SIGKILL);
+	while (!reaped && waitpid(pid, status, 0) < 0 && errno == EINTR)
+		;
+}
+
 static int run_cmd_env(struct builder *b, struct exec_ctx *ctx, char *const argv[],
 		       char *const envp[], const char *cwd, const char *show, int log_fd,
 		       int *ret_status, struct cd_error *err)
@@ -225,9 +252,7 @@ static int run_cmd_env(struct builder *b, struct exec_ctx *ctx, char *const argv
 				 r == -ETIMEDOUT ? "stage timed out" :
 				 r == -ESTALE	 ? "lease lost (run cancelled or taken over)" :
 						   "deployd is stopping");
-			kill(-pid, SIGKILL);
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-				;
+			stop_group(pid, &status);
 			return r;
 		}
 		clock_sleep_usec(WAIT_STEP_USEC);
@@ -1029,6 +1054,8 @@ static int checkout_driver(struct checkout *co, const char *target, struct cd_er
  *    /task) and nothing left after it;
  *  --spawn_strategy=local: Bazel's linux-sandbox needs user namespaces, which the sandbox's
  *    seccomp profile refuses; the sandbox is the isolation;
+ *  --local_termination_grace_seconds=3: on SIGTERM (stop_group()) Bazel gives its actions that
+ *    long before SIGKILL, well within our grace, so no action outlives a stopped build;
  *  --symlink_prefix=/: no bazel-* links in the worktree (read-only in the sandbox);
  *  --repository_cache= and the overrides: offline. Bazel 4's implicit WORKSPACE suffix
  *    http_archive()s rules_cc, rules_java and remote_coverage_tools, which even the native cc
@@ -1082,7 +1109,8 @@ static const char bazel_script[] =
 	"  \"--output_base=$scratch/base\"\n"
 	"[ \"$heap\" -gt 0 ] && set -- \"$@\" \"--host_jvm_args=-Xmx${heap}m\"\n"
 	"set -- \"$@\" \"$verb\" --color=no --curses=no --show_progress_rate_limit=10 \\\n"
-	"  --verbose_failures --spawn_strategy=local --symlink_prefix=/ --repository_cache= \\\n"
+	"  --verbose_failures --spawn_strategy=local --local_termination_grace_seconds=3 \\\n"
+	"  --symlink_prefix=/ --repository_cache= \\\n"
 	"  --incompatible_strict_action_env \"--override_repository=codedeploy_outputs=$st/outputs\"\n"
 	"for r in rules_cc rules_java remote_coverage_tools; do\n"
 	"  grep -qsw \"$r\" \"$ws/WORKSPACE\" \"$ws/WORKSPACE.bazel\" ||\n"

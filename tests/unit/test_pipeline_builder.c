@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -766,6 +767,18 @@ static int setup_bazel(void **state)
 		   "filegroup(name = \"both\", srcs = [\"both.json\"])\n"
 		   "genrule(name = \"gen\", outs = [\"out/gen.json\"],\n"
 		   "        cmd = \"printf '{\\\"name\\\":\\\"gen\\\"}' > $@\")\n");
+	/* an action that runs until it is stopped and tells its pid */
+	{
+		char build[512];
+
+		snprintf(build, sizeof(build),
+			 "genrule(name = \"slow\", outs = [\"slow.txt\"],\n"
+			 "        cmd = \"echo $$$$ > %s/action.tmp && mv %s/action.tmp "
+			 "%s/action.pid && exec sleep 600\")\n",
+			 tmpdir, tmpdir, tmpdir);
+		sh("mkdir -p %s/slow", repo);
+		write_file("slow/BUILD", build);
+	}
 	commit_all("bazel");
 	return 0;
 }
@@ -1042,6 +1055,72 @@ static void test_bazel_sandboxed(void **state)
 	builder_free(sb);
 }
 
+struct build_thread {
+	struct claimed *c;
+	struct exec_result res;
+	int r;
+	atomic_bool done;
+};
+
+static void *build_thread_main(void *p)
+{
+	struct build_thread *t = p;
+
+	t->r = builder_exec_build(&t->c->ctx, &t->res);
+	atomic_store(&t->done, true);
+	return NULL;
+}
+
+/* A stage stopped (timeout, cancel, shutdown) while Bazel runs an action: Bazel's
+ * process-wrapper runs the action in a process group of its own, which a SIGKILL of the
+ * build's group would orphan; the builder's SIGTERM first makes Bazel stop it. */
+static void test_bazel_stop_kills_actions(void **state)
+{
+	struct claimed c = { 0 };
+	struct build_thread t = { .c = &c };
+	pthread_t th;
+	char path[200], stat_path[64];
+	long pid = 0;
+
+	SKIP_WITHOUT_BAZEL();
+	claim_stage(&c, "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//slow:slow\"]}]",
+		    bld);
+	snprintf(path, sizeof(path), "%s/action.pid", tmpdir);
+	assert_int_equal(pthread_create(&th, NULL, build_thread_main, &t), 0);
+	/* the bound only catches a build that hangs before its action */
+	for (int i = 0; i < 3000 && pid <= 0 && !atomic_load(&t.done); i++) {
+		_cleanup_free_ char *text = NULL;
+
+		if (fs_read_file_at(AT_FDCWD, path, 64, &text, NULL) >= 0)
+			pid = strtol(text, NULL, 10);
+		else
+			usleep(100 * 1000);
+	}
+	assert_true(pid > 0);
+	/* the stage's deadline passes: the keep-alive answers -ETIMEDOUT. (The executor thread
+	 * reads the field without atomics; an aligned 64-bit store is what the test needs.) */
+	__atomic_store_n(&c.ctx.deadline, (usec_t)1, __ATOMIC_SEQ_CST);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(t.r, -ETIMEDOUT);
+	/* the action is gone, or dead and not yet reaped by its new parent */
+	snprintf(stat_path, sizeof(stat_path), "/proc/%ld/stat", pid);
+	for (int i = 0; i < 100; i++) {
+		_cleanup_free_ char *st_text = NULL;
+		const char *paren;
+
+		if (fs_read_file_at(AT_FDCWD, stat_path, 4096, &st_text, NULL) < 0)
+			break;
+		paren = strrchr(st_text, ')');
+		/* dead, or the pid already reused by another program */
+		if (!strstr(st_text, "(sleep)") || (paren && paren[1] == ' ' && paren[2] == 'Z'))
+			break;
+		if (i == 99)
+			fail_msg("action %ld outlived the stopped build", pid);
+		usleep(100 * 1000);
+	}
+	release(&c);
+}
+
 static void test_ls_remote(void **state)
 {
 	char got[72];
@@ -1077,7 +1156,11 @@ int main(void)
 		TB(test_bazel_test_stage),
 		TB(test_bazel_missing),
 		TB(test_bazel_sandboxed),
+		TB(test_bazel_stop_kills_actions),
 	};
 
+	/* e.g. CMOCKA_TEST_FILTER='test_bazel_*' while working on one area */
+	if (getenv("CMOCKA_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("CMOCKA_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
