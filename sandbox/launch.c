@@ -7,13 +7,13 @@
 #include <limits.h>
 #include <linux/capability.h>
 #include <linux/sched.h>
+#include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/pidfd.h>
@@ -203,10 +203,8 @@ static void setup_dev(const struct plan *p)
 		if (!bind &&
 		    mknod(dst, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) == 0)
 			continue;
-		if (!bind && errno != EPERM) {
-			umask(umask_old);
+		if (!bind && errno != EPERM)
 			child_fail(p, "mount-dev", errno);
-		}
 		bind = true;
 		s_join(src, sizeof(src), "/dev/", nodes[i].name);
 		touch(p, dst, "mount-dev");
@@ -796,6 +794,14 @@ static void plan_release(struct plan *p)
 	safe_close(p->status_w);
 }
 
+/* Does the child wait for a go byte? Only when the caller still has work for it after the clone:
+ * the user namespace's id maps, or a move into the cgroups (no CLONE_INTO_CGROUP, or the
+ * benchmark's attach_by_pid). */
+static bool child_waits_for_go(const struct sandbox_config *cfg, bool into_cgroup)
+{
+	return cfg->userns_size || cfg->attach_by_pid || !into_cgroup;
+}
+
 struct clone_args_v2 {
 	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
 		set_tid_size, cgroup;
@@ -987,7 +993,7 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 	p.lo_up = cfg->net == SANDBOX_NET_NONE;
 	pid = do_clone(ns_flags, cgfd, &pidfd, &into);
 	if (pid == 0) {
-		p.wait_go = cfg->userns_size || cfg->attach_by_pid || !into;
+		p.wait_go = child_waits_for_go(cfg, into);
 		child_main(&p);
 	}
 	r = pid < 0 ? -errno : 0;
@@ -1024,8 +1030,7 @@ int sandbox_launch(const struct cg_system *sys, const struct sandbox_config *cfg
 		cd_error_set(err, r, "cannot move the task into its cgroup: %s", strerror(-r));
 		goto fail_child;
 	}
-	if ((cfg->userns_size || cfg->attach_by_pid || !into) &&
-	    send(sync_w, "g", 1, MSG_NOSIGNAL) != 1) {
+	if (child_waits_for_go(cfg, into) && send(sync_w, "g", 1, MSG_NOSIGNAL) != 1) {
 		r = cd_error_set(err, -errno, "cannot start the task: %m");
 		goto fail_child;
 	}
