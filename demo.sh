@@ -193,19 +193,19 @@ done
 # ---- deployd x3 ----------------------------------------------------------------------------
 say "starting deployd (pipelines, artifacts, builder) and two cluster managers"
 mkdir -p "$T/central" "$T/us" "$T/eu"
-cat >"$T/central/pipelines.conf" <<EOF
-zone us-east-1 us-east http://$US $T/tokens
-zone eu-west-1 eu-west http://$EU $T/tokens
-artifacts_url http://$CENTRAL
-runners 3
-poll_interval_s 5
+cat >"$T/central/deployd.conf" <<EOF
+pipelines_zone = us-east-1 us-east http://$US $T/tokens
+pipelines_zone = eu-west-1 eu-west http://$EU $T/tokens
+pipelines_artifacts_url = http://$CENTRAL
+pipelines_runners = 3
+pipelines_poll_interval_s = 5
 EOF
 for z in us eu; do
 	printf 'artifact_mirrors = http://%s\n' "$CENTRAL" >"$T/$z/deployd.conf"
 done
 DB="sqlite://$T/deployd.db"
-start central "$T/logs/deployd-central.log" "$BIN/deployd" --role pipelines,artifacts,builder \
-	--state-dir "$T/central" --listen $CENTRAL --token-file "$T/tokens" --db "$DB"
+start central "$T/logs/deployd-central.log" "$BIN/deployd" --config "$T/central/deployd.conf" \
+	--role pipelines,artifacts,builder --state-dir "$T/central" --listen $CENTRAL --token-file "$T/tokens" --db "$DB"
 wait_http $CENTRAL "deployd (central)" "$T/logs/deployd-central.log"
 start us "$T/logs/deployd-us-east-1.log" "$BIN/deployd" --config "$T/us/deployd.conf" \
 	--role cluster --region us-east --zone us-east-1 --state-dir "$T/us" --listen $US \

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api/names.h"
+#include "central/pipeline_run.h"
 #include "lib/fs.h"
 #include "lib/macro.h"
 #include "lib/str.h"
@@ -42,6 +43,12 @@ int deployd_config_init(struct deployd_config *c)
 	c->cas_max_blob_bytes = 2ull << 30;
 	c->cas_public_read = true;
 	c->cas_evict = true;
+	c->pipelines_runners = 2;
+	c->pipelines_poll_interval_s = 30;
+	c->pipelines_lease_s = 30;
+	c->pipelines_dag_cache_dags = DAG_CACHE_DEFAULT_CAPACITY;
+	c->pipelines_dag_cache_stages = DAG_CACHE_DEFAULT_MAX_NODES;
+	c->pipelines_sandbox_builds = -1;
 	if (set_string(&c->region, DEPLOYD_DEFAULT_REGION) < 0 ||
 	    set_string(&c->zone, DEPLOYD_DEFAULT_ZONE) < 0 ||
 	    set_string(&c->state_dir, DEPLOYD_DEFAULT_STATE_DIR) < 0 ||
@@ -66,6 +73,15 @@ void deployd_config_release(struct deployd_config *c)
 	free(c->advertise_url);
 	free(c->artifact_mirrors);
 	free(c->cas_dir);
+	for (size_t i = 0; i < c->n_pipelines_zones; i++) {
+		free(c->pipelines_zones[i].zone);
+		free(c->pipelines_zones[i].region);
+		free(c->pipelines_zones[i].url);
+		free(c->pipelines_zones[i].token_file);
+	}
+	free(c->pipelines_zones);
+	free(c->pipelines_artifacts_url);
+	free(c->pipelines_artifacts_token_file);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -164,7 +180,71 @@ static const struct key_uint uint_keys[] = {
 	{ "max_slot_failures", offsetof(struct deployd_config, max_slot_failures), 1, 1000 },
 	{ "tick_interval_ms", offsetof(struct deployd_config, tick_interval_ms), 10, 60000 },
 	{ "push_timeout_ms", offsetof(struct deployd_config, push_timeout_ms), 100, 600000 },
+	{ "pipelines_runners", offsetof(struct deployd_config, pipelines_runners), 1, 64 },
+	{ "pipelines_poll_interval_s", offsetof(struct deployd_config, pipelines_poll_interval_s),
+	  1, 86400 },
+	{ "pipelines_lease_s", offsetof(struct deployd_config, pipelines_lease_s), 1, 3600 },
+	/* A planned stage takes about 1 KB: 10,000,000 stages is about 10 GB. */
+	{ "pipelines_dag_cache_dags", offsetof(struct deployd_config, pipelines_dag_cache_dags), 1,
+	  4096 },
+	{ "pipelines_dag_cache_stages", offsetof(struct deployd_config, pipelines_dag_cache_stages),
+	  1, 10000000 },
 };
+
+/* "ZONE REGION URL TOKEN_FILE", appended to c->pipelines_zones. */
+static int add_pipelines_zone(struct deployd_config *c, const char *value, struct cd_error *err)
+{
+	_cleanup_free_ char *copy = strdup(value);
+	struct deployd_pipelines_zone *v, *z;
+	struct cd_error e = {};
+	char *f[4], *save = NULL;
+	size_t n = 0;
+
+	if (!copy)
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	for (char *t = strtok_r(copy, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+		if (n == ARRAY_SIZE(f))
+			return cd_error_set(err, -EINVAL,
+					    "pipelines_zone: expected ZONE REGION URL TOKEN_FILE, "
+					    "got more");
+		f[n++] = t;
+	}
+	if (n != ARRAY_SIZE(f))
+		return cd_error_set(err, -EINVAL,
+				    "pipelines_zone: expected ZONE REGION URL TOKEN_FILE");
+	if (dns_label_check(f[1], "region", &e) < 0 || zone_check(f[1], f[0], &e) < 0)
+		return cd_error_set(err, -EINVAL, "pipelines_zone: %s", cd_error_message(&e));
+	if (!startswith(f[2], "http://") || !f[2][strlen("http://")])
+		return cd_error_set(err, -EINVAL, "pipelines_zone: URL must start with http://");
+	if (f[3][0] != '/')
+		return cd_error_set(err, -EINVAL,
+				    "pipelines_zone: TOKEN_FILE must be an absolute path");
+	for (size_t i = 0; i < c->n_pipelines_zones; i++)
+		if (streq(c->pipelines_zones[i].zone, f[0]))
+			return cd_error_set(err, -EINVAL, "pipelines_zone: zone %s is given twice",
+					    f[0]);
+	if (c->n_pipelines_zones >= DEPLOYD_PIPELINES_MAX_ZONES)
+		return cd_error_set(err, -EINVAL, "pipelines_zone: more than %d zones",
+				    DEPLOYD_PIPELINES_MAX_ZONES);
+	v = reallocarray(c->pipelines_zones, c->n_pipelines_zones + 1, sizeof(*v));
+	if (!v)
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	c->pipelines_zones = v;
+	z = &v[c->n_pipelines_zones];
+	*z = (struct deployd_pipelines_zone){ .zone = strdup(f[0]),
+					      .region = strdup(f[1]),
+					      .url = strdup(f[2]),
+					      .token_file = strdup(f[3]) };
+	if (!z->zone || !z->region || !z->url || !z->token_file) {
+		free(z->zone);
+		free(z->region);
+		free(z->url);
+		free(z->token_file);
+		return cd_error_set(err, -ENOMEM, "out of memory");
+	}
+	c->n_pipelines_zones++;
+	return 0;
+}
 
 int deployd_config_set(struct deployd_config *c, const char *key, const char *value,
 		       struct cd_error *err)
@@ -207,7 +287,26 @@ int deployd_config_set(struct deployd_config *c, const char *key, const char *va
 		r = set_string(&c->advertise_url, value);
 	} else if (streq(key, "artifact_mirrors"))
 		r = set_string(&c->artifact_mirrors, value);
-	else if (streq(key, "cas_dir"))
+	else if (streq(key, "pipelines_zone"))
+		return add_pipelines_zone(c, value, err);
+	else if (streq(key, "pipelines_artifacts_url")) {
+		if (!startswith(value, "http://"))
+			return cd_error_set(err, -EINVAL,
+					    "pipelines_artifacts_url: must start with http://");
+		r = set_string(&c->pipelines_artifacts_url, value);
+	} else if (streq(key, "pipelines_artifacts_token_file")) {
+		if (value[0] != '/')
+			return cd_error_set(
+				err, -EINVAL,
+				"pipelines_artifacts_token_file: must be an absolute path");
+		r = set_string(&c->pipelines_artifacts_token_file, value);
+	} else if (streq(key, "pipelines_sandbox_builds")) {
+		bool b;
+
+		if (parse_bool(value, &b) < 0)
+			return cd_error_set(err, -EINVAL, "%s: must be true or false", key);
+		c->pipelines_sandbox_builds = b;
+	} else if (streq(key, "cas_dir"))
 		r = set_string(&c->cas_dir, value);
 	else if (streq(key, "require_if_match") || streq(key, "cas_public_read") ||
 		 streq(key, "cas_evict")) {
@@ -306,6 +405,59 @@ int deployd_config_load(struct deployd_config *c, const char *path, struct cd_er
 	if (r < 0)
 		return r;
 	return set_string(&c->config_file, path);
+}
+
+/* Keys of the old <state_dir>/pipelines.conf ("key args" lines); each is pipelines_<key> in
+ * deployd.conf now. */
+static const char *const legacy_pipelines_keys[] = {
+	"zone",	   "artifacts_url",   "artifacts_token_file", "runners",
+	"lease_s", "poll_interval_s", "sandbox_builds",
+};
+
+int deployd_config_check_legacy(const struct deployd_config *c, struct cd_error *err)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	_cleanup_strbuf_ struct strbuf keys = STRBUF_INIT;
+	bool seen[ARRAY_SIZE(legacy_pipelines_keys)] = {};
+	char *save = NULL;
+	int r;
+
+	if (!(c->roles & (DEPLOYD_ROLE_PIPELINES | DEPLOYD_ROLE_BUILDER)))
+		return 0;
+	if (asprintf(&path, "%s/pipelines.conf", c->state_dir) < 0) {
+		path = NULL;
+		return -ENOMEM;
+	}
+	r = fs_read_file_at(AT_FDCWD, path, 1 << 20, &text, NULL);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return cd_error_set(err, -EEXIST,
+				    "%s: no longer read, and unreadable (%s): remove it", path,
+				    strerror(-r));
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		size_t n;
+
+		line += strspn(line, " \t");
+		n = strcspn(line, " \t#");
+		for (size_t i = 0; n && i < ARRAY_SIZE(legacy_pipelines_keys); i++)
+			if (strlen(legacy_pipelines_keys[i]) == n &&
+			    !strncmp(line, legacy_pipelines_keys[i], n))
+				seen[i] = true;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(seen); i++)
+		if (seen[i] && strbuf_addf(&keys, "%spipelines_%s", keys.len ? ", " : "",
+					   legacy_pipelines_keys[i]) < 0)
+			return -ENOMEM;
+	if (!keys.len)
+		return cd_error_set(err, -EEXIST,
+				    "%s is no longer read and sets nothing: remove it", path);
+	return cd_error_set(err, -EEXIST,
+			    "%s is no longer read: write each line \"KEY ARGS\" into %s as "
+			    "\"pipelines_KEY = ARGS\" (here: %s; see deployd.conf(5)), then remove "
+			    "it",
+			    path, c->config_file ? c->config_file : DEPLOYD_DEFAULT_CONFIG,
+			    keys.buf);
 }
 
 static bool listen_is_loopback(const char *listen)
@@ -461,7 +613,10 @@ int deployd_config_from_args(struct deployd_config *c, int argc, char **argv,
 						    cd_error_message(&e));
 		}
 	}
-	return deployd_config_validate(c, err);
+	r = deployd_config_validate(c, err);
+	if (r < 0)
+		return r;
+	return deployd_config_check_legacy(c, err);
 }
 
 static char *join(const char *a, const char *b)

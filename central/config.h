@@ -26,6 +26,15 @@ enum {
 	DEPLOYD_ROLE_ALL = 0xfu,
 };
 
+/* The pipelines role's job stages deploy to these zones through their cluster managers. */
+struct deployd_pipelines_zone {
+	char *zone, *region;
+	char *url;	  /* http:// base URL of the zone's cluster manager */
+	char *token_file; /* absolute path of a token file whose "admin" line is used */
+};
+
+#define DEPLOYD_PIPELINES_MAX_ZONES 64
+
 struct deployd_config {
 	char *config_file; /* read, or NULL */
 	unsigned roles;
@@ -52,12 +61,22 @@ struct deployd_config {
 	uint64_t cas_max_blob_bytes;
 	bool cas_public_read;
 	bool cas_evict; /* make room by evicting unindexed blobs, LRU (default true) */
+	/* pipelines and builder (pipelines_* keys; docs/man/deployd.conf.5.scd) */
+	struct deployd_pipelines_zone *pipelines_zones; /* one per pipelines_zone line */
+	size_t n_pipelines_zones;
+	char *pipelines_artifacts_url;	      /* NULL = advertise_url (artifacts role here) */
+	char *pipelines_artifacts_token_file; /* NULL = token_file */
+	unsigned pipelines_runners, pipelines_poll_interval_s, pipelines_lease_s;
+	unsigned pipelines_dag_cache_dags, pipelines_dag_cache_stages;
+	int pipelines_sandbox_builds; /* -1 = when running as root, else 0 / 1 */
 };
 
 int deployd_config_init(struct deployd_config *c);
 void deployd_config_release(struct deployd_config *c);
 
-/* Set one key (as in the file). -EINVAL with a message naming key and value. */
+/* Set one key (as in the file). -EINVAL with a message naming key and value. Every key takes
+ * its last value, except pipelines_zone, which adds a zone each time (a zone named twice is an
+ * error). */
 int deployd_config_set(struct deployd_config *c, const char *key, const char *value,
 		       struct cd_error *err);
 /* Apply a file's text; errors name the line. */
@@ -69,6 +88,13 @@ int deployd_config_load(struct deployd_config *c, const char *path, struct cd_er
 int deployd_roles_parse(const char *s, unsigned *ret, struct cd_error *err);
 /* Cross-key checks (zone inside region, --insecure-no-auth only on loopback, ...). */
 int deployd_config_validate(const struct deployd_config *c, struct cd_error *err);
+/*
+ * <state_dir>/pipelines.conf, which earlier builds read for the pipelines and builder roles,
+ * is not read any more: its settings are pipelines_* keys of deployd.conf. When one of those
+ * roles is on and the file exists: -EEXIST with one line naming the file and the keys its
+ * lines become; 0 otherwise.
+ */
+int deployd_config_check_legacy(const struct deployd_config *c, struct cd_error *err);
 
 enum deployd_action {
 	DEPLOYD_RUN,
@@ -79,8 +105,9 @@ enum deployd_action {
 /*
  * Parse argv: --config FILE (default DEPLOYD_DEFAULT_CONFIG, optional unless given), --role,
  * --region, --zone, --state-dir, --listen, --token-file, --db, --insecure-no-auth,
- * --log-level, --help, --version. The file is applied first, then the flags. -EINVAL on usage
- * errors with a one-line message.
+ * --log-level, --help, --version. The file is applied first, then the flags, then
+ * deployd_config_validate() and deployd_config_check_legacy(). -EINVAL (-EEXIST for a legacy
+ * file) with a one-line message.
  */
 int deployd_config_from_args(struct deployd_config *c, int argc, char **argv,
 			     enum deployd_action *ret_action, struct cd_error *err);

@@ -5,19 +5,13 @@
  * runner with its stage executors (build/test when the builder role is on, job, wait,
  * approval) and the repository poller.
  *
- * Configuration: deployd.conf has no pipelines keys yet, so this role reads
- * <state_dir>/pipelines.conf when it exists (docs/pipelines.md):
- *   zone <zone> <region> <cluster manager URL> <token file>   (one line per zone)
- *   artifacts_url <URL>          (default: this deployd, which must run the artifacts role)
- *   artifacts_token_file <path>  (default: this deployd's token file)
- *   runners <n>                  (default 2)
- *   poll_interval_s <n>          (default 30)
- *   lease_s <n>                  (default 30)
- *   sandbox_builds yes|no        (default yes when running as root)
- * Without zone lines, the zone this deployd manages (--role cluster) is the only one known.
+ * Configuration: the pipelines_* keys of deployd.conf (central/config.h). Without a
+ * pipelines_zone, the zone this deployd manages (--role cluster) is the only one known. The
+ * planned-DAG cache is the role's, shared by the runner and the API's run views.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,17 +19,17 @@
 #include <unistd.h>
 
 #include "central/builder.h"
+#include "central/config.h"
 #include "central/deployd.h"
 #include "central/pipeline_api.h"
 #include "central/pipeline_job.h"
+#include "central/pipeline_run.h"
 #include "central/poller.h"
 #include "central/runner.h"
 #include "central/store_pipelines.h"
 #include "lib/fs.h"
 #include "lib/log.h"
 #include "lib/str.h"
-
-#define MAX_ZONES 64
 
 struct pipelines_role {
 	struct deployd *d;
@@ -44,29 +38,18 @@ struct pipelines_role {
 	struct runner *runner;
 	struct poller *poller;
 	struct pipeline_api *api;
+	struct dag_cache *dags;
 	struct deployd_route routes[PIPELINE_API_N_ENDPOINTS];
-	/* config */
-	struct pipeline_zone zones[MAX_ZONES];
+	struct pipeline_zone zones[DEPLOYD_PIPELINES_MAX_ZONES];
 	size_t n_zones;
-	char *strings[4 * MAX_ZONES + 8]; /* owned copies the zones and URLs point to */
-	size_t n_strings;
-	unsigned runners, poll_interval_s, lease_s;
-	int sandbox_builds; /* -1 = when root */
-	bool builder_only;  /* --role builder without pipelines: builds and tests only */
+	char *zone_tokens[DEPLOYD_PIPELINES_MAX_ZONES];
+	char *artifacts_token;
+	char *self_url; /* advertise URL with the port actually bound */
 	const char *artifacts_url;
-	const char *artifacts_token;
+	bool builder_only; /* --role builder without pipelines: builds and tests only */
 	bool builds;
+	bool sandbox;
 };
-
-static const char *keep(struct pipelines_role *pr, char *s)
-{
-	if (!s || pr->n_strings >= ARRAY_SIZE(pr->strings)) {
-		free(s);
-		return NULL;
-	}
-	pr->strings[pr->n_strings++] = s;
-	return s;
-}
 
 /* The admin token of a deployd token file ("admin <hex>" line). */
 static int read_admin_token(const char *path, char **ret, struct cd_error *err)
@@ -90,92 +73,23 @@ static int read_admin_token(const char *path, char **ret, struct cd_error *err)
 	return cd_error_set(err, -ENOENT, "no admin token in %s", path);
 }
 
-static int parse_uint_key(const char *v, unsigned max, unsigned *ret, const char *key, int lineno,
-			  struct cd_error *err)
+/* pipelines_zone lines → zones with their admin tokens. */
+static int load_zones(struct pipelines_role *pr, const struct deployd_config *cfg,
+		      struct cd_error *err)
 {
-	if (parse_uint(v, max, ret) < 0 || *ret == 0)
-		return cd_error_set(err, -EINVAL, "pipelines.conf:%d: %s must be 1..%u", lineno,
-				    key, max);
-	return 0;
-}
+	for (size_t i = 0; i < cfg->n_pipelines_zones; i++) {
+		const struct deployd_pipelines_zone *z = &cfg->pipelines_zones[i];
+		struct cd_error e = {};
+		int r = read_admin_token(z->token_file, &pr->zone_tokens[i], &e);
 
-static int load_conf(struct pipelines_role *pr, const char *path, struct cd_error *err)
-{
-	_cleanup_free_ char *text = NULL;
-	char *save = NULL;
-	int lineno = 0, r;
-
-	r = fs_read_file_at(AT_FDCWD, path, 1 << 20, &text, NULL);
-	if (r == -ENOENT)
-		return 0;
-	if (r < 0)
-		return cd_error_set(err, r, "reading %s: %s", path, strerror(-r));
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *f[6] = { 0 }, *fs = NULL;
-		size_t nf = 0;
-
-		lineno++;
-		for (char *t = strtok_r(line, " \t", &fs); t && nf < ARRAY_SIZE(f);
-		     t = strtok_r(NULL, " \t", &fs))
-			f[nf++] = t;
-		if (nf == 0 || f[0][0] == '#')
-			continue;
-		if (streq(f[0], "zone")) {
-			char *tok = NULL;
-			struct pipeline_zone *z;
-
-			if (nf != 5)
-				return cd_error_set(err, -EINVAL,
-						    "pipelines.conf:%d: zone <zone> <region> <url> "
-						    "<token file>",
-						    lineno);
-			if (pr->n_zones >= MAX_ZONES)
-				return cd_error_set(err, -E2BIG, "pipelines.conf: too many zones");
-			r = read_admin_token(f[4], &tok, err);
-			if (r < 0)
-				return r;
-			z = &pr->zones[pr->n_zones++];
-			z->zone = keep(pr, strdup(f[1]));
-			z->region = keep(pr, strdup(f[2]));
-			z->url = keep(pr, strdup(f[3]));
-			z->token = keep(pr, tok);
-			if (!z->zone || !z->region || !z->url || !z->token)
-				return -ENOMEM;
-		} else if (streq(f[0], "artifacts_url") && nf == 2) {
-			pr->artifacts_url = keep(pr, strdup(f[1]));
-			if (!pr->artifacts_url)
-				return -ENOMEM;
-		} else if (streq(f[0], "artifacts_token_file") && nf == 2) {
-			char *tok = NULL;
-
-			r = read_admin_token(f[1], &tok, err);
-			if (r < 0)
-				return r;
-			pr->artifacts_token = keep(pr, tok);
-			if (!pr->artifacts_token)
-				return -ENOMEM;
-		} else if (streq(f[0], "sandbox_builds") && nf == 2) {
-			if (!streq(f[1], "yes") && !streq(f[1], "no"))
-				return cd_error_set(err, -EINVAL,
-						    "pipelines.conf:%d: sandbox_builds yes|no",
-						    lineno);
-			pr->sandbox_builds = streq(f[1], "yes");
-		} else if (streq(f[0], "runners") && nf == 2) {
-			r = parse_uint_key(f[1], 64, &pr->runners, "runners", lineno, err);
-			if (r < 0)
-				return r;
-		} else if (streq(f[0], "poll_interval_s") && nf == 2) {
-			r = parse_uint_key(f[1], 86400, &pr->poll_interval_s, "poll_interval_s",
-					   lineno, err);
-			if (r < 0)
-				return r;
-		} else if (streq(f[0], "lease_s") && nf == 2) {
-			r = parse_uint_key(f[1], 3600, &pr->lease_s, "lease_s", lineno, err);
-			if (r < 0)
-				return r;
-		} else
-			return cd_error_set(err, -EINVAL, "pipelines.conf:%d: unknown line \"%s\"",
-					    lineno, f[0]);
+		if (r < 0)
+			return cd_error_set(err, r, "pipelines_zone %s: %s", z->zone,
+					    cd_error_message(&e));
+		pr->zones[i] = (struct pipeline_zone){ .zone = z->zone,
+						       .region = z->region,
+						       .url = z->url,
+						       .token = pr->zone_tokens[i] };
+		pr->n_zones++;
 	}
 	return 0;
 }
@@ -250,8 +164,11 @@ static void role_free(struct deployd *d, void *state)
 	pipeline_api_free(pr->api);
 	job_deployer_free(pr->jobs);
 	builder_free(pr->builder);
-	for (size_t i = 0; i < pr->n_strings; i++)
-		free(pr->strings[i]);
+	dag_cache_free(pr->dags);
+	for (size_t i = 0; i < ARRAY_SIZE(pr->zone_tokens); i++)
+		free(pr->zone_tokens[i]);
+	free(pr->artifacts_token);
+	free(pr->self_url);
 	free(pr);
 }
 
@@ -260,7 +177,7 @@ static int init_common(struct deployd *d, bool builder_only, void **ret_state, s
 	const struct deployd_config *cfg = deployd_config(d);
 	struct store *store = deployd_store(d);
 	struct pipelines_role *pr;
-	char path[PATH_MAX], logs[PATH_MAX], owner[128];
+	char logs[PATH_MAX], owner[128];
 	const struct pipeline_api_endpoint *eps;
 	size_t n_eps;
 	int r;
@@ -269,43 +186,37 @@ static int init_common(struct deployd *d, bool builder_only, void **ret_state, s
 	if (!pr)
 		return -ENOMEM;
 	pr->d = d;
-	pr->runners = 2;
-	pr->poll_interval_s = 30;
-	pr->lease_s = 30;
-	pr->sandbox_builds = -1;
 	pr->builds = cfg->roles & DEPLOYD_ROLE_BUILDER;
 	pr->builder_only = builder_only;
-	snprintf(path, sizeof(path), "%s/pipelines.conf", cfg->state_dir);
+	pr->sandbox = cfg->pipelines_sandbox_builds < 0 ? geteuid() == 0 :
+							  cfg->pipelines_sandbox_builds;
+	pr->artifacts_url = cfg->pipelines_artifacts_url;
 	snprintf(logs, sizeof(logs), "%s/pipeline-logs", cfg->state_dir);
 	r = store_pipelines_migrate(store, err);
 	if (r >= 0)
-		r = load_conf(pr, path, err);
-	if (r >= 0 && !pr->artifacts_token && !cfg->insecure_no_auth) {
+		r = load_zones(pr, cfg, err);
+	if (r >= 0 && cfg->pipelines_artifacts_token_file)
+		r = read_admin_token(cfg->pipelines_artifacts_token_file, &pr->artifacts_token,
+				     err);
+	else if (r >= 0 && !cfg->insecure_no_auth) {
 		_cleanup_free_ char *tp = deployd_config_token_path(cfg);
-		char *tok = NULL;
 
-		r = tp ? read_admin_token(tp, &tok, err) : -ENOMEM;
-		if (r >= 0)
-			pr->artifacts_token = keep(pr, tok);
+		r = tp ? read_admin_token(tp, &pr->artifacts_token, err) : -ENOMEM;
 	}
-	/* Without zone lines: the zone this deployd manages. */
-	if (r >= 0 && pr->n_zones == 0 && (cfg->roles & DEPLOYD_ROLE_CLUSTER)) {
-		pr->zones[0] = (struct pipeline_zone){ .zone = cfg->zone,
-						       .region = cfg->region,
-						       .url = deployd_advertise_url(d),
-						       .token = pr->artifacts_token };
-		pr->n_zones = 1;
-	}
+	if (r >= 0)
+		r = dag_cache_new(cfg->pipelines_dag_cache_dags, cfg->pipelines_dag_cache_stages,
+				  &pr->dags);
 	if (r >= 0) {
 		struct runner_config rc = {
 			.store = store,
 			.owner = owner,
-			.threads = pr->runners,
-			.lease = (usec_t)pr->lease_s * USEC_PER_SEC,
+			.threads = cfg->pipelines_runners,
+			.lease = (usec_t)cfg->pipelines_lease_s * USEC_PER_SEC,
 			.exec_data = pr,
 			.log = role_log,
 			/* Stages this deployd cannot run stay queued for one that can. */
 			.typed_claims = true,
+			.dags = pr->dags,
 		};
 
 		snprintf(owner, sizeof(owner), "deployd@%d-%llx", (int)getpid(),
@@ -329,19 +240,22 @@ static int init_common(struct deployd *d, bool builder_only, void **ret_state, s
 		return 0;
 	}
 	if (r >= 0) {
-		struct poller_config pc = { .store = store,
-					    .runner = pr->runner,
-					    .interval = (usec_t)pr->poll_interval_s * USEC_PER_SEC,
-					    .log = role_log };
+		struct poller_config pc = {
+			.store = store,
+			.runner = pr->runner,
+			.interval = (usec_t)cfg->pipelines_poll_interval_s * USEC_PER_SEC,
+			.log = role_log,
+		};
 
 		r = poller_new(&pc, &pr->poller, err);
 	}
 	if (r >= 0) {
-		struct pipeline_api_config ac = { .store = store,
-						  .runner = pr->runner,
-						  .insecure_no_auth =
-							  true, /* deployd authenticates */
-						  .log_dir = logs };
+		struct pipeline_api_config ac = {
+			.store = store,
+			.runner = pr->runner,
+			.insecure_no_auth = true, /* deployd authenticates */
+			.log_dir = logs,
+		};
 
 		r = pipeline_api_new(&ac, &pr->api, err);
 	}
@@ -365,16 +279,17 @@ static int init_common(struct deployd *d, bool builder_only, void **ret_state, s
 	return 0;
 }
 
-/* This deployd's URL once it listens (the advertised one may name port 0). */
+/* This deployd's URL once it listens (the advertised one may name port 0); NULL on ENOMEM. */
 static const char *self_url(struct pipelines_role *pr)
 {
 	const char *adv = deployd_advertise_url(pr->d);
-	char buf[300];
 
 	if (!adv || !endswith(adv, ":0"))
 		return adv;
-	snprintf(buf, sizeof(buf), "%.*s:%d", (int)(strlen(adv) - 2), adv, deployd_port(pr->d));
-	return keep(pr, strdup(buf));
+	if (!pr->self_url && asprintf(&pr->self_url, "%.*s:%d", (int)(strlen(adv) - 2), adv,
+				      deployd_port(pr->d)) < 0)
+		pr->self_url = NULL;
+	return pr->self_url;
 }
 
 static int role_start(struct deployd *d, void *state, struct cd_error *err)
@@ -388,13 +303,15 @@ static int role_start(struct deployd *d, void *state, struct cd_error *err)
 	snprintf(logs, sizeof(logs), "%s/pipeline-logs", cfg->state_dir);
 	if (!pr->artifacts_url)
 		pr->artifacts_url = self_url(pr);
-	/* Without zone lines: the zone this deployd manages. */
+	/* Without pipelines_zone: the zone this deployd manages, known only once it listens. */
 	if (pr->n_zones == 0 && (cfg->roles & DEPLOYD_ROLE_CLUSTER)) {
 		pr->zones[0] = (struct pipeline_zone){ .zone = cfg->zone,
 						       .region = cfg->region,
 						       .url = self_url(pr),
 						       .token = pr->artifacts_token };
-		pr->n_zones = pr->zones[0].url ? 1 : 0;
+		if (!pr->zones[0].url)
+			return -ENOMEM;
+		pr->n_zones = 1;
 	}
 	if (!pr->artifacts_url)
 		return -ENOMEM;
@@ -404,7 +321,7 @@ static int role_start(struct deployd *d, void *state, struct cd_error *err)
 			.log_dir = logs,
 			.artifacts_url = pr->artifacts_url,
 			.artifacts_token = pr->artifacts_token,
-			.sandbox = pr->sandbox_builds < 0 ? geteuid() == 0 : pr->sandbox_builds,
+			.sandbox = pr->sandbox,
 		};
 
 		r = builder_new(&bc, &pr->builder, err);
@@ -424,11 +341,10 @@ static int role_start(struct deployd *d, void *state, struct cd_error *err)
 		r = poller_start(pr->poller, err);
 	if (r >= 0)
 		log_info(pr->builder_only ? "builder role started" : "pipelines role started",
-			 "runners=%u zones=%zu builds=%s sandbox=%s artifacts=%s", pr->runners,
-			 pr->n_zones, pr->builds ? "yes" : "no",
-			 (pr->sandbox_builds < 0 ? geteuid() == 0 : pr->sandbox_builds) ? "yes" :
-											  "no",
-			 pr->artifacts_url);
+			 "runners=%u zones=%zu builds=%s sandbox=%s artifacts=%s dag_cache=%u/%u",
+			 cfg->pipelines_runners, pr->n_zones, pr->builds ? "yes" : "no",
+			 pr->sandbox ? "yes" : "no", pr->artifacts_url,
+			 cfg->pipelines_dag_cache_dags, cfg->pipelines_dag_cache_stages);
 	return r;
 }
 
@@ -450,8 +366,21 @@ static void role_metrics(struct deployd *d, void *state, struct strbuf *out)
 {
 	struct pipelines_role *pr = state;
 	struct store_run *v = NULL;
+	uint64_t hits = 0, plans = 0;
 	int64_t qlen = 0;
 	size_t n = 0;
+
+	dag_cache_stats(pr->dags, &hits, &plans);
+	strbuf_addf(out,
+		    "# HELP codedeploy_pipeline_dag_cache_hits_total Planned schemas found in the "
+		    "DAG cache.\n"
+		    "# TYPE codedeploy_pipeline_dag_cache_hits_total counter\n"
+		    "codedeploy_pipeline_dag_cache_hits_total %" PRIu64 "\n"
+		    "# HELP codedeploy_pipeline_dag_cache_plans_total Schemas parsed and planned "
+		    "on a DAG cache miss.\n"
+		    "# TYPE codedeploy_pipeline_dag_cache_plans_total counter\n"
+		    "codedeploy_pipeline_dag_cache_plans_total %" PRIu64 "\n",
+		    hits, plans);
 
 	if (store_action_queue_len(deployd_store(pr->d), &qlen, NULL) >= 0)
 		strbuf_addf(out,

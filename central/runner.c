@@ -25,6 +25,7 @@ struct runner {
 	/* Planned DAGs by (pipeline, schema version), shared by the workers and the reconciler:
 	 * an action plans its schema at most once, usually not at all. */
 	struct dag_cache *dags;
+	bool own_dags; /* dags made by runner_new(), not borrowed from the config */
 };
 
 static void runner_log(struct runner *r, const char *msg, const char *detail)
@@ -42,9 +43,13 @@ int runner_new(const struct runner_config *config, struct runner **ret, struct c
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	if (dag_cache_new(0, 0, &r->dags) < 0) {
-		free(r);
-		return -ENOMEM;
+	r->dags = config->dags;
+	if (!r->dags) {
+		if (dag_cache_new(0, 0, &r->dags) < 0) {
+			free(r);
+			return -ENOMEM;
+		}
+		r->own_dags = true;
 	}
 	r->cfg = *config;
 	snprintf(r->owner, sizeof(r->owner), "%s", config->owner);
@@ -475,7 +480,8 @@ void runner_free(struct runner *r)
 	if (r->reconciler_started)
 		pthread_join(r->reconciler, NULL);
 	free(r->threads);
-	dag_cache_free(r->dags);
+	if (r->own_dags)
+		dag_cache_free(r->dags);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);

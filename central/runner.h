@@ -24,6 +24,7 @@
 #include "lib/error.h"
 
 struct runner;
+struct dag_cache; /* pipeline_run.h */
 
 enum exec_outcome {
 	EXEC_FINISHED, /* stage FINISHED */
@@ -79,6 +80,9 @@ struct runner_config {
 	/* Claim only actions of the types that have an executor here (a deployd without the
 	 * builder leaves build/test to one that has it) instead of failing them. */
 	bool typed_claims;
+	/* Planned DAGs to plan through (borrowed: must outlive the runner, may be shared, e.g. with
+	 * the API's run views); NULL = the runner makes its own with the default bounds. */
+	struct dag_cache *dags;
 	/* Where the binary hears about failures the store cannot show (may be NULL). */
 	void (*log)(const char *msg, const char *detail, void *userdata);
 	void *log_userdata;

@@ -40,9 +40,9 @@ printf 'admin %s\nagent %s\nteam:foo_team %s\nteam:bar_team %s\n' "$ADMIN" "$(he
 	"$BAR" >"$T/tokens"
 chmod 0600 "$T/tokens"
 mkdir -p "$T/state"
-printf 'poll_interval_s 1\n' >"$T/state/pipelines.conf"
-"$DEPLOYD" --role pipelines,artifacts,builder --state-dir "$T/state" --listen 127.0.0.1:0 \
-	--token-file "$T/tokens" >"$T/deployd.log" 2>&1 &
+printf 'pipelines_poll_interval_s = 1 # the polling test waits for it\n' >"$T/deployd.conf"
+"$DEPLOYD" --config "$T/deployd.conf" --role pipelines,artifacts,builder --state-dir "$T/state" \
+	--listen 127.0.0.1:0 --token-file "$T/tokens" >"$T/deployd.log" 2>&1 &
 DPID=$!
 PORT=
 for _ in $(seq 1 100); do
@@ -54,8 +54,19 @@ if [ -z "$PORT" ]; then
 	echo "1..0 # SKIP deployd did not start: $(tail -3 "$T/deployd.log" | tr '\n' ' ')"
 	exit 77
 fi
-echo "1..26"
+echo "1..27"
 BASE=http://127.0.0.1:$PORT
+
+# An earlier build's <state_dir>/pipelines.conf is not read any more: refused, not ignored.
+mkdir -p "$T/legacy"
+printf 'zone us-east-1 us-east http://127.0.0.1:1 %s\nlease_s 2 # old\n' "$T/tokens" \
+	>"$T/legacy/pipelines.conf"
+out=$("$DEPLOYD" --role pipelines --state-dir "$T/legacy" --listen 127.0.0.1:0 \
+	--token-file "$T/tokens" 2>&1)
+st=$?
+check "an old pipelines.conf stops deployd: exit 2, one line naming the keys to write" \
+	'[ $st = 2 ] && [ "$(printf "%s\n" "$out" | wc -l)" = 1 ] &&
+	 printf "%s" "$out" | grep -q "legacy/pipelines.conf.*pipelines_zone, pipelines_lease_s"' "$out"
 
 # req TOKEN METHOD PATH [BODY] [curl args...]: body in $T/body, status printed
 req() {

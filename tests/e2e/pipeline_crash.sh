@@ -38,13 +38,14 @@ TOK=$(hex)
 printf 'admin %s\nagent %s\n' "$TOK" "$(hex)" >"$T/tokens"
 chmod 0600 "$T/tokens"
 mkdir -p "$T/state"
-printf 'lease_s 2\nrunners 2\n' >"$T/state/pipelines.conf"
+printf 'pipelines_lease_s = 2 # re-claimed soon after the kill\npipelines_runners = 2\n' \
+	>"$T/deployd.conf"
 
 starts=0
 start_deployd() {
 	starts=$((starts + 1))
-	"$DEPLOYD" --role pipelines,artifacts,builder --state-dir "$T/state" \
-		--listen 127.0.0.1:0 --token-file "$T/tokens" >"$T/deployd.$starts.log" 2>&1 &
+	"$DEPLOYD" --config "$T/deployd.conf" --role pipelines,artifacts,builder \
+		--state-dir "$T/state" --listen 127.0.0.1:0 --token-file "$T/tokens" >"$T/deployd.$starts.log" 2>&1 &
 	DPID=$!
 	PORT=
 	for _ in $(seq 1 100); do

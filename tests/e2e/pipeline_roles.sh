@@ -34,9 +34,9 @@ port_of() {
 	--token-file "$T/tokens" --db "sqlite://$T/d.db" >"$T/a.log" 2>&1 &
 PIDS+=($!)
 A=$(port_of "$T/a.log") || { echo "1..0 # SKIP deployd A did not start"; exit 77; }
-printf 'artifacts_url http://127.0.0.1:%s\nartifacts_token_file %s\n' "$A" "$T/tokens" \
-	>"$T/b/pipelines.conf"
-"$DEPLOYD" --role builder --state-dir "$T/b" --listen 127.0.0.1:0 --token-file "$T/tokens" \
+printf 'pipelines_artifacts_url = http://127.0.0.1:%s\npipelines_artifacts_token_file = %s\n' \
+	"$A" "$T/tokens" >"$T/b/deployd.conf"
+"$DEPLOYD" --config "$T/b/deployd.conf" --role builder --state-dir "$T/b" --listen 127.0.0.1:0 --token-file "$T/tokens" \
 	--db "sqlite://$T/d.db" >"$T/b.log" 2>&1 &
 PIDS+=($!)
 port_of "$T/b.log" >/dev/null || { echo "1..0 # SKIP deployd B did not start"; exit 77; }

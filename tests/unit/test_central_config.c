@@ -122,6 +122,174 @@ static void test_parse_text(void **state)
 	deployd_config_release(&c);
 }
 
+/* The pipelines and builder roles' keys: same syntax as every key (trailing comments too). */
+static void test_pipelines_keys(void **state)
+{
+	struct deployd_config c;
+	struct cd_error err = {};
+
+	assert_int_equal(deployd_config_init(&c), 0);
+	assert_int_equal(c.n_pipelines_zones, 0);
+	assert_int_equal(c.pipelines_runners, 2);
+	assert_int_equal(c.pipelines_lease_s, 30);
+	assert_int_equal(c.pipelines_poll_interval_s, 30);
+	assert_int_equal(c.pipelines_dag_cache_dags, 16);
+	assert_int_equal(c.pipelines_dag_cache_stages, 100000);
+	assert_int_equal(c.pipelines_sandbox_builds, -1);
+	assert_null(c.pipelines_artifacts_url);
+	assert_int_equal(
+		deployd_config_parse_text(
+			&c, "t.conf",
+			"pipelines_zone = us-east-1 us-east http://10.0.0.5:7400 /etc/u.token # one\n"
+			"pipelines_zone=eu-west-1\teu-west   http://10.1.0.5:7400 /etc/e.token\n"
+			"pipelines_artifacts_url = http://10.0.0.4:7400 # the store\n"
+			"pipelines_artifacts_token_file = /etc/a.token\n"
+			"pipelines_runners = 4 # threads\n"
+			"pipelines_poll_interval_s = 5\n"
+			"pipelines_lease_s = 2\n"
+			"pipelines_sandbox_builds = no # trailing comment\n"
+			"pipelines_dag_cache_dags = 64\n"
+			"pipelines_dag_cache_stages = 250000\n",
+			&err),
+		0);
+	assert_int_equal(c.n_pipelines_zones, 2);
+	assert_string_equal(c.pipelines_zones[0].zone, "us-east-1");
+	assert_string_equal(c.pipelines_zones[0].region, "us-east");
+	assert_string_equal(c.pipelines_zones[0].url, "http://10.0.0.5:7400");
+	assert_string_equal(c.pipelines_zones[0].token_file, "/etc/u.token");
+	assert_string_equal(c.pipelines_zones[1].zone, "eu-west-1");
+	assert_string_equal(c.pipelines_zones[1].token_file, "/etc/e.token");
+	assert_string_equal(c.pipelines_artifacts_url, "http://10.0.0.4:7400");
+	assert_string_equal(c.pipelines_artifacts_token_file, "/etc/a.token");
+	assert_int_equal(c.pipelines_runners, 4);
+	assert_int_equal(c.pipelines_poll_interval_s, 5);
+	assert_int_equal(c.pipelines_lease_s, 2);
+	assert_int_equal(c.pipelines_sandbox_builds, 0);
+	assert_int_equal(c.pipelines_dag_cache_dags, 64);
+	assert_int_equal(c.pipelines_dag_cache_stages, 250000);
+	deployd_config_release(&c);
+}
+
+/* Each bad pipelines line stops the parse with file:line and what is wrong. */
+static void test_pipelines_errors(void **state)
+{
+	static const struct {
+		const char *text;
+		const char *want;
+	} cases[] = {
+		{ "pipelines_zone = us-east-1 us-east http://x\n", "ZONE REGION URL TOKEN_FILE" },
+		{ "pipelines_zone = us-east-1 us-east http://x /t extra\n", "got more" },
+		{ "pipelines_zone = eu-west-1 us-east http://x /t\n", "eu-west-1" },
+		{ "pipelines_zone = us-east-1 Us_East http://x /t\n", "region" },
+		{ "pipelines_zone = us-east-1 us-east https://x /t\n", "http://" },
+		{ "pipelines_zone = us-east-1 us-east http:// /t\n", "http://" },
+		{ "pipelines_zone = us-east-1 us-east http://x t.token\n", "absolute" },
+		{ "pipelines_zone = a-1 a http://x /t\npipelines_zone = a-1 a http://y /u\n",
+		  "given twice" },
+		{ "pipelines_artifacts_url = 10.0.0.4:7400\n", "http://" },
+		{ "pipelines_artifacts_token_file = tokens\n", "absolute" },
+		{ "pipelines_runners = 0\n", "1..64" },
+		{ "pipelines_runners = 65\n", "1..64" },
+		{ "pipelines_lease_s = 3601\n", "1..3600" },
+		{ "pipelines_poll_interval_s = x\n", "1..86400" },
+		{ "pipelines_sandbox_builds = maybe\n", "true or false" },
+		{ "pipelines_dag_cache_dags = 0\n", "1..4096" },
+		{ "pipelines_dag_cache_dags = 4097\n", "1..4096" },
+		{ "pipelines_dag_cache_stages = 0\n", "1..10000000" },
+		{ "pipelines_dag_cache_stages = 10000001\n", "1..10000000" },
+		{ "pipelines_dag_cache_stages = -5\n", "1..10000000" },
+		/* the old pipelines.conf spelling is not a deployd.conf line */
+		{ "lease_s 2\n", "expected 'key = value'" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct deployd_config c;
+		struct cd_error err = {};
+		char line[32];
+
+		assert_int_equal(deployd_config_init(&c), 0);
+		/* two good lines first: the error names the line of the bad one */
+		snprintf(line, sizeof(line),
+			 "t.conf:%d:", 3 + (strstr(cases[i].want, "twice") ? 1 : 0));
+		{
+			char text[512];
+
+			snprintf(text, sizeof(text), "# pipelines\npipelines_runners = 3\n%s",
+				 cases[i].text);
+			assert_int_equal(deployd_config_parse_text(&c, "t.conf", text, &err),
+					 -EINVAL);
+		}
+		if (!strstr(err.msg, line) || !strstr(err.msg, cases[i].want))
+			fail_msg("case %zu: '%s' for %s", i, err.msg, cases[i].text);
+		deployd_config_release(&c);
+	}
+
+	/* 64 zones at most */
+	{
+		struct deployd_config c;
+		struct cd_error err = {};
+		char v[64];
+		int r = 0;
+
+		assert_int_equal(deployd_config_init(&c), 0);
+		for (int i = 1; i <= DEPLOYD_PIPELINES_MAX_ZONES + 1 && r == 0; i++) {
+			snprintf(v, sizeof(v), "r-%d r http://h%d /t", i, i);
+			r = deployd_config_set(&c, "pipelines_zone", v, &err);
+		}
+		assert_int_equal(r, -EINVAL);
+		assert_int_equal(c.n_pipelines_zones, DEPLOYD_PIPELINES_MAX_ZONES);
+		assert_non_null(strstr(err.msg, "more than 64"));
+		deployd_config_release(&c);
+	}
+}
+
+/* A pipelines.conf left in the state directory by an earlier build stops the pipelines and
+ * builder roles with one line saying what to move where; other roles never read it. */
+static void test_legacy_pipelines_conf(void **state)
+{
+	struct deployd_config c;
+	enum deployd_action a;
+	struct cd_error err = {};
+	char path[128];
+	const char *old = "# old\nzone us-east-1 us-east http://x /t\nlease_s 2\n  runners 3\n"
+			  "lease_s 3\n";
+
+	assert_int_equal(deployd_config_init(&c), 0);
+	assert_int_equal(from_args(&c, &a, &err, 5, "deployd", "--state-dir", tmpdir, "--role",
+				   "pipelines"),
+			 0);
+	deployd_config_release(&c);
+
+	snprintf(path, sizeof(path), "%s/pipelines.conf", tmpdir);
+	assert_int_equal(fs_write_atomic(path, old, strlen(old), 0644), 0);
+	assert_int_equal(deployd_config_init(&c), 0);
+	assert_int_equal(from_args(&c, &a, &err, 5, "deployd", "--state-dir", tmpdir, "--role",
+				   "builder"),
+			 -EEXIST);
+	assert_non_null(strstr(err.msg, path));
+	assert_non_null(strstr(err.msg, "pipelines_zone, pipelines_runners, pipelines_lease_s;"));
+	assert_null(strstr(err.msg, "pipelines_poll_interval_s"));
+	assert_null(strchr(err.msg, '\n'));
+	deployd_config_release(&c);
+
+	/* a cluster manager never read it */
+	assert_int_equal(deployd_config_init(&c), 0);
+	cd_error_reset(&err);
+	assert_int_equal(from_args(&c, &a, &err, 5, "deployd", "--state-dir", tmpdir, "--role",
+				   "cluster,artifacts"),
+			 0);
+	deployd_config_release(&c);
+
+	/* only comments: nothing to move, still refused */
+	assert_int_equal(fs_write_atomic(path, "# x\n", 4, 0644), 0);
+	assert_int_equal(deployd_config_init(&c), 0);
+	cd_error_reset(&err);
+	assert_int_equal(deployd_config_set(&c, "state_dir", tmpdir, NULL), 0);
+	assert_int_equal(deployd_config_check_legacy(&c, &err), -EEXIST);
+	assert_non_null(strstr(err.msg, "sets nothing"));
+	deployd_config_release(&c);
+}
+
 static void test_args(void **state)
 {
 	struct deployd_config c;
@@ -258,6 +426,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_parse_text),
+		cmocka_unit_test(test_pipelines_keys),
+		cmocka_unit_test(test_pipelines_errors),
+		cmocka_unit_test_setup_teardown(test_legacy_pipelines_conf, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_args, setup, teardown),
 		cmocka_unit_test(test_validate),
 		cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),

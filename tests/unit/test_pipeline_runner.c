@@ -556,6 +556,41 @@ static void test_plans_once_per_schema_version(void **state)
 	assert_int_equal(plans, 2);
 }
 
+/* A cache given in the config (the pipelines role's, shared with the API) is the one the runner
+ * plans through, with the caller's bounds, and it outlives the runner. */
+static void test_borrowed_dag_cache(void **state)
+{
+	struct runner_config cfg = { .store = st, .owner = "borrower" };
+	struct dag_cache *c = NULL;
+	struct runner *r2 = NULL;
+	uint64_t hits = 0, plans = 0, own_hits = 0, own_plans = 0;
+	struct action_dag *dag = NULL;
+	int64_t run;
+
+	assert_int_equal(dag_cache_new(1, 10, &c), 0);
+	cfg.dags = c;
+	cfg.exec[ACTION_BUILD] = fake_build;
+	assert_int_equal(runner_new(&cfg, &r2, NULL), 0);
+	create(chain);
+	run = trigger("c1", T0);
+	while (runner_step(r2, T0, NULL) > 0)
+		;
+	assert_int_equal(run_state(run), RUN_FINISHED);
+	runner_plan_stats(r2, &own_hits, &own_plans);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(plans, 1);
+	assert_true(hits >= 5);
+	assert_int_equal(own_plans, plans);
+	assert_int_equal(own_hits, hits);
+	runner_free(r2);
+	/* still usable: the runner did not free it */
+	assert_int_equal(pipeline_run_plan_cached(c, st, pid_, 1, &dag, NULL), 0);
+	dag_free(dag);
+	dag_cache_stats(c, &hits, &plans);
+	assert_int_equal(plans, 1);
+	dag_cache_free(c);
+}
+
 static void create_named(const char *name, const char *schema, char id[static ID_LEN + 1])
 {
 	assert_int_equal(
@@ -875,6 +910,7 @@ int main(void)
 		T(test_typed_claims_leave_builds),
 		T(test_threads),
 		T(test_plans_once_per_schema_version),
+		T(test_borrowed_dag_cache),
 		T(test_dag_cache_lru),
 		T(test_dag_cache_threads),
 		T(test_dag_cache_node_budget),
