@@ -23,7 +23,8 @@ GEN_HEADERS += $(BUILD)/gen/sandbox_seccomp_bpf.h
 # statically (their archives come with the -dev packages the build needs anyway), so exec'ing
 # it maps and relocates libc alone. Measured: 0.5 ms less CPU per start, nearly half of it
 # symbol lookups and mmaps of four shared objects (docs/sandbox.md). A security update of one of
-# these libraries needs a rebuild of sandbox-run; taskd links them dynamically.
+# these libraries needs a rebuild of sandbox-run, which is a build-tree tool (debugging,
+# selftests, bench/start) the packages do not ship; taskd and taskd-shim link them dynamically.
 SANDBOX_RUN_STATIC := -Wl,-Bstatic -lnl-route-3 -lnl-3 -lseccomp -lcgroup -Wl,-Bdynamic
 $(eval $(call cd_prog,sandbox-run,sandbox/sandbox_run.c,sandbox cdlib,$(SANDBOX_RUN_STATIC)))
 $(eval $(call cd_selftest,sandbox,selftests/sandbox.c,sandbox cdlib))
