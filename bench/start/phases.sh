@@ -70,7 +70,9 @@ for v in $SR_LIST; do
 			printf "%-10s %8d %8d\n", order[k], a[int((n + 1) / 2)], a[1]
 		}
 	}' "$W/$name.timing"
-	[ -n "$PERF" ] && awk -F, -v n="$N" '/task-clock/ { ms += $1 }
-		END { printf "cpu        %8d us per start (task-clock of the whole tree)\n", ms * 1000 / n }' \
-		"$W/$name.cpu"
+	if [ -n "$PERF" ]; then
+		awk -F, -v n="$N" '/task-clock/ { ms += $1 }
+			END { printf "cpu        %8d us per start (task-clock of the whole tree)\n", ms * 1000 / n }' \
+			"$W/$name.cpu"
+	fi
 done
