@@ -71,7 +71,7 @@ for v in $SR_LIST; do
 		}
 	}' "$W/$name.timing"
 	if [ -n "$PERF" ]; then
-		awk -F, -v n="$N" '/task-clock/ { ms += $1 }
+		awk -F, -v n="$(wc -l <"$W/$name.wall")" '/task-clock/ { ms += $1 }
 			END { printf "cpu        %8d us per start (task-clock of the whole tree)\n", ms * 1000 / n }' \
 			"$W/$name.cpu"
 	fi
