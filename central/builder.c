@@ -1358,7 +1358,10 @@ static int ensure_in(struct checkout *co, const char *target, char ret_digest[st
 	r = builder_pack_dir(out, tar, hex, &size, err);
 	if (r == -ENODATA) {
 		cd_error_reset(err);
-		cd_error_set(err, -ENODATA, "%s: the build wrote nothing to $(OUT)", target);
+		cd_error_set(err, -ENODATA,
+			     co->driver == DRIVER_BAZEL ? "%s: the target has no default outputs" :
+							  "%s: the build wrote nothing to $(OUT)",
+			     target);
 		return 1;
 	}
 	if (r < 0)
