@@ -62,9 +62,11 @@ int builder_exec_test(struct exec_ctx *ctx, struct exec_result *res);
 /*
  * Make sure target (//dir:name) is built at commit of the pipeline's repo and indexed: when
  * the index already has it, nothing is built. *ret_digest ("sha256:<hex>", 72 bytes) gets the
- * digest. Build output goes to log_fd. Returns 0, 1 when the build ran and failed (message in
- * err: "make exited with status 2"), or -errno (-ESTALE/-ETIMEDOUT/-ECANCELED from the
- * keep-alive; -EIO etc. for infrastructure, which the runner retries).
+ * digest. Build output goes to log_fd. Returns 0, 1 when the build ran and failed or cannot
+ * run (message in err: "make exited with status 2", "bazel build exited with status 1 (build
+ * failed)", "... is a Bazel workspace ... but bazel was not found"), or -errno
+ * (-ESTALE/-ETIMEDOUT/-ECANCELED from the keep-alive; -EIO etc. for infrastructure, which the
+ * runner retries).
  */
 int builder_ensure_target(struct builder *b, struct exec_ctx *ctx, const char *repo,
 			  const char *commit, const char *target, int log_fd,
