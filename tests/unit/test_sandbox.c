@@ -29,6 +29,17 @@
 #include "sandbox/netns.h"
 #include "sandbox/seccomp.h"
 
+/* libcgroup must stay off the launch path (its init costs a one-shot launcher 0.4 ms): count
+ * its initialisations (linked with --wrap=cgroup_init, see sandbox/module.mk). */
+static int cgroup_init_calls;
+int __real_cgroup_init(void);
+int __wrap_cgroup_init(void);
+int __wrap_cgroup_init(void)
+{
+	cgroup_init_calls++;
+	return __real_cgroup_init();
+}
+
 static char root[64];
 
 static int setup_root(void **state)
@@ -223,13 +234,17 @@ static void test_create_destroy_fake_tree(void **state)
 	struct cd_error err = { 0 };
 	char **kids = NULL;
 	char path[256];
+	int init_calls;
 
 	fake_v1("memory");
 	fake_v1("cpu,cpuacct");
 	fake_v1("pids");
 	fake("unified", "cgroup.controllers");
+	init_calls = cgroup_init_calls;
 	assert_int_equal(cg_system_detect(root, &sys, NULL), 0);
 	assert_int_equal(task_cgroup_create(sys, "cd/prod", "t1", NULL, &cg, &err), 0);
+	/* detection and creation never touch libcgroup (nor does removal, checked below) */
+	assert_int_equal(cgroup_init_calls, init_calls);
 	assert_true(exists("memory/cd/prod/t1"));
 	assert_true(exists("cpu,cpuacct/cd/prod/t1"));
 	assert_true(exists("pids/cd/prod/t1"));
@@ -268,6 +283,9 @@ static void test_create_destroy_fake_tree(void **state)
 			assert_int_equal(fs_write_atomic(path, "", 0, 0644), 0);
 		}
 		assert_int_equal(task_cgroup_set_limits(cg, &lim, NULL), 0);
+		/* a limit change asks libcgroup whether it sees this tree (it does not: cgroupfs);
+		 * its initialisation happens once per process */
+		assert_int_equal(cgroup_init_calls, 1);
 		snprintf(path, sizeof(path), "%s/%s", root, files[0]);
 		assert_int_equal(fs_read_file_at(AT_FDCWD, path, 64, &got, NULL), 0);
 		assert_string_equal(got, "67108864");
@@ -289,6 +307,7 @@ static void test_create_destroy_fake_tree(void **state)
 	}
 	assert_int_equal(task_cgroup_destroy(cg, NULL), 0);
 	task_cgroup_free(cg);
+	assert_int_equal(cgroup_init_calls, 1); /* once per process, and not for removal */
 	assert_false(exists("memory/cd/prod/t1"));
 	assert_false(exists("unified/cd/prod/t1"));
 	assert_true(exists("memory/cd/prod")); /* the parent stays */
