@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <seccomp.h>
 
 #include "lib/fs.h"
 #include "lib/str.h"
@@ -38,6 +39,17 @@ int __wrap_cgroup_init(void)
 {
 	cgroup_init_calls++;
 	return __real_cgroup_init();
+}
+
+/* Pretend another libseccomp version is running (linked with --wrap=seccomp_version). */
+static bool fake_seccomp_version;
+const struct scmp_version *__real_seccomp_version(void);
+const struct scmp_version *__wrap_seccomp_version(void);
+const struct scmp_version *__wrap_seccomp_version(void)
+{
+	static const struct scmp_version other = { 9, 9, 9 };
+
+	return fake_seccomp_version ? &other : __real_seccomp_version();
 }
 
 static char root[64];
@@ -622,6 +634,10 @@ static void test_seccomp_cache(void **state)
  * option set, and sandbox_seccomp_get() serves them (this test runs where it was built). */
 static void test_seccomp_prebuilt(void **state)
 {
+	/* only the libseccomp the programs were compiled with may serve them */
+	fake_seccomp_version = true;
+	assert_false(sandbox_seccomp_prebuilt());
+	fake_seccomp_version = false;
 	assert_true(sandbox_seccomp_prebuilt());
 	for (unsigned i = 0; i < SANDBOX_SECCOMP_VARIANTS; i++) {
 		struct sandbox_seccomp_opts opts = { .allow_userns = i & 1,
