@@ -23,6 +23,7 @@ $(eval $(call cd_test,test_agent_manager,tests/unit/test_agent_manager.c,$(AGENT
 TASKCTL_SRCS := agent/taskctl.c agent/taskctl_token.c agent/taskctl_events.c
 $(eval $(call cd_prog,taskctl,$(TASKCTL_SRCS),api cdlib))
 $(eval $(call cd_test,test_taskctl,tests/unit/test_taskctl.c agent/taskctl_token.c agent/taskctl_events.c,api cdlib))
+$(eval $(call cd_fuzz,fuzz_taskctl_token,tests/fuzz/fuzz_taskctl_token.c agent/taskctl_token.c,cdlib))
 INSTALL_BIN += taskctl
 E2E_TESTS += tests/e2e/agent_taskd.sh
 E2E_TESTS += tests/e2e/agent_notify.sh

@@ -124,9 +124,12 @@ int taskctl_token_pick(const char *text, size_t len, const char *role, char **re
 
 	if (memchr(text, '\0', len))
 		return cd_error_set(err, -EINVAL, "the token file holds a NUL byte");
-	copy = strndup(text, len);
+	/* not strndup: text need not be NUL-terminated, and strndup may look past len for one */
+	copy = malloc(len + 1);
 	if (!copy)
 		return cd_error_set(err, -ENOMEM, "out of memory");
+	memcpy(copy, text, len);
+	copy[len] = '\0';
 	r = pick(copy, role, ret_token, err);
 	explicit_bzero(copy, len);
 	free(copy);
