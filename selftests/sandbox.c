@@ -384,6 +384,47 @@ static void test_namespaces(void)
 	run_end(&x);
 }
 
+/* The benchmark's slow path (cfg.attach_by_pid): no clone3 into the cgroup, the parent moves the
+ * init into every hierarchy by pid and only then lets it go on (the child waits for that go). */
+static void test_attach_by_pid(void)
+{
+	struct run x;
+	struct sandbox_status st;
+	char buf[4096], pid[32];
+	bool all = true;
+
+	run_init(&x, SH("cat /sys/class/net/lo/flags; sleep 30"));
+	x.cfg.attach_by_pid = true;
+	if (run_start(&x) < 0) {
+		ok(false, "attach_by_pid: launch");
+		run_end(&x);
+		return;
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)x.t->ident.pid);
+	for (int h = 0; h < _CG_HIER_MAX; h++) {
+		int fd = task_cgroup_fd(x.t->cg, h), f;
+		ssize_t n = -1;
+
+		if (fd < 0)
+			continue;
+		f = openat(fd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+		if (f >= 0) {
+			n = read(f, buf, sizeof(buf) - 1);
+			close(f);
+		}
+		buf[n > 0 ? n : 0] = '\0';
+		if (!strstr(buf, pid)) {
+			diag("attach_by_pid: init %s not in %s cgroup.procs", pid,
+			     cg_hier_to_string(h));
+			all = false;
+		}
+	}
+	ok(!x.t->into_cgroup && all, "attach_by_pid: the init was moved into every hierarchy");
+	ok(run_wait_output(&x, "0x9"), "attach_by_pid: the task runs (lo up)");
+	ok(sandbox_stop(x.t, 100000) == 0 && run_wait(&x, &st) == 1, "attach_by_pid: stopped");
+	run_end(&x);
+}
+
 static void test_limits_visible(void)
 {
 	struct run x;
@@ -1862,6 +1903,7 @@ int main(int argc, char **argv)
 	}
 	test_namespaces();
 	test_limits_visible();
+	test_attach_by_pid();
 	test_filesystem();
 	test_seccomp();
 	test_signals_and_status();
