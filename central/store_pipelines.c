@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * SQLite side of store_pipelines.h. Migrations of these tables are tracked in their own table
- * (pipelines_migrations) so they never compete for a version number with store_migrations.c.
+ * SQLite side of store_pipelines.h. The tables are created by store_open() (store_migrations.c,
+ * version 2), like every table of the store.
  */
 #include "central/store_pipelines.h"
 
@@ -13,95 +13,6 @@
 #include "central/store_internal.h"
 #include "lib/macro.h"
 #include "lib/str.h"
-
-static const struct store_migration pipelines_migrations[] = {
-	{
-		1,
-		"pipelines: pipelines, schema versions, runs, action_state, action_queue",
-		"CREATE TABLE pipelines ("
-		"  pipeline_id TEXT PRIMARY KEY,"
-		"  name TEXT NOT NULL UNIQUE,"
-		"  owner TEXT NOT NULL,"
-		"  repo TEXT, branch TEXT, last_polled_commit TEXT,"
-		"  created_by TEXT, created_at INTEGER NOT NULL);"
-		"CREATE INDEX pipelines_by_owner ON pipelines(owner, pipeline_id);"
-		"CREATE TABLE pipeline_schemas ("
-		"  pipeline_id TEXT NOT NULL REFERENCES pipelines(pipeline_id),"
-		"  version INTEGER NOT NULL CHECK (version >= 1),"
-		"  state TEXT NOT NULL CHECK (state IN ('draft','active','inactive')),"
-		"  schema TEXT NOT NULL,"
-		"  created_by TEXT, created_at INTEGER NOT NULL,"
-		"  PRIMARY KEY (pipeline_id, version));"
-		"CREATE UNIQUE INDEX pipeline_schemas_one_active ON pipeline_schemas(pipeline_id)"
-		"  WHERE state = 'active';"
-		"CREATE TABLE pipeline_runs ("
-		"  pipeline_id TEXT NOT NULL REFERENCES pipelines(pipeline_id),"
-		"  run INTEGER NOT NULL CHECK (run >= 1),"
-		"  schema_version INTEGER NOT NULL,"
-		"  commit_id TEXT NOT NULL,"
-		"  state TEXT NOT NULL CHECK (state IN ('PENDING','IN_PROGRESS','FINISHED','ERROR',"
-		"    'CANCELLED','SUPERSEDED')),"
-		"  attempt INTEGER NOT NULL DEFAULT 1 CHECK (attempt >= 1),"
-		"  error_message TEXT,"
-		"  trigger TEXT NOT NULL,"
-		"  idempotency_key TEXT,"
-		"  created_by TEXT,"
-		"  created_at INTEGER NOT NULL, last_update INTEGER NOT NULL,"
-		"  PRIMARY KEY (pipeline_id, run));"
-		"CREATE UNIQUE INDEX pipeline_runs_idempotency ON pipeline_runs(pipeline_id,"
-		"  idempotency_key) WHERE idempotency_key IS NOT NULL;"
-		"CREATE INDEX pipeline_runs_by_state ON pipeline_runs(state, pipeline_id, run);"
-		/* The seed's ActionState, keyed by run and attempt as well. */
-		"CREATE TABLE action_state ("
-		"  pipeline_id TEXT NOT NULL,"
-		"  run INTEGER NOT NULL,"
-		"  schema_node TEXT NOT NULL,"
-		"  attempt INTEGER NOT NULL CHECK (attempt >= 1),"
-		"  state TEXT NOT NULL CHECK (state IN ('PENDING','IN_PROGRESS','FINISHED','ERROR')),"
-		"  error_message TEXT,"
-		"  result TEXT,"
-		"  approved_by TEXT,"
-		"  claims INTEGER NOT NULL DEFAULT 0,"
-		"  created_at INTEGER NOT NULL,"
-		"  started_at INTEGER NOT NULL DEFAULT 0,"
-		"  last_update INTEGER NOT NULL,"
-		"  PRIMARY KEY (pipeline_id, run, schema_node, attempt),"
-		"  FOREIGN KEY (pipeline_id, run) REFERENCES pipeline_runs(pipeline_id, run));"
-		"CREATE TABLE action_queue ("
-		"  pipeline_id TEXT NOT NULL,"
-		"  run INTEGER NOT NULL,"
-		"  schema_node TEXT NOT NULL,"
-		"  attempt INTEGER NOT NULL,"
-		"  not_before INTEGER NOT NULL,"
-		"  tries INTEGER NOT NULL DEFAULT 0,"
-		"  lease_owner TEXT,"
-		"  lease_expires INTEGER NOT NULL DEFAULT 0,"
-		"  lease_token INTEGER NOT NULL DEFAULT 0,"
-		"  enqueued_at INTEGER NOT NULL,"
-		"  PRIMARY KEY (pipeline_id, run, schema_node, attempt),"
-		"  FOREIGN KEY (pipeline_id, run, schema_node, attempt)"
-		"    REFERENCES action_state(pipeline_id, run, schema_node, attempt));"
-		"CREATE INDEX action_queue_ready ON action_queue(not_before, lease_expires);",
-	},
-	{
-		2,
-		"pipelines: stage type bit on queued actions (typed claims for builder-only runners)",
-		"ALTER TABLE action_queue ADD COLUMN type_bit INTEGER NOT NULL DEFAULT 0;",
-	},
-	{
-		3,
-		"pipelines: schema versions are immutable (the runner caches their plans)",
-		/* Nothing here updates a version's text or deletes a version (put inserts
-		 * latest + 1, activate changes only state), and the runner's DAG cache
-		 * (pipeline_run.h) relies on it: (pipeline_id, version) always names the same
-		 * schema. The triggers make that a property of the database, not of this file. */
-		"CREATE TRIGGER pipeline_schemas_immutable BEFORE UPDATE OF pipeline_id, version,"
-		"  schema ON pipeline_schemas"
-		"  BEGIN SELECT RAISE(ABORT, 'pipeline schema versions are immutable'); END;"
-		"CREATE TRIGGER pipeline_schemas_no_delete BEFORE DELETE ON pipeline_schemas"
-		"  BEGIN SELECT RAISE(ABORT, 'pipeline schema versions are immutable'); END;",
-	},
-};
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -176,67 +87,19 @@ static int col_dup(sqlite3_stmt *st, int i, char **ret)
 	return store_col_strdup(st, i, ret);
 }
 
-/* ---- migrations ---------------------------------------------------------------------------- */
-
-static int migrate_locked(sqlite3 *db, struct cd_error *err)
-{
-	int r = exec_fmt(db, err, "create pipelines_migrations",
-			 "CREATE TABLE IF NOT EXISTS pipelines_migrations ("
-			 "  version INTEGER PRIMARY KEY, description TEXT NOT NULL)",
-			 "");
-	int64_t have = 0;
-
-	if (r < 0)
-		return r;
-	{
-		sqlite3_stmt *st = NULL;
-
-		r = prep(db, &st, err, "SELECT COALESCE(MAX(version), 0) FROM pipelines_migrations",
-			 "");
-		if (r < 0)
-			return r;
-		r = step(db, st, err, "read pipelines_migrations");
-		if (r < 0)
-			return r;
-		have = sqlite3_column_int64(st, 0);
-	}
-	if (have > (int64_t)ARRAY_SIZE(pipelines_migrations))
-		return cd_error_set(err, -EPROTO,
-				    "pipelines tables are at version %lld, newer than this binary",
-				    (long long)have);
-	for (size_t i = 0; i < ARRAY_SIZE(pipelines_migrations); i++) {
-		const struct store_migration *m = &pipelines_migrations[i];
-		char *msg = NULL;
-		int rc;
-
-		if (m->version <= have)
-			continue;
-		rc = sqlite3_exec(db, m->sql, NULL, NULL, &msg);
-		if (rc != SQLITE_OK) {
-			r = store_map_rc(db, rc, NULL, "migrate");
-			cd_error_set(err, r, "pipelines migration %d: %s", m->version,
-				     msg ? msg : sqlite3_errstr(rc));
-			sqlite3_free(msg);
-			return r;
-		}
-		r = exec_fmt(db, err, "record migration",
-			     "INSERT INTO pipelines_migrations(version, description) VALUES (?, ?)",
-			     "is", (int64_t)m->version, m->description);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
+/* ---- schema version ----------------------------------------------------------------------- */
 
 int store_pipelines_migrate(struct store *s, struct cd_error *err)
 {
-	int r;
-	sqlite3 *db = store_enter(s, true, &r, err);
+	int version = 0, r = store_schema_version(s, &version);
 
-	if (!db)
-		return r;
-	r = migrate_locked(db, err);
-	return store_leave(s, true, r, err);
+	if (r < 0)
+		return cd_error_set(err, r, "reading the schema version failed");
+	if (version < STORE_PIPELINES_SCHEMA_VERSION)
+		return cd_error_set(err, -EPROTO,
+				    "database schema version %d has no pipelines tables (needs %d)",
+				    version, STORE_PIPELINES_SCHEMA_VERSION);
+	return 0;
 }
 
 /* ---- pipelines ----------------------------------------------------------------------------- */

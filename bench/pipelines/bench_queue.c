@@ -187,8 +187,6 @@ static int run_runner(const char *parent, unsigned threads, usec_t recon, struct
 	snprintf(path, sizeof(path), "%s/deployd.db", dir);
 	ids = calloc(n_pipes, ID_LEN + 1);
 	r = ids ? store_open(path, &st, err) : -ENOMEM;
-	if (r >= 0)
-		r = store_pipelines_migrate(st, err);
 	if (r < 0)
 		goto out;
 

@@ -78,7 +78,6 @@ static int setup(void **state)
 	assert_non_null(mkdtemp(tmpdir));
 	snprintf(path, sizeof(path), "%s/d.db", tmpdir);
 	assert_int_equal(store_open(path, &st, &err), 0);
-	assert_int_equal(store_pipelines_migrate(st, &err), 0);
 	cfg.store = st;
 	cfg.exec[ACTION_BUILD] = fake_build;
 	assert_int_equal(runner_new(&cfg, &rn, &err), 0);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests for central/store_pipelines on a real SQLite file: pipelines, schema versions,
  * runs (idempotency, supersede, one active run), the action queue (idempotent enqueue, leases,
- * expiry and re-claim, fencing), approval, cancel and retry, and reopening the database. */
+ * expiry and re-claim, fencing), approval, cancel and retry, reopening the database, and
+ * upgrading a database whose pipelines tables an earlier build created. */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "central/planner.h"
+#include "central/store_internal.h"
 #include "central/store_pipelines.h"
 #include "lib/fs.h"
 #include "lib/str.h"
@@ -33,8 +36,6 @@ static void open_store(void)
 
 	if (store_open(dbpath, &st, &err) < 0)
 		fail_msg("store_open: %s", cd_error_message(&err));
-	if (store_pipelines_migrate(st, &err) < 0)
-		fail_msg("migrate: %s", cd_error_message(&err));
 }
 
 static int setup(void **state)
@@ -585,6 +586,339 @@ static void test_schema_versions_immutable(void **state)
 	store_schema_release(&sv);
 }
 
+/* ---- upgrade from the tables of earlier builds ------------------------------------------- */
+
+/*
+ * Until store migration 2, store_pipelines.c created its tables itself and counted their
+ * versions in pipelines_migrations. These are those migrations exactly as released (commit
+ * 0e8fbc3, central/store_pipelines.c): the old databases the upgrade must take over.
+ */
+static const struct store_migration old_pipelines_migrations[] = {
+	{
+		1,
+		"pipelines: pipelines, schema versions, runs, action_state, action_queue",
+		"CREATE TABLE pipelines ("
+		"  pipeline_id TEXT PRIMARY KEY,"
+		"  name TEXT NOT NULL UNIQUE,"
+		"  owner TEXT NOT NULL,"
+		"  repo TEXT, branch TEXT, last_polled_commit TEXT,"
+		"  created_by TEXT, created_at INTEGER NOT NULL);"
+		"CREATE INDEX pipelines_by_owner ON pipelines(owner, pipeline_id);"
+		"CREATE TABLE pipeline_schemas ("
+		"  pipeline_id TEXT NOT NULL REFERENCES pipelines(pipeline_id),"
+		"  version INTEGER NOT NULL CHECK (version >= 1),"
+		"  state TEXT NOT NULL CHECK (state IN ('draft','active','inactive')),"
+		"  schema TEXT NOT NULL,"
+		"  created_by TEXT, created_at INTEGER NOT NULL,"
+		"  PRIMARY KEY (pipeline_id, version));"
+		"CREATE UNIQUE INDEX pipeline_schemas_one_active ON pipeline_schemas(pipeline_id)"
+		"  WHERE state = 'active';"
+		"CREATE TABLE pipeline_runs ("
+		"  pipeline_id TEXT NOT NULL REFERENCES pipelines(pipeline_id),"
+		"  run INTEGER NOT NULL CHECK (run >= 1),"
+		"  schema_version INTEGER NOT NULL,"
+		"  commit_id TEXT NOT NULL,"
+		"  state TEXT NOT NULL CHECK (state IN ('PENDING','IN_PROGRESS','FINISHED','ERROR',"
+		"    'CANCELLED','SUPERSEDED')),"
+		"  attempt INTEGER NOT NULL DEFAULT 1 CHECK (attempt >= 1),"
+		"  error_message TEXT,"
+		"  trigger TEXT NOT NULL,"
+		"  idempotency_key TEXT,"
+		"  created_by TEXT,"
+		"  created_at INTEGER NOT NULL, last_update INTEGER NOT NULL,"
+		"  PRIMARY KEY (pipeline_id, run));"
+		"CREATE UNIQUE INDEX pipeline_runs_idempotency ON pipeline_runs(pipeline_id,"
+		"  idempotency_key) WHERE idempotency_key IS NOT NULL;"
+		"CREATE INDEX pipeline_runs_by_state ON pipeline_runs(state, pipeline_id, run);"
+		/* The seed's ActionState, keyed by run and attempt as well. */
+		"CREATE TABLE action_state ("
+		"  pipeline_id TEXT NOT NULL,"
+		"  run INTEGER NOT NULL,"
+		"  schema_node TEXT NOT NULL,"
+		"  attempt INTEGER NOT NULL CHECK (attempt >= 1),"
+		"  state TEXT NOT NULL CHECK (state IN ('PENDING','IN_PROGRESS','FINISHED','ERROR')),"
+		"  error_message TEXT,"
+		"  result TEXT,"
+		"  approved_by TEXT,"
+		"  claims INTEGER NOT NULL DEFAULT 0,"
+		"  created_at INTEGER NOT NULL,"
+		"  started_at INTEGER NOT NULL DEFAULT 0,"
+		"  last_update INTEGER NOT NULL,"
+		"  PRIMARY KEY (pipeline_id, run, schema_node, attempt),"
+		"  FOREIGN KEY (pipeline_id, run) REFERENCES pipeline_runs(pipeline_id, run));"
+		"CREATE TABLE action_queue ("
+		"  pipeline_id TEXT NOT NULL,"
+		"  run INTEGER NOT NULL,"
+		"  schema_node TEXT NOT NULL,"
+		"  attempt INTEGER NOT NULL,"
+		"  not_before INTEGER NOT NULL,"
+		"  tries INTEGER NOT NULL DEFAULT 0,"
+		"  lease_owner TEXT,"
+		"  lease_expires INTEGER NOT NULL DEFAULT 0,"
+		"  lease_token INTEGER NOT NULL DEFAULT 0,"
+		"  enqueued_at INTEGER NOT NULL,"
+		"  PRIMARY KEY (pipeline_id, run, schema_node, attempt),"
+		"  FOREIGN KEY (pipeline_id, run, schema_node, attempt)"
+		"    REFERENCES action_state(pipeline_id, run, schema_node, attempt));"
+		"CREATE INDEX action_queue_ready ON action_queue(not_before, lease_expires);",
+	},
+	{
+		2,
+		"pipelines: stage type bit on queued actions (typed claims for builder-only runners)",
+		"ALTER TABLE action_queue ADD COLUMN type_bit INTEGER NOT NULL DEFAULT 0;",
+	},
+	{
+		3,
+		"pipelines: schema versions are immutable (the runner caches their plans)",
+		/* Nothing here updates a version's text or deletes a version (put inserts
+		 * latest + 1, activate changes only state), and the runner's DAG cache
+		 * (pipeline_run.h) relies on it: (pipeline_id, version) always names the same
+		 * schema. The triggers make that a property of the database, not of this file. */
+		"CREATE TRIGGER pipeline_schemas_immutable BEFORE UPDATE OF pipeline_id, version,"
+		"  schema ON pipeline_schemas"
+		"  BEGIN SELECT RAISE(ABORT, 'pipeline schema versions are immutable'); END;"
+		"CREATE TRIGGER pipeline_schemas_no_delete BEFORE DELETE ON pipeline_schemas"
+		"  BEGIN SELECT RAISE(ABORT, 'pipeline schema versions are immutable'); END;",
+	},
+};
+
+#define OLD_SCHEMA                                                                                 \
+	"[{\"name\":\"Code Build\",\"type\":\"build\",\"build_targets\":[\"//a:b\"]},"             \
+	"{\"name\":\"t\",\"type\":\"test\",\"test_target\":\"//a:t\"},"                            \
+	"{\"name\":\"j\",\"type\":\"job\",\"spec\":\"//a:s\"},"                                    \
+	"{\"name\":\"gate ✓\",\"type\":\"approval\"},"                                           \
+	"{\"name\":\"w\",\"type\":\"wait\",\"wait\":{\"seconds\":5}},"                             \
+	"{\"name\":\"done\",\"type\":\"wait\",\"wait\":{\"seconds\":0},\"depends_on\":[]}]"
+
+/* Queued stages of OLD_SCHEMA with their types, in claim order (enqueued_at). */
+static const struct {
+	const char *name;
+	enum action_type type;
+} old_queued[] = {
+	{ "Code Build", ACTION_BUILD }, { "t", ACTION_TEST }, { "j", ACTION_JOB },
+	{ "gate ✓", ACTION_APPROVAL },	{ "w", ACTION_WAIT },
+};
+
+static void sql_or_fail(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s: %s", sql, msg);
+}
+
+static int64_t sql_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *q = NULL;
+	int64_t v;
+
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+	v = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	return v;
+}
+
+/*
+ * What an earlier deployd left: store migration 1 (user_version 1) and the pipelines tables at
+ * their version `version` (1..3; 4 records a version no build made), with pipeline P1 whose run 1
+ * (schema version 2) has one FINISHED stage and five queued ones, their leases expired and
+ * their fencing tokens at 7.
+ */
+static void make_old_db(int version)
+{
+	char sql[1024];
+	sqlite3 *db = NULL;
+
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	sql_or_fail(db, "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; BEGIN");
+	sql_or_fail(db, store_migrations[0].sql);
+	sql_or_fail(db, "PRAGMA user_version = 1; CREATE TABLE pipelines_migrations ("
+			"version INTEGER PRIMARY KEY, description TEXT NOT NULL)");
+	for (int v = 1; v <= version; v++) {
+		if (v <= (int)ARRAY_SIZE(old_pipelines_migrations))
+			sql_or_fail(db, old_pipelines_migrations[v - 1].sql);
+		snprintf(sql, sizeof(sql), "INSERT INTO pipelines_migrations VALUES (%d, 'v%d')", v,
+			 v);
+		sql_or_fail(db, sql);
+	}
+	sql_or_fail(db, "INSERT INTO pipelines VALUES ('P1', 'Foo', 'foo_team', '/srv/git/foo',"
+			" 'main', 'c0ffee', 'team:foo_team', 1700000000000000)");
+	sql_or_fail(db, "INSERT INTO pipeline_schemas VALUES ('P1', 1, 'inactive',"
+			" '[{\"name\":\"old\",\"type\":\"approval\"}]', 'admin', 1)");
+	sql_or_fail(db, "INSERT INTO pipeline_schemas VALUES ('P1', 2, 'active', '" OLD_SCHEMA
+			"', 'admin', 2)");
+	sql_or_fail(db, "INSERT INTO pipeline_runs VALUES ('P1', 1, 2, 'c0ffee', 'IN_PROGRESS', 1,"
+			" NULL, 'api', 'key-1', 'team:foo_team', 3, 4)");
+	sql_or_fail(db, "INSERT INTO action_state VALUES ('P1', 1, 'done', 1, 'FINISHED', NULL,"
+			" '{\"ok\":true}', NULL, 1, 5, 5, 6)");
+	for (size_t i = 0; i < ARRAY_SIZE(old_queued); i++) {
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO action_state VALUES ('P1', 1, '%s', 1, 'IN_PROGRESS', NULL,"
+			 " NULL, NULL, 1, 5, 5, 6)",
+			 old_queued[i].name);
+		sql_or_fail(db, sql);
+		/* untyped (0) before version 2, the runner's 1 << type after */
+		snprintf(
+			sql, sizeof(sql),
+			"INSERT INTO action_queue (pipeline_id, run, schema_node, attempt,"
+			" not_before, tries, lease_owner, lease_expires, lease_token, enqueued_at%s)"
+			" VALUES ('P1', 1, '%s', 1, 10, 2, 'deployd@dead', 11, 7, %zu%s)",
+			version >= 2 ? ", type_bit" : "", old_queued[i].name, 100 + i,
+			version >= 2 ? (i == 0 ? ", 2" :
+					i == 1 ? ", 4" :
+					i == 2 ? ", 8" :
+					i == 3 ? ", 16" :
+						 ", 32") :
+				       "");
+		sql_or_fail(db, sql);
+	}
+	sql_or_fail(db, "COMMIT");
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* The old rows, read through store_pipelines.h after the upgrade. */
+static void check_upgraded(void)
+{
+	struct store_pipeline p = { 0 };
+	struct store_schema sv = { 0 };
+	struct store_run r = { 0 };
+	struct store_stage *stages = NULL;
+	size_t n = 0;
+	int version = 0;
+	sqlite3 *db = NULL;
+
+	assert_int_equal(store_schema_version(st, &version), 0);
+	assert_int_equal(version, (int)store_migrations_n);
+	assert_int_equal(store_pipelines_migrate(st, NULL), 0);
+	assert_int_equal(store_pipeline_get(st, "P1", &p, NULL), 0);
+	assert_string_equal(p.name, "Foo");
+	assert_string_equal(p.owner, "foo_team");
+	assert_string_equal(p.repo, "/srv/git/foo");
+	assert_string_equal(p.last_polled_commit, "c0ffee");
+	assert_int_equal(p.active_version, 2);
+	assert_int_equal(p.latest_version, 2);
+	store_pipeline_release(&p);
+	assert_int_equal(store_schema_get(st, "P1", 0, &sv, NULL), 0);
+	assert_int_equal(sv.version, 2);
+	assert_string_equal(sv.schema, OLD_SCHEMA);
+	store_schema_release(&sv);
+	assert_int_equal(store_run_get(st, "P1", 1, &r, NULL), 0);
+	assert_int_equal(r.state, RUN_IN_PROGRESS);
+	assert_string_equal(r.commit, "c0ffee");
+	assert_string_equal(r.idempotency_key, "key-1");
+	store_run_release(&r);
+	assert_int_equal(store_stage_list(st, "P1", 1, &stages, &n, NULL), 0);
+	assert_int_equal(n, 6);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(stages[i].queued, !streq(stages[i].name, "done"));
+		if (streq(stages[i].name, "done"))
+			assert_string_equal(stages[i].result, "{\"ok\":true}");
+	}
+	store_stage_list_free(stages, n);
+
+	/* Each queued action has its stage's type: a claim for one type takes exactly that stage
+	 * (claimed newest first: untyped rows would come oldest first), with its lease history
+	 * (fencing token 7 + 1, 2 tries) intact. */
+	for (size_t i = ARRAY_SIZE(old_queued); i-- > 0;) {
+		struct store_claim c = { 0 };
+
+		assert_int_equal(store_action_claim_typed(st, "me", 1u << old_queued[i].type, T0,
+							  LEASE, &c, NULL),
+				 1);
+		assert_string_equal(c.stage, old_queued[i].name);
+		assert_int_equal(c.lease_token, 8);
+		assert_int_equal(c.tries, 2);
+		assert_int_equal(c.claims, 2);
+		store_claim_release(&c);
+	}
+
+	store_free(st);
+	st = NULL;
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
+				     " WHERE name IN ('pipelines_migrations', 'action_queue_v2')"),
+			 0);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
+				     " WHERE type = 'index' AND name = 'action_queue_ready'"),
+			 1);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
+				     " AND name LIKE 'pipeline_schemas_%'"),
+			 2);
+	/* still immutable */
+	assert_int_not_equal(sqlite3_exec(db, "UPDATE pipeline_schemas SET schema = '[]'", NULL,
+					  NULL, NULL),
+			     SQLITE_OK);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	open_store(); /* and opening it again changes nothing */
+	assert_int_equal(store_schema_version(st, &version), 0);
+	assert_int_equal(version, (int)store_migrations_n);
+}
+
+static int setup_dir(void **state)
+{
+	strcpy(tmpdir, "/tmp/cd-test-pstore.XXXXXX");
+	assert_non_null(mkdtemp(tmpdir));
+	snprintf(dbpath, sizeof(dbpath), "%s/deployd.db", tmpdir);
+	return 0;
+}
+
+/* The last pipelines version earlier builds made (3): type bits and triggers already there. */
+static void test_upgrade_from_pipelines_v3(void **state)
+{
+	make_old_db(3);
+	open_store();
+	check_upgraded();
+}
+
+/* Version 1 (no type_bit column, no triggers): the type of each queued action comes from its
+ * run's schema. */
+static void test_upgrade_from_pipelines_v1(void **state)
+{
+	make_old_db(1);
+	open_store();
+	check_upgraded();
+}
+
+/* A pipelines_migrations version no build made: refused before anything changes. */
+static void test_upgrade_refuses_unknown_pipelines_version(void **state)
+{
+	struct cd_error err = { 0 };
+	sqlite3 *db = NULL;
+
+	make_old_db(4);
+	assert_int_equal(store_open(dbpath, &st, &err), -EINVAL);
+	assert_null(st);
+	if (!strstr(err.msg, "newer than this deployd"))
+		fail_msg("%s", err.msg);
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(sql_int(db, "PRAGMA user_version"), 1);
+	assert_int_equal(sql_int(db, "SELECT MAX(version) FROM pipelines_migrations"), 4);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM action_queue"), 5);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* A new database gets the final tables straight away and nothing of the adoption. */
+static void test_new_database_schema(void **state)
+{
+	sqlite3 *db = NULL;
+
+	store_free(st);
+	st = NULL;
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
+				     " WHERE name IN ('pipelines_migrations', 'action_queue_v2')"),
+			 0);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM pragma_table_info('action_queue')"
+				     " WHERE name = 'type_bit'"),
+			 1);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
+				     " AND name LIKE 'pipeline_schemas_%'"),
+			 2);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	open_store();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -602,6 +936,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_typed_claims, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_keeps_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_schema_versions_immutable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_from_pipelines_v3, setup_dir,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_from_pipelines_v1, setup_dir,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_refuses_unknown_pipelines_version,
+						setup_dir, teardown),
+		cmocka_unit_test_setup_teardown(test_new_database_schema, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
