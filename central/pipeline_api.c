@@ -134,31 +134,42 @@ static json_t *run_json(const struct store_run *r)
 }
 
 /* [SchemaNodeState] of a run: every stage of its schema version in schema order, with its
- * latest ActionState (or PENDING with attempt 0 when it has not been queued yet). */
+ * latest ActionState (or PENDING with attempt 0 when it has not been queued yet). The plan
+ * comes from the DAG cache the runner shares: a run view parses and plans its schema version
+ * at most once while the version stays cached (a 10,000-stage schema costs milliseconds). */
 static int stages_json(struct pipeline_api *api, const struct store_run *run, json_t **ret,
 		       struct cd_error *err)
 {
 	_cleanup_dag_ struct action_dag *dag = NULL;
+	_cleanup_free_ const struct store_stage **by_node = NULL;
 	struct store_stage *v = NULL;
 	size_t n = 0;
-	json_t *a;
+	json_t *a = NULL;
 	int r;
 
-	r = pipeline_run_plan(api->cfg.store, run->pipeline_id, run->schema_version, &dag, err);
+	r = pipeline_run_plan_cached(api->cfg.dags, api->cfg.store, run->pipeline_id,
+				     run->schema_version, &dag, err);
 	if (r < 0)
 		return r;
 	r = store_stage_list(api->cfg.store, run->pipeline_id, run->run, &v, &n, err);
 	if (r < 0)
 		return r;
-	a = json_array();
+	by_node = calloc(dag_n_nodes(dag), sizeof(*by_node));
+	if (by_node)
+		a = json_array();
+	/* One row per stage name (its latest attempt); rows of names the schema does not have
+	 * cannot belong to this run's version and are not shown. */
+	for (size_t k = 0; a && k < n; k++) {
+		const struct action_node *node = dag_find_node(dag, v[k].name);
+
+		if (node)
+			by_node[node_index(node)] = &v[k];
+	}
 	for (size_t i = 0; a && i < dag_n_nodes(dag); i++) {
 		const struct action_node *node = dag_node(dag, i);
-		const struct store_stage *sg = NULL;
+		const struct store_stage *sg = by_node[i];
 		json_t *o, *res = NULL;
 
-		for (size_t k = 0; k < n && !sg; k++)
-			if (streq(v[k].name, node_name(node)))
-				sg = &v[k];
 		if (sg && sg->result)
 			res = json_loads(sg->result, JSON_DECODE_ANY, NULL);
 		o = json_pack("{s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:o, s:i, s:b, s:o}",
@@ -636,8 +647,8 @@ static void create_run(struct pipeline_api *api, struct http_request *req,
 	n = run.run;
 	if (r >= 0 && created) {
 		/* Start it now when the pipeline is idle; otherwise it waits its turn. */
-		r = pipeline_run_start_next(api->cfg.store, row->pipeline_id, clock_real_usec(),
-					    &err);
+		r = pipeline_run_start_next_cached(api->cfg.store, api->cfg.dags, row->pipeline_id,
+						   clock_real_usec(), &err);
 		if (r >= 0) {
 			store_run_release(&run);
 			r = store_run_get(api->cfg.store, row->pipeline_id, n, &run, &err);
@@ -774,7 +785,8 @@ static void run_verb(struct pipeline_api *api, struct http_request *req,
 			   subject_of(subj, sizeof(subj), row.pipeline_id, n), NULL, &err);
 		if (r >= 0)
 			/* The pipeline's next pending run may start now. */
-			r = pipeline_run_start_next(api->cfg.store, row.pipeline_id, now, &err);
+			r = pipeline_run_start_next_cached(api->cfg.store, api->cfg.dags,
+							   row.pipeline_id, now, &err);
 		break;
 	case VERB_RETRY:
 		r = store_run_retry(api->cfg.store, row.pipeline_id, n, now, &attempt, &err);
@@ -782,8 +794,8 @@ static void run_verb(struct pipeline_api *api, struct http_request *req,
 			   subject_of(subj, sizeof(subj), row.pipeline_id, n),
 			   json_pack("{s:I}", "attempt", (json_int_t)attempt), &err);
 		if (r >= 0)
-			r = pipeline_run_advance(api->cfg.store, row.pipeline_id, n, now, NULL,
-						 &err);
+			r = pipeline_run_advance_cached(api->cfg.store, api->cfg.dags,
+							row.pipeline_id, n, now, NULL, &err);
 		break;
 	case VERB_APPROVE:
 		r = store_stage_approve(api->cfg.store, row.pipeline_id, n,

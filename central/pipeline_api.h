@@ -33,6 +33,9 @@ struct pipeline_api_config {
 	bool insecure_no_auth;
 	/* Where stage logs are (<log_dir>/<pipeline>/<run>/<stage>.<attempt>.log); may be NULL. */
 	const char *log_dir;
+	/* Planned DAGs (pipeline_run.h), borrowed: give the runner's (runner_config.dags) so a run
+	 * view and the runner plan a schema version once between them. NULL = plan every time. */
+	struct dag_cache *dags;
 };
 
 struct pipeline_api;

@@ -192,9 +192,7 @@ static int init_common(struct deployd *d, bool builder_only, void **ret_state, s
 							  cfg->pipelines_sandbox_builds;
 	pr->artifacts_url = cfg->pipelines_artifacts_url;
 	snprintf(logs, sizeof(logs), "%s/pipeline-logs", cfg->state_dir);
-	r = store_pipelines_migrate(store, err);
-	if (r >= 0)
-		r = load_zones(pr, cfg, err);
+	r = load_zones(pr, cfg, err);
 	if (r >= 0 && cfg->pipelines_artifacts_token_file)
 		r = read_admin_token(cfg->pipelines_artifacts_token_file, &pr->artifacts_token,
 				     err);
@@ -255,6 +253,7 @@ static int init_common(struct deployd *d, bool builder_only, void **ret_state, s
 			.runner = pr->runner,
 			.insecure_no_auth = true, /* deployd authenticates */
 			.log_dir = logs,
+			.dags = pr->dags,
 		};
 
 		r = pipeline_api_new(&ac, &pr->api, err);

@@ -18,6 +18,7 @@
 #include "api/http_client.h"
 #include "api/http_server.h"
 #include "central/pipeline_api.h"
+#include "central/pipeline_run.h"
 #include "lib/fs.h"
 #include "lib/str.h"
 
@@ -30,6 +31,7 @@
 static char tmpdir[64];
 static struct store *st;
 static struct runner *rn;
+static struct dag_cache *dags;
 static struct pipeline_api *api;
 static struct http_server *srv;
 static char base[64];
@@ -67,12 +69,15 @@ static int setup(void **state)
 	assert_non_null(mkdtemp(tmpdir));
 	snprintf(path, sizeof(path), "%s/d.db", tmpdir);
 	assert_int_equal(store_open(path, &st, &err), 0);
-	assert_int_equal(store_pipelines_migrate(st, &err), 0);
+	/* shared by the runner and the API, as the pipelines role does */
+	assert_int_equal(dag_cache_new(0, 0, &dags), 0);
 	rc.store = st;
+	rc.dags = dags;
 	assert_int_equal(runner_new(&rc, &rn, &err), 0);
 	ac.store = st;
 	ac.runner = rn;
 	ac.log_dir = tmpdir;
+	ac.dags = dags;
 	assert_int_equal(pipeline_api_new(&ac, &api, &err), 0);
 	routes = pipeline_api_routes(api, &sc.n_routes);
 	sc.routes = routes;
@@ -88,6 +93,7 @@ static int teardown(void **state)
 	http_server_free(srv);
 	pipeline_api_free(api);
 	runner_free(rn);
+	dags = dag_cache_free(dags);
 	store_free(st);
 	assert_int_equal(fs_rm_rf_at(AT_FDCWD, tmpdir), 0);
 	return 0;
@@ -372,6 +378,38 @@ static void test_runs_idempotency_state_approve(void **state)
 	assert_int_equal(req(FOO, "GET", path, NULL, NULL), 400);
 }
 
+/* Run views (POST/GET runs, GET state) plan the run's schema version through the DAG cache the
+ * runner uses: once for the run's whole life, however often it is looked at. */
+static void test_run_views_use_dag_cache(void **state)
+{
+	char id[ID_LEN + 1], path[200];
+	uint64_t hits0 = 0, plans0 = 0, hits = 0, plans = 0;
+	json_t *b = NULL;
+
+	create_gate(id);
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs", id);
+	assert_int_equal(req(FOO, "POST", path, "{\"commit\":\"" COMMIT1 "\"}", &b), 201);
+	assert_int_equal(json_array_size(json_object_get(b, "stages")), 3);
+	json_decref(b);
+	drain(); /* parked at the gate: the runner planned through the same cache */
+	dag_cache_stats(dags, &hits0, &plans0);
+	assert_int_equal(plans0, 1);
+
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/runs/1", id);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(req(BAR, "GET", path, NULL, &b), 200);
+		assert_string_equal(stage_state(b, 1), "IN_PROGRESS");
+		json_decref(b);
+	}
+	snprintf(path, sizeof(path), "/v1/pipelines/%s/state", id);
+	assert_int_equal(req(BAR, "GET", path, NULL, &b), 200);
+	assert_string_equal(stage_state(b, 0), "FINISHED");
+	json_decref(b);
+	dag_cache_stats(dags, &hits, &plans);
+	assert_int_equal(plans, 1);
+	assert_int_equal(hits, hits0 + 4);
+}
+
 static void test_cancel_retry_list(void **state)
 {
 	char id[ID_LEN + 1], path[200];
@@ -423,6 +461,7 @@ int main(void)
 		T(test_schema_versions_etag),
 		T(test_runs_idempotency_state_approve),
 		T(test_cancel_retry_list),
+		T(test_run_views_use_dag_cache),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
