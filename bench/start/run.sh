@@ -110,11 +110,19 @@ stats() { # file -> "p50 p99" in microseconds
 	sort -n "$1" | awk '{a[NR]=$1} END {i=int(NR*0.99+0.5); if (i<1) i=1; print a[int((NR+1)/2)], a[i]}'
 }
 
+# CPU time per start (perf stat task-clock of the starter and everything it forks, inside the
+# wrapper so unshare is not counted) where perf is installed: the neighbours' load disturbs it
+# far less than wall time.
+PERF=
+command -v perf >/dev/null && PERF="perf stat -x, -e task-clock --append -o"
+
 chunk() { # offset name [wrap] -- command...
 	off=$1 name=$2 wrap=$3
 	shift 4
 	[ -e "$W/$name.failed" ] && return 0
-	if ! STARTER_OFFSET=$off $wrap "$STARTER" "$CHUNK" "$@" >>"$W/$name.txt" 2>"$W/$name.err"; then
+	# shellcheck disable=SC2086 # $PERF is a command prefix or nothing
+	if ! STARTER_OFFSET=$off $wrap $PERF ${PERF:+"$W/$name.cpu"} "$STARTER" "$CHUNK" "$@" \
+		>>"$W/$name.txt" 2>"$W/$name.err"; then
 		touch "$W/$name.failed"
 	fi
 }
@@ -127,17 +135,27 @@ report() { # name
 	fi
 	# shellcheck disable=SC2046 # two numbers, split on purpose
 	set -- $(stats "$W/$name.txt")
-	awk -v n="$name" -v a="$1" -v b="$2" -v c="$(wc -l <"$W/$name.txt")" \
-		'BEGIN {printf "%-28s p50 %8.2f ms   p99 %8.2f ms   (n=%d)\n", n, a / 1000, b / 1000, c}'
-	eval "P50_$(echo "$name" | tr -c 'a-zA-Z0-9\n' _)=$1"
+	cpu=
+	[ -s "$W/$name.cpu" ] && cpu=$(awk -F, -v n="$(wc -l <"$W/$name.txt")" \
+		'/task-clock/ { ms += $1 } END { printf "%d", ms * 1000 / n }' "$W/$name.cpu")
+	awk -v n="$name" -v a="$1" -v b="$2" -v c="$(wc -l <"$W/$name.txt")" -v cpu="$cpu" \
+		'BEGIN {printf "%-28s p50 %8.2f ms   p99 %8.2f ms   (n=%d)", n, a / 1000, b / 1000, c
+			if (cpu != "") printf "   cpu %6.2f ms per start", cpu / 1000
+			printf "\n"}'
+	var=$(echo "$name" | tr -c 'a-zA-Z0-9\n' _)
+	eval "P50_$var=$1 CPU_$var=$cpu"
 }
 
 ratio() { # a b label
 	a=$(eval echo "\${P50_$1:-}")
 	b=$(eval echo "\${P50_$2:-}")
+	ca=$(eval echo "\${CPU_$1:-}")
+	cb=$(eval echo "\${CPU_$2:-}")
 	if [ -n "$a" ] && [ -n "$b" ]; then
-		awk -v n="$1/$2" -v a="$a" -v b="$b" -v g="$3" \
-			'BEGIN {printf "p50 ratio %-42s %6.2fx  (%s)\n", n, a / b, g}'
+		awk -v n="$1/$2" -v a="$a" -v b="$b" -v g="$3" -v ca="$ca" -v cb="$cb" \
+			'BEGIN {printf "p50 ratio %-42s %6.2fx", n, a / b
+				if (ca != "" && cb != "" && cb > 0) printf "  cpu %6.2fx", ca / cb
+				printf "  (%s)\n", g}'
 	else
 		printf 'p50 ratio %-42s n/a\n' "$1/$2"
 	fi
