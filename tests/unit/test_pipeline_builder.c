@@ -767,17 +767,20 @@ static int setup_bazel(void **state)
 		   "filegroup(name = \"both\", srcs = [\"both.json\"])\n"
 		   "genrule(name = \"gen\", outs = [\"out/gen.json\"],\n"
 		   "        cmd = \"printf '{\\\"name\\\":\\\"gen\\\"}' > $@\")\n");
-	/* an action that runs until it is stopped and tells its pid */
+	/* an action that runs until it is stopped and tells its pid; its cc tool makes Bazel
+	 * load the C++ toolchain, and with it rules_cc */
 	{
-		char build[512];
+		char build[640];
 
 		snprintf(build, sizeof(build),
-			 "genrule(name = \"slow\", outs = [\"slow.txt\"],\n"
-			 "        cmd = \"echo $$$$ > %s/action.tmp && mv %s/action.tmp "
-			 "%s/action.pid && exec sleep 600\")\n",
+			 "cc_binary(name = \"helper\", srcs = [\"helper.c\"])\n"
+			 "genrule(name = \"slow\", outs = [\"slow.txt\"], tools = [\":helper\"],\n"
+			 "        cmd = \"$(location :helper) && echo $$$$ > %s/action.tmp && "
+			 "mv %s/action.tmp %s/action.pid && exec sleep 600\")\n",
 			 tmpdir, tmpdir, tmpdir);
 		sh("mkdir -p %s/slow", repo);
 		write_file("slow/BUILD", build);
+		write_file("slow/helper.c", "int main(void)\n{\n\treturn 0;\n}\n");
 	}
 	commit_all("bazel");
 	return 0;
@@ -1073,16 +1076,31 @@ static void *build_thread_main(void *p)
 
 /* A stage stopped (timeout, cancel, shutdown) while Bazel runs an action: Bazel's
  * process-wrapper runs the action in a process group of its own, which a SIGKILL of the
- * build's group would orphan; the builder's SIGTERM first makes Bazel stop it. */
+ * build's group would orphan; the builder's SIGTERM first makes Bazel stop it. The repo vendors
+ * its own rules_cc here: the driver leaves it alone, and the action's cc tool builds with it. */
 static void test_bazel_stop_kills_actions(void **state)
 {
 	struct claimed c = { 0 };
 	struct build_thread t = { .c = &c };
 	pthread_t th;
 	char path[200], stat_path[64];
+	_cleanup_free_ char *log = NULL;
 	long pid = 0;
 
 	SKIP_WITHOUT_BAZEL();
+	sh("mkdir -p %s/third_party/rules_cc/cc", repo);
+	write_file("WORKSPACE", "workspace(name = \"svc_repo\")\n"
+				"local_repository(name = \"rules_cc\", path = "
+				"\"third_party/rules_cc\")\n");
+	write_file("third_party/rules_cc/WORKSPACE", "");
+	write_file("third_party/rules_cc/BUILD", "");
+	write_file("third_party/rules_cc/cc/BUILD", "");
+	write_file("third_party/rules_cc/cc/defs.bzl",
+		   "def cc_binary(**kw):\n    native.cc_binary(**kw)\n"
+		   "def cc_library(**kw):\n    native.cc_library(**kw)\n"
+		   "def cc_toolchain(**kw):\n    native.cc_toolchain(**kw)\n"
+		   "def cc_toolchain_suite(**kw):\n    native.cc_toolchain_suite(**kw)\n");
+	commit_all("vendored rules_cc");
 	claim_stage(&c, "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//slow:slow\"]}]",
 		    bld);
 	snprintf(path, sizeof(path), "%s/action.pid", tmpdir);
@@ -1096,7 +1114,12 @@ static void test_bazel_stop_kills_actions(void **state)
 		else
 			usleep(100 * 1000);
 	}
-	assert_true(pid > 0);
+	if (pid <= 0) {
+		assert_int_equal(pthread_join(th, NULL), 0);
+		log = stage_log(&c, c.claim.stage);
+		fputs(log, stderr);
+		fail_msg("the action did not start: %d %s", t.r, t.res.message);
+	}
 	/* the stage's deadline passes: the keep-alive answers -ETIMEDOUT. (The executor thread
 	 * reads the field without atomics; an aligned 64-bit store is what the test needs.) */
 	__atomic_store_n(&c.ctx.deadline, (usec_t)1, __ATOMIC_SEQ_CST);
@@ -1118,6 +1141,9 @@ static void test_bazel_stop_kills_actions(void **state)
 			fail_msg("action %ld outlived the stopped build", pid);
 		usleep(100 * 1000);
 	}
+	log = stage_log(&c, c.claim.stage);
+	assert_null(strstr(log, "--override_repository=rules_cc="));
+	assert_non_null(strstr(log, "--override_repository=rules_java="));
 	release(&c);
 }
 
