@@ -204,93 +204,12 @@ static void on_change(void *userdata)
 	notifier_wake(atomic_load(&the_notifier));
 }
 
-/*
- * Shutdown helper: while http_server_free() runs, keep waking what it waits for, so SIGTERM
- * ends taskd in milliseconds instead of up to 2 s:
- *  - civetweb 1.15's accept thread polls the listening socket in 2 s quanta, and mg_stop()
- *    waits for it to notice the stop flag. A connection to our own port wakes that poll;
- *    once the flag is set the thread exits without accepting it (the kernel resets it).
- *    NEEDSWORK: this belongs in api/http_server.c's http_server_free(), which knows the
- *    listening socket (deployd pays the same 0..2 s).
- *  - long-polls (/v1/events) and log follows sleep on the manager's condition variable and
- *    return once http_request_stopping() is true: manager_wake_waiters() makes them look.
- * It pokes every 10 ms because the first poke may come before civetweb sets its flag.
- */
-struct stopper {
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool done;
-	struct sockaddr_in addr;
-	struct manager *m;
-};
-
-static void poke_listener(const struct sockaddr_in *a)
+/* While http_server_free() waits for the workers (every 10 ms): long-polls (/v1/events) and log
+ * follows sleep on the manager's condition variable and return once http_request_stopping() is
+ * true; this makes them look. */
+static void wake_handlers(void *data)
 {
-	struct timeval tv = { .tv_usec = 100 * 1000 };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
-		return;
-	/* bounds a blocking connect (a full backlog) */
-	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	(void)connect(fd, (const struct sockaddr *)a, sizeof(*a));
-	close(fd);
-}
-
-static void *stopper_run(void *arg)
-{
-	struct stopper *s = arg;
-
-	pthread_mutex_lock(&s->lock);
-	while (!s->done) {
-		pthread_mutex_unlock(&s->lock);
-		manager_wake_waiters(s->m);
-		poke_listener(&s->addr);
-		pthread_mutex_lock(&s->lock);
-		if (!s->done) {
-			struct timespec ts;
-			usec_t until = clock_mono_usec() + 10 * USEC_PER_MSEC;
-
-			ts.tv_sec = (time_t)(until / USEC_PER_SEC);
-			ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
-			pthread_cond_timedwait(&s->cond, &s->lock, &ts);
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-	return NULL;
-}
-
-/* Stop the API server promptly (see struct stopper); falls back to a plain free. */
-static void stop_http_server(struct http_server *srv, struct manager *m)
-{
-	struct stopper s = { .m = m, .addr = { .sin_family = AF_INET } };
-	pthread_condattr_t ca;
-	char addr[INET_ADDRSTRLEN] = "127.0.0.1";
-	const char *colon = strrchr(config.listen, ':');
-	bool started;
-
-	if (colon && (size_t)(colon - config.listen) < sizeof(addr))
-		snprintf(addr, sizeof(addr), "%.*s", (int)(colon - config.listen), config.listen);
-	if (inet_pton(AF_INET, addr, &s.addr.sin_addr) != 1 || s.addr.sin_addr.s_addr == INADDR_ANY)
-		s.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	s.addr.sin_port = htons((uint16_t)http_server_port(srv));
-	pthread_mutex_init(&s.lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s.cond, &ca);
-	pthread_condattr_destroy(&ca);
-	started = pthread_create(&s.thread, NULL, stopper_run, &s) == 0;
-	http_server_free(srv);
-	if (started) {
-		pthread_mutex_lock(&s.lock);
-		s.done = true;
-		pthread_cond_signal(&s.cond);
-		pthread_mutex_unlock(&s.lock);
-		pthread_join(s.thread, NULL);
-	}
-	pthread_cond_destroy(&s.cond);
-	pthread_mutex_destroy(&s.lock);
+	manager_wake_waiters(data);
 }
 
 static int host_id_default(char **ret)
@@ -470,6 +389,8 @@ static int run(void)
 			.n_routes = ARRAY_SIZE(routes),
 			.access_log = access_log,
 			.error_log = error_log,
+			.on_stop = wake_handlers,
+			.on_stop_data = m,
 		};
 
 		cd_error_reset(&err);
@@ -540,7 +461,7 @@ static int run(void)
 	log_info("stopping: tasks keep running and are re-adopted by the next taskd", "signal=%d",
 		 sig);
 	(void)sd_notify_send("STOPPING=1\nSTATUS=stopping; tasks keep running");
-	stop_http_server(srv, m);
+	http_server_free(srv);
 	atomic_store(&the_notifier, NULL);
 	notifier_free(notifier);
 	manager_free(m);

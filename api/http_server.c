@@ -72,6 +72,9 @@ struct http_server {
 	void (*access_log)(const struct http_access_entry *e, void *userdata);
 	void (*error_log)(const char *message, void *userdata);
 	void *userdata;
+	void (*on_stop)(void *data);
+	void *on_stop_data;
+	struct in_addr poke_addr; /* where http_server_free() connects to wake the accept thread */
 	atomic_bool stopping;
 	atomic_uint_fast64_t connections;
 	atomic_uint_fast64_t requests;
@@ -1477,13 +1480,93 @@ static int probe_listen_error(const char *address)
 	return r;
 }
 
+/*
+ * civetweb 1.15's accept thread polls the listening socket in 2 s quanta and mg_stop() waits for
+ * it to see the stop flag, so a plain stop takes 0..2 s. While mg_stop() runs, a helper thread
+ * connects to our own port every 10 ms (the first attempt may come before civetweb sets its
+ * flag; once it is set the thread exits without accepting, and the kernel resets the
+ * connection) and calls on_stop, which wakes handlers sleeping on something of the caller's.
+ */
+struct stop_poker {
+	struct http_server *srv;
+	pthread_t thread_id;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static void poke_listener(const struct http_server *srv)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)srv->port),
+				 .sin_addr = srv->poke_addr };
+	struct timeval tv = { .tv_usec = 100 * 1000 };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return;
+	/* bounds a blocking connect (a full backlog) */
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	(void)connect(fd, (const struct sockaddr *)&a, sizeof(a));
+	close(fd);
+}
+
+static void *stop_poker_run(void *arg)
+{
+	struct stop_poker *k = arg;
+
+	pthread_mutex_lock(&k->lock);
+	while (!k->done) {
+		struct timespec ts;
+		usec_t until;
+
+		pthread_mutex_unlock(&k->lock);
+		if (k->srv->on_stop)
+			k->srv->on_stop(k->srv->on_stop_data);
+		poke_listener(k->srv);
+		pthread_mutex_lock(&k->lock);
+		if (k->done)
+			break;
+		until = clock_mono_usec() + 10 * USEC_PER_MSEC;
+		ts.tv_sec = (time_t)(until / USEC_PER_SEC);
+		ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
+		pthread_cond_timedwait(&k->cond, &k->lock, &ts);
+	}
+	pthread_mutex_unlock(&k->lock);
+	return NULL;
+}
+
+static void stop_server(struct http_server *srv)
+{
+	struct stop_poker k = { .srv = srv };
+	pthread_condattr_t ca;
+	bool started;
+
+	pthread_mutex_init(&k.lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&k.cond, &ca);
+	pthread_condattr_destroy(&ca);
+	started = srv->port > 0 && pthread_create(&k.thread_id, NULL, stop_poker_run, &k) == 0;
+	mg_stop(srv->ctx); /* without the poker (no thread): the plain 0..2 s stop */
+	if (started) {
+		pthread_mutex_lock(&k.lock);
+		k.done = true;
+		pthread_cond_signal(&k.cond);
+		pthread_mutex_unlock(&k.lock);
+		pthread_join(k.thread_id, NULL);
+	}
+	pthread_cond_destroy(&k.cond);
+	pthread_mutex_destroy(&k.lock);
+}
+
 void http_server_free(struct http_server *srv)
 {
 	if (!srv)
 		return;
 	atomic_store(&srv->stopping, true);
 	if (srv->ctx)
-		mg_stop(srv->ctx);
+		stop_server(srv);
 	for (size_t i = 0; i < srv->n_routes; i++)
 		route_release(&srv->routes[i]);
 	free(srv->routes);
@@ -1511,6 +1594,8 @@ static int server_setup(struct http_server *srv, const struct http_server_config
 	srv->access_log = config->access_log;
 	srv->error_log = config->error_log;
 	srv->userdata = config->userdata;
+	srv->on_stop = config->on_stop;
+	srv->on_stop_data = config->on_stop_data;
 	srv->tokens = calloc(config->n_tokens + 1, sizeof(*srv->tokens));
 	if (!srv->tokens)
 		return cd_error_set(err, -ENOMEM, "out of memory");
@@ -1647,6 +1732,16 @@ int http_server_new(const struct http_server_config *config, struct http_server 
 	if (r < 1)
 		return cd_error_set(err, -EIO, "cannot read the bound port of %s", config->listen);
 	srv->port = ports[0].port;
+	{
+		/* check_listen() validated the address; 0.0.0.0 is reached on loopback */
+		char addr[64];
+		const char *colon = strrchr(config->listen, ':');
+
+		snprintf(addr, sizeof(addr), "%.*s", (int)(colon - config->listen), config->listen);
+		if (inet_pton(AF_INET, addr, &srv->poke_addr) != 1 ||
+		    srv->poke_addr.s_addr == htonl(INADDR_ANY))
+			srv->poke_addr.s_addr = htonl(INADDR_LOOPBACK);
+	}
 	*ret = TAKE_PTR(srv);
 	return 0;
 }

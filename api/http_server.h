@@ -105,7 +105,12 @@ struct http_server_config {
 	void (*access_log)(const struct http_access_entry *e, void *userdata);
 	/* Internal errors civetweb reports (accept failures, ...); may be NULL (dropped). */
 	void (*error_log)(const char *message, void *userdata);
-	void *userdata; /* for the two callbacks and http_request_userdata() */
+	void *userdata; /* for the callbacks and http_request_userdata() */
+	/* Called every 10 ms from another thread while http_server_free() waits for the workers
+	 * to finish: wake handlers that sleep on something of yours (they then see
+	 * http_request_stopping() true). May be NULL. Gets on_stop_data. */
+	void (*on_stop)(void *data);
+	void *on_stop_data;
 };
 
 /*

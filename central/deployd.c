@@ -391,7 +391,7 @@ static void h_events(struct http_request *req, const struct deployd_principal *w
 		now = clock_mono_usec();
 		if (now >= deadline || http_request_stopping(req))
 			break;
-		/* Wake at least every second to notice a shutdown. */
+		/* Shutdown wakes this wait (store_event_wake()); the 1 s slice is a backstop. */
 		r = store_event_wait(d->store, (int64_t)after, MIN(deadline - now, USEC_PER_SEC),
 				     &err);
 		if (r < 0) {
@@ -468,6 +468,12 @@ void deployd_set_access_log(struct deployd *d,
 	d->access_log_data = userdata;
 }
 
+/* While the HTTP server stops: /v1/events long-polls return at once instead of within 1 s. */
+static void wake_event_waiters(void *data)
+{
+	store_event_wake(data);
+}
+
 int deployd_start(struct deployd *d, struct cd_error *err)
 {
 	const struct deployd_role *known[MAX_ROLES];
@@ -510,6 +516,8 @@ int deployd_start(struct deployd *d, struct cd_error *err)
 	sc.n_routes = d->n_routes;
 	sc.access_log = d->access_log;
 	sc.userdata = d->access_log_data;
+	sc.on_stop = wake_event_waiters;
+	sc.on_stop_data = d->store;
 	r = http_server_new(&sc, &d->server, err);
 	free(routes);
 	if (r < 0)

@@ -71,6 +71,7 @@ struct store {
 	pthread_mutex_t ev_lock;
 	pthread_cond_t ev_cond;
 	int64_t ev_committed;
+	uint64_t ev_wakeups; /* store_event_wake() calls */
 };
 
 static __thread struct store_conn *tls_conn;
@@ -865,11 +866,24 @@ int store_event_last_id(struct store *s, int64_t *ret, struct cd_error *err)
 	return store_leave(s, false, r, err);
 }
 
+void store_event_wake(struct store *s)
+{
+	pthread_mutex_lock(&s->ev_lock);
+	s->ev_wakeups++;
+	pthread_cond_broadcast(&s->ev_cond);
+	pthread_mutex_unlock(&s->ev_lock);
+}
+
 int store_event_wait(struct store *s, int64_t after, usec_t timeout, struct cd_error *err)
 {
 	usec_t deadline = clock_mono_usec() + timeout;
+	uint64_t wakeups;
 
+	pthread_mutex_lock(&s->ev_lock);
+	wakeups = s->ev_wakeups;
+	pthread_mutex_unlock(&s->ev_lock);
 	for (;;) {
+		bool woken;
 		int64_t last = 0;
 		usec_t now, slice;
 		struct timespec ts;
@@ -892,8 +906,13 @@ int store_event_wait(struct store *s, int64_t after, usec_t timeout, struct cd_e
 			ts.tv_nsec -= 1000000000L;
 		}
 		pthread_mutex_lock(&s->ev_lock);
-		if (s->ev_committed <= after)
+		if (s->ev_committed <= after && s->ev_wakeups == wakeups)
 			pthread_cond_timedwait(&s->ev_cond, &s->ev_lock, &ts);
+		woken = s->ev_wakeups != wakeups;
 		pthread_mutex_unlock(&s->ev_lock);
+		if (woken) {
+			r = store_event_last_id(s, &last, err);
+			return r < 0 ? r : last > after;
+		}
 	}
 }

@@ -239,6 +239,8 @@ int store_event_list(struct store *s, int64_t after, size_t limit, struct store_
 		     size_t *ret_n, struct cd_error *err);
 /* Highest event id (0 when none). */
 int store_event_last_id(struct store *s, int64_t *ret, struct cd_error *err);
+/* Wake every store_event_wait() of this process now (each returns 1 if something is new, else 0). */
+void store_event_wake(struct store *s);
 /*
  * Block until an event with id > after exists or timeout passes. Returns 1 when there is one,
  * 0 on timeout. Woken by commits in this process; other processes sharing the database are

@@ -223,6 +223,36 @@ static void h_longpoll(struct http_request *req, void *data)
 	http_reply_error(req, 503, "shutting down");
 }
 
+/* A handler that sleeps on a condition variable of ours (no polling): only on_stop wakes it. */
+static pthread_mutex_t cw_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cw_cond = PTHREAD_COND_INITIALIZER;
+static atomic_int on_stop_calls;
+static atomic_bool cw_woken_by_stop;
+
+static void on_stop(void *data)
+{
+	atomic_fetch_add(&on_stop_calls, 1);
+	pthread_mutex_lock(&cw_lock);
+	pthread_cond_broadcast(&cw_cond);
+	pthread_mutex_unlock(&cw_lock);
+}
+
+static void h_condwait(struct http_request *req, void *data)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 60; /* bounded so a bug cannot hang the suite */
+	atomic_fetch_add(&sleep_count, 1);
+	pthread_mutex_lock(&cw_lock);
+	while (!http_request_stopping(req) &&
+	       pthread_cond_timedwait(&cw_cond, &cw_lock, &deadline) == 0)
+		;
+	pthread_mutex_unlock(&cw_lock);
+	atomic_store(&cw_woken_by_stop, http_request_stopping(req) && atomic_load(&on_stop_calls));
+	http_reply_error(req, 503, "shutting down");
+}
+
 /* Log follow: write until the client goes away (bounded so a bug cannot hang the suite). */
 static void h_follow(struct http_request *req, void *data)
 {
@@ -333,6 +363,7 @@ static const struct http_route routes[] = {
 	{ "DELETE", "/v1/things/{id}", h_empty, NULL, 0, 0 },
 	{ "GET", "/v1/open", h_files, NULL, HTTP_ROUTE_OPEN, 0 },
 	{ "GET", "/v1/longpoll", h_longpoll, NULL, 0, 0 },
+	{ "GET", "/v1/condwait", h_condwait, NULL, 0, 0 },
 	{ "HEAD", "/v1/peer", h_head_only, NULL, 0, 0 },
 	{ "GET", "/v1/whoami", h_whoami, NULL, 0, 0 },
 	{ "GET", "/v1/follow", h_follow, NULL, 0, 0 },
@@ -349,6 +380,7 @@ static int start_server(const char *token, struct http_server **ret)
 		.routes = routes,
 		.n_routes = ARRAY_SIZE(routes),
 		.access_log = on_access,
+		.on_stop = on_stop,
 	};
 	struct cd_error err = { 0 };
 	int r = http_server_new(&cfg, ret, &err);
@@ -1487,6 +1519,7 @@ static void test_sigchld_preserved(void **state)
 
 struct longpoll_arg {
 	char url[64];
+	const char *path; /* NULL: /v1/longpoll */
 	int r;
 	long status;
 };
@@ -1495,7 +1528,7 @@ static void *longpoll_client(void *p)
 {
 	struct longpoll_arg *a = p;
 	struct http_client_config cfg = { .base_url = a->url, .max_attempts = 1 };
-	struct http_client_request req = { .method = "GET", .path = "/v1/longpoll" };
+	struct http_client_request req = { .method = "GET", .path = a->path ?: "/v1/longpoll" };
 	struct http_client_response resp = { 0 };
 	struct http_client *c = NULL;
 
@@ -1527,6 +1560,29 @@ static void test_free_ends_long_poll(void **state)
 	pthread_join(t, NULL);
 	/* the reply may or may not make it out before the socket closes; either is fine */
 	assert_true(a.r < 0 || a.status == 503);
+}
+
+/* A handler sleeping on the caller's own condition variable is woken by on_stop while
+ * http_server_free() waits for it (and the accept thread is woken too: free returns). */
+static void test_free_calls_on_stop(void **state)
+{
+	struct http_server *s = NULL;
+	struct longpoll_arg a = { .r = 1, .path = "/v1/condwait" };
+	pthread_t t;
+
+	assert_int_equal(start_server(NULL, &s), 0);
+	snprintf(a.url, sizeof(a.url), "http://127.0.0.1:%d", http_server_port(s));
+	atomic_store(&sleep_count, 0);
+	atomic_store(&on_stop_calls, 0);
+	atomic_store(&cw_woken_by_stop, false);
+	assert_int_equal(pthread_create(&t, NULL, longpoll_client, &a), 0);
+	for (int i = 0; i < 5000 && atomic_load(&sleep_count) == 0; i++)
+		clock_sleep_usec(USEC_PER_MSEC);
+	assert_int_equal(atomic_load(&sleep_count), 1);
+	http_server_free(s);
+	assert_true(atomic_load(&on_stop_calls) > 0);
+	assert_true(atomic_load(&cw_woken_by_stop));
+	pthread_join(t, NULL);
 }
 
 static void test_expect_unsupported_417(void **state)
@@ -2024,6 +2080,7 @@ int main(void)
 		cmocka_unit_test(test_client_bad_config),
 		cmocka_unit_test(test_sigchld_preserved),
 		cmocka_unit_test(test_free_ends_long_poll),
+		cmocka_unit_test(test_free_calls_on_stop),
 		cmocka_unit_test(test_expect_unsupported_417),
 		cmocka_unit_test(test_pipelined_keep_alive),
 		cmocka_unit_test(test_http10_closes_by_default),

@@ -577,6 +577,29 @@ static void test_event_wait(void **state)
 	assert_int_equal(store_event_wait(s, last, 0, NULL), 1);
 }
 
+static void *wake_later(void *arg)
+{
+	clock_sleep_usec(50 * USEC_PER_MSEC);
+	store_event_wake(arg);
+	return NULL;
+}
+
+/* store_event_wake() ends a wait with nothing new at once (0), long before its timeout. */
+static void test_event_wake(void **state)
+{
+	_cleanup_store_ struct store *s = open_store();
+	usec_t t0 = clock_mono_usec();
+	int64_t last = 0;
+	pthread_t th;
+
+	assert_int_equal(store_event_last_id(s, &last, NULL), 0);
+	assert_int_equal(pthread_create(&th, NULL, wake_later, s), 0);
+	assert_int_equal(store_event_wait(s, last, 600 * USEC_PER_SEC, NULL), 0);
+	pthread_join(th, NULL);
+	/* a liveness bound (the timeout was 10 minutes), not a latency one */
+	assert_true(clock_mono_usec() - t0 < 300 * USEC_PER_SEC);
+}
+
 /* Two connections (two deployd processes sharing one database): writes of one are visible to
  * the other and a write transaction of one makes the other wait, not fail. */
 static void test_two_connections(void **state)
@@ -876,6 +899,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_events_append_only_and_ordered, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_event_wait, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_wake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_connections, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_in_use_not_shared, setup, teardown),
