@@ -33,20 +33,24 @@ static int vbind(sqlite3 *db, sqlite3_stmt *st, struct cd_error *err, const char
 }
 
 /* Prepare + bind (store_prepare(): the statement belongs to the connection). */
+static int vprep(sqlite3 *db, sqlite3_stmt **ret, struct cd_error *err, const char *sql,
+		 const char *fmt, va_list ap)
+{
+	int r = store_prepare(db, sql, ret, err);
+
+	return r < 0 ? r : vbind(db, *ret, err, fmt, ap);
+}
+
 static int prep(sqlite3 *db, sqlite3_stmt **ret, struct cd_error *err, const char *sql,
 		const char *fmt, ...)
 {
 	va_list ap;
-	int r = store_prepare(db, sql, ret, err);
+	int r;
 
-	if (r < 0)
-		return r;
 	va_start(ap, fmt);
-	r = vbind(db, *ret, err, fmt, ap);
+	r = vprep(db, ret, err, sql, fmt, ap);
 	va_end(ap);
-	if (r < 0)
-		return r;
-	return 0;
+	return r;
 }
 
 /* Step: 1 = row, 0 = done, < 0 mapped error. */
@@ -61,25 +65,114 @@ static int step(sqlite3 *db, sqlite3_stmt *st, struct cd_error *err, const char 
 	return store_map_rc(db, rc, err, what);
 }
 
-/* Run one statement to completion; returns the number of changed rows or < 0. */
+static int vexec(sqlite3 *db, struct cd_error *err, const char *what, const char *sql,
+		 const char *fmt, va_list ap)
+{
+	sqlite3_stmt *st = NULL;
+	int r = vprep(db, &st, err, sql, fmt, ap);
+
+	if (r >= 0)
+		r = step(db, st, err, what);
+	return r < 0 ? r : sqlite3_changes(db);
+}
+
+/* Run one statement to completion on db (taken with store_enter()); returns the number of
+ * changed rows or < 0. */
 static int exec_fmt(sqlite3 *db, struct cd_error *err, const char *what, const char *sql,
 		    const char *fmt, ...)
 {
-	sqlite3_stmt *st = NULL;
 	va_list ap;
-	int r = store_prepare(db, sql, &st, err);
+	int r;
 
-	if (r < 0)
+	va_start(ap, fmt);
+	r = vexec(db, err, what, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* exec_fmt() in a write transaction of its own (or the caller's): the number of changed rows. */
+static int exec_tx(struct store *s, struct cd_error *err, const char *what, const char *sql,
+		   const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	sqlite3 *db = store_enter(s, true, &r, err);
+
+	if (!db)
 		return r;
 	va_start(ap, fmt);
-	r = vbind(db, st, err, fmt, ap);
+	r = vexec(db, err, what, sql, fmt, ap);
 	va_end(ap);
-	if (r < 0)
-		return r;
-	r = step(db, st, err, what);
-	if (r < 0)
-		return r;
-	return sqlite3_changes(db);
+	return store_leave(s, true, r, err);
+}
+
+/* The first row of a query on db, decoded into ret by row (which leaves nothing allocated when
+ * it fails): 1, 0 when there is no row, < 0 on errors. */
+static int query_one(sqlite3 *db, struct cd_error *err, const char *what, store_row_fn row,
+		     void *ret, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st = NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vprep(db, &st, err, sql, fmt, ap);
+	va_end(ap);
+	if (r >= 0)
+		r = step(db, st, err, what);
+	if (r > 0) {
+		r = row(st, ret);
+		r = r < 0 ? cd_error_set(err, r, "%s: decoding row failed", what) : 1;
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+/* The first column of the first row of a query on db as an integer: 1 with *ret set, 0 when
+ * there is no row. */
+static int query_int(sqlite3 *db, struct cd_error *err, const char *what, int64_t *ret,
+		     const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st = NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vprep(db, &st, err, sql, fmt, ap);
+	va_end(ap);
+	if (r >= 0)
+		r = step(db, st, err, what);
+	if (r > 0)
+		*ret = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return r;
+}
+
+/* Every row of a query, on a read connection (or the caller's transaction), decoded by row
+ * into a grown array (store_collect()). */
+static int query_all(struct store *s, size_t elem_size, store_row_fn row, store_release_fn release,
+		     void **ret, size_t *ret_n, struct cd_error *err, const char *what,
+		     const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st = NULL;
+	va_list ap;
+	int r;
+	sqlite3 *db = store_enter(s, false, &r, err);
+
+	va_start(ap, fmt);
+	r = vprep(db, &st, err, sql, fmt, ap);
+	va_end(ap);
+	if (r >= 0)
+		r = store_collect(db, st, elem_size, row, release, ret, ret_n, err, what);
+	sqlite3_reset(st);
+	return store_leave(s, false, r, err);
+}
+
+static void list_free(void *v, size_t n, size_t elem_size, store_release_fn release)
+{
+	for (size_t i = 0; v && i < n; i++)
+		release((char *)v + i * elem_size);
+	free(v);
 }
 
 static int col_dup(sqlite3_stmt *st, int i, char **ret)
@@ -117,11 +210,14 @@ void store_pipeline_release(struct store_pipeline *p)
 	memset(p, 0, sizeof(*p));
 }
 
+static void pipeline_release(void *elem)
+{
+	store_pipeline_release(elem);
+}
+
 void store_pipeline_list_free(struct store_pipeline *v, size_t n)
 {
-	for (size_t i = 0; v && i < n; i++)
-		store_pipeline_release(&v[i]);
-	free(v);
+	list_free(v, n, sizeof(*v), pipeline_release);
 }
 
 #define PIPELINE_COLS                                                                              \
@@ -132,8 +228,10 @@ void store_pipeline_list_free(struct store_pipeline *v, size_t n)
 	" (SELECT COALESCE(MAX(version), 0) FROM pipeline_schemas s"                               \
 	"   WHERE s.pipeline_id = p.pipeline_id)"
 
-static int read_pipeline(sqlite3_stmt *st, struct store_pipeline *p)
+static int pipeline_row(sqlite3_stmt *st, void *elem)
 {
+	struct store_pipeline *p = elem;
+
 	memset(p, 0, sizeof(*p));
 	store_col_strcpy(st, 0, p->pipeline_id, sizeof(p->pipeline_id));
 	if (col_dup(st, 1, &p->name) < 0 || col_dup(st, 2, &p->owner) < 0 ||
@@ -182,88 +280,48 @@ int store_pipeline_create(struct store *s, const char *name, const char *owner, 
 int store_pipeline_get(struct store *s, const char *pipeline_id, struct store_pipeline *ret,
 		       struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
-	r = prep(db, &st, err, "SELECT " PIPELINE_COLS " FROM pipelines p WHERE pipeline_id = ?",
-		 "s", pipeline_id);
-	if (r >= 0)
-		r = step(db, st, err, "get pipeline");
+	r = query_one(db, err, "get pipeline", pipeline_row, ret,
+		      "SELECT " PIPELINE_COLS " FROM pipelines p WHERE pipeline_id = ?", "s",
+		      pipeline_id);
 	if (r == 0)
 		r = cd_error_set(err, -ENOENT, "no pipeline %s", pipeline_id);
-	if (r > 0)
-		r = read_pipeline(st, ret);
-	sqlite3_reset(st);
-	return store_leave(s, false, r, err);
-}
-
-static int pipeline_row(sqlite3_stmt *st, void *elem)
-{
-	return read_pipeline(st, elem);
-}
-
-static void pipeline_release_void(void *elem)
-{
-	store_pipeline_release(elem);
-}
-
-static int list_pipelines(sqlite3 *db, sqlite3_stmt *st, struct store_pipeline **ret, size_t *ret_n,
-			  struct cd_error *err)
-{
-	return store_collect(db, st, sizeof(**ret), pipeline_row, pipeline_release_void,
-			     (void **)ret, ret_n, err, "list pipelines");
+	return store_leave(s, false, r < 0 ? r : 0, err);
 }
 
 int store_pipeline_list(struct store *s, const char *owner, const char *after, size_t limit,
 			struct store_pipeline **ret, size_t *ret_n, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
-	int r;
-	sqlite3 *db = store_enter(s, false, &r, err);
-
-	r = prep(db, &st, err,
-		 "SELECT " PIPELINE_COLS " FROM pipelines p"
-		 " WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR pipeline_id > ?2)"
-		 " ORDER BY pipeline_id LIMIT ?3",
-		 "ssi", owner, after, limit ? (int64_t)limit : (int64_t)-1);
-	if (r >= 0)
-		r = list_pipelines(db, st, ret, ret_n, err);
-	sqlite3_reset(st);
-	return store_leave(s, false, r, err);
+	return query_all(s, sizeof(**ret), pipeline_row, pipeline_release, (void **)ret, ret_n, err,
+			 "list pipelines",
+			 "SELECT " PIPELINE_COLS " FROM pipelines p"
+			 " WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR pipeline_id > ?2)"
+			 " ORDER BY pipeline_id LIMIT ?3",
+			 "ssi", owner, after, limit ? (int64_t)limit : (int64_t)-1);
 }
 
 int store_pipeline_list_polled(struct store *s, struct store_pipeline **ret, size_t *ret_n,
 			       struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
-	int r;
-	sqlite3 *db = store_enter(s, false, &r, err);
-
-	r = prep(db, &st, err,
-		 "SELECT " PIPELINE_COLS " FROM pipelines p WHERE repo IS NOT NULL AND repo != ''"
-		 " ORDER BY pipeline_id",
-		 "");
-	if (r >= 0)
-		r = list_pipelines(db, st, ret, ret_n, err);
-	sqlite3_reset(st);
-	return store_leave(s, false, r, err);
+	return query_all(s, sizeof(**ret), pipeline_row, pipeline_release, (void **)ret, ret_n, err,
+			 "list polled pipelines",
+			 "SELECT " PIPELINE_COLS " FROM pipelines p"
+			 " WHERE repo IS NOT NULL AND repo != '' ORDER BY pipeline_id",
+			 "");
 }
 
 int store_pipeline_set_polled(struct store *s, const char *pipeline_id, const char *commit,
 			      struct cd_error *err)
 {
-	int r;
-	sqlite3 *db = store_enter(s, true, &r, err);
+	int r = exec_tx(s, err, "set polled",
+			"UPDATE pipelines SET last_polled_commit = ? WHERE pipeline_id = ?", "ss",
+			commit, pipeline_id);
 
-	if (!db)
-		return r;
-	r = exec_fmt(db, err, "set polled",
-		     "UPDATE pipelines SET last_polled_commit = ? WHERE pipeline_id = ?", "ss",
-		     commit, pipeline_id);
 	if (r == 0)
-		r = cd_error_set(err, -ENOENT, "no pipeline %s", pipeline_id);
-	return store_leave(s, true, r < 0 ? r : 0, err);
+		return cd_error_set(err, -ENOENT, "no pipeline %s", pipeline_id);
+	return r < 0 ? r : 0;
 }
 
 /* ---- schemas ------------------------------------------------------------------------------- */
@@ -277,62 +335,45 @@ void store_schema_release(struct store_schema *v)
 	memset(v, 0, sizeof(*v));
 }
 
+static int schema_row(sqlite3_stmt *st, void *elem)
+{
+	struct store_schema *v = elem;
+
+	*v = (struct store_schema){ .version = sqlite3_column_int64(st, 0),
+				    .created_at = (usec_t)sqlite3_column_int64(st, 4) };
+	store_col_strcpy(st, 1, v->state, sizeof(v->state));
+	if (col_dup(st, 2, &v->schema) < 0 || col_dup(st, 3, &v->created_by) < 0) {
+		store_schema_release(v);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 int store_schema_get(struct store *s, const char *pipeline_id, int64_t version,
 		     struct store_schema *ret, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
-	r = prep(db, &st, err,
-		 "SELECT version, state, schema, created_by, created_at FROM pipeline_schemas"
-		 " WHERE pipeline_id = ?1 AND ((?2 = 0 AND state = 'active') OR version = ?2)",
-		 "si", pipeline_id, version);
-	if (r >= 0)
-		r = step(db, st, err, "get schema");
+	r = query_one(db, err, "get schema", schema_row, ret,
+		      "SELECT version, state, schema, created_by, created_at FROM pipeline_schemas"
+		      " WHERE pipeline_id = ?1 AND ((?2 = 0 AND state = 'active') OR version = ?2)",
+		      "si", pipeline_id, version);
 	if (r == 0)
 		r = version ? cd_error_set(err, -ENOENT, "no schema version %lld",
 					   (long long)version) :
 			      cd_error_set(err, -ENOENT, "no active schema version");
-	if (r > 0) {
-		struct store_schema v = { .version = sqlite3_column_int64(st, 0) };
-
-		store_col_strcpy(st, 1, v.state, sizeof(v.state));
-		v.created_at = (usec_t)sqlite3_column_int64(st, 4);
-		if (col_dup(st, 2, &v.schema) < 0 || col_dup(st, 3, &v.created_by) < 0) {
-			store_schema_release(&v);
-			r = -ENOMEM;
-		} else
-			*ret = v;
-	}
-	sqlite3_reset(st);
 	return store_leave(s, false, r < 0 ? r : 0, err);
 }
 
 static int pipeline_exists(sqlite3 *db, const char *pipeline_id, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
-	int r = prep(db, &st, err, "SELECT 1 FROM pipelines WHERE pipeline_id = ?", "s",
-		     pipeline_id);
+	int64_t one;
+	int r = query_int(db, err, "pipeline exists", &one,
+			  "SELECT 1 FROM pipelines WHERE pipeline_id = ?", "s", pipeline_id);
 
-	if (r >= 0)
-		r = step(db, st, err, "pipeline exists");
 	if (r == 0)
 		return cd_error_set(err, -ENOENT, "no pipeline %s", pipeline_id);
-	return r < 0 ? r : 0;
-}
-
-static int latest_version(sqlite3 *db, const char *pipeline_id, int64_t *ret, struct cd_error *err)
-{
-	sqlite3_stmt *st = NULL;
-	int r = prep(db, &st, err,
-		     "SELECT COALESCE(MAX(version), 0) FROM pipeline_schemas WHERE pipeline_id = ?",
-		     "s", pipeline_id);
-
-	if (r >= 0)
-		r = step(db, st, err, "latest version");
-	if (r > 0)
-		*ret = sqlite3_column_int64(st, 0);
 	return r < 0 ? r : 0;
 }
 
@@ -348,7 +389,10 @@ int store_schema_put(struct store *s, const char *pipeline_id, int64_t if_match,
 		return r;
 	r = pipeline_exists(db, pipeline_id, err);
 	if (r >= 0)
-		r = latest_version(db, pipeline_id, &latest, err);
+		r = query_int(db, err, "latest version", &latest,
+			      "SELECT COALESCE(MAX(version), 0) FROM pipeline_schemas"
+			      " WHERE pipeline_id = ?",
+			      "s", pipeline_id);
 	if (r >= 0 && if_match >= 0 && if_match != latest)
 		r = cd_error_set(err, -ESTALE, "latest schema version is %lld, not %lld",
 				 (long long)latest, (long long)if_match);
@@ -404,19 +448,23 @@ void store_run_release(struct store_run *r)
 	memset(r, 0, sizeof(*r));
 }
 
+static void run_release(void *elem)
+{
+	store_run_release(elem);
+}
+
 void store_run_list_free(struct store_run *v, size_t n)
 {
-	for (size_t i = 0; v && i < n; i++)
-		store_run_release(&v[i]);
-	free(v);
+	list_free(v, n, sizeof(*v), run_release);
 }
 
 #define RUN_COLS                                                                                   \
 	"pipeline_id, run, schema_version, commit_id, state, attempt, error_message, trigger,"     \
 	" idempotency_key, created_by, created_at, last_update"
 
-static int read_run(sqlite3_stmt *st, struct store_run *v)
+static int run_row(sqlite3_stmt *st, void *elem)
 {
+	struct store_run *v = elem;
 	char state[16];
 
 	memset(v, 0, sizeof(*v));
@@ -438,42 +486,19 @@ static int read_run(sqlite3_stmt *st, struct store_run *v)
 	return 0;
 }
 
-/* Runs one SELECT RUN_COLS statement into an array. */
-static int run_row(sqlite3_stmt *st, void *elem)
-{
-	return read_run(st, elem);
-}
-
-static void run_release_void(void *elem)
-{
-	store_run_release(elem);
-}
-
-static int list_runs(sqlite3 *db, sqlite3_stmt *st, struct store_run **ret, size_t *ret_n,
-		     struct cd_error *err)
-{
-	return store_collect(db, st, sizeof(**ret), run_row, run_release_void, (void **)ret, ret_n,
-			     err, "list runs");
-}
-
 static int get_run_locked(sqlite3 *db, const char *pipeline_id, int64_t run, struct store_run *ret,
 			  struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
-	int r = prep(db, &st, err,
-		     "SELECT " RUN_COLS " FROM pipeline_runs WHERE pipeline_id = ?1"
-		     " AND (run = ?2 OR (?2 = 0 AND run = (SELECT MAX(run) FROM pipeline_runs"
-		     " WHERE pipeline_id = ?1)))",
-		     "si", pipeline_id, run);
+	int r = query_one(db, err, "get run", run_row, ret,
+			  "SELECT " RUN_COLS " FROM pipeline_runs WHERE pipeline_id = ?1"
+			  " AND (run = ?2 OR (?2 = 0 AND run = (SELECT MAX(run) FROM pipeline_runs"
+			  " WHERE pipeline_id = ?1)))",
+			  "si", pipeline_id, run);
 
-	if (r >= 0)
-		r = step(db, st, err, "get run");
 	if (r == 0)
 		return run ? cd_error_set(err, -ENOENT, "no run %lld", (long long)run) :
 			     cd_error_set(err, -ENOENT, "no runs yet");
-	if (r < 0)
-		return r;
-	return read_run(st, ret);
+	return r < 0 ? r : 0;
 }
 
 int store_run_get(struct store *s, const char *pipeline_id, int64_t run, struct store_run *ret,
@@ -484,22 +509,6 @@ int store_run_get(struct store *s, const char *pipeline_id, int64_t run, struct 
 
 	r = get_run_locked(db, pipeline_id, run, ret, err);
 	return store_leave(s, false, r, err);
-}
-
-static int find_run_by_key(sqlite3 *db, const char *pipeline_id, const char *key,
-			   struct store_run *ret, struct cd_error *err)
-{
-	sqlite3_stmt *st = NULL;
-	int r = prep(db, &st, err,
-		     "SELECT " RUN_COLS " FROM pipeline_runs WHERE pipeline_id = ?"
-		     " AND idempotency_key = ?",
-		     "ss", pipeline_id, key);
-
-	if (r >= 0)
-		r = step(db, st, err, "find run by key");
-	if (r > 0)
-		r = read_run(st, ret) < 0 ? -ENOMEM : 1;
-	return r;
 }
 
 static int create_run_locked(sqlite3 *db, const char *pipeline_id, const char *commit,
@@ -514,7 +523,10 @@ static int create_run_locked(sqlite3 *db, const char *pipeline_id, const char *c
 	if (r < 0)
 		return r;
 	if (key) {
-		r = find_run_by_key(db, pipeline_id, key, ret, err);
+		r = query_one(db, err, "find run by key", run_row, ret,
+			      "SELECT " RUN_COLS " FROM pipeline_runs WHERE pipeline_id = ?"
+			      " AND idempotency_key = ?",
+			      "ss", pipeline_id, key);
 		if (r != 0) {
 			*ret_created = false;
 			return r < 0 ? r : 0;
@@ -579,51 +591,35 @@ int store_run_create(struct store *s, const char *pipeline_id, const char *commi
 int store_run_list(struct store *s, const char *pipeline_id, int64_t before, size_t limit,
 		   struct store_run **ret, size_t *ret_n, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
-	int r;
-	sqlite3 *db = store_enter(s, false, &r, err);
-
-	r = prep(db, &st, err,
-		 "SELECT " RUN_COLS " FROM pipeline_runs WHERE pipeline_id = ?1"
-		 " AND (?2 = 0 OR run < ?2) ORDER BY run DESC LIMIT ?3",
-		 "sii", pipeline_id, before, limit ? (int64_t)limit : (int64_t)-1);
-	if (r >= 0)
-		r = list_runs(db, st, ret, ret_n, err);
-	sqlite3_reset(st);
-	return store_leave(s, false, r, err);
+	return query_all(s, sizeof(**ret), run_row, run_release, (void **)ret, ret_n, err,
+			 "list runs",
+			 "SELECT " RUN_COLS " FROM pipeline_runs WHERE pipeline_id = ?1"
+			 " AND (?2 = 0 OR run < ?2) ORDER BY run DESC LIMIT ?3",
+			 "sii", pipeline_id, before, limit ? (int64_t)limit : (int64_t)-1);
 }
 
 int store_run_list_by_state(struct store *s, enum run_state state, struct store_run **ret,
 			    size_t *ret_n, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
-	int r;
-	sqlite3 *db = store_enter(s, false, &r, err);
-
-	r = prep(db, &st, err,
-		 "SELECT " RUN_COLS " FROM pipeline_runs WHERE state = ? ORDER BY created_at, run",
-		 "s", run_state_to_string(state));
-	if (r >= 0)
-		r = list_runs(db, st, ret, ret_n, err);
-	sqlite3_reset(st);
-	return store_leave(s, false, r, err);
+	return query_all(s, sizeof(**ret), run_row, run_release, (void **)ret, ret_n, err,
+			 "list runs by state",
+			 "SELECT " RUN_COLS " FROM pipeline_runs WHERE state = ?"
+			 " ORDER BY created_at, run",
+			 "s", run_state_to_string(state));
 }
 
 int store_run_set_state(struct store *s, const char *pipeline_id, int64_t run, enum run_state state,
 			const char *message, usec_t now, struct cd_error *err)
 {
-	int r;
-	sqlite3 *db = store_enter(s, true, &r, err);
+	int r = exec_tx(s, err, "set run state",
+			"UPDATE pipeline_runs SET state = ?, error_message = ?, last_update = ?"
+			" WHERE pipeline_id = ? AND run = ?",
+			"ssisi", run_state_to_string(state), message, (int64_t)now, pipeline_id,
+			run);
 
-	if (!db)
-		return r;
-	r = exec_fmt(db, err, "set run state",
-		     "UPDATE pipeline_runs SET state = ?, error_message = ?, last_update = ?"
-		     " WHERE pipeline_id = ? AND run = ?",
-		     "ssisi", run_state_to_string(state), message, (int64_t)now, pipeline_id, run);
 	if (r == 0)
-		r = cd_error_set(err, -ENOENT, "no run %lld", (long long)run);
-	return store_leave(s, true, r < 0 ? r : 0, err);
+		return cd_error_set(err, -ENOENT, "no run %lld", (long long)run);
+	return r < 0 ? r : 0;
 }
 
 static int start_next_locked(sqlite3 *db, const char *pipeline_id, usec_t now,
@@ -707,8 +703,8 @@ int store_run_cancel(struct store *s, const char *pipeline_id, int64_t run, cons
 int store_run_retry(struct store *s, const char *pipeline_id, int64_t run, usec_t now,
 		    int64_t *ret_attempt, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
 	struct store_run v = { 0 };
+	int64_t busy = 0;
 	int r;
 	sqlite3 *db = store_enter(s, true, &r, err);
 
@@ -721,13 +717,11 @@ int store_run_retry(struct store *s, const char *pipeline_id, int64_t run, usec_
 				 "can be retried",
 				 (long long)run, run_state_to_string(v.state));
 	if (r >= 0)
-		r = prep(db, &st, err,
-			 "SELECT COUNT(*) FROM pipeline_runs WHERE pipeline_id = ?"
-			 " AND state = 'IN_PROGRESS'",
-			 "s", pipeline_id);
-	if (r >= 0)
-		r = step(db, st, err, "busy runs");
-	if (r > 0 && sqlite3_column_int64(st, 0) > 0)
+		r = query_int(db, err, "busy runs", &busy,
+			      "SELECT COUNT(*) FROM pipeline_runs WHERE pipeline_id = ?"
+			      " AND state = 'IN_PROGRESS'",
+			      "s", pipeline_id);
+	if (r >= 0 && busy > 0)
 		r = cd_error_set(err, -EBUSY, "another run of this pipeline is in progress");
 	if (r >= 0)
 		r = exec_fmt(
@@ -735,7 +729,6 @@ int store_run_retry(struct store *s, const char *pipeline_id, int64_t run, usec_
 			"UPDATE pipeline_runs SET state = 'IN_PROGRESS', attempt = attempt + 1,"
 			" error_message = NULL, last_update = ? WHERE pipeline_id = ? AND run = ?",
 			"isi", (int64_t)now, pipeline_id, run);
-	sqlite3_reset(st);
 	r = store_leave(s, true, r < 0 ? r : 0, err);
 	if (r >= 0)
 		*ret_attempt = v.attempt + 1;
@@ -756,11 +749,14 @@ void store_stage_release(struct store_stage *st)
 	memset(st, 0, sizeof(*st));
 }
 
+static void stage_release(void *elem)
+{
+	store_stage_release(elem);
+}
+
 void store_stage_list_free(struct store_stage *v, size_t n)
 {
-	for (size_t i = 0; v && i < n; i++)
-		store_stage_release(&v[i]);
-	free(v);
+	list_free(v, n, sizeof(*v), stage_release);
 }
 
 /* Latest attempt per stage: the row whose attempt is the stage's maximum. */
@@ -774,8 +770,9 @@ void store_stage_list_free(struct store_stage *v, size_t n)
 	"   WHERE b.pipeline_id = a.pipeline_id AND b.run = a.run"                                 \
 	"   AND b.schema_node = a.schema_node)"
 
-static int read_stage(sqlite3_stmt *st, struct store_stage *v)
+static int stage_row(sqlite3_stmt *st, void *elem)
 {
+	struct store_stage *v = elem;
 	char state[16];
 
 	memset(v, 0, sizeof(*v));
@@ -796,57 +793,31 @@ static int read_stage(sqlite3_stmt *st, struct store_stage *v)
 	return 0;
 }
 
-static int stage_row(sqlite3_stmt *st, void *elem)
-{
-	return read_stage(st, elem);
-}
-
-static void stage_release_void(void *elem)
-{
-	store_stage_release(elem);
-}
-
 int store_stage_list(struct store *s, const char *pipeline_id, int64_t run,
 		     struct store_stage **ret, size_t *ret_n, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
-	struct store_stage *v = NULL;
-	size_t n = 0;
-	int r;
-	sqlite3 *db = store_enter(s, false, &r, err);
+	return query_all(s, sizeof(**ret), stage_row, stage_release, (void **)ret, ret_n, err,
+			 "list stages", STAGE_SELECT, "si", pipeline_id, run);
+}
 
-	r = prep(db, &st, err, STAGE_SELECT, "si", pipeline_id, run);
-	if (r >= 0)
-		r = store_collect(db, st, sizeof(*v), stage_row, stage_release_void, (void **)&v,
-				  &n, err, "list stages");
-	sqlite3_reset(st);
-	r = store_leave(s, false, r, err);
-	if (r < 0) {
-		store_stage_list_free(v, n);
-		return r;
-	}
-	*ret = v;
-	*ret_n = n;
-	return 0;
+/* The latest attempt of one stage: 1, or 0 when it has none. */
+static int get_stage_locked(sqlite3 *db, const char *pipeline_id, int64_t run, const char *stage,
+			    struct store_stage *ret, struct cd_error *err)
+{
+	return query_one(db, err, "get stage", stage_row, ret,
+			 STAGE_SELECT " AND a.schema_node = ?3", "sis", pipeline_id, run, stage);
 }
 
 int store_stage_get(struct store *s, const char *pipeline_id, int64_t run, const char *stage,
 		    struct store_stage *ret, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
-	r = prep(db, &st, err, STAGE_SELECT " AND a.schema_node = ?3", "sis", pipeline_id, run,
-		 stage);
-	if (r >= 0)
-		r = step(db, st, err, "get stage");
+	r = get_stage_locked(db, pipeline_id, run, stage, ret, err);
 	if (r == 0)
 		r = cd_error_set(err, -ENOENT, "stage \"%s\" has not started", stage);
-	if (r > 0)
-		r = read_stage(st, ret);
-	sqlite3_reset(st);
-	return store_leave(s, false, r, err);
+	return store_leave(s, false, r < 0 ? r : 0, err);
 }
 
 /* ---- queue --------------------------------------------------------------------------------- */
@@ -969,17 +940,15 @@ int store_action_claim(struct store *s, const char *owner, usec_t now, usec_t le
 /* Fencing: the row must still exist with our token. */
 static int check_lease(sqlite3 *db, const struct store_claim *c, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
-	int r = prep(db, &st, err,
-		     "SELECT lease_token FROM action_queue WHERE pipeline_id = ? AND run = ?"
-		     " AND schema_node = ? AND attempt = ?",
-		     "sisi", c->pipeline_id, c->run, c->stage, c->attempt);
+	int64_t token = 0;
+	int r = query_int(db, err, "check lease", &token,
+			  "SELECT lease_token FROM action_queue WHERE pipeline_id = ? AND run = ?"
+			  " AND schema_node = ? AND attempt = ?",
+			  "sisi", c->pipeline_id, c->run, c->stage, c->attempt);
 
-	if (r >= 0)
-		r = step(db, st, err, "check lease");
 	if (r < 0)
 		return r;
-	if (r == 0 || sqlite3_column_int64(st, 0) != c->lease_token)
+	if (r == 0 || token != c->lease_token)
 		return cd_error_set(err, -ESTALE, "lease on %s/%lld/%s#%lld lost", c->pipeline_id,
 				    (long long)c->run, c->stage, (long long)c->attempt);
 	return 0;
@@ -1067,21 +1036,14 @@ int store_stage_approve(struct store *s, const char *pipeline_id, int64_t run, c
 			const char *who, usec_t now, struct cd_error *err)
 {
 	struct store_stage v = { 0 };
-	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, true, &r, err);
 
 	if (!db)
 		return r;
-	r = prep(db, &st, err, STAGE_SELECT " AND a.schema_node = ?3", "sis", pipeline_id, run,
-		 stage);
-	if (r >= 0)
-		r = step(db, st, err, "get stage");
+	r = get_stage_locked(db, pipeline_id, run, stage, &v, err);
 	if (r == 0)
 		r = cd_error_set(err, -ENOENT, "stage \"%s\" is not waiting", stage);
-	if (r > 0)
-		r = read_stage(st, &v);
-	sqlite3_reset(st);
 	if (r >= 0 && (!v.queued || v.approved_by))
 		r = cd_error_set(err, -EALREADY, "stage \"%s\" is %s", stage,
 				 v.approved_by ? "already approved" : "not waiting");
@@ -1104,15 +1066,9 @@ int store_stage_approve(struct store *s, const char *pipeline_id, int64_t run, c
 
 int store_action_queue_len(struct store *s, int64_t *ret, struct cd_error *err)
 {
-	sqlite3_stmt *st = NULL;
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
-	r = prep(db, &st, err, "SELECT COUNT(*) FROM action_queue", "");
-	if (r >= 0)
-		r = step(db, st, err, "queue length");
-	if (r > 0)
-		*ret = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
+	r = query_int(db, err, "queue length", ret, "SELECT COUNT(*) FROM action_queue", "");
 	return store_leave(s, false, r < 0 ? r : 0, err);
 }

@@ -14,53 +14,9 @@
 #include "api/jobspec.h"
 #include "api/json.h"
 #include "lib/str.h"
+#include "tests/unit/alloc_fault.h"
 
 #define HEX40 "0123456789abcdef0123456789abcdef01234567"
-
-/*
- * Fault injection (linked with --wrap): the allocation number fail_at (0-based, counted from
- * when it is armed) made by our code fails once. jansson's own allocations are not affected.
- */
-static long fail_at = -1, n_allocs;
-static bool injected;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-char *__real_strdup(const char *s);
-int __real_vasprintf(char **ret, const char *fmt, va_list ap);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-char *__wrap_strdup(const char *s);
-int __wrap_vasprintf(char **ret, const char *fmt, va_list ap);
-
-static bool should_fail(void)
-{
-	if (fail_at < 0 || n_allocs++ != fail_at)
-		return false;
-	injected = true;
-	return true;
-}
-void *__wrap_malloc(size_t n)
-{
-	return should_fail() ? NULL : __real_malloc(n);
-}
-void *__wrap_calloc(size_t n, size_t size)
-{
-	return should_fail() ? NULL : __real_calloc(n, size);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-	return should_fail() ? NULL : __real_realloc(p, n);
-}
-char *__wrap_strdup(const char *s)
-{
-	return should_fail() ? NULL : __real_strdup(s);
-}
-int __wrap_vasprintf(char **ret, const char *fmt, va_list ap)
-{
-	return should_fail() ? -1 : __real_vasprintf(ret, fmt, ap);
-}
 
 struct want {
 	const char *pointer;
@@ -809,12 +765,9 @@ static long alloc_failures(const char *text, int want)
 		int r;
 
 		problem_init(&p, 0, NULL, NULL);
-		n_allocs = 0;
-		injected = false;
-		fail_at = n;
+		alloc_fault_arm(n);
 		r = jobspec_from_string(text, strlen(text), &s, &p);
-		fail_at = -1;
-		if (!injected) {
+		if (!alloc_fault_disarm()) {
 			assert_int_equal(r, want);
 			jobspec_free(s);
 			problem_release(&p);
