@@ -363,6 +363,7 @@ static void h_events(struct http_request *req, const struct deployd_principal *w
 	struct store_event *ev = NULL;
 	struct cd_error err = {};
 	uint64_t after, wait_s, limit;
+	bool more;
 	usec_t deadline;
 	size_t n = 0;
 	json_t *arr;
@@ -379,7 +380,8 @@ static void h_events(struct http_request *req, const struct deployd_principal *w
 	for (;;) {
 		usec_t now;
 
-		r = store_event_list(d->store, (int64_t)after, limit, &ev, &n, &err);
+		/* one more than asked tells whether the client should ask again at once */
+		r = store_event_list(d->store, (int64_t)after, limit + 1, &ev, &n, &err);
 		if (r < 0) {
 			http_reply_error(req, 500, "%s", cd_error_message(&err));
 			return;
@@ -399,12 +401,18 @@ static void h_events(struct http_request *req, const struct deployd_principal *w
 			return;
 		}
 	}
+	more = n > limit;
+	if (more)
+		n = limit; /* the extra one is released with the rest */
 	arr = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(arr, event_to_json(&ev[i]));
 	http_reply_json_new(req, 200,
-			    json_pack("{s:o, s:I}", "events", arr, "last_id",
-				      (json_int_t)(n ? ev[n - 1].id : (int64_t)after)));
+			    json_pack("{s:o, s:I, s:b}", "events", arr, "last_id",
+				      (json_int_t)(n ? ev[n - 1].id : (int64_t)after), "more",
+				      more));
+	if (more)
+		n++;
 	store_event_list_free(ev, n);
 }
 

@@ -806,7 +806,7 @@ int store_event_list(struct store *s, int64_t after, size_t limit, struct store_
 	sqlite3 *db;
 	int r, rc;
 
-	if (limit == 0 || limit > 1000)
+	if (limit == 0)
 		limit = 1000;
 	db = store_enter(s, false, &r, err);
 	r = store_prepare(db,

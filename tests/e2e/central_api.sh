@@ -327,6 +327,10 @@ req GET "/v1/events?after=0&limit=1000" "$ADMIN"
 check "events hold job.put by admin and task.state by agent" \
 	"echo '$body' | grep -q '\"kind\": *\"job.put\"' && echo '$body' | grep -q '\"actor\": *\"agent\"'" "$(echo "$body" | head -c 300)"
 last=$(echo "$body" | jget "['last_id']")
+check "the whole log in one page: more is false" "[ \"\$(echo '$body' | jget \"['more']\")\" = False ]" "$(echo "$body" | tail -c 200)"
+req GET "/v1/events?after=0&limit=2" "$ADMIN"
+check "a short page says more, and last_id is its last event" \
+	"[ \"\$(echo '$body' | jget \"['more']\")\" = True ] && [ \"\$(echo '$body' | jget \"['events'][1]['id']\")\" = \"\$(echo '$body' | jget \"['last_id']\")\" ] && [ \"\$(echo '$body' | jget \"['events'].__len__()\")\" = 2 ]" "$(echo "$body" | head -c 300)"
 start=$(date +%s%N)
 req GET "/v1/events?after=999999999&wait=1" "$ADMIN"
 end=$(date +%s%N)
