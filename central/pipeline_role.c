@@ -77,6 +77,9 @@ static int read_admin_token(const char *path, char **ret, struct cd_error *err)
 static int load_zones(struct pipelines_role *pr, const struct deployd_config *cfg,
 		      struct cd_error *err)
 {
+	if (cfg->n_pipelines_zones > ARRAY_SIZE(pr->zones))
+		return cd_error_set(err, -E2BIG, "more than %zu pipelines_zone lines",
+				    ARRAY_SIZE(pr->zones));
 	for (size_t i = 0; i < cfg->n_pipelines_zones; i++) {
 		const struct deployd_pipelines_zone *z = &cfg->pipelines_zones[i];
 		struct cd_error e = {};
