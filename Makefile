@@ -55,7 +55,7 @@ fuzz: $(FUZZERS)
 # `make check` is the README's test command and what .ci/run calls. Dependencies first (in a
 # sub-make, so pkg-config sees freshly installed packages), then one runner that prints the
 # summary line the CI reads last.
-check: deps
+check: check-deps
 	$(Q)$(MAKE) --no-print-directory check-run
 
 check-run: $(PROGS) $(UNIT_TESTS) $(SELFTESTS) $(FUZZERS) $(CHECK_EXTRA)
@@ -91,6 +91,6 @@ install-bin: $(PROGS)
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all test selftest fuzz check check-run lint format bench demo demo-stop install install-bin clean deps
+.PHONY: all test selftest fuzz check check-run lint format bench demo demo-stop install install-bin clean deps check-deps
 
 -include $(shell find $(BUILD)/obj $(BUILD)/asan $(BUILD)/fuzz -type f -name '*.d' 2>/dev/null)

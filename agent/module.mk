@@ -6,9 +6,10 @@ $(eval $(call cd_lib,agent,$(AGENT_LIB_SRCS)))
 AGENT_LIBS := agent fetcher sandbox taskwatch api cdlib
 
 # the e2e tests: nginx serves artifacts, python3 plays the cluster manager and an HTTP task
-DEPS_PKGS += nginx python3 curl
+DEPS_PKGS += python3 curl
+CHECK_PKGS += nginx
 # bench/taskd: the API benchmark (wrk) and its start-latency baseline (runc)
-DEPS_PKGS += wrk runc
+CHECK_PKGS += wrk runc
 
 $(eval $(call cd_prog,taskd,agent/taskd.c,$(AGENT_LIBS)))
 $(eval $(call cd_prog,taskd-shim,agent/shim.c,agent sandbox cdlib))

@@ -27,7 +27,7 @@ E2E_TESTS += tests/e2e/pipeline_roles.sh
 # make demo and the pipelines e2e tests: git (builder), python3 (JSON in the scripts), make + cc (the example)
 DEPS_PKGS += git python3 make gcc util-linux iproute2
 # the builder's Bazel driver (test_pipeline_builder builds a Bazel workspace with it, offline)
-DEPS_PKGS += bazel-bootstrap
+CHECK_PKGS += bazel-bootstrap
 
 # ---- bench/pipelines (engineer "pbench"): planner on 10,000-stage schemas, queue throughput ----
 # Benchmark programs, not shipped: built by `make bench` (BENCH_DEPS), run by bench/pipelines/run.sh.

@@ -9,7 +9,7 @@ $(eval $(call cd_fuzz,fuzz_unpack,tests/fuzz/fuzz_unpack.c,fetcher cdlib))
 
 # End-to-end tests start their own nginx on loopback; the disk-full case mounts a tmpfs.
 E2E_TESTS += tests/e2e/fetcher.sh
-DEPS_PKGS += nginx
+CHECK_PKGS += nginx
 # Needs nginx (skips without it); the disk-full case needs root (skips without it).
 $(eval $(call cd_test,test_fetcher_e2e,tests/unit/test_fetcher_e2e.c tests/unit/test_fetcher_util.c,fetcher cdlib,$(call wrap,fsync)))
 

@@ -1,6 +1,8 @@
 # packaging/: man pages (scdoc), systemd units, sysusers, completion, .deb and .rpm.
 
-DEPS_PKGS += scdoc debhelper dpkg-dev fakeroot lintian rpm systemd bash-completion
+DEPS_PKGS += scdoc systemd bash-completion
+# make deb / make rpm and tests/e2e/packaging.sh
+CHECK_PKGS += debhelper dpkg-dev fakeroot lintian rpm
 
 MAN_SRCS := $(wildcard docs/man/*.scd)
 MAN_PAGES := $(patsubst docs/man/%.scd,$(BUILD)/man/%,$(MAN_SRCS))

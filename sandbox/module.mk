@@ -29,7 +29,7 @@ SANDBOX_RUN_STATIC := -Wl,-Bstatic -lnl-route-3 -lnl-3 -lseccomp -lcgroup -Wl,-B
 $(eval $(call cd_prog,sandbox-run,sandbox/sandbox_run.c,sandbox cdlib,$(SANDBOX_RUN_STATIC)))
 $(eval $(call cd_selftest,sandbox,selftests/sandbox.c,sandbox cdlib))
 $(eval $(call cd_test,test_sandbox,tests/unit/test_sandbox.c,sandbox cdlib,$(call wrap,cgroup_init seccomp_version)))
-DEPS_PKGS += runc crun
+CHECK_PKGS += runc crun
 
 # sandbox-init: libc only, linked statically (static-pie) so exec'ing it as every task's pid 1
 # costs no dynamic loading (and it needs nothing from the task's view of the host). Against musl
