@@ -128,24 +128,11 @@ static int query_one(sqlite3 *db, struct cd_error *err, const char *what, store_
 	return r;
 }
 
-/* The first column of the first row of a query on db as an integer: 1 with *ret set, 0 when
- * there is no row. */
-static int query_int(sqlite3 *db, struct cd_error *err, const char *what, int64_t *ret,
-		     const char *sql, const char *fmt, ...)
+/* Row function of a query whose answer is one integer (the first column), into an int64_t. */
+static int int_row(sqlite3_stmt *st, void *elem)
 {
-	sqlite3_stmt *st = NULL;
-	va_list ap;
-	int r;
-
-	va_start(ap, fmt);
-	r = vprep(db, &st, err, sql, fmt, ap);
-	va_end(ap);
-	if (r >= 0)
-		r = step(db, st, err, what);
-	if (r > 0)
-		*ret = sqlite3_column_int64(st, 0);
-	sqlite3_reset(st);
-	return r;
+	*(int64_t *)elem = sqlite3_column_int64(st, 0);
+	return 0;
 }
 
 /* Every row of a query, on a read connection (or the caller's transaction), decoded by row
@@ -369,7 +356,7 @@ int store_schema_get(struct store *s, const char *pipeline_id, int64_t version,
 static int pipeline_exists(sqlite3 *db, const char *pipeline_id, struct cd_error *err)
 {
 	int64_t one;
-	int r = query_int(db, err, "pipeline exists", &one,
+	int r = query_one(db, err, "pipeline exists", int_row, &one,
 			  "SELECT 1 FROM pipelines WHERE pipeline_id = ?", "s", pipeline_id);
 
 	if (r == 0)
@@ -389,7 +376,7 @@ int store_schema_put(struct store *s, const char *pipeline_id, int64_t if_match,
 		return r;
 	r = pipeline_exists(db, pipeline_id, err);
 	if (r >= 0)
-		r = query_int(db, err, "latest version", &latest,
+		r = query_one(db, err, "latest version", int_row, &latest,
 			      "SELECT COALESCE(MAX(version), 0) FROM pipeline_schemas"
 			      " WHERE pipeline_id = ?",
 			      "s", pipeline_id);
@@ -717,7 +704,7 @@ int store_run_retry(struct store *s, const char *pipeline_id, int64_t run, usec_
 				 "can be retried",
 				 (long long)run, run_state_to_string(v.state));
 	if (r >= 0)
-		r = query_int(db, err, "busy runs", &busy,
+		r = query_one(db, err, "busy runs", int_row, &busy,
 			      "SELECT COUNT(*) FROM pipeline_runs WHERE pipeline_id = ?"
 			      " AND state = 'IN_PROGRESS'",
 			      "s", pipeline_id);
@@ -941,7 +928,7 @@ int store_action_claim(struct store *s, const char *owner, usec_t now, usec_t le
 static int check_lease(sqlite3 *db, const struct store_claim *c, struct cd_error *err)
 {
 	int64_t token = 0;
-	int r = query_int(db, err, "check lease", &token,
+	int r = query_one(db, err, "check lease", int_row, &token,
 			  "SELECT lease_token FROM action_queue WHERE pipeline_id = ? AND run = ?"
 			  " AND schema_node = ? AND attempt = ?",
 			  "sisi", c->pipeline_id, c->run, c->stage, c->attempt);
@@ -1069,6 +1056,7 @@ int store_action_queue_len(struct store *s, int64_t *ret, struct cd_error *err)
 	int r;
 	sqlite3 *db = store_enter(s, false, &r, err);
 
-	r = query_int(db, err, "queue length", ret, "SELECT COUNT(*) FROM action_queue", "");
+	r = query_one(db, err, "queue length", int_row, ret, "SELECT COUNT(*) FROM action_queue",
+		      "");
 	return store_leave(s, false, r < 0 ? r : 0, err);
 }
