@@ -38,11 +38,18 @@ static void open_store(void)
 		fail_msg("store_open: %s", cd_error_message(&err));
 }
 
-static int setup(void **state)
+/* A temporary directory for dbpath, no database yet (the upgrade tests make an old one). */
+static int setup_dir(void **state)
 {
 	strcpy(tmpdir, "/tmp/cd-test-pstore.XXXXXX");
 	assert_non_null(mkdtemp(tmpdir));
 	snprintf(dbpath, sizeof(dbpath), "%s/deployd.db", tmpdir);
+	return 0;
+}
+
+static int setup(void **state)
+{
+	setup_dir(state);
 	open_store();
 	return 0;
 }
@@ -777,6 +784,42 @@ static void make_old_db(int version)
 	assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
+/* Closes the store and looks at the file: the final pipelines schema (typed queue, its index,
+ * the immutability triggers, which still refuse) and nothing left of the adoption. */
+static void check_final_schema(void)
+{
+	sqlite3 *db = NULL;
+
+	store_free(st);
+	st = NULL;
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
+				     " WHERE name IN ('pipelines_migrations', 'action_queue_v2')"),
+			 0);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM pragma_table_info('action_queue')"
+				     " WHERE name = 'type_bit'"),
+			 1);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
+				     " WHERE type = 'index' AND name = 'action_queue_ready'"),
+			 1);
+	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
+				     " AND name LIKE 'pipeline_schemas_%'"),
+			 2);
+	assert_int_equal(sqlite3_exec(db,
+				      "INSERT INTO pipelines VALUES ('P9', 'N9', 'o', NULL,"
+				      " NULL, NULL, NULL, 1);"
+				      "INSERT INTO pipeline_schemas VALUES ('P9', 1, 'active',"
+				      " '[]', NULL, 1)",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "UPDATE pipeline_schemas SET schema = '[1]'", NULL,
+					  NULL, NULL),
+			     SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "DELETE FROM pipeline_schemas", NULL, NULL, NULL),
+			     SQLITE_OK);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
 /* The old rows, read through store_pipelines.h after the upgrade. */
 static void check_upgraded(void)
 {
@@ -786,7 +829,6 @@ static void check_upgraded(void)
 	struct store_stage *stages = NULL;
 	size_t n = 0;
 	int version = 0;
-	sqlite3 *db = NULL;
 
 	assert_int_equal(store_schema_version(st, &version), 0);
 	assert_int_equal(version, (int)store_migrations_n);
@@ -833,34 +875,10 @@ static void check_upgraded(void)
 		store_claim_release(&c);
 	}
 
-	store_free(st);
-	st = NULL;
-	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
-	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
-				     " WHERE name IN ('pipelines_migrations', 'action_queue_v2')"),
-			 0);
-	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
-				     " WHERE type = 'index' AND name = 'action_queue_ready'"),
-			 1);
-	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
-				     " AND name LIKE 'pipeline_schemas_%'"),
-			 2);
-	/* still immutable */
-	assert_int_not_equal(sqlite3_exec(db, "UPDATE pipeline_schemas SET schema = '[]'", NULL,
-					  NULL, NULL),
-			     SQLITE_OK);
-	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	check_final_schema();
 	open_store(); /* and opening it again changes nothing */
 	assert_int_equal(store_schema_version(st, &version), 0);
 	assert_int_equal(version, (int)store_migrations_n);
-}
-
-static int setup_dir(void **state)
-{
-	strcpy(tmpdir, "/tmp/cd-test-pstore.XXXXXX");
-	assert_non_null(mkdtemp(tmpdir));
-	snprintf(dbpath, sizeof(dbpath), "%s/deployd.db", tmpdir);
-	return 0;
 }
 
 /* The last pipelines version earlier builds made (3): type bits and triggers already there. */
@@ -901,21 +919,7 @@ static void test_upgrade_refuses_unknown_pipelines_version(void **state)
 /* A new database gets the final tables straight away and nothing of the adoption. */
 static void test_new_database_schema(void **state)
 {
-	sqlite3 *db = NULL;
-
-	store_free(st);
-	st = NULL;
-	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
-	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master"
-				     " WHERE name IN ('pipelines_migrations', 'action_queue_v2')"),
-			 0);
-	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM pragma_table_info('action_queue')"
-				     " WHERE name = 'type_bit'"),
-			 1);
-	assert_int_equal(sql_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'"
-				     " AND name LIKE 'pipeline_schemas_%'"),
-			 2);
-	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	check_final_schema();
 	open_store();
 }
 
