@@ -40,7 +40,8 @@ printf 'admin %s\nagent %s\nteam:foo_team %s\nteam:bar_team %s\n' "$ADMIN" "$(he
 	"$BAR" >"$T/tokens"
 chmod 0600 "$T/tokens"
 mkdir -p "$T/state"
-printf 'pipelines_poll_interval_s = 1 # the polling test waits for it\n' >"$T/deployd.conf"
+printf 'pipelines_poll_interval_s = 1 # the polling test waits for it\npipelines_dag_cache_dags = 3\n' \
+	>"$T/deployd.conf"
 "$DEPLOYD" --config "$T/deployd.conf" --role pipelines,artifacts,builder --state-dir "$T/state" \
 	--listen 127.0.0.1:0 --token-file "$T/tokens" >"$T/deployd.log" 2>&1 &
 DPID=$!
@@ -54,7 +55,7 @@ if [ -z "$PORT" ]; then
 	echo "1..0 # SKIP deployd did not start: $(tail -3 "$T/deployd.log" | tr '\n' ' ')"
 	exit 77
 fi
-echo "1..27"
+echo "1..28"
 BASE=http://127.0.0.1:$PORT
 
 # An earlier build's <state_dir>/pipelines.conf is not read any more: refused, not ignored.
@@ -215,4 +216,12 @@ for _ in $(seq 1 100); do
 	sleep 0.2
 done
 check "the poller starts a run for a new commit" '[ $polled = 1 ]' "$(cat "$T/body")"
+
+# ---- the DAG cache: sized by deployd.conf, shared by the runner and the run views -----------
+curl -s -H "Authorization: Bearer $ADMIN" "$BASE/metrics" >"$T/metrics"
+plans=$(sed -n 's/^codedeploy_pipeline_dag_cache_plans_total \([0-9]*\)$/\1/p' "$T/metrics")
+hits=$(sed -n 's/^codedeploy_pipeline_dag_cache_hits_total \([0-9]*\)$/\1/p' "$T/metrics")
+check "pipelines_dag_cache_dags applies; /metrics counts the cache's plans ($plans) and hits ($hits)" \
+	'grep -q "pipelines role started.* dag_cache=3/100000" "$T/deployd.log" &&
+	 [ "${plans:-0}" -ge 1 ] && [ "${hits:-0}" -gt "${plans:-0}" ]' "$(grep dag_cache "$T/deployd.log")"
 exit $fail
