@@ -264,16 +264,14 @@ check_routes deployd.8 central/*.c
 
 # ---------------------------------------------------------------- config keys
 # The parsers' key tables are the truth: agent/config.c keys[], central/config.c
-# deployd_config_set() and uint_keys[], central/pipeline_role.c load_conf().
+# deployd_config_set() and uint_keys[] (the pipelines role's keys are deployd.conf keys).
 TASKD_KEYS=$(sed -n '/^static const struct key keys\[\] = {/,/^};/p' agent/config.c |
 	grep -oE '\{ "[a-z_]+", K_' | grep -oE '"[a-z_]+"' | tr -d '"' | sort -u)
 DEPLOYD_KEYS=$({
 	grep -oE 'streq\(key, "[a-z_]+"\)' central/config.c
 	grep -oE '\{ "[a-z_]+", offsetof\(struct deployd_config' central/config.c
 } | grep -oE '"[a-z_]+"' | tr -d '"' | sort -u)
-PIPELINES_KEYS=$(sed -n '/^static int load_conf(/,/^}/p' central/pipeline_role.c |
-	grep -oE 'streq\(f\[0\], "[a-z_]+"\)' | grep -oE '"[a-z_]+"' | tr -d '"' | sort -u)
-for set in "taskd:TASKD_KEYS:20" "deployd:DEPLOYD_KEYS:20" "pipelines.conf:PIPELINES_KEYS:5"; do
+for set in "taskd:TASKD_KEYS:20" "deployd:DEPLOYD_KEYS:20"; do
 	IFS=: read -r what var min <<<"$set"
 	cnt=$(echo ${!var} | wc -w)
 	if [ "$cnt" -ge "$min" ]; then
@@ -284,7 +282,7 @@ for set in "taskd:TASKD_KEYS:20" "deployd:DEPLOYD_KEYS:20" "pipelines.conf:PIPEL
 done
 
 conf_keys() { sed -n 's/^#\{0,1\}\([a-z_][a-z_]*\) =.*/\1/p' "$1" | sort -u; }
-# man page terms "key = VALUE" (conf pages); pipelines.conf terms are "key ARGS".
+# man page terms "key = VALUE" (conf pages).
 man_keys() { grep -oE '^ {7}[a-z_]+ = ' "$1" | grep -oE '[a-z_]+' | sort -u; }
 
 check_keys() { # PROG CONF PAGE KEYS...
@@ -304,12 +302,6 @@ check_keys() { # PROG CONF PAGE KEYS...
 check_keys taskd packaging/taskd.conf taskd.conf.5 $TASKD_KEYS
 check_keys deployd packaging/deployd.conf deployd.conf.5 $DEPLOYD_KEYS
 
-missing=""
-for k in $PIPELINES_KEYS; do
-	awk '/^PIPELINES.CONF$/ { p = 1; next } /^[A-Z]/ { p = 0 } p' "$T/deployd.conf.5.txt" |
-		grep -qE "^ {7}$k " || missing="$missing $k"
-done
-check_none "deployd.conf.5 documents every pipelines.conf line" "$missing"
 
 # Uncomment every key of a conffile: the real parser must accept the whole file. An invalid
 # --log-level, applied after the file, makes the binary stop right there with exit 2; its
