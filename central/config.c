@@ -81,6 +81,7 @@ void deployd_config_release(struct deployd_config *c)
 	}
 	free(c->pipelines_zones);
 	free(c->pipelines_artifacts_url);
+	free(c->pipelines_bazel_path);
 	free(c->pipelines_artifacts_token_file);
 	memset(c, 0, sizeof(*c));
 }
@@ -300,6 +301,11 @@ int deployd_config_set(struct deployd_config *c, const char *key, const char *va
 				err, -EINVAL,
 				"pipelines_artifacts_token_file: must be an absolute path");
 		r = set_string(&c->pipelines_artifacts_token_file, value);
+	} else if (streq(key, "pipelines_bazel_path")) {
+		if (!*value || strchr(value, ' '))
+			return cd_error_set(err, -EINVAL,
+					    "pipelines_bazel_path: a path or a command name");
+		r = set_string(&c->pipelines_bazel_path, value);
 	} else if (streq(key, "pipelines_sandbox_builds")) {
 		bool b;
 
@@ -320,6 +326,17 @@ int deployd_config_set(struct deployd_config *c, const char *key, const char *va
 			c->cas_public_read = b;
 		else
 			c->cas_evict = b;
+	} else if (streq(key, "pipelines_build_memory") || streq(key, "pipelines_build_storage")) {
+		uint64_t v;
+
+		/* 64M: below that not even make and a compiler run */
+		if (parse_size(value, &v) < 0 || v < (UINT64_C(64) << 20))
+			return cd_error_set(err, -EINVAL, "%s: must be a size of at least 64M",
+					    key);
+		if (streq(key, "pipelines_build_memory"))
+			c->pipelines_build_memory_bytes = v;
+		else
+			c->pipelines_build_storage_bytes = v;
 	} else if (streq(key, "cas_max_bytes") || streq(key, "cas_max_blob_bytes") ||
 		   streq(key, "max_body_bytes")) {
 		uint64_t v;

@@ -69,6 +69,8 @@ struct deployd_config {
 	unsigned pipelines_runners, pipelines_poll_interval_s, pipelines_lease_s;
 	unsigned pipelines_dag_cache_dags, pipelines_dag_cache_stages;
 	int pipelines_sandbox_builds; /* -1 = when running as root, else 0 / 1 */
+	char *pipelines_bazel_path;   /* NULL = "bazel" looked up in PATH */
+	uint64_t pipelines_build_memory_bytes, pipelines_build_storage_bytes; /* 0 = builder's */
 };
 
 int deployd_config_init(struct deployd_config *c);

@@ -324,6 +324,9 @@ static int role_start(struct deployd *d, void *state, struct cd_error *err)
 			.artifacts_url = pr->artifacts_url,
 			.artifacts_token = pr->artifacts_token,
 			.sandbox = pr->sandbox,
+			.sandbox_memory_bytes = cfg->pipelines_build_memory_bytes,
+			.sandbox_storage_bytes = cfg->pipelines_build_storage_bytes,
+			.bazel_path = cfg->pipelines_bazel_path,
 		};
 
 		r = builder_new(&bc, &pr->builder, err);

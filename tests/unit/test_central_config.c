@@ -149,7 +149,10 @@ static void test_pipelines_keys(void **state)
 			"pipelines_lease_s = 2\n"
 			"pipelines_sandbox_builds = no # trailing comment\n"
 			"pipelines_dag_cache_dags = 64\n"
-			"pipelines_dag_cache_stages = 250000\n",
+			"pipelines_dag_cache_stages = 250000\n"
+			"pipelines_build_memory = 4G\n"
+			"pipelines_build_storage = 512M # outputs\n"
+			"pipelines_bazel_path = /opt/bazel/bin/bazel\n",
 			&err),
 		0);
 	assert_int_equal(c.n_pipelines_zones, 2);
@@ -167,6 +170,9 @@ static void test_pipelines_keys(void **state)
 	assert_int_equal(c.pipelines_sandbox_builds, 0);
 	assert_int_equal(c.pipelines_dag_cache_dags, 64);
 	assert_int_equal(c.pipelines_dag_cache_stages, 250000);
+	assert_true(c.pipelines_build_memory_bytes == UINT64_C(4) << 30);
+	assert_true(c.pipelines_build_storage_bytes == UINT64_C(512) << 20);
+	assert_string_equal(c.pipelines_bazel_path, "/opt/bazel/bin/bazel");
 	deployd_config_release(&c);
 }
 
@@ -198,6 +204,9 @@ static void test_pipelines_errors(void **state)
 		{ "pipelines_dag_cache_stages = 0\n", "1..10000000" },
 		{ "pipelines_dag_cache_stages = 10000001\n", "1..10000000" },
 		{ "pipelines_dag_cache_stages = -5\n", "1..10000000" },
+		{ "pipelines_build_memory = 10M\n", "at least 64M" },
+		{ "pipelines_build_storage = lots\n", "at least 64M" },
+		{ "pipelines_bazel_path = /opt/my bazel\n", "a path or a command name" },
 		/* the old pipelines.conf spelling is not a deployd.conf line */
 		{ "lease_s 2\n", "expected 'key = value'" },
 	};
