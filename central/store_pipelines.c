@@ -167,21 +167,6 @@ static int col_dup(sqlite3_stmt *st, int i, char **ret)
 	return store_col_strdup(st, i, ret);
 }
 
-/* ---- schema version ----------------------------------------------------------------------- */
-
-int store_pipelines_migrate(struct store *s, struct cd_error *err)
-{
-	int version = 0, r = store_schema_version(s, &version);
-
-	if (r < 0)
-		return cd_error_set(err, r, "reading the schema version failed");
-	if (version < STORE_PIPELINES_SCHEMA_VERSION)
-		return cd_error_set(err, -EPROTO,
-				    "database schema version %d has no pipelines tables (needs %d)",
-				    version, STORE_PIPELINES_SCHEMA_VERSION);
-	return 0;
-}
-
 /* ---- pipelines ----------------------------------------------------------------------------- */
 
 void store_pipeline_release(struct store_pipeline *p)

@@ -30,13 +30,6 @@
 /* The store migration (store_migrations.c) that creates the tables of this file. */
 #define STORE_PIPELINES_SCHEMA_VERSION 2
 
-/*
- * Obsolete: store_open() creates the pipelines tables now, like every table. This only checks
- * that it did (0, or -EPROTO); kept until the last caller (tests/unit/test_pipeline_builder.c)
- * drops it. NEEDSWORK: remove then.
- */
-int store_pipelines_migrate(struct store *s, struct cd_error *err);
-
 /* ---- pipelines and schemas ----------------------------------------------------------------- */
 
 struct store_pipeline {

@@ -240,7 +240,6 @@ static int setup(void **state)
 	snprintf(repo, sizeof(repo), "%s/repo", tmpdir);
 	snprintf(path, sizeof(path), "%s/d.db", tmpdir);
 	assert_int_equal(store_open(path, &st, &err), 0);
-	assert_int_equal(store_pipelines_migrate(st, &err), 0);
 	if (http_server_new(&sc, &srv, &err) < 0)
 		fail_msg("server: %s", cd_error_message(&err));
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", http_server_port(srv));
@@ -463,7 +462,6 @@ static void test_test_stage(void **state)
 		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
 		unlink(path);
 		assert_int_equal(store_open(path, &st, NULL), 0);
-		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
 	}
 	memset(&c, 0, sizeof(c));
 	memset(&res, 0, sizeof(res));
@@ -532,7 +530,6 @@ static void test_job_deploys_zones_in_order(void **state)
 		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
 		unlink(path);
 		assert_int_equal(store_open(path, &st, NULL), 0);
-		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
 	}
 	claim_stage(&c, "[{\"name\":\"deploy\",\"type\":\"job\",\"spec\":\"//svc/specs:both\"}]",
 		    d);
@@ -568,7 +565,6 @@ static void test_job_rollback_stops_before_next_zone(void **state)
 		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
 		unlink(path);
 		assert_int_equal(store_open(path, &st, NULL), 0);
-		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
 	}
 	failing_zone = "us-east-1";
 	claim_stage(&c, "[{\"name\":\"deploy\",\"type\":\"job\",\"spec\":\"//svc/specs:both\"}]",
@@ -875,7 +871,6 @@ static void test_bazel_build_and_job(void **state)
 		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
 		unlink(path);
 		assert_int_equal(store_open(path, &st, NULL), 0);
-		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
 	}
 	claim_stage(&j, "[{\"name\":\"deploy\",\"type\":\"job\",\"spec\":\"//svc/specs:both\"}]",
 		    d);
@@ -975,7 +970,6 @@ static void test_bazel_missing(void **state)
 		snprintf(path, sizeof(path), "%s/d.db", tmpdir);
 		unlink(path);
 		assert_int_equal(store_open(path, &st, NULL), 0);
-		assert_int_equal(store_pipelines_migrate(st, NULL), 0);
 	}
 	claim_stage(&c, "[{\"name\":\"b\",\"type\":\"build\",\"build_targets\":[\"//svc:main\"]}]",
 		    nb);

@@ -832,7 +832,6 @@ static void check_upgraded(void)
 
 	assert_int_equal(store_schema_version(st, &version), 0);
 	assert_int_equal(version, (int)store_migrations_n);
-	assert_int_equal(store_pipelines_migrate(st, NULL), 0);
 	assert_int_equal(store_pipeline_get(st, "P1", &p, NULL), 0);
 	assert_string_equal(p.name, "Foo");
 	assert_string_equal(p.owner, "foo_team");
