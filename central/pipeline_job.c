@@ -282,7 +282,7 @@ static int poll_job(struct zone_client *z, const char *name, int64_t version,
 	char path[512];
 	json_t *reply = NULL, *rollout;
 	const char *state, *rstate, *reason, *rreason;
-	int64_t stable;
+	int64_t stable, current;
 	long status = 0;
 	int r;
 
@@ -303,11 +303,20 @@ static int poll_job(struct zone_client *z, const char *name, int64_t version,
 	state = json_string_value(json_object_get(reply, "state"));
 	reason = json_string_value(json_object_get(reply, "reason"));
 	stable = json_integer_value(json_object_get(reply, "stable_version"));
+	current = json_integer_value(json_object_get(reply, "version"));
 	rollout = json_object_get(reply, "rollout");
 	rstate = json_string_value(json_object_get(rollout, "state"));
 	rreason = json_string_value(json_object_get(rollout, "reason"));
 	r = 0;
-	if (rstate && (streq(rstate, "rolled_back") || streq(rstate, "halted"))) {
+	if (rstate && streq(rstate, "rolled_back") && stable < current) {
+		/* The rollback was decided but the zone still runs tasks of the failed version:
+		 * the stage ends when it serves the previous version again, so a pipeline that
+		 * says "rolled back" means it (the stage timeout bounds a rollback that hangs). */
+		set_msg(res, EXEC_DEFER, "%s: rolling back: %s", z->zone,
+			rreason ? rreason :
+			reason	? reason :
+				  "version failed");
+	} else if (rstate && (streq(rstate, "rolled_back") || streq(rstate, "halted"))) {
 		/* The cluster's reason says what happened ("rolled back from version 3 to 2:
 		 * task ... failed its health check"). */
 		const char *why = rreason ? rreason : reason;

@@ -162,10 +162,13 @@ static void h_job_state(struct http_request *req, void *data)
 					      "stable_version", v - 1, "rollout", "state",
 					      "rolling"));
 	else if (fail)
+		/* as the cluster does: the rollback is version v + 1 (the stable spec again);
+		 * the second poll still sees tasks of v, from the third on it is complete */
 		http_reply_json_new(req, 200,
-				    json_pack("{s:s, s:i, s:i, s:{s:s, s:s}}", "state", "RUNNING",
-					      "version", v, "stable_version", v - 1, "rollout",
-					      "state", "rolled_back", "reason",
+				    json_pack("{s:s, s:i, s:i, s:{s:s, s:s}}", "state", "PENDING",
+					      "version", v + 1, "stable_version",
+					      polls < 2 ? v - 1 : v + 1, "rollout", "state",
+					      "rolled_back", "reason",
 					      "task 0 failed its health check"));
 	else
 		http_reply_json_new(req, 200,
@@ -572,6 +575,10 @@ static void test_job_rollback_stops_before_next_zone(void **state)
 	assert_int_equal(drive_job(&c, d, msg, sizeof(msg)), EXEC_FAILED);
 	assert_non_null(strstr(msg, "us-east-1: task 0 failed its health check"));
 	assert_string_equal(puts_log.buf, "us-east-1:1;"); /* eu-west-1 never touched */
+	/* it failed only once the zone served the previous version again (third poll) */
+	pthread_mutex_lock(&fake_lock);
+	assert_true(job_polls[zone_slot("us-east-1")] >= 3);
+	pthread_mutex_unlock(&fake_lock);
 	release(&c);
 	job_deployer_free(d);
 }
