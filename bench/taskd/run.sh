@@ -3,14 +3,23 @@
 #  1. PutTask → RUNNING with the artifact already cached, p50/p99, vs `runc run -d` of the same
 #     workload (a shell script that execs sleep) from a prepared bundle; interleaved, sequential.
 #  2. taskd's RSS and CPU with K idle tasks (issue goal: 1,000 tasks, < 20 MB, < 1% CPU).
-#  3. API GET req/s with wrk (GetTaskState of one task, keep-alive).
-# Usage: bench/taskd/run.sh   (env: BUILD=build-x, N=50 starts, IDLE=1000 tasks, IDLE_S=20)
+#  3. API GET req/s with wrk (GetTaskState of one task, ListTasks?state=, /healthz; keep-alive)
+#     and taskd's CPU time per request (utime+stime from /proc/<pid>/stat over the wrk run /
+#     the requests wrk counted): far less sensitive to the machine's other load than req/s.
+# Usage: bench/taskd/run.sh   (env: BUILD=build-x, N=50 starts, IDLE=1000 tasks, IDLE_S=20,
+#        PARTS="start idle api" (any subset; the idle tasks are started whenever idle or api is
+#        asked for: the API part runs with them), WRK_S=10, PERF=file: perf record -g taskd during
+#        the GetTaskState run into that file)
 set -eu
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 N=${N:-50}
 IDLE=${IDLE:-1000}
 IDLE_S=${IDLE_S:-20}
+PARTS=${PARTS:-start idle api}
+WRK_S=${WRK_S:-10}
+PERF=${PERF:-}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 [ "$(id -u)" = 0 ] || { echo "bench/taskd: needs root"; exit 77; }
 for b in taskd taskd-shim sandbox-init; do
 	[ -x "$BUILD/$b" ] || { echo "bench/taskd: build $BUILD/$b first"; exit 1; }
@@ -93,7 +102,7 @@ json.dump(cfg, open(sys.argv[1], "w"))
 PY
 
 # ---- 1. start latency, interleaved: taskd PutTask → RUNNING (event seen), runc run -d
-python3 - "$PORT" "$TOKEN" "$MPORT" "$HEX" "$N" "$B" "$$" <<'PY'
+part start && python3 - "$PORT" "$TOKEN" "$MPORT" "$HEX" "$N" "$B" "$$" <<'PY'
 import json, subprocess, sys, time, urllib.request
 port, token, mport, hexd, n, bundle, pid = sys.argv[1:8]
 n = int(n)
@@ -153,6 +162,7 @@ print("  ratio taskd/runc          p50 %.2f  p99 %.2f" % (pct(td, 50) / pct(rc, 
 PY
 
 # ---- 2. idle tasks: taskd RSS and CPU
+part idle || part api || exit 0
 python3 - "$PORT" "$TOKEN" "$MPORT" "$HEX" "$IDLE" <<'PY'
 import json, sys, urllib.request
 port, token, mport, hexd, k = sys.argv[1:6]
@@ -177,6 +187,7 @@ done
 sleep 3
 ticks() { awk '{ print $14 + $15 }' "/proc/$TPID/stat"; }
 HZ=$(getconf CLK_TCK)
+if part idle; then
 c0=$(ticks)
 sleep "$IDLE_S"
 c1=$(ticks)
@@ -188,15 +199,35 @@ echo "idle: $running tasks RUNNING (asked for $IDLE)"
 echo "  taskd RSS $((rss / 1024)) MB (anonymous $((anon / 1024)) MB); a taskd-shim ~${shimrss} kB anonymous"
 awk -v a="$c0" -v b="$c1" -v hz="$HZ" -v s="$IDLE_S" \
 	'BEGIN { printf "  taskd CPU %.2f%% of one core over %d s\n", (b - a) * 100 / hz / s, s }'
+fi
 
-# ---- 3. API GET req/s (wrk, keep-alive) with the idle tasks still there
-ID=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/tasks?state=RUNNING" |
-	python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"][0]["task_id"])')
-echo "wrk -t2 -c16 -d10s GET /v1/tasks/$ID:"
-wrk -t2 -c16 -d10s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/tasks/$ID" |
-	sed -n 's/^\(Requests\/sec\|  Latency\).*/  &/p'
-echo "wrk -t2 -c16 -d10s GET /healthz:"
-wrk -t2 -c16 -d10s "http://127.0.0.1:$PORT/healthz" | sed -n 's/^\(Requests\/sec\|  Latency\).*/  &/p'
+# ---- 3. API: req/s (wrk, keep-alive) and taskd CPU per request, with the idle tasks there
+# wrk_cpu LABEL URL [perf-file]: one wrk run; prints req/s, latency and taskd's CPU µs/request
+wrk_cpu() {
+	out=$W/wrk.out
+	echo "wrk -t2 -c16 -d${WRK_S}s GET $1:"
+	PERFPID=
+	if [ -n "${3:-}" ]; then
+		perf record -g -o "$3" -p "$TPID" -- sleep "$((WRK_S + 1))" >/dev/null 2>&1 &
+		PERFPID=$!
+		sleep 0.5
+	fi
+	c0=$(ticks)
+	wrk -t2 -c16 -d"${WRK_S}s" -H "Authorization: Bearer $TOKEN" "$2" >"$out"
+	c1=$(ticks)
+	[ -z "$PERFPID" ] || wait "$PERFPID" || true
+	sed -n 's/^ *\(Requests\/sec\|Latency\).*/  &/p' "$out"
+	n=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$out")
+	awk -v a="$c0" -v b="$c1" -v hz="$HZ" -v n="$n" -v l="$(cat /proc/loadavg)" 'BEGIN {
+		printf "  taskd CPU per request: %.1f us (%d requests, %.2f s CPU; loadavg %s)\n",
+		       (b - a) / hz * 1e6 / n, n, (b - a) / hz, l }'
+}
+if part api; then
+	ID=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/tasks?state=RUNNING" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"][0]["task_id"])')
+	wrk_cpu "/v1/tasks/$ID" "http://127.0.0.1:$PORT/v1/tasks/$ID" "$PERF"
+	wrk_cpu "/healthz" "http://127.0.0.1:$PORT/healthz"
+fi
 
 # ---- stop everything (tasks outlive taskd by design: stop them through it)
 for id in $(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/tasks" |
