@@ -9,7 +9,7 @@ $(eval $(call cd_test,test_api_jsonw,tests/unit/test_api_jsonw.c,api cdlib))
 APICODEC_WRAP := $(call wrap,malloc calloc realloc strdup vasprintf)
 $(eval $(call cd_test,test_api_jobspec,tests/unit/test_api_jobspec.c tests/unit/alloc_fault.c,api cdlib,$(APICODEC_WRAP)))
 $(eval $(call cd_test,test_api_pipeline,tests/unit/test_api_pipeline.c tests/unit/alloc_fault.c,api cdlib,$(APICODEC_WRAP)))
-$(eval $(call cd_test,test_api_problem,tests/unit/test_api_problem.c,api cdlib,$(APICODEC_WRAP)))
+$(eval $(call cd_test,test_api_problem,tests/unit/test_api_problem.c tests/unit/alloc_fault.c,api cdlib,$(APICODEC_WRAP)))
 # The codec fuzzers link the codec sources directly, not the whole fuzz libapi.a: they do not
 # need (or wait for) the HTTP wrappers.
 APICODEC_SRCS := api/json.c api/names.c api/jobspec.c api/pipeline.c api/problem.c

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 static long fail_at = -1, n_allocs;
-static bool injected;
+static bool fail_all, injected;
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t size);
@@ -23,18 +23,26 @@ void alloc_fault_arm(long n)
 {
 	n_allocs = 0;
 	injected = false;
+	fail_all = false;
 	fail_at = n;
+}
+
+void alloc_fault_arm_all(void)
+{
+	alloc_fault_arm(-1);
+	fail_all = true;
 }
 
 bool alloc_fault_disarm(void)
 {
 	fail_at = -1;
+	fail_all = false;
 	return injected;
 }
 
 static bool should_fail(void)
 {
-	if (fail_at < 0 || n_allocs++ != fail_at)
+	if (!fail_all && (fail_at < 0 || n_allocs++ != fail_at))
 		return false;
 	injected = true;
 	return true;

@@ -11,39 +11,7 @@
 #include <cmocka.h>
 
 #include "api/problem.h"
-
-/* Fault injection (linked with --wrap): make our allocations fail while fail is set. */
-static bool fail;
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-char *__real_strdup(const char *s);
-int __real_vasprintf(char **ret, const char *fmt, va_list ap);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-char *__wrap_strdup(const char *s);
-int __wrap_vasprintf(char **ret, const char *fmt, va_list ap);
-void *__wrap_malloc(size_t n)
-{
-	return fail ? NULL : __real_malloc(n);
-}
-void *__wrap_calloc(size_t n, size_t size)
-{
-	return fail ? NULL : __real_calloc(n, size);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-	return fail ? NULL : __real_realloc(p, n);
-}
-char *__wrap_strdup(const char *s)
-{
-	return fail ? NULL : __real_strdup(s);
-}
-int __wrap_vasprintf(char **ret, const char *fmt, va_list ap)
-{
-	return fail ? -1 : __real_vasprintf(ret, fmt, ap);
-}
+#include "tests/unit/alloc_fault.h"
 
 static void test_init_and_serialise(void **state)
 {
@@ -280,20 +248,21 @@ static void test_recording_oom(void **state)
 	char *s;
 
 	/* every recording call survives allocation failure and marks the problem */
-	fail = true;
+	alloc_fault_arm_all();
 	problem_init(&p, 422, "urn:x", "T");
-	fail = false;
+	assert_true(alloc_fault_disarm());
 	assert_true(p.oom);
+	assert_null(p.type);
 	assert_null(p.title);
 	problem_release(&p);
 
 	problem_init(&p, 422, "urn:x", "T");
 	problem_add_error(&p, "/a", "kept");
-	fail = true;
+	alloc_fault_arm_all();
 	problem_add_error(&p, "/b", "lost %d", 1); /* vasprintf fails */
 	problem_set_detail(&p, "lost");
 	problem_set(&p, 0, NULL, "lost title");
-	fail = false;
+	assert_true(alloc_fault_disarm());
 	assert_true(p.oom);
 	assert_int_equal(p.n_errors, 1);
 	assert_string_equal(p.title, "T"); /* a failed replacement keeps the old value */
@@ -308,12 +277,110 @@ static void test_recording_oom(void **state)
 	problem_init(&p, 422, NULL, NULL);
 	for (int i = 0; i < 8; i++)
 		problem_add_error(&p, "/x", "e%d", i);
-	fail = true;
+	alloc_fault_arm_all();
 	problem_add_error(&p, "/x", "e8");
-	fail = false;
+	assert_true(alloc_fault_disarm());
 	assert_true(p.oom);
 	assert_int_equal(p.n_errors, 8);
 	problem_release(&p);
+}
+
+/* What a handler records: type, title, detail, nine errors (the array grows once), a new title. */
+static void record(struct problem *p)
+{
+	problem_init(p, 422, "urn:x", "T");
+	problem_set_detail(p, "%d invalid", 9);
+	for (int i = 0; i < 9; i++)
+		problem_add_error(p, "/x", "e%d", i);
+	problem_set(p, 0, NULL, "T2");
+}
+
+static void test_recording_every_failure_point(void **state)
+{
+	long n;
+
+	/* each allocation of record() failing alone: the problem is marked, what it kept is whole
+	 * (no error with a NULL member), it still serialises (as a 500) and nothing leaks */
+	for (n = 0;; n++) {
+		struct problem p;
+		json_t *j;
+		bool hit;
+
+		alloc_fault_arm(n);
+		record(&p);
+		hit = alloc_fault_disarm();
+		if (!hit) {
+			assert_false(p.oom);
+			assert_int_equal(p.n_errors, 9);
+			problem_release(&p);
+			break;
+		}
+		assert_true(p.oom);
+		assert_true(p.n_errors <= 9);
+		for (size_t i = 0; i < p.n_errors; i++) {
+			assert_non_null(p.errors[i].pointer);
+			assert_non_null(p.errors[i].message);
+		}
+		j = problem_to_json(&p);
+		assert_non_null(j);
+		assert_int_equal(json_integer_value(json_object_get(j, "status")), 500);
+		json_decref(j);
+		problem_release(&p);
+	}
+	assert_true(n > 0); /* record() allocates: the loop did inject failures */
+}
+
+static void test_to_json_oom(void **state)
+{
+	struct problem p;
+
+	/* the U+FFFD replacement of invalid UTF-8 needs a buffer: without it, NULL (not a
+	 * document missing its title) */
+	problem_init(&p, 400, NULL, "Bad \xff title");
+	problem_add_error(&p, "/a", "x");
+	alloc_fault_arm_all();
+	assert_null(problem_to_json(&p));
+	assert_null(problem_to_string(&p));
+	assert_true(alloc_fault_disarm());
+	problem_release(&p);
+}
+
+static void test_from_json_oom(void **state)
+{
+	json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:[{s:s, s:s}, {s:s, s:s}]}", "status", 422,
+			      "type", "urn:x", "title", "T", "detail", "d", "errors", "pointer",
+			      "/a", "message", "m1", "pointer", "/b", "message", "m2");
+	struct problem q;
+	long n;
+
+	assert_non_null(j);
+	alloc_fault_arm_all();
+	assert_int_equal(problem_from_json(j, &q), -ENOMEM);
+	assert_true(alloc_fault_disarm());
+	/* nothing half-decoded is handed back (and nothing leaks) */
+	assert_null(q.type);
+	assert_null(q.title);
+	assert_null(q.errors);
+	assert_int_equal(q.n_errors, 0);
+
+	for (n = 0;; n++) {
+		int r;
+
+		alloc_fault_arm(n);
+		r = problem_from_json(j, &q);
+		if (!alloc_fault_disarm()) {
+			assert_int_equal(r, 0);
+			assert_int_equal(q.n_errors, 2);
+			assert_string_equal(q.detail, "d");
+			problem_release(&q);
+			break;
+		}
+		assert_int_equal(r, -ENOMEM);
+		assert_null(q.title);
+		assert_int_equal(q.n_errors, 0);
+	}
+	assert_true(n > 0);
+	json_decref(j);
 }
 
 int main(void)
@@ -332,6 +399,9 @@ int main(void)
 		cmocka_unit_test(test_from_json_lenient_members),
 		cmocka_unit_test(test_from_json_rejects),
 		cmocka_unit_test(test_recording_oom),
+		cmocka_unit_test(test_recording_every_failure_point),
+		cmocka_unit_test(test_to_json_oom),
+		cmocka_unit_test(test_from_json_oom),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
