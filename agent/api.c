@@ -12,6 +12,7 @@
 #include "agent/logfile.h"
 #include "agent/taskdir.h"
 #include "api/json.h"
+#include "api/jsonw.h"
 #include "lib/macro.h"
 #include "lib/str.h"
 
@@ -44,11 +45,22 @@ enum taskd_api_auth taskd_api_principal(const void *principal)
 	return TASKD_AUTH_NONE;
 }
 
+/* Reply with what w holds (one JSON value a manager call wrote), or 500 when it could not. */
+static void reply_jsonw(struct http_request *req, int status, struct jsonw *w)
+{
+	if (jsonw_finish(w) < 0)
+		http_reply_error(req, 500, "out of memory");
+	else
+		http_reply_bytes(req, status, "application/json", w->buf.buf, w->buf.len);
+}
+
 static void put_task(struct http_request *req, void *data)
 {
 	struct taskd_api *api = data;
 	_cleanup_problem_ struct problem p;
-	json_t *body = NULL, *task = NULL;
+	_cleanup_(jsonw_release) struct jsonw w = JSONW_INIT;
+	char id[TASK_ID_BUF];
+	json_t *body = NULL;
 	enum taskd_api_auth who;
 	int r;
 
@@ -61,15 +73,14 @@ static void put_task(struct http_request *req, void *data)
 	}
 	/* Tasks the cluster manager pushed are reported back to it; local ones never are (the
 	 * manager would refuse them and, by the protocol's healing, stop them). */
-	r = manager_put_task(api->manager, body, who == TASKD_AUTH_MANAGER, &task, &p);
+	r = manager_put_task(api->manager, body, who == TASKD_AUTH_MANAGER, &w, id, &p);
 	json_decref(body);
 	if (r == 200 || r == 201) {
-		const char *id = json_string_value(json_object_get(task, "task_id"));
 		char loc[128];
 
-		snprintf(loc, sizeof(loc), "/v1/tasks/%s", id ? id : "");
+		snprintf(loc, sizeof(loc), "/v1/tasks/%s", id);
 		http_reply_header(req, "Location", loc);
-		http_reply_json_new(req, r, task);
+		reply_jsonw(req, r, &w);
 		return;
 	}
 	if (r == -ENOMEM)
@@ -83,11 +94,11 @@ static void list_tasks(struct http_request *req, void *data)
 	struct taskd_api *api = data;
 	const char *job = http_request_query(req, "job");
 	const char *state = http_request_query(req, "state");
-	json_t *j = NULL;
+	_cleanup_(jsonw_release) struct jsonw w = JSONW_INIT;
 	int r;
 
 	r = manager_list_tasks(api->manager, job && *job ? job : NULL,
-			       state && *state ? state : NULL, &j);
+			       state && *state ? state : NULL, &w);
 	if (r == -EINVAL) {
 		http_reply_error(req, 400, "state must be PENDING, RUNNING, DONE or ERROR");
 		return;
@@ -96,17 +107,18 @@ static void list_tasks(struct http_request *req, void *data)
 		http_reply_error(req, 500, "%s", strerror(-r));
 		return;
 	}
-	http_reply_json_new(req, 200, j);
+	reply_jsonw(req, 200, &w);
 }
 
 static void get_task(struct http_request *req, void *data)
 {
 	struct taskd_api *api = data;
 	const char *id = http_request_param(req, "id");
-	json_t *j = NULL;
+	_cleanup_(jsonw_release) struct jsonw w = JSONW_INIT;
 	int r;
 
-	r = manager_get_task(api->manager, id, true, &j);
+	(void)strbuf_grow(&w.buf, 2048); /* one allocation for a typical task with its spec */
+	r = manager_get_task(api->manager, id, true, &w);
 	if (r == -ENOENT) {
 		http_reply_error(req, 404, "no task %s on this host", id);
 		return;
@@ -115,7 +127,7 @@ static void get_task(struct http_request *req, void *data)
 		http_reply_error(req, 500, "%s", strerror(-r));
 		return;
 	}
-	http_reply_json_new(req, 200, j);
+	reply_jsonw(req, 200, &w);
 }
 
 static void set_state(struct http_request *req, void *data)
@@ -123,7 +135,8 @@ static void set_state(struct http_request *req, void *data)
 	struct taskd_api *api = data;
 	const char *id = http_request_param(req, "id");
 	_cleanup_problem_ struct problem p;
-	json_t *body = NULL, *j = NULL;
+	_cleanup_(jsonw_release) struct jsonw w = JSONW_INIT;
+	json_t *body = NULL;
 	const char *state = NULL;
 	int r;
 
@@ -148,14 +161,14 @@ static void set_state(struct http_request *req, void *data)
 		http_reply_problem(req, &p);
 		return;
 	}
-	r = manager_set_state(api->manager, id, state, &j);
+	r = manager_set_state(api->manager, id, state, &w);
 	json_decref(body);
 	if (r == -ENOENT)
 		http_reply_error(req, 404, "no task %s on this host", id);
 	else if (r < 0)
 		http_reply_error(req, 500, "%s", strerror(-r));
 	else
-		http_reply_json_new(req, 200, j);
+		reply_jsonw(req, 200, &w);
 }
 
 static void delete_task(struct http_request *req, void *data)

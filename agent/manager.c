@@ -30,6 +30,7 @@
 #include "agent/runtime.h"
 #include "agent/taskdir.h"
 #include "api/json.h"
+#include "api/jsonw.h"
 #include "api/jobspec.h"
 #include "api/names.h"
 #include "ebpf/taskwatch.h"
@@ -94,6 +95,7 @@ struct task {
 	bool events_lost; /* taskwatch lost events while this generation was watched */
 	uint64_t cgroup_id;
 	struct taskwatch_classifier cls;
+	struct runtime_usage_cache usage; /* GetTaskState's last reading of the cgroup */
 };
 
 struct manager {
@@ -236,15 +238,6 @@ static json_t *json_str_or_null(const char *s)
 	return s && *s ? json_string(s) : json_null();
 }
 
-static json_t *time_json(usec_t t)
-{
-	char buf[40];
-
-	if (!t)
-		return json_null();
-	return json_string(clock_format_rfc3339(t, buf, sizeof(buf)));
-}
-
 static int task_url(const struct task *t, char *buf, size_t size)
 {
 	struct job_url ju;
@@ -257,67 +250,89 @@ static int task_url(const struct task *t, char *buf, size_t size)
 	return task_url_format(&tu, buf, size);
 }
 
-/* The protocol's task object. Called with the lock held. */
-static json_t *task_to_json(struct manager *m, const struct task *t, bool full)
+static bool task_has_cgroup(const struct task *t)
+{
+	return t->phase == P_RUNNING || t->phase == P_STOPPING;
+}
+
+static void write_str_or_null(struct jsonw *w, const char *key, const char *s)
+{
+	jsonw_kstring(w, key, s && *s ? s : NULL);
+}
+
+static void write_usage_value(struct jsonw *w, const char *key, uint64_t v)
+{
+	jsonw_key(w, key);
+	if (v == UINT64_MAX)
+		jsonw_null(w);
+	else
+		jsonw_int(w, (int64_t)v);
+}
+
+/*
+ * The protocol's task object into w; with full, also the usage (when given: the caller reads
+ * it, see task_usage()), spec, artifact and app_dir. Called with the lock held: it only copies.
+ * The spec is its canonical text, serialised once at PutTask (and validated at load), the
+ * artifact the compact text stored with the task: both are written as they are.
+ */
+static void task_write(struct jsonw *w, const struct task *t, bool full,
+		       const struct runtime_usage *u)
 {
 	char url[TASK_URL_MAX_LEN + 1] = "";
-	json_t *j;
 
 	(void)task_url(t, url, sizeof(url));
-	j = json_pack("{s:s, s:s, s:s, s:I, s:s, s:o, s:o, s:b, s:o, s:o, s:I, s:o, s:o, s:o, "
-		      "s:o, s:s, s:I, s:o}",
-		      "task_id", t->rec.task_id, "task", url, "job", t->rec.job_url, "index",
-		      (json_int_t)t->rec.task_index, "state", task_state_to_string(t->rec.state),
-		      "reason", json_str_or_null(t->rec.reason), "message",
-		      json_str_or_null(t->rec.message), "healthy", task_healthy(t), "exit_code",
-		      t->rec.exit_code >= 0 ? json_integer(t->rec.exit_code) : json_null(),
-		      "signal", t->rec.signal > 0 ? json_integer(t->rec.signal) : json_null(),
-		      "restarts", (json_int_t)t->rec.restarts, "created_at",
-		      time_json(t->rec.created_at), "updated_at", time_json(t->rec.updated_at),
-		      "started_at", time_json(t->rec.started_at), "finished_at",
-		      time_json(t->rec.finished_at), "desired",
-		      task_state_to_string(t->rec.desired), "generation",
-		      (json_int_t)t->rec.generation, "request_id",
-		      json_str_or_null(t->rec.request_id));
-	if (!j)
-		return NULL;
-	if (t->phase == P_RUNNING || t->phase == P_STOPPING)
-		json_object_set_new(j, "pid", json_integer(t->task_pid));
+	jsonw_object_begin(w);
+	jsonw_kstring(w, "task_id", t->rec.task_id);
+	jsonw_kstring(w, "task", url);
+	jsonw_kstring(w, "job", t->rec.job_url);
+	jsonw_kint(w, "index", t->rec.task_index);
+	jsonw_kstring(w, "state", task_state_to_string(t->rec.state));
+	write_str_or_null(w, "reason", t->rec.reason);
+	write_str_or_null(w, "message", t->rec.message);
+	jsonw_kbool(w, "healthy", task_healthy(t));
+	jsonw_key(w, "exit_code");
+	if (t->rec.exit_code >= 0)
+		jsonw_int(w, t->rec.exit_code);
+	else
+		jsonw_null(w);
+	jsonw_key(w, "signal");
+	if (t->rec.signal > 0)
+		jsonw_int(w, t->rec.signal);
+	else
+		jsonw_null(w);
+	jsonw_kint(w, "restarts", t->rec.restarts);
+	jsonw_ktime(w, "created_at", t->rec.created_at);
+	jsonw_ktime(w, "updated_at", t->rec.updated_at);
+	jsonw_ktime(w, "started_at", t->rec.started_at);
+	jsonw_ktime(w, "finished_at", t->rec.finished_at);
+	jsonw_kstring(w, "desired", task_state_to_string(t->rec.desired));
+	jsonw_kint(w, "generation", t->rec.generation);
+	write_str_or_null(w, "request_id", t->rec.request_id);
+	if (task_has_cgroup(t))
+		jsonw_kint(w, "pid", t->task_pid);
 	if (full) {
-		char name[CGNAME_MAX];
-		struct runtime_usage u;
-
-		task_cg_name(t, name);
-		if ((t->phase == P_RUNNING || t->phase == P_STOPPING) &&
-		    runtime_usage_by_name(m->cfg.cgroup_parent, name, &u) >= 0) {
-			json_t *uj = json_object();
-
-#define USAGE(k, v)                                                                                \
-	json_object_set_new(uj, k, (v) == UINT64_MAX ? json_null() : json_integer((json_int_t)(v)))
-			USAGE("memory_bytes", u.memory_bytes);
-			USAGE("memory_peak_bytes", u.memory_peak_bytes);
-			USAGE("cpu_usage_ns", u.cpu_usage_ns);
-			USAGE("pids", u.pids);
-			USAGE("oom_kills", u.oom_kills);
-#undef USAGE
-			json_object_set_new(j, "usage", uj);
+		if (u) {
+			jsonw_key(w, "usage");
+			jsonw_object_begin(w);
+			write_usage_value(w, "memory_bytes", u->memory_bytes);
+			write_usage_value(w, "memory_peak_bytes", u->memory_peak_bytes);
+			write_usage_value(w, "cpu_usage_ns", u->cpu_usage_ns);
+			write_usage_value(w, "pids", u->pids);
+			write_usage_value(w, "oom_kills", u->oom_kills);
+			jsonw_object_end(w);
 		}
-		if (t->spec) {
-			json_t *sj = NULL;
-
-			if (jobspec_to_json(t->spec, &sj) >= 0)
-				json_object_set_new(j, "spec", sj);
+		if (t->rec.spec_json) {
+			jsonw_key(w, "spec");
+			jsonw_raw(w, t->rec.spec_json);
 		}
 		if (t->rec.artifact_json) {
-			json_t *a = json_loads(t->rec.artifact_json, 0, NULL);
-
-			if (a)
-				json_object_set_new(j, "artifact", a);
+			jsonw_key(w, "artifact");
+			jsonw_raw(w, t->rec.artifact_json);
 		}
 		if (t->app_dir)
-			json_object_set_new(j, "app_dir", json_string(t->app_dir));
+			jsonw_kstring(w, "app_dir", t->app_dir);
 	}
-	return j;
+	jsonw_object_end(w);
 }
 
 /* The NotifyTaskState body without seq/event_id (the sender adds them from the outbox id). */
@@ -1876,8 +1891,8 @@ static int validate_put(const json_t *body, const char **ret_req, const char **r
 	return 0;
 }
 
-int manager_put_task(struct manager *m, const json_t *body, bool from_manager, json_t **ret,
-		     struct problem *p)
+int manager_put_task(struct manager *m, const json_t *body, bool from_manager, struct jsonw *w,
+		     char ret_task_id[static TASK_ID_BUF], struct problem *p)
 {
 	const char *req = NULL, *tid = NULL, *job = NULL;
 	const json_t *spec_j = NULL, *art = NULL;
@@ -1912,8 +1927,9 @@ int manager_put_task(struct manager *m, const json_t *body, bool from_manager, j
 							   t->rec.task_id);
 					goto out;
 				}
-				*ret = task_to_json(m, t, false);
-				r = *ret ? 200 : -ENOMEM;
+				task_write(w, t, false, NULL);
+				memcpy(ret_task_id, t->rec.task_id, TASK_ID_BUF);
+				r = 200;
 				goto out;
 			}
 	}
@@ -1988,56 +2004,95 @@ int manager_put_task(struct manager *m, const json_t *body, bool from_manager, j
 	t->pending_since = clock_mono_usec();
 	task_begin(m, t);
 	arm_timer(m);
-	*ret = task_to_json(m, t, false);
-	r = *ret ? 201 : -ENOMEM;
+	task_write(w, t, false, NULL);
+	memcpy(ret_task_id, t->rec.task_id, TASK_ID_BUF);
+	r = 201;
 out:
 	pthread_mutex_unlock(&m->lock);
 	jobspec_free(spec);
 	return r;
 }
 
-int manager_get_task(struct manager *m, const char *task_id, bool with_spec, json_t **ret)
+/*
+ * The usage of t's current cgroup for GetTaskState: the cached reading while it is fresh,
+ * otherwise read now — with the lock dropped, so the file reads hold up no other request or
+ * the supervisor. Returns the task again (NULL when it was deleted meanwhile) and sets
+ * *ret_have when *ret holds a reading of the generation that task is in now.
+ */
+static struct task *task_usage(struct manager *m, struct task *t, struct runtime_usage *ret,
+			       bool *ret_have)
 {
+	*ret_have = false;
+	/* a generation that changes during the read is read again; twice is plenty */
+	for (int attempt = 0; attempt < 3 && task_has_cgroup(t); attempt++) {
+		char id[TASK_ID_BUF], name[CGNAME_MAX];
+		unsigned generation = t->rec.generation;
+		usec_t now = clock_mono_usec();
+		int r;
+
+		if (runtime_usage_cache_get(&t->usage, generation, now, ret)) {
+			*ret_have = true;
+			break;
+		}
+		memcpy(id, t->rec.task_id, sizeof(id));
+		task_cg_name(t, name);
+		pthread_mutex_unlock(&m->lock);
+		r = runtime_usage_by_name(m->cgsys, m->cfg.cgroup_parent, name, ret);
+		pthread_mutex_lock(&m->lock);
+		t = find_task(m, id);
+		if (!t)
+			return NULL;
+		if (r < 0) /* the cgroup is gone (the run ended) or unreadable: no usage */
+			break;
+		if (task_has_cgroup(t) && t->rec.generation == generation) {
+			runtime_usage_cache_put(&t->usage, generation, now, ret);
+			*ret_have = true;
+			break;
+		}
+	}
+	return t;
+}
+
+int manager_get_task(struct manager *m, const char *task_id, bool with_spec, struct jsonw *w)
+{
+	struct runtime_usage u;
+	bool have_usage = false;
 	struct task *t;
-	int r = -ENOENT;
 
 	pthread_mutex_lock(&m->lock);
 	t = find_task(m, task_id);
-	if (t) {
-		*ret = task_to_json(m, t, with_spec);
-		r = *ret ? 0 : -ENOMEM;
-	}
+	if (t && with_spec)
+		t = task_usage(m, t, &u, &have_usage);
+	if (t)
+		task_write(w, t, with_spec, have_usage ? &u : NULL);
 	pthread_mutex_unlock(&m->lock);
-	return r;
+	return t ? 0 : -ENOENT;
 }
 
-int manager_list_tasks(struct manager *m, const char *job, const char *state, json_t **ret)
+int manager_list_tasks(struct manager *m, const char *job, const char *state, struct jsonw *w)
 {
 	enum task_state sf = TASK_PENDING;
-	json_t *a, *j;
 
 	if (state && task_state_from_string(state, &sf) < 0)
 		return -EINVAL;
-	a = json_array();
-	if (!a)
-		return -ENOMEM;
+	jsonw_object_begin(w);
+	jsonw_key(w, "tasks");
+	jsonw_array_begin(w);
 	pthread_mutex_lock(&m->lock);
 	for (struct task *t = m->tasks; t; t = t->next) {
 		if (job && !streq(job, t->rec.job_url))
 			continue;
 		if (state && t->rec.state != sf)
 			continue;
-		json_array_append_new(a, task_to_json(m, t, false));
+		task_write(w, t, false, NULL);
 	}
 	pthread_mutex_unlock(&m->lock);
-	j = json_pack("{s:o}", "tasks", a);
-	if (!j)
-		return -ENOMEM;
-	*ret = j;
+	jsonw_array_end(w);
+	jsonw_object_end(w);
 	return 0;
 }
 
-int manager_set_state(struct manager *m, const char *task_id, const char *state, json_t **ret)
+int manager_set_state(struct manager *m, const char *task_id, const char *state, struct jsonw *w)
 {
 	enum task_state want;
 	struct task *t;
@@ -2101,9 +2156,7 @@ int manager_set_state(struct manager *m, const char *task_id, const char *state,
 			task_save(m, t, "desired");
 	}
 	arm_timer(m);
-	*ret = task_to_json(m, t, false);
-	if (!*ret)
-		r = -ENOMEM;
+	task_write(w, t, false, NULL);
 out:
 	pthread_mutex_unlock(&m->lock);
 	return r;

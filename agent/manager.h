@@ -8,6 +8,8 @@
  * thread per artifact fetch in flight. Every public function is thread-safe (one mutex); the
  * HTTP handlers call them from civetweb's worker threads.
  * Does not own HTTP, logging policy or the notification sender: JSON in, JSON out, -errno.
+ * Task objects are written as text into the caller's api/jsonw writer (one JSON value each, only
+ * on success; the caller checks jsonw_finish() for allocation failures).
  */
 #pragma once
 
@@ -16,6 +18,7 @@
 #include <stdint.h>
 
 #include "agent/state.h"
+#include "api/jsonw.h"
 #include "api/problem.h"
 #include "lib/clock.h"
 #include "lib/error.h"
@@ -69,17 +72,24 @@ void manager_adopt_stats(struct manager *m, struct manager_adopt_stats *ret);
 /*
  * PutTask. body is the protocol's {request_id?, task_id?, job, index?, spec, artifact?}.
  * from_manager: the cluster manager put it (its changes go to the outbox, it is in heartbeats).
- * Returns 201 (created), 200 (idempotent replay) with *ret the task object; or -EINVAL with p
- * filled (422/400), -EEXIST (409, task_id with another request_id), -ENOSPC (max_tasks, 507).
+ * Returns 201 (created), 200 (idempotent replay) with the task object written to w and its id in
+ * ret_task_id; or -EINVAL with p filled (422/400), -EEXIST (409, task_id with another
+ * request_id), -ENOSPC (max_tasks, 507), -ENOMEM.
  */
-int manager_put_task(struct manager *m, const json_t *body, bool from_manager, json_t **ret,
-		     struct problem *p);
-/* The task object (+ resource usage from its cgroup). -ENOENT. */
-int manager_get_task(struct manager *m, const char *task_id, bool with_spec, json_t **ret);
-/* {"tasks": [...]} filtered by job URL and state (NULL = any). -EINVAL for a bad state name. */
-int manager_list_tasks(struct manager *m, const char *job, const char *state, json_t **ret);
-/* SetTaskState: "DONE" stops, "RUNNING" starts. -ENOENT, -EINVAL (other states). */
-int manager_set_state(struct manager *m, const char *task_id, const char *state, json_t **ret);
+int manager_put_task(struct manager *m, const json_t *body, bool from_manager, struct jsonw *w,
+		     char ret_task_id[static TASK_ID_BUF], struct problem *p);
+/*
+ * GetTaskState: the task object into w; with_spec adds its spec, artifact, app_dir and — while a
+ * run is live — usage from its cgroup, a reading at most RUNTIME_USAGE_MAX_AGE_USEC (1 s) old
+ * (agent/runtime.h; the cgroup files are read without the manager's lock). -ENOENT.
+ */
+int manager_get_task(struct manager *m, const char *task_id, bool with_spec, struct jsonw *w);
+/* {"tasks": [...]} filtered by job URL and state (NULL = any) into w. -EINVAL for a bad state
+ * name (nothing written). */
+int manager_list_tasks(struct manager *m, const char *job, const char *state, struct jsonw *w);
+/* SetTaskState: "DONE" stops, "RUNNING" starts; the task object into w. -ENOENT, -EINVAL (other
+ * states). */
+int manager_set_state(struct manager *m, const char *task_id, const char *state, struct jsonw *w);
 /* Remove a finished task: -ENOENT, -EBUSY while it runs or is pending. */
 int manager_delete_task(struct manager *m, const char *task_id);
 /* Absolute path of a task's directory (holds console.log*). -ENOENT. */

@@ -233,23 +233,41 @@ int runtime_cleanup(const char *cgroup_parent, const char *cgroup_name, struct c
 	return r;
 }
 
-int runtime_usage_by_name(const char *cgroup_parent, const char *cgroup_name,
-			  struct runtime_usage *ret)
+int runtime_usage_by_name(const struct cg_system *sys, const char *cgroup_parent,
+			  const char *cgroup_name, struct runtime_usage *ret)
 {
-	struct cg_system *sys = NULL;
 	struct task_cgroup *cg = NULL;
 	struct cg_stats s;
 	int r;
 
-	r = cg_system_detect(NULL, &sys, NULL);
-	if (r < 0)
-		return r;
 	r = task_cgroup_open(sys, cgroup_parent, cgroup_name, &cg, NULL);
 	if (r >= 0)
 		r = task_cgroup_stats(cg, &s);
 	if (r >= 0)
 		usage_from_stats(&s, ret);
 	task_cgroup_free(cg);
-	cg_system_free(sys);
 	return r;
+}
+
+bool runtime_usage_cache_get(const struct runtime_usage_cache *c, unsigned generation, usec_t now,
+			     struct runtime_usage *ret)
+{
+	/* now < read_at: a concurrent reader stored a reading begun after our clock read; it is
+	 * fresh, but re-reading is the simple answer to a case this rare */
+	if (!c->valid || c->generation != generation || now < c->read_at ||
+	    now - c->read_at >= RUNTIME_USAGE_MAX_AGE_USEC)
+		return false;
+	*ret = c->usage;
+	return true;
+}
+
+void runtime_usage_cache_put(struct runtime_usage_cache *c, unsigned generation, usec_t read_at,
+			     const struct runtime_usage *u)
+{
+	if (c->valid && c->generation == generation && c->read_at > read_at)
+		return;
+	c->usage = *u;
+	c->read_at = read_at;
+	c->generation = generation;
+	c->valid = true;
 }

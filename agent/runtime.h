@@ -4,15 +4,18 @@
  * create the task's cgroup with its limits, launch the command sandboxed (tiny init as pid 1,
  * namespaces, read-only /app, masked paths) with stdout/stderr on given fds, signal it, kill the
  * whole cgroup, read usage, remove everything. Implemented over sandbox/ (runtime.c).
- * Owns one struct runtime_task per launch; the shim is the only user (one thread).
+ * Owns one struct runtime_task per launch; the shim is the only user (one thread). taskd uses
+ * the usage reader by cgroup name and the usage cache (pure, the caller locks).
  * Errors: -errno with a message in err.
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include "agent/taskdir.h"
+#include "lib/clock.h"
 #include "lib/error.h"
 
 struct cg_system;
@@ -75,6 +78,33 @@ int runtime_destroy(struct runtime_task *rt, struct cd_error *err);
  */
 int runtime_cleanup(const char *cgroup_parent, const char *cgroup_name, struct cd_error *err);
 
-/* Usage of a running task by cgroup name (taskd reads it for GetTaskState). -ENOENT if none. */
-int runtime_usage_by_name(const char *cgroup_parent, const char *cgroup_name,
-			  struct runtime_usage *ret);
+/*
+ * Usage of a running task by cgroup name (taskd reads it for GetTaskState) through sys, the
+ * caller's detected hierarchies (read-only here: any thread). -ENOENT if no such cgroup.
+ */
+int runtime_usage_by_name(const struct cg_system *sys, const char *cgroup_parent,
+			  const char *cgroup_name, struct runtime_usage *ret);
+
+/*
+ * How long a reading is served again. Five cgroup files (in three v1 hierarchies) per read are
+ * most of a GetTaskState's cost; a client polling faster than this sees the same numbers.
+ */
+#define RUNTIME_USAGE_MAX_AGE_USEC USEC_PER_SEC
+
+/* One task's last usage reading and the generation (cgroup) it is of. Zero-initialised = empty.
+ * Not locked: the owner serialises access. */
+struct runtime_usage_cache {
+	struct runtime_usage usage;
+	usec_t read_at; /* monotonic time the read began */
+	unsigned generation;
+	bool valid;
+};
+
+/* true and *ret when c holds a reading of generation taken less than RUNTIME_USAGE_MAX_AGE_USEC
+ * before now (monotonic); false when it must be read again. */
+bool runtime_usage_cache_get(const struct runtime_usage_cache *c, unsigned generation, usec_t now,
+			     struct runtime_usage *ret);
+/* Remember u, read from generation's cgroup beginning at read_at (monotonic). An older reading
+ * than the one held (a slower concurrent read) is dropped. */
+void runtime_usage_cache_put(struct runtime_usage_cache *c, unsigned generation, usec_t read_at,
+			     const struct runtime_usage *u);

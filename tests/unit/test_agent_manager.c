@@ -27,10 +27,14 @@
 #include "agent/api.h"
 #include "agent/manager.h"
 #include "agent/notify.h"
+#include "agent/runtime.h"
 #include "agent/state.h"
 #include "agent/taskdir.h"
 #include "api/http_client.h"
+#include "api/jobspec.h"
+#include "api/jsonw.h"
 #include "lib/fs.h"
+#include "sandbox/cgroup.h"
 
 static char tmpdir[64];
 static char cgparent[64];
@@ -102,14 +106,79 @@ static bool has_pointer(const struct problem *p, const char *ptr)
 	return false;
 }
 
-static int put(const char *text, json_t **ret, struct problem *p)
+/* What a manager call wrote, parsed back as a client would; w is released. */
+static json_t *parsed(struct jsonw *w)
 {
+	json_t *j;
+
+	assert_int_equal(jsonw_finish(w), 0);
+	j = json_loads(w->buf.buf, 0, NULL);
+	assert_non_null(j);
+	jsonw_release(w);
+	return j;
+}
+
+/* The manager's task calls with their reply parsed; nothing is written on failure. */
+static int put_as(const char *text, bool from_manager, json_t **ret, struct problem *p)
+{
+	struct jsonw w = JSONW_INIT;
 	json_t *b = body(text);
+	char id[TASK_ID_BUF];
 	int r;
 
 	problem_init(p, 400, NULL, NULL);
-	r = manager_put_task(mgr, b, true, ret, p);
+	r = manager_put_task(mgr, b, from_manager, &w, id, p);
 	json_decref(b);
+	if (r < 0) {
+		assert_null(w.buf.buf);
+		return r;
+	}
+	*ret = parsed(&w);
+	assert_string_equal(json_string_value(json_object_get(*ret, "task_id")), id);
+	return r;
+}
+
+static int put(const char *text, json_t **ret, struct problem *p)
+{
+	return put_as(text, true, ret, p);
+}
+
+static int get_task(const char *id, bool full, json_t **ret)
+{
+	struct jsonw w = JSONW_INIT;
+	int r = manager_get_task(mgr, id, full, &w);
+
+	if (r < 0) {
+		assert_null(w.buf.buf);
+		return r;
+	}
+	*ret = parsed(&w);
+	return r;
+}
+
+static int list_tasks(const char *job, const char *state, json_t **ret)
+{
+	struct jsonw w = JSONW_INIT;
+	int r = manager_list_tasks(mgr, job, state, &w);
+
+	if (r < 0) {
+		assert_null(w.buf.buf);
+		return r;
+	}
+	*ret = parsed(&w);
+	return r;
+}
+
+static int set_state(const char *id, const char *state, json_t **ret)
+{
+	struct jsonw w = JSONW_INIT;
+	int r = manager_set_state(mgr, id, state, &w);
+
+	if (r < 0) {
+		assert_null(w.buf.buf);
+		return r;
+	}
+	*ret = parsed(&w);
 	return r;
 }
 
@@ -274,7 +343,7 @@ static void test_pids_max(void **state)
 	problem_release(&p);
 	json_decref(t);
 	assert_int_equal(launched_pids_max("t-p"), 64);
-	assert_int_equal(manager_get_task(mgr, "t-p", true, &g), 0);
+	assert_int_equal(get_task("t-p", true, &g), 0);
 	assert_int_equal(json_integer_value(json_object_get(
 				 json_object_get(json_object_get(g, "spec"), "reqs"), "pids_max")),
 			 64);
@@ -286,7 +355,7 @@ static void test_pids_max(void **state)
 	json_decref(t);
 	assert_int_equal(launched_pids_max("t-d"), 1234);
 	/* unset stays unset in the stored spec: the host's default is not a value of the spec */
-	assert_int_equal(manager_get_task(mgr, "t-d", true, &g), 0);
+	assert_int_equal(get_task("t-d", true, &g), 0);
 	assert_null(
 		json_object_get(json_object_get(json_object_get(g, "spec"), "reqs"), "pids_max"));
 	json_decref(g);
@@ -310,7 +379,7 @@ static void wait_final(const char *id, json_t **ret)
 {
 	/* The launch fails synchronously inside PutTask (no shim binary), so the state is final
 	 * by the time put returns; no waiting is needed. */
-	assert_int_equal(manager_get_task(mgr, id, true, ret), 0);
+	assert_int_equal(get_task(id, true, ret), 0);
 }
 
 static void test_failed_launch_is_start_failed_and_notified(void **state)
@@ -361,13 +430,215 @@ static void test_failed_launch_is_start_failed_and_notified(void **state)
 	assert_int_equal(manager_outbox_ack(mgr, v[0].id), 0);
 	outbox_msg_array_free(v, n);
 
-	assert_int_equal(manager_list_tasks(mgr, NULL, "ERROR", &list), 0);
+	assert_int_equal(list_tasks(NULL, "ERROR", &list), 0);
 	assert_int_equal(json_array_size(json_object_get(list, "tasks")), 1);
 	json_decref(list);
-	assert_int_equal(manager_list_tasks(mgr, "job://r/r-1/other", NULL, &list), 0);
+	assert_int_equal(list_tasks("job://r/r-1/other", NULL, &list), 0);
 	assert_int_equal(json_array_size(json_object_get(list, "tasks")), 0);
 	json_decref(list);
-	assert_int_equal(manager_list_tasks(mgr, NULL, "SLEEPING", &list), -EINVAL);
+	assert_int_equal(list_tasks(NULL, "SLEEPING", &list), -EINVAL);
+}
+
+/* The task object's members in the order taskd has always written them (clients and the e2e
+ * tests read them by name; the order is kept all the same). */
+static const char *const base_keys[] = { "task_id",    "task",	     "job",	    "index",
+					 "state",      "reason",     "message",	    "healthy",
+					 "exit_code",  "signal",     "restarts",    "created_at",
+					 "updated_at", "started_at", "finished_at", "desired",
+					 "generation", "request_id", NULL };
+
+/* obj has exactly base_keys, then extra (NULL-terminated), in that order. */
+static void assert_keys(const json_t *obj, const char *const *extra)
+{
+	void *it = json_object_iter((json_t *)obj);
+	size_t i = 0;
+
+	for (const char *const *k = base_keys; *k; k++, i++) {
+		assert_non_null(it);
+		assert_string_equal(json_object_iter_key(it), *k);
+		it = json_object_iter_next((json_t *)obj, it);
+	}
+	for (const char *const *k = extra; *k; k++, i++) {
+		assert_non_null(it);
+		assert_string_equal(json_object_iter_key(it), *k);
+		it = json_object_iter_next((json_t *)obj, it);
+	}
+	assert_null(it);
+	assert_int_equal(json_object_size(obj), i);
+}
+
+static void assert_time_between(const json_t *v, usec_t lo, usec_t hi)
+{
+	usec_t t = 0;
+
+	assert_true(json_is_string(v));
+	assert_int_equal(clock_parse_rfc3339(json_string_value(v), &t), 0);
+	/* milliseconds on the wire */
+	assert_true(t + USEC_PER_MSEC > lo);
+	assert_true(t <= hi);
+}
+
+#define GOLDEN_SPEC                                                                                \
+	"{\"name\":\"web\",\"target\":\"//a:web\",\"command\":[\"/bin/true\",\"a \\\"q\\\" \\\\ "  \
+	"\\u00e9\\u0001\"],\"env\":{\"K\":\"line\\nnext\"},\"restart\":{\"policy\":\"never\"}}"
+
+/*
+ * GetTaskState, ListTasks, PutTask and SetTaskState write the same task object (streamed by
+ * api/jsonw, not built as a jansson tree): every member the protocol has always had, in its
+ * order, with the same values — the spec equal to the JobSpec codec's JSON of the spec put
+ * (strings with quotes, backslashes, control characters and UTF-8 survive), the artifact equal
+ * to the one put.
+ */
+static void test_task_object_golden(void **state)
+{
+	static const char *const none[] = { NULL };
+	static const char *const with_spec[] = { "spec", NULL };
+	static const char *const with_artifact[] = { "spec", "artifact", NULL };
+	struct problem p;
+	json_t *t = NULL, *g = NULL, *list = NULL, *want_spec = NULL, *art = NULL;
+	struct jobspec *spec = NULL;
+	usec_t before = clock_real_usec(), after;
+
+	assert_int_equal(put("{\"request_id\":\"rq-g\",\"task_id\":\"t-g\",\"job\":\"job://r/r-1/"
+			     "web\",\"index\":4,\"spec\":" GOLDEN_SPEC "}",
+			     &t, &p),
+			 201);
+	problem_release(&p);
+	assert_keys(t, none);
+	json_decref(t);
+	after = clock_real_usec();
+
+	assert_int_equal(get_task("t-g", true, &g), 0);
+	assert_keys(g, with_spec);
+	assert_string_equal(json_string_value(json_object_get(g, "task_id")), "t-g");
+	assert_string_equal(json_string_value(json_object_get(g, "task")), "task://r/r-1/web/t-g");
+	assert_string_equal(json_string_value(json_object_get(g, "job")), "job://r/r-1/web");
+	assert_int_equal(json_integer_value(json_object_get(g, "index")), 4);
+	/* no shim binary: the launch failed inside PutTask */
+	assert_string_equal(json_string_value(json_object_get(g, "state")), "ERROR");
+	assert_string_equal(json_string_value(json_object_get(g, "reason")), "start_failed");
+	assert_true(strlen(json_string_value(json_object_get(g, "message"))) > 0);
+	assert_true(json_is_false(json_object_get(g, "healthy")));
+	assert_true(json_is_null(json_object_get(g, "exit_code")));
+	assert_true(json_is_null(json_object_get(g, "signal")));
+	assert_int_equal(json_integer_value(json_object_get(g, "restarts")), 0);
+	assert_time_between(json_object_get(g, "created_at"), before, after);
+	assert_time_between(json_object_get(g, "updated_at"), before, after);
+	assert_true(json_is_null(json_object_get(g, "started_at")));
+	assert_time_between(json_object_get(g, "finished_at"), before, after);
+	assert_string_equal(json_string_value(json_object_get(g, "desired")), "RUNNING");
+	assert_int_equal(json_integer_value(json_object_get(g, "generation")), 1);
+	assert_string_equal(json_string_value(json_object_get(g, "request_id")), "rq-g");
+	{
+		json_t *in = body(GOLDEN_SPEC);
+
+		problem_init(&p, 400, NULL, NULL);
+		assert_int_equal(jobspec_from_json_at(in, "", &spec, &p), 0);
+		problem_release(&p);
+		json_decref(in);
+		assert_int_equal(jobspec_to_json(spec, &want_spec), 0);
+		assert_true(json_equal(json_object_get(g, "spec"), want_spec));
+		assert_string_equal(
+			json_string_value(json_array_get(
+				json_object_get(json_object_get(g, "spec"), "command"), 1)),
+			"a \"q\" \\ \xc3\xa9\x01");
+		json_decref(want_spec);
+		jobspec_free(spec);
+	}
+	json_decref(g);
+
+	/* without the spec (ListTasks' and the internal callers' form) */
+	assert_int_equal(get_task("t-g", false, &g), 0);
+	assert_keys(g, none);
+	json_decref(g);
+	assert_int_equal(list_tasks(NULL, NULL, &list), 0);
+	assert_int_equal(json_object_size(list), 1);
+	assert_int_equal(json_array_size(json_object_get(list, "tasks")), 1);
+	assert_keys(json_array_get(json_object_get(list, "tasks"), 0), none);
+	json_decref(list);
+	assert_int_equal(set_state("t-g", "DONE", &g), 0);
+	assert_keys(g, none);
+	assert_string_equal(json_string_value(json_object_get(g, "desired")), "DONE");
+	json_decref(g);
+
+	/* an artifact comes back as it was put; its mirror refuses connections (port 1), so the
+	 * task is fetching or failed by now: neither runs, so no pid or usage either way */
+	assert_int_equal(
+		put("{\"task_id\":\"t-a\",\"job\":\"job://r/r-1/web\",\"spec\":" GOLDEN_SPEC
+		    ",\"artifact\":{\"mirrors\":[\"http://127.0.0.1:1\"],\"digest\":"
+		    "\"sha256:"
+		    "0000000000000000000000000000000000000000000000000000000000000000\"}}",
+		    &t, &p),
+		201);
+	problem_release(&p);
+	json_decref(t);
+	assert_int_equal(get_task("t-a", true, &g), 0);
+	assert_keys(g, with_artifact);
+	art = body("{\"digest\":\"sha256:"
+		   "0000000000000000000000000000000000000000000000000000000000000000\","
+		   "\"mirrors\":[\"http://127.0.0.1:1\"]}");
+	assert_true(json_equal(json_object_get(g, "artifact"), art));
+	json_decref(art);
+	json_decref(g);
+	assert_int_equal(list_tasks("job://r/r-1/web", "ERROR", &list), 0);
+	assert_true(json_array_size(json_object_get(list, "tasks")) >= 1);
+	json_decref(list);
+}
+
+/*
+ * GetTaskState's usage cache: a reading is served again while it is younger than
+ * RUNTIME_USAGE_MAX_AGE_USEC, read again once it is that old, never served for another
+ * generation (another cgroup), and a slower concurrent read does not replace a newer reading.
+ */
+static void test_usage_cache(void **state)
+{
+	struct runtime_usage_cache c = { 0 };
+	struct runtime_usage a = { .memory_bytes = 1,
+				   .memory_peak_bytes = 2,
+				   .cpu_usage_ns = 3,
+				   .pids = 4,
+				   .oom_kills = UINT64_MAX };
+	struct runtime_usage b = { .memory_bytes = 10, .pids = 40 };
+	struct runtime_usage got;
+	const usec_t t0 = 100 * USEC_PER_SEC;
+
+	assert_false(runtime_usage_cache_get(&c, 0, t0, &got)); /* empty, even for generation 0 */
+	runtime_usage_cache_put(&c, 3, t0, &a);
+	memset(&got, 0, sizeof(got));
+	assert_true(runtime_usage_cache_get(&c, 3, t0, &got));
+	assert_memory_equal(&got, &a, sizeof(a));
+	assert_true(runtime_usage_cache_get(&c, 3, t0 + RUNTIME_USAGE_MAX_AGE_USEC - 1, &got));
+	assert_int_equal(got.cpu_usage_ns, 3);
+	assert_false(runtime_usage_cache_get(&c, 3, t0 + RUNTIME_USAGE_MAX_AGE_USEC, &got));
+	assert_false(runtime_usage_cache_get(&c, 4, t0, &got)); /* a new run: another cgroup */
+	assert_false(runtime_usage_cache_get(&c, 3, t0 - 1, &got));
+	/* a read begun before the held one is older: dropped */
+	runtime_usage_cache_put(&c, 3, t0 - 5, &b);
+	assert_true(runtime_usage_cache_get(&c, 3, t0, &got));
+	assert_int_equal(got.memory_bytes, 1);
+	/* a newer one replaces it and its age counts from its own read */
+	runtime_usage_cache_put(&c, 3, t0 + RUNTIME_USAGE_MAX_AGE_USEC, &b);
+	assert_true(runtime_usage_cache_get(&c, 3, t0 + 2 * RUNTIME_USAGE_MAX_AGE_USEC - 1, &got));
+	assert_int_equal(got.memory_bytes, 10);
+	assert_int_equal(got.pids, 40);
+	/* another generation's reading replaces any, whatever its time */
+	runtime_usage_cache_put(&c, 5, t0 - 10, &a);
+	assert_false(runtime_usage_cache_get(&c, 3, t0, &got));
+	assert_true(runtime_usage_cache_get(&c, 5, t0 - 10, &got));
+	assert_int_equal(got.memory_bytes, 1);
+}
+
+/* The reader uses the caller's detected hierarchies; a cgroup that does not exist is -ENOENT
+ * (GetTaskState then has no usage), not a reading of zeros. */
+static void test_usage_by_name_missing(void **state)
+{
+	struct cg_system *sys = NULL;
+	struct runtime_usage u;
+
+	if (cg_system_detect(NULL, &sys, NULL) < 0)
+		skip(); /* no cgroup hierarchy here */
+	assert_int_equal(runtime_usage_by_name(sys, cgparent, "no-such-task-1", &u), -ENOENT);
+	cg_system_free(sys);
 }
 
 static void test_set_state_and_delete(void **state)
@@ -376,14 +647,14 @@ static void test_set_state_and_delete(void **state)
 	json_t *t = NULL;
 	char *dir = NULL;
 
-	assert_int_equal(manager_set_state(mgr, "nope", "DONE", &t), -ENOENT);
+	assert_int_equal(set_state("nope", "DONE", &t), -ENOENT);
 	assert_int_equal(manager_delete_task(mgr, "nope"), -ENOENT);
 	assert_int_equal(put("{\"task_id\":\"t-3\",\"job\":\"job://r/r-1/web\"," SPEC "}", &t, &p),
 			 201);
 	problem_release(&p);
 	json_decref(t);
-	assert_int_equal(manager_set_state(mgr, "t-3", "PENDING", &t), -EINVAL);
-	assert_int_equal(manager_set_state(mgr, "t-3", "DONE", &t), 0);
+	assert_int_equal(set_state("t-3", "PENDING", &t), -EINVAL);
+	assert_int_equal(set_state("t-3", "DONE", &t), 0);
 	assert_string_equal(json_string_value(json_object_get(t, "desired")), "DONE");
 	json_decref(t);
 	assert_false(manager_task_active(mgr, "t-3"));
@@ -392,7 +663,7 @@ static void test_set_state_and_delete(void **state)
 	assert_int_equal(manager_delete_task(mgr, "t-3"), 0);
 	assert_int_equal(access(dir, F_OK), -1);
 	free(dir);
-	assert_int_equal(manager_get_task(mgr, "t-3", false, &t), -ENOENT);
+	assert_int_equal(get_task("t-3", false, &t), -ENOENT);
 	assert_int_equal(manager_delete_task(mgr, "t-3"), -ENOENT);
 }
 
@@ -521,7 +792,7 @@ static void test_restart_reloads_tasks(void **state)
 	assert_int_equal(manager_new(&mc, st, &mgr, NULL), 0);
 	manager_adopt_stats(mgr, &as);
 	assert_int_equal(as.tasks, 1);
-	assert_int_equal(manager_get_task(mgr, "t-5", false, &t), 0);
+	assert_int_equal(get_task("t-5", false, &t), 0);
 	assert_string_equal(json_string_value(json_object_get(t, "state")), "ERROR");
 	json_decref(t);
 	/* idempotency survives the restart */
@@ -620,7 +891,7 @@ static void test_api_tokens(void **state)
 static void test_local_tasks_are_not_notified(void **state)
 {
 	struct problem p;
-	json_t *t = NULL, *b = body("{\"task_id\":\"loc\",\"job\":\"job://r/r-1/web\"," SPEC "}");
+	json_t *t = NULL;
 	uint64_t before = 0, after = 0;
 	struct outbox_msg *v = NULL;
 	size_t n = 0;
@@ -628,10 +899,10 @@ static void test_local_tasks_are_not_notified(void **state)
 	assert_int_equal(manager_outbox_due(mgr, (usec_t)INT64_MAX, 1000, &v, &n), 0);
 	before = n;
 	outbox_msg_array_free(v, n);
-	problem_init(&p, 400, NULL, NULL);
-	assert_int_equal(manager_put_task(mgr, b, false, &t, &p), 201);
+	assert_int_equal(put_as("{\"task_id\":\"loc\",\"job\":\"job://r/r-1/web\"," SPEC "}", false,
+				&t, &p),
+			 201);
 	problem_release(&p);
-	json_decref(b);
 	json_decref(t);
 	assert_int_equal(manager_outbox_due(mgr, (usec_t)INT64_MAX, 1000, &v, &n), 0);
 	after = n;
@@ -833,6 +1104,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_reloads_tasks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_api_tokens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_tasks_are_not_notified, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_task_object_golden, setup, teardown),
+		cmocka_unit_test(test_usage_cache),
+		cmocka_unit_test_setup_teardown(test_usage_by_name_missing, setup, teardown),
 		cmocka_unit_test(test_notify_rules),
 		cmocka_unit_test(test_taskdir_records),
 	};
