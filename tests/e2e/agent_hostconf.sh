@@ -7,65 +7,34 @@
 # taskd_start_time_seconds gauge, and SIGTERM with a long-poll open (the time is printed, not
 # asserted).
 set -u
-BUILD=${BUILD:-build}
-TASKD=${TASKD:-$BUILD/taskd}
-TASKCTL=${TASKCTL:-$BUILD/taskctl}
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+. "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (cgroups, namespaces)"; exit 77; fi
-for b in "$TASKD" "$BUILD/taskd-shim" "$BUILD/sandbox-init" "$TASKCTL"; do
-	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
-done
-for t in python3 curl ip nsenter; do
-	command -v $t >/dev/null || { echo "1..0 # SKIP $t not installed"; exit 77; }
-done
+need_root
+need_exec "$TASKD" "$SHIM" "$BUILD/sandbox-init" "$TASKCTL"
+need_cmd python3 curl ip nsenter
 
-T=$(mktemp -d /var/tmp/cd-agent-hostconf.XXXXXX)
+e2e_init agent-hostconf /var/tmp
 CG=codedeploy-agent-hostconf-$$
-NS=cd-hostconf-$$
+NS=cdhc$$-host
 BR=cdhc$(($$ % 100000))               # <= 9 characters, unique per run
 SUBNET=10.213.$(($$ % 256)).0/28        # inside our own network namespace only
 PREFIX=10.213.$(($$ % 256)).
 TASKD_PID=
 POLL_PID=
-cleanup() {
-	[ -n "$POLL_PID" ] && kill "$POLL_PID" 2>/dev/null
-	[ -n "$TASKD_PID" ] && kill "$TASKD_PID" 2>/dev/null && wait "$TASKD_PID" 2>/dev/null
-	for p in $(pgrep -f "taskd-shim $T/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-	for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/unified/"$CG"; do
-		[ -d "$d" ] || continue
-		for c in "$d"/*/; do
-			[ -f "$c/cgroup.procs" ] || continue
-			for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
-			sleep 0.1
-			rmdir "$c" 2>/dev/null
-		done
-		rmdir "$d" 2>/dev/null
-	done
-	ip netns del "$NS" 2>/dev/null # the bridge and every veth go with it
-	for f in /run/codedeploy/ipam/"$PREFIX"*; do
-		[ -e "$f" ] && rm -f "$f"
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
+E2E_PID_VARS="POLL_PID TASKD_PID"
+E2E_STATE_DIRS=$T/state
+E2E_CGROUPS=$CG
+E2E_NETNS_PREFIX=cdhc$$- # the bridge and every veth go with the namespace
+E2E_IPAM_PREFIXES=$PREFIX
 
-ip netns add "$NS" || { echo "1..0 # SKIP cannot create a network namespace"; exit 77; }
-ip -n "$NS" link set lo up
+e2e_netns_add "$NS" || skip_all "cannot create a network namespace"
 IN="nsenter --net=/run/netns/$NS" # (ip netns exec would remount /sys and hide the cgroups)
+E2E_TASKD_WRAP=$IN
 API=http://127.0.0.1:7411
 jget() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1" 2>/dev/null; }
 C="$IN $TASKCTL --host $API --token-file $T/state/taskd.token"
 start_taskd() {
-	$IN "$TASKD" --config "$T/taskd.conf" --state-dir "$T/state" --listen 127.0.0.1:7411 \
-		--host-id hostconf >>"$T/taskd.log" 2>&1 &
-	TASKD_PID=$!
-	for _ in $(seq 100); do $IN curl -s -o /dev/null "$API/healthz" && return 0; sleep 0.05; done
-	return 1
+	e2e_start_taskd 7411 "$T/state" "$T/taskd.conf" "$T/taskd.log" --host-id hostconf
 }
 wait_state() { # wait_state ID STATE
 	for _ in $(seq 100); do
@@ -140,8 +109,7 @@ wait_state "$LID" DONE
 $C rm "$BID" >/dev/null
 $C rm "$LID" >/dev/null
 veths=$(ip -n "$NS" -o link show master "$BR" 2>/dev/null | wc -l)
-leases=0
-for f in /run/codedeploy/ipam/"$PREFIX"*; do [ -e "$f" ] && leases=$((leases + 1)); done
+leases=$(e2e_ipam_leases "$PREFIX")
 check "after removal: no veth on the bridge, no lease of the subnet left" \
 	"[ '$veths' = 0 ] && [ '$leases' = 0 ]" "veths=$veths leases=$leases"
 
@@ -166,8 +134,7 @@ check "SIGTERM with a long-poll open: taskd exits (status 0) without waiting for
 	"exited=$exited rc=$rc"
 wait "$POLL_PID" 2>/dev/null
 POLL_PID=
-left=$(ls -d /sys/fs/cgroup/*/$CG/*/ /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l)
-check "no task cgroup left" "[ '$left' = 0 ]"
+left=$(e2e_cgroup_left "$CG")
+check "no task cgroup left" "[ '$left' = 0 ]" "$(ls -d /sys/fs/cgroup/*/"$CG"/*/ 2>/dev/null)"
 
-echo "1..$n"
-exit $fail
+tap_end

@@ -5,46 +5,21 @@
 # re-adopted and the API answers; STOPPING=1 on SIGTERM) over a NOTIFY_SOCKET datagram socket,
 # and the fallback to the in-process init when sandbox-init is not beside taskd-shim.
 set -u
-BUILD=${BUILD:-build}
-TASKD=${TASKD:-$BUILD/taskd}
-TASKCTL=${TASKCTL:-$BUILD/taskctl}
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
+. "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (cgroups, namespaces)"; exit 77; fi
-for b in "$TASKD" "$BUILD/taskd-shim" "$BUILD/sandbox-init" "$TASKCTL"; do
-	if [ ! -x "$b" ]; then echo "1..0 # SKIP $b not built"; exit 77; fi
-done
-command -v python3 >/dev/null || { echo "1..0 # SKIP python3 not installed"; exit 77; }
+need_root
+need_exec "$TASKD" "$SHIM" "$BUILD/sandbox-init" "$TASKCTL"
+need_cmd python3 curl
 
-T=$(mktemp -d /var/tmp/cd-agent-startup.XXXXXX)
+e2e_init agent-startup /var/tmp
+STATE=$T/state
 CG=codedeploy-agent-startup-$$
 TASKD_PID=
 RECV_PID=
-cleanup() {
-	[ -n "$TASKD_PID" ] && kill "$TASKD_PID" 2>/dev/null && wait "$TASKD_PID" 2>/dev/null
-	[ -n "$RECV_PID" ] && kill "$RECV_PID" 2>/dev/null && wait "$RECV_PID" 2>/dev/null
-	for p in $(pgrep -f "taskd-shim $T/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-	for d in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/unified/"$CG"; do
-		[ -d "$d" ] || continue
-		for c in "$d"/*/; do
-			[ -f "$c/cgroup.procs" ] || continue
-			for p in $(cat "$c/cgroup.procs"); do kill -9 "$p" 2>/dev/null; done
-			sleep 0.1
-			rmdir "$c" 2>/dev/null
-		done
-		rmdir "$d" 2>/dev/null
-	done
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
+E2E_PID_VARS="TASKD_PID RECV_PID"
+E2E_STATE_DIRS="$T/tok/state $STATE"
+E2E_CGROUPS=$CG
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 jget() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); print($2)" "$1" 2>/dev/null; }
 
 # ---------------------------------------------------------------- a manager needs a zone
@@ -79,18 +54,15 @@ check "taskd refuses to start when its API token is the manager token (exit 1, o
 	"rc=$rc $(cat "$T/tok/err")"
 echo fedcba9876543210fedcba9876543210 >"$T/tok/manager.token"
 TPORT=$(free_port)
-"$TASKD" --config "$T/tok/taskd.conf" --state-dir "$T/tok/state" --listen "127.0.0.1:$TPORT" \
-	--token-file "$T/tok/taskd.token" --manager http://127.0.0.1:9 >"$T/tok/out" 2>"$T/tok/err" &
-TASKD_PID=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$TPORT/healthz" && break; sleep 0.05; done
+: >"$T/tok/err"
+e2e_start_taskd "$TPORT" "$T/tok/state" "$T/tok/taskd.conf" "$T/tok/err" \
+	--token-file "$T/tok/taskd.token" --manager http://127.0.0.1:9
 check "with distinct tokens the same configuration starts" \
 	"curl -sf http://127.0.0.1:$TPORT/healthz >/dev/null" "$(cat "$T/tok/err")"
-kill "$TASKD_PID"
-wait "$TASKD_PID" 2>/dev/null
+e2e_stop "$TASKD_PID"
 TASKD_PID=
 
 # ---------------------------------------------------------------- readiness (sd_notify)
-STATE=$T/state
 PORT=$(free_port)
 printf 'cgroup_parent = %s\n' "$CG" >"$T/taskd.conf"
 python3 -c '
@@ -103,10 +75,15 @@ with open(sys.argv[2], "ab", 0) as f:
 ' "$T/notify.sock" "$T/notify.log" &
 RECV_PID=$!
 for _ in $(seq 50); do [ -S "$T/notify.sock" ] && break; sleep 0.05; done
-start_taskd() { # start_taskd [ENV...]: with NOTIFY_SOCKET, no waiting here
-	env "$@" "$TASKD" --config "$T/taskd.conf" --state-dir "$STATE" \
-		--listen "127.0.0.1:$PORT" --host-id startup >>"$T/taskd.log" 2>&1 &
-	TASKD_PID=$!
+# spawn_taskd [NOTIFY-SOCKET]: taskd with NOTIFY_SOCKET set (when given), no waiting here
+spawn_taskd() {
+	E2E_TASKD_WRAP=${1:+env NOTIFY_SOCKET=$1}
+	e2e_spawn_taskd "$PORT" "$STATE" "$T/taskd.conf" "$T/taskd.log" --host-id startup
+}
+# start_taskd [NOTIFY-SOCKET]: the same, then until its API answers
+start_taskd() {
+	E2E_TASKD_WRAP=${1:+env NOTIFY_SOCKET=$1}
+	e2e_start_taskd "$PORT" "$STATE" "$T/taskd.conf" "$T/taskd.log" --host-id startup
 }
 wait_line() { # wait_line PATTERN: a notify datagram matching PATTERN arrived (10 s)
 	for _ in $(seq 200); do
@@ -115,7 +92,7 @@ wait_line() { # wait_line PATTERN: a notify datagram matching PATTERN arrived (1
 	done
 	return 1
 }
-start_taskd NOTIFY_SOCKET="$T/notify.sock"
+spawn_taskd "$T/notify.sock"
 check "READY=1 is sent at start-up" "wait_line '^READY=1 '"
 check "the ready datagram carries a STATUS line" \
 	"grep -q '^READY=1 STATUS=serving on 127.0.0.1:$PORT, 0 tasks' '$T/notify.log'" \
@@ -133,7 +110,7 @@ PID1=$(jget "$($C -o json get "$TID")" "d.get('pid')")
 kill -9 "$TASKD_PID"
 wait "$TASKD_PID" 2>/dev/null
 : >"$T/notify.log"
-start_taskd NOTIFY_SOCKET="$T/notify.sock"
+spawn_taskd "$T/notify.sock"
 wait_line '^READY=1 '
 # No polling between READY=1 and this request: readiness must mean the task is re-adopted.
 j=$($C -o json get "$TID" 2>&1)
@@ -147,8 +124,7 @@ TASKD_PID=
 check "SIGTERM → STOPPING=1, exit 0" "wait_line '^STOPPING=1' && [ $rc = 0 ]" \
 	"rc=$rc $(cat "$T/notify.log")"
 check "the task outlives taskd's stop" "kill -0 '$PID1' 2>/dev/null"
-start_taskd NOTIFY_SOCKET="$T/nonexistent.sock"
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.05; done
+start_taskd "$T/nonexistent.sock"
 check "an unreachable NOTIFY_SOCKET is a warning, not a failure" \
 	"curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && grep -q 'cannot notify systemd' '$T/taskd.log'"
 $C stop "$TID" >/dev/null
@@ -157,8 +133,7 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 $C rm "$TID" >/dev/null
-kill "$TASKD_PID"
-wait "$TASKD_PID" 2>/dev/null
+e2e_stop "$TASKD_PID"
 TASKD_PID=
 
 # ---------------------------------------------------------------- no sandbox-init beside the shim
@@ -167,7 +142,6 @@ cp "$BUILD/taskd-shim" "$T/bin/"
 printf 'cgroup_parent = %s\nshim_path = %s\n' "$CG" "$T/bin/taskd-shim" >"$T/taskd.conf"
 : >"$T/taskd.log"
 start_taskd
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.05; done
 check "without sandbox-init beside taskd-shim: a warning naming it, init=in-process" \
 	"grep -q 'no sandbox-init beside taskd-shim' '$T/taskd.log' && grep -q 'init=in-process' '$T/taskd.log'" \
 	"$(cat "$T/taskd.log")"
@@ -186,8 +160,7 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 $C rm "$TID" >/dev/null
-kill "$TASKD_PID"
-wait "$TASKD_PID" 2>/dev/null
+e2e_stop "$TASKD_PID"
 TASKD_PID=
 # ---------------------------------------------------------------- lost per-process events
 # A 4 KiB ring holds about a dozen events: a task spawning processes in a loop while taskd is
@@ -203,7 +176,6 @@ wait_state() { # wait_state ID STATE [SECONDS]
 if grep -q 'process_events=bpf' "$T/taskd.log"; then
 	printf 'cgroup_parent = %s\nprocess_events_ring_bytes = 4096\n' "$CG" >"$T/taskd.conf"
 	start_taskd
-	for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.05; done
 	printf '{"name":"noisy","target":"//e2e:n","command":["/bin/sh","-c","while :; do /bin/true; done"],"stop_grace_s":1}' >"$T/noisy.json"
 	printf '{"name":"victim","target":"//e2e:v","command":["/bin/sh","-c","sleep 3; kill -9 $$"],"restart":{"policy":"never"}}' >"$T/victim.json"
 	NID=$($C -o json put -f "$T/noisy.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
@@ -225,15 +197,12 @@ if grep -q 'process_events=bpf' "$T/taskd.log"; then
 	wait_state "$NID" DONE
 	$C rm "$NID" >/dev/null
 	$C rm "$VID" >/dev/null
-	kill "$TASKD_PID"
-	wait "$TASKD_PID" 2>/dev/null
+	e2e_stop "$TASKD_PID"
 	TASKD_PID=
 else
-	n=$((n + 1))
-	echo "ok $n - lost per-process events # SKIP BPF unavailable"
+	skip "lost per-process events" "BPF unavailable"
 fi
-left=$(ls -d /sys/fs/cgroup/*/$CG/*/ /sys/fs/cgroup/unified/$CG/*/ 2>/dev/null | wc -l)
-check "no task cgroup left" "[ '$left' = 0 ]"
+left=$(e2e_cgroup_left "$CG")
+check "no task cgroup left" "[ '$left' = 0 ]" "$(ls -d /sys/fs/cgroup/*/"$CG"/*/ 2>/dev/null)"
 
-echo "1..$n"
-exit $fail
+tap_end

@@ -9,7 +9,9 @@
 # E2E_PID_VARS (the variables are read at cleanup time, so a restarted daemon's new pid is the
 # one stopped); the taskd-shims recorded in the state directories of E2E_STATE_DIRS; every
 # process in, and then, the cgroups named in E2E_CGROUPS; the network namespaces whose name
-# starts with E2E_NETNS_PREFIX; the temporary directory $T (kept when KEEP is set).
+# starts with E2E_NETNS_PREFIX (the bridges and veths inside go with them); the address leases
+# in E2E_IPAM_DIR whose address starts with one of E2E_IPAM_PREFIXES; the temporary directory $T
+# (kept when KEEP is set).
 # Processes are only ever stopped by pid: never by a name pattern, which would hit the
 # processes of other tests running at the same time.
 
@@ -22,6 +24,9 @@ E2E_PID_VARS=${E2E_PID_VARS:-}
 E2E_STATE_DIRS=${E2E_STATE_DIRS:-}
 E2E_CGROUPS=${E2E_CGROUPS:-}
 E2E_NETNS_PREFIX=${E2E_NETNS_PREFIX:-}
+E2E_IPAM_DIR=${E2E_IPAM_DIR:-/run/codedeploy/ipam}
+E2E_IPAM_PREFIXES=${E2E_IPAM_PREFIXES:-}
+E2E_TASKD_WRAP=${E2E_TASKD_WRAP:-}
 E2E_STOP_SIGNAL=${E2E_STOP_SIGNAL:-TERM}
 T=
 
@@ -48,10 +53,12 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 # wait_http URL [SECONDS]: until URL answers (any status), at most SECONDS (default 5)
-wait_http() {
+wait_http() { _e2e_wait_http "" "$1" "${2:-5}"; }
+# _e2e_wait_http WRAP URL SECONDS: wait_http with curl run under the command prefix WRAP
+_e2e_wait_http() {
 	_i=0
-	while [ $_i -lt $((${2:-5} * 20)) ]; do
-		curl -s -o /dev/null "$1" && return 0
+	while [ $_i -lt $(($3 * 20)) ]; do
+		$1 curl -s -o /dev/null "$2" && return 0
 		sleep 0.05
 		_i=$((_i + 1))
 	done
@@ -60,15 +67,25 @@ wait_http() {
 # hex: 64 random hex digits (a token)
 hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 
-# e2e_start_taskd PORT STATE-DIR CONFIG LOG [TASKD-ARGS...]: starts taskd on 127.0.0.1:PORT in
-# the background (TASKD_PID; add TASKD_PID to E2E_PID_VARS) and waits for its /healthz.
-e2e_start_taskd() {
+# e2e_spawn_taskd PORT STATE-DIR CONFIG LOG [TASKD-ARGS...]: starts taskd on 127.0.0.1:PORT in
+# the background (TASKD_PID; add TASKD_PID to E2E_PID_VARS), its output appended to LOG, and
+# returns at once. When E2E_TASKD_WRAP is set, taskd runs under that command prefix (split into
+# words), one that execs its arguments so that TASKD_PID is taskd's own pid, e.g.
+# "env NOTIFY_SOCKET=$T/notify.sock" or "nsenter --net=/run/netns/NAME".
+e2e_spawn_taskd() {
 	_port=$1 _state=$2 _conf=$3 _log=$4
 	shift 4
-	"$TASKD" --config "$_conf" --state-dir "$_state" --listen "127.0.0.1:$_port" "$@" \
-		>>"$_log" 2>&1 &
+	$E2E_TASKD_WRAP "$TASKD" --config "$_conf" --state-dir "$_state" \
+		--listen "127.0.0.1:$_port" "$@" >>"$_log" 2>&1 &
 	TASKD_PID=$!
-	wait_http "http://127.0.0.1:$_port/healthz" 5
+}
+
+# e2e_start_taskd PORT STATE-DIR CONFIG LOG [TASKD-ARGS...]: e2e_spawn_taskd, then waits (5 s)
+# for its /healthz, asked under E2E_TASKD_WRAP too (a taskd in a network namespace answers only
+# there). Returns 1 when it did not answer.
+e2e_start_taskd() {
+	e2e_spawn_taskd "$@"
+	_e2e_wait_http "$E2E_TASKD_WRAP" "http://127.0.0.1:$1/healthz" 5
 }
 
 # e2e_start_deployd PORT LOG [DEPLOYD-ARGS...]: starts deployd on 127.0.0.1:PORT (0: a port of
@@ -138,12 +155,48 @@ e2e_cgroup_cleanup() {
 	return 0
 }
 
+# e2e_cgroup_left NAME: prints how many cgroups are left below NAME, in every hierarchy (0 once
+# every task cgroup is gone).
+e2e_cgroup_left() {
+	ls -d /sys/fs/cgroup/*/"$1"/*/ /sys/fs/cgroup/unified/"$1"/*/ 2>/dev/null | wc -l
+}
+
+# e2e_netns_add NAME: a network namespace NAME with its loopback up; 1 when it cannot be made.
+# For the cleanup to delete it, NAME starts with E2E_NETNS_PREFIX; end that prefix with a
+# separator ("cdx$$-"), or it is also a prefix of the names of another run (pid $$ followed by
+# more digits).
+e2e_netns_add() {
+	ip netns add "$1" 2>/dev/null || return 1
+	ip -n "$1" link set lo up
+}
+
 # e2e_netns_cleanup PREFIX: delete the network namespaces whose name starts with PREFIX.
 e2e_netns_cleanup() {
 	[ -n "$1" ] || return 0
 	command -v ip >/dev/null || return 0
 	for _ns in $(ip netns list 2>/dev/null | awk -v p="$1" 'index($1, p) == 1 {print $1}'); do
 		ip netns del "$_ns" 2>/dev/null
+	done
+	return 0
+}
+
+# e2e_ipam_leases PREFIX: prints how many address leases (taskd's IPAM: one file per leased
+# address, named by it) in E2E_IPAM_DIR are of an address starting with PREFIX — a whole
+# address, or a prefix ending in "." ("10.213.7.") so that it cannot match a longer octet.
+e2e_ipam_leases() {
+	_c=0
+	for _f in "$E2E_IPAM_DIR/$1"*; do
+		[ -e "$_f" ] && _c=$((_c + 1))
+	done
+	echo "$_c"
+}
+
+# e2e_ipam_cleanup PREFIX: remove those leases (after taskd and its tasks are gone; a lease of a
+# running task is its address).
+e2e_ipam_cleanup() {
+	[ -n "$1" ] || return 0
+	for _f in "$E2E_IPAM_DIR/$1"*; do
+		[ -e "$_f" ] && rm -f "$_f"
 	done
 	return 0
 }
@@ -158,6 +211,7 @@ e2e_cleanup() {
 	for _s in $E2E_STATE_DIRS; do e2e_kill_shims "$_s"; done
 	for _cg in $E2E_CGROUPS; do e2e_cgroup_cleanup "$_cg"; done
 	e2e_netns_cleanup "$E2E_NETNS_PREFIX"
+	for _p in $E2E_IPAM_PREFIXES; do e2e_ipam_cleanup "$_p"; done
 	if [ -n "$T" ] && [ -z "${KEEP:-}" ]; then
 		rm -rf "$T"
 	elif [ -n "$T" ]; then
