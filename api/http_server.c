@@ -29,11 +29,10 @@
 #include <strings.h>
 #include <time.h>
 
+#include "api/http_parse.h"
 #include "api/json.h"
 #include "lib/str.h"
 
-#define MAX_SEGMENTS 64
-#define MAX_QUERY_PARAMS 128
 #define DRAIN_MAX ((uint64_t)64 * 1024)	     /* unread bodies up to this are drained, not closed */
 #define SINGLE_WRITE_MAX ((size_t)16 * 1024) /* head + body in one write below this */
 
@@ -80,11 +79,6 @@ struct http_server {
 	atomic_uint_fast64_t requests;
 };
 
-struct query_param {
-	char *key;
-	char *value;
-};
-
 struct http_request {
 	struct http_server *srv;
 	struct mg_connection *conn;
@@ -102,7 +96,7 @@ struct http_request {
 	char *seg_storage;
 	char *rest; /* value of a trailing {param*} */
 
-	struct query_param *query;
+	struct http_query_param *query;
 	size_t n_query;
 
 	/* request body */
@@ -217,48 +211,6 @@ const char *http_status_reason(int status)
 	}
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decode n bytes of s into out (room for n + 1), '+' as space when plus_space. Refuses
- * malformed escapes and NUL bytes, which no C string consumer could see past. */
-static int pct_decode(const char *s, size_t n, bool plus_space, char *out)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (c == '%') {
-			int hi, lo;
-
-			if (i + 2 >= n)
-				return -EINVAL;
-			hi = hexval(s[i + 1]);
-			lo = hexval(s[i + 2]);
-			if (hi < 0 || lo < 0)
-				return -EINVAL;
-			c = (char)(hi << 4 | lo);
-			i += 2;
-		} else if (c == '+' && plus_space) {
-			c = ' ';
-		}
-		if (c == '\0')
-			return -EINVAL;
-		out[o++] = c;
-	}
-	out[o] = '\0';
-	return 0;
-}
-
 static bool is_tchar(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -346,9 +298,9 @@ static int route_compile(const struct http_route *in, struct route *out, struct 
 	for (p = in->pattern; *p; p++)
 		if (*p == '/')
 			n++;
-	if (n > MAX_SEGMENTS)
+	if (n > HTTP_MAX_SEGMENTS)
 		return cd_error_set(err, -EINVAL, "route pattern has more than %d segments: %s",
-				    MAX_SEGMENTS, in->pattern);
+				    HTTP_MAX_SEGMENTS, in->pattern);
 	out->segs = calloc(n, sizeof(*out->segs));
 	if (!out->segs)
 		return -ENOMEM;
@@ -442,95 +394,15 @@ static bool method_matches(const struct route *r, const char *method)
 
 /* ---- request parsing ---- */
 
-static int split_path(struct http_request *req)
-{
-	const char *p = req->path;
-	size_t n = 0, len = strlen(p);
-	char *out;
-
-	if (p[0] != '/')
-		return -EINVAL;
-	if (streq(p, "/"))
-		return 0;
-	for (const char *q = p; *q; q++)
-		if (*q == '/')
-			n++;
-	if (n > MAX_SEGMENTS)
-		return -E2BIG;
-	req->segs = calloc(n, sizeof(char *));
-	req->seg_storage = malloc(len + 1);
-	if (!req->segs || !req->seg_storage)
-		return -ENOMEM;
-	out = req->seg_storage;
-	p++;
-	for (size_t i = 0; i < n; i++) {
-		const char *end = strchrnul(p, '/');
-		int r = pct_decode(p, (size_t)(end - p), false, out);
-
-		if (r < 0)
-			return r;
-		/* civetweb removed raw dot segments; encoded ones must not sneak through */
-		if (streq(out, ".") || streq(out, ".."))
-			return -EINVAL;
-		req->segs[i] = out;
-		out += strlen(out) + 1;
-		p = *end ? end + 1 : end;
-	}
-	req->n_segs = n;
-	return 0;
-}
-
-static int parse_query(struct http_request *req)
-{
-	const char *q = req->ri->query_string;
-	size_t n = 0;
-
-	if (!q || !*q)
-		return 0;
-	for (const char *s = q; *s; s++)
-		if (*s == '&')
-			n++;
-	n++;
-	if (n > MAX_QUERY_PARAMS)
-		return -E2BIG;
-	req->query = calloc(n, sizeof(*req->query));
-	if (!req->query)
-		return -ENOMEM;
-	while (*q) {
-		const char *end = strchrnul(q, '&');
-		const char *eq = memchr(q, '=', (size_t)(end - q));
-		size_t klen = eq ? (size_t)(eq - q) : (size_t)(end - q);
-		size_t vlen = eq ? (size_t)(end - eq - 1) : 0;
-		struct query_param *qp = &req->query[req->n_query];
-		int r;
-
-		if (end > q) {
-			qp->key = malloc(klen + 1);
-			qp->value = malloc(vlen + 1);
-			req->n_query++;
-			if (!qp->key || !qp->value)
-				return -ENOMEM;
-			r = pct_decode(q, klen, true, qp->key);
-			if (r < 0)
-				return r;
-			r = pct_decode(eq ? eq + 1 : "", vlen, true, qp->value);
-			if (r < 0)
-				return r;
-		}
-		q = *end ? end + 1 : end;
-	}
-	return 0;
-}
-
 static void request_release(struct http_request *req)
 {
-	for (size_t i = 0; i < req->n_query; i++) {
-		free(req->query[i].key);
-		free(req->query[i].value);
-	}
-	free(req->query);
-	free(req->segs);
-	free(req->seg_storage);
+	struct http_query q = { .params = req->query, .n = req->n_query };
+	struct http_path p = { .segs = req->segs,
+			       .n_segs = req->n_segs,
+			       .storage = req->seg_storage };
+
+	http_query_release(&q);
+	http_path_release(&p);
 	free(req->rest);
 	free(req->body);
 	strbuf_release(&req->extra_headers);
@@ -1191,9 +1063,19 @@ static void dispatch(struct http_request *req)
 		reply_problem(req, 400, NULL, "the request target must be an absolute path");
 		return;
 	}
-	r = split_path(req);
+	{
+		struct http_path p;
+
+		r = http_path_split(req->path, &p);
+		if (r >= 0) {
+			req->segs = p.segs;
+			req->n_segs = p.n_segs;
+			req->seg_storage = p.storage;
+		}
+	}
 	if (r == -E2BIG) {
-		reply_problem(req, 414, NULL, "the path has more than %d segments", MAX_SEGMENTS);
+		reply_problem(req, 414, NULL, "the path has more than %d segments",
+			      HTTP_MAX_SEGMENTS);
 		return;
 	}
 	if (r == -ENOMEM) {
@@ -1206,7 +1088,15 @@ static void dispatch(struct http_request *req)
 			"the path is not valid: bad percent-encoding, NUL byte or dot segment");
 		return;
 	}
-	r = parse_query(req);
+	{
+		struct http_query q;
+
+		r = http_query_parse(req->ri->query_string, &q);
+		if (r >= 0) {
+			req->query = q.params;
+			req->n_query = q.n;
+		}
+	}
 	if (r == -ENOMEM) {
 		reply_oom(req);
 		return;

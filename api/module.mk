@@ -17,6 +17,7 @@ $(eval $(call cd_fuzz,fuzz_jobspec,tests/fuzz/fuzz_jobspec.c $(APICODEC_SRCS),cd
 $(eval $(call cd_fuzz,fuzz_pipeline,tests/fuzz/fuzz_pipeline.c $(APICODEC_SRCS),cdlib))
 $(eval $(call cd_fuzz,fuzz_names,tests/fuzz/fuzz_names.c $(APICODEC_SRCS),cdlib))
 $(eval $(call cd_fuzz,fuzz_jsonw,tests/fuzz/fuzz_jsonw.c api/jsonw.c,cdlib))
+$(eval $(call cd_fuzz,fuzz_http_parse,tests/fuzz/fuzz_http_parse.c api/http_parse.c,cdlib))
 
 # apihttp: HTTP server (civetweb) and client (libcurl) wrappers.
 $(eval $(call cd_test,test_api_http,tests/unit/test_api_http.c,api cdlib))
