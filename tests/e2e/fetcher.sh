@@ -4,76 +4,23 @@
 # concurrent cdfetch processes of one digest causing exactly one GET in nginx's access log.
 # Library-level cases (resume, stalls, disk full, malicious archives) live in test_fetcher_e2e.
 set -u
-BUILD=${BUILD:-build}
+. "$(dirname "$0")/lib.sh"
 CDFETCH=${CDFETCH:-$BUILD/cdfetch}
-NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else notok "$1" "${3:-}"; fi; }
 
-if [ ! -x "$CDFETCH" ]; then echo "1..0 # SKIP $CDFETCH not built"; exit 77; fi
-if [ ! -x "$NGINX" ]; then echo "1..0 # SKIP nginx not installed"; exit 77; fi
+need_exec "$CDFETCH"
+[ -x "$NGINX" ] || skip_all "nginx not installed"
+need_cmd curl python3
 
-T=$(mktemp -d /tmp/cd-fetcher-e2e.XXXXXX)
+e2e_init fetcher-e2e
 NGINX_PID=
-cleanup() {
-	[ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
+E2E_PID_VARS=NGINX_PID
 
-# A random unprivileged port; start_nginx retries when it happens to be taken.
-free_port() {
-	shuf -i 20000-60999 -n 1
-}
-
+# /slow/ is rate-limited so that concurrent fetches overlap; /auth/ wants a bearer token.
 start_nginx() {
-	mkdir -p "$T/www/cas" "$T/www/slow/cas" "$T/www/auth/cas" "$T/ngx/tmp"
-	printf '%s' "$T" >"$T/www/ready"
-	for try in 1 2 3 4 5; do
-		PORT=$(free_port)
-		cat >"$T/ngx/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $T/ngx/nginx.pid;
-error_log $T/ngx/error.log warn;
-events { worker_connections 1024; }
-http {
-	log_format cas '\$request_method \$uri \$status range=\$http_range';
-	access_log $T/ngx/access.log cas;
-	client_body_temp_path $T/ngx/tmp/body;
-	proxy_temp_path $T/ngx/tmp/proxy;
-	fastcgi_temp_path $T/ngx/tmp/fastcgi;
-	uwsgi_temp_path $T/ngx/tmp/uwsgi;
-	scgi_temp_path $T/ngx/tmp/scgi;
-	server {
-		listen 127.0.0.1:$PORT;
-		root $T/www;
-		location /slow/ { limit_rate 16m; }
-		location /auth/ {
-			if (\$http_authorization != "Bearer t0ken") { return 401; }
-		}
-	}
-}
-CONF
-		"$NGINX" -p "$T/ngx" -c "$T/ngx/nginx.conf" -e "$T/ngx/error.log" &
-		NGINX_PID=$!
-		for _ in $(seq 50); do
-			# Our nginx, not whoever else may own a random port: it serves our marker.
-			if [ "$(curl -s "http://127.0.0.1:$PORT/ready" 2>/dev/null)" = "$T" ]; then
-				return 0
-			fi
-			kill -0 "$NGINX_PID" 2>/dev/null || break
-			sleep 0.05
-		done
-		kill "$NGINX_PID" 2>/dev/null
-		wait "$NGINX_PID" 2>/dev/null
-		NGINX_PID=
-	done
-	return 1
+	mkdir -p "$T/www/cas" "$T/www/slow/cas" "$T/www/auth/cas"
+	e2e_start_nginx "$T/ngx" "$T/www" \
+		'location /slow/ { limit_rate 16m; } location /auth/ { if ($http_authorization != "Bearer t0ken") { return 401; } }' \
+		'$request_method $uri $status range=$http_range'
 }
 
 # put FILE [SUBDIR]: store FILE under its digest, print the hex
@@ -83,12 +30,11 @@ put() {
 	echo "$h"
 }
 
-echo "1..30"
 if ! start_nginx; then
-	echo "# cannot start nginx"; cat "$T/ngx/error.log" 2>/dev/null | sed 's/^/# /'
+	echo "# cannot start nginx"; sed 's/^/# /' "$T/ngx/error.log" 2>/dev/null
 	exit 1
 fi
-URL="http://127.0.0.1:$PORT"
+URL=$NGINX_URL
 
 # CLI contract
 "$CDFETCH" --help >"$T/out" 2>&1
@@ -160,8 +106,8 @@ if command -v script >/dev/null; then
 	"$CDFETCH" "$H6" --from "$URL" --cache "$T/c7" >"$T/out" 2>"$T/err"
 	check "no progress line when not a terminal" '[ ! -s "$T/err" ]'
 else
-	ok "progress line on a terminal # SKIP script(1) missing"
-	ok "no progress line when not a terminal # SKIP script(1) missing"
+	skip "progress line on a terminal" "script(1) missing"
+	skip "no progress line when not a terminal" "script(1) missing"
 fi
 
 # processes share the leader's error too: one GET of wrong bytes, every process refuses
@@ -242,4 +188,4 @@ check "--probe of a missing digest exits 1" '[ $rc = 1 ] && [ ! -s "$T/out" ]'
 "$CDFETCH" --gc --cache "$T/c" >"$T/out" 2>"$T/err"
 rc=$?
 check "--gc removes a crashed leftover" '[ $rc = 0 ] && [ ! -e "$T/c/tmp/$H5.deadbeef.part" ] && [ -e "$T/c/sha256/$H5" ]' "$(cat "$T/out" "$T/err")"
-exit $fail
+tap_end

@@ -19,6 +19,7 @@ BUILD=${BUILD:-build}
 TASKD=${TASKD:-$BUILD/taskd}
 TASKCTL=${TASKCTL:-$BUILD/taskctl}
 DEPLOYD=${DEPLOYD:-$BUILD/deployd}
+NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 SHIM=${SHIM:-$BUILD/taskd-shim}
 E2E_PID_VARS=${E2E_PID_VARS:-}
 E2E_STATE_DIRS=${E2E_STATE_DIRS:-}
@@ -109,6 +110,59 @@ e2e_start_deployd() {
 	done
 	DEPLOYD_URL=http://127.0.0.1:$DEPLOYD_PORT
 	[ -n "$DEPLOYD_PORT" ]
+}
+
+# e2e_start_nginx DIR ROOT [SERVER-DIRECTIVES] [LOG-FORMAT]: a private nginx (no master, one
+# worker, everything under DIR: nginx.conf, error.log, access.log, temp paths) serving ROOT on a
+# free loopback port, in the background (NGINX_PID; add it to E2E_PID_VARS). SERVER-DIRECTIVES
+# go into its server block (locations, limits); LOG-FORMAT is the access log's format (nginx's
+# combined when empty; no single quote in it). Waits until it serves a marker file it puts in ROOT (so the port is
+# ours, not another test's) and sets NGINX_PORT and NGINX_URL; tries 5 ports, returns 1 when
+# none worked (DIR/error.log says why).
+e2e_start_nginx() {
+	_dir=$1 _root=$2
+	mkdir -p "$_dir/tmp" "$_root" || return 1
+	printf '%s' "$_dir" >"$_root/.e2e-nginx-ready"
+	for _try in 1 2 3 4 5; do
+		NGINX_PORT=$(free_port)
+		NGINX_URL=http://127.0.0.1:$NGINX_PORT
+		{
+			echo "daemon off;"
+			echo "master_process off;"
+			echo "worker_processes 1;"
+			echo "pid $_dir/nginx.pid;"
+			echo "error_log $_dir/error.log warn;"
+			echo "events { worker_connections 1024; }"
+			echo "http {"
+			if [ -n "${4:-}" ]; then
+				printf "\tlog_format e2e '%s';\n" "$4"
+				echo "	access_log $_dir/access.log e2e;"
+			else
+				echo "	access_log $_dir/access.log;"
+			fi
+			for _t in client_body proxy fastcgi uwsgi scgi; do
+				echo "	${_t}_temp_path $_dir/tmp/$_t;"
+			done
+			echo "	server {"
+			echo "		listen 127.0.0.1:$NGINX_PORT;"
+			echo "		root $_root;"
+			printf '\t\t%s\n' "${3:-}"
+			echo "	}"
+			echo "}"
+		} >"$_dir/nginx.conf"
+		"$NGINX" -p "$_dir" -c "$_dir/nginx.conf" -e "$_dir/error.log" 2>>"$_dir/error.log" &
+		NGINX_PID=$!
+		_i=0
+		while [ $_i -lt 100 ]; do
+			[ "$(curl -s "$NGINX_URL/.e2e-nginx-ready" 2>/dev/null)" = "$_dir" ] && return 0
+			kill -0 "$NGINX_PID" 2>/dev/null || break
+			sleep 0.05
+			_i=$((_i + 1))
+		done
+		e2e_stop "$NGINX_PID"
+		NGINX_PID=
+	done
+	return 1
 }
 
 # e2e_stop PID [SIGNAL]: signal one process (default TERM) and reap it when it is our child.
