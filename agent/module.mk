@@ -12,7 +12,13 @@ CHECK_PKGS += nginx
 CHECK_PKGS += wrk runc
 
 $(eval $(call cd_prog,taskd,agent/taskd.c,$(AGENT_LIBS)))
-$(eval $(call cd_prog,taskd-shim,agent/shim.c,agent sandbox cdlib))
+# taskd-shim is exec'd at every task start and lives as long as its task: everything but libc is
+# linked statically (the archives come with the -dev packages the build needs), so ld.so maps
+# and relocates libc alone. Measured: exec + start-up 0.73 -> 0.47 ms of CPU, and each running
+# shim's Pss 376 -> 258 kB (no per-process relocated pages of five libraries). A security update
+# of libnl, libseccomp, libcgroup or jansson needs a rebuild of the shim (taskd stays dynamic).
+TASKD_SHIM_STATIC := -Wl,-Bstatic -lnl-route-3 -lnl-3 -lseccomp -lcgroup -ljansson -Wl,-Bdynamic
+$(eval $(call cd_prog,taskd-shim,agent/shim.c,agent sandbox cdlib,$(TASKD_SHIM_STATIC)))
 INSTALL_SBIN += taskd
 INSTALL_LIBEXEC += taskd-shim
 
