@@ -46,6 +46,7 @@ int deployd_config_init(struct deployd_config *c)
 	c->pipelines_runners = 2;
 	c->pipelines_poll_interval_s = 30;
 	c->pipelines_lease_s = 30;
+	c->events_retention_days = 90;
 	c->pipelines_dag_cache_dags = DAG_CACHE_DEFAULT_CAPACITY;
 	c->pipelines_dag_cache_stages = DAG_CACHE_DEFAULT_MAX_NODES;
 	c->pipelines_sandbox_builds = -1;
@@ -190,6 +191,8 @@ static const struct key_uint uint_keys[] = {
 	  4096 },
 	{ "pipelines_dag_cache_stages", offsetof(struct deployd_config, pipelines_dag_cache_stages),
 	  1, 10000000 },
+	{ "events_retention_days", offsetof(struct deployd_config, events_retention_days), 0,
+	  36500 },
 };
 
 /* "ZONE REGION URL TOKEN_FILE", appended to c->pipelines_zones. */

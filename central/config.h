@@ -51,6 +51,7 @@ struct deployd_config {
 				 * when the artifacts role runs here */
 	unsigned threads;
 	uint64_t max_body_bytes;
+	unsigned events_retention_days; /* 0 = keep the event log forever */
 	/* cluster */
 	unsigned heartbeat_interval_s, lost_after, progress_deadline_s, max_slot_failures;
 	unsigned tick_interval_ms, push_timeout_ms;

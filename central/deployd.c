@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "api/json.h"
 #include "lib/fs.h"
@@ -49,7 +51,18 @@ struct deployd {
 	struct http_server *server;
 	void (*access_log)(const struct http_access_entry *e, void *userdata);
 	void *access_log_data;
+
+	/* Event-log retention (events_retention_days): one thread, hourly. */
+	pthread_t housekeeper;
+	bool housekeeper_started, housekeeper_stop;
+	pthread_mutex_t hk_lock;
+	pthread_cond_t hk_cond;
+	uint64_t events_pruned, prune_errors;
 };
+
+#define PRUNE_FIRST_AFTER_S 1
+#define PRUNE_INTERVAL_S 3600
+#define PRUNE_BATCH 10000
 
 static const struct deployd_principal anonymous = { DEPLOYD_PRINCIPAL_NONE, "anonymous",
 						    "anonymous" };
@@ -330,12 +343,21 @@ static void h_metrics(struct http_request *req, const struct deployd_principal *
 		"# HELP deployd_store_readers Read-only database connections open.\n"
 		"# TYPE deployd_store_readers gauge\n"
 		"deployd_store_readers %llu\n"
+		"# HELP deployd_events_pruned_total Events deleted by retention (events_retention_days).\n"
+		"# TYPE deployd_events_pruned_total counter\n"
+		"deployd_events_pruned_total %llu\n"
+		"# HELP deployd_events_prune_errors_total Retention runs that failed (retried hourly).\n"
+		"# TYPE deployd_events_prune_errors_total counter\n"
+		"deployd_events_prune_errors_total %llu\n"
 		"# HELP deployd_store_reader_waits_total Reads that waited for a free connection.\n"
 		"# TYPE deployd_store_reader_waits_total counter\n"
 		"deployd_store_reader_waits_total %llu\n",
 		CD_VERSION, (unsigned long long)hs.requests, (unsigned long long)hs.connections,
 		(long long)last, (unsigned long long)ss.statements_prepared,
-		(unsigned long long)ss.readers_open, (unsigned long long)ss.reader_waits);
+		(unsigned long long)ss.readers_open,
+		(unsigned long long)__atomic_load_n(&d->events_pruned, __ATOMIC_RELAXED),
+		(unsigned long long)__atomic_load_n(&d->prune_errors, __ATOMIC_RELAXED),
+		(unsigned long long)ss.reader_waits);
 	for (size_t i = 0; i < d->n_roles; i++)
 		if (d->role_started[i] && d->roles[i]->metrics)
 			d->roles[i]->metrics(d, d->role_state[i], &sb);
@@ -363,6 +385,7 @@ static void h_events(struct http_request *req, const struct deployd_principal *w
 	struct store_event *ev = NULL;
 	struct cd_error err = {};
 	uint64_t after, wait_s, limit;
+	int64_t pruned = 0;
 	bool more;
 	usec_t deadline;
 	size_t n = 0;
@@ -407,10 +430,12 @@ static void h_events(struct http_request *req, const struct deployd_principal *w
 	arr = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(arr, event_to_json(&ev[i]));
+	if (store_event_pruned_through(d->store, &pruned, NULL) < 0)
+		pruned = 0;
 	http_reply_json_new(req, 200,
-			    json_pack("{s:o, s:I, s:b}", "events", arr, "last_id",
-				      (json_int_t)(n ? ev[n - 1].id : (int64_t)after), "more",
-				      more));
+			    json_pack("{s:o, s:I, s:b, s:I}", "events", arr, "last_id",
+				      (json_int_t)(n ? ev[n - 1].id : (int64_t)after), "more", more,
+				      "pruned_through", (json_int_t)pruned));
 	if (more)
 		n++;
 	store_event_list_free(ev, n);
@@ -430,6 +455,15 @@ int deployd_new(const struct deployd_options *o, struct deployd **ret, struct cd
 		return cd_error_set(err, -ENOMEM, "out of memory");
 	d->cfg = o->config;
 	d->store = o->store;
+	pthread_mutex_init(&d->hk_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&d->hk_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	d->no_auth = o->config->insecure_no_auth;
 	d->advertise_url = strdup(o->advertise_url);
 	if (!d->advertise_url) {
@@ -474,6 +508,49 @@ void deployd_set_access_log(struct deployd *d,
 {
 	d->access_log = fn;
 	d->access_log_data = userdata;
+}
+
+/* false when asked to stop while waiting */
+static bool housekeeper_sleep(struct deployd *d, unsigned seconds)
+{
+	struct timespec ts;
+	bool stop;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += seconds;
+	pthread_mutex_lock(&d->hk_lock);
+	while (!d->housekeeper_stop &&
+	       pthread_cond_timedwait(&d->hk_cond, &d->hk_lock, &ts) != ETIMEDOUT)
+		;
+	stop = d->housekeeper_stop;
+	pthread_mutex_unlock(&d->hk_lock);
+	return !stop;
+}
+
+/* Prunes the event log to events_retention_days, in batches (each its own transaction, so
+ * writers wait at most one batch). Failures are counted in /metrics and retried next hour. */
+static void *housekeeper_run(void *arg)
+{
+	struct deployd *d = arg;
+	unsigned wait_s = PRUNE_FIRST_AFTER_S;
+
+	while (housekeeper_sleep(d, wait_s)) {
+		usec_t before = clock_real_usec() -
+				(usec_t)d->cfg->events_retention_days * 86400 * USEC_PER_SEC;
+		int64_t deleted = PRUNE_BATCH;
+
+		wait_s = PRUNE_INTERVAL_S;
+		while (deleted == PRUNE_BATCH &&
+		       !__atomic_load_n(&d->housekeeper_stop, __ATOMIC_ACQUIRE)) {
+			if (store_event_prune(d->store, before, PRUNE_BATCH, "deployd", &deleted,
+					      NULL) < 0) {
+				__atomic_add_fetch(&d->prune_errors, 1, __ATOMIC_RELAXED);
+				break;
+			}
+			__atomic_add_fetch(&d->events_pruned, (uint64_t)deleted, __ATOMIC_RELAXED);
+		}
+	}
+	return NULL;
 }
 
 /* While the HTTP server stops: /v1/events long-polls return at once instead of within 1 s. */
@@ -538,6 +615,13 @@ int deployd_start(struct deployd *d, struct cd_error *err)
 		}
 		d->role_started[i] = true;
 	}
+	if (d->cfg->events_retention_days > 0) {
+		r = pthread_create(&d->housekeeper, NULL, housekeeper_run, d);
+		if (r)
+			return cd_error_set(err, -r, "starting the housekeeping thread: %s",
+					    strerror(r));
+		d->housekeeper_started = true;
+	}
 	return 0;
 }
 
@@ -548,6 +632,14 @@ int deployd_port(const struct deployd *d)
 
 void deployd_stop(struct deployd *d)
 {
+	if (d->housekeeper_started) {
+		pthread_mutex_lock(&d->hk_lock);
+		__atomic_store_n(&d->housekeeper_stop, true, __ATOMIC_RELEASE);
+		pthread_cond_signal(&d->hk_cond);
+		pthread_mutex_unlock(&d->hk_lock);
+		pthread_join(d->housekeeper, NULL);
+		d->housekeeper_started = false;
+	}
 	for (size_t i = d->n_roles; i-- > 0;)
 		if (d->role_started[i] && d->roles[i]->stop) {
 			d->roles[i]->stop(d, d->role_state[i]);
@@ -570,5 +662,7 @@ void deployd_free(struct deployd *d)
 		explicit_bzero(d->tokens, MAX_TOKENS * sizeof(*d->tokens));
 	free(d->tokens);
 	free(d->advertise_url);
+	pthread_cond_destroy(&d->hk_cond);
+	pthread_mutex_destroy(&d->hk_lock);
 	free(d);
 }

@@ -848,22 +848,110 @@ int store_event_list(struct store *s, int64_t after, size_t limit, struct store_
 	return 0;
 }
 
+/* One integer from sql (with ?1 = arg when it has a parameter) on db, already entered. */
+static int query_int64(sqlite3 *db, const char *sql, int64_t arg, int64_t *ret,
+		       struct cd_error *err, const char *what)
+{
+	sqlite3_stmt *st = NULL;
+	int r = store_prepare(db, sql, &st, err), rc;
+
+	if (r < 0)
+		return r;
+	if (sqlite3_bind_parameter_count(st) > 0)
+		store_bind_int64(st, 1, arg);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW)
+		return store_map_rc(db, rc, err, what);
+	*ret = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return 0;
+}
+
 int store_event_last_id(struct store *s, int64_t *ret, struct cd_error *err)
 {
+	sqlite3 *db;
+	int r;
+
+	db = store_enter(s, false, &r, err);
+	r = query_int64(db, "SELECT COALESCE(MAX(id), 0) FROM events", 0, ret, err,
+			"last event id");
+	return store_leave(s, false, r, err);
+}
+
+int store_event_pruned_through(struct store *s, int64_t *ret, struct cd_error *err)
+{
+	sqlite3 *db;
+	int r;
+
+	db = store_enter(s, false, &r, err);
+	r = query_int64(db, "SELECT COALESCE(MAX(through_id), 0) FROM events_pruned", 0, ret, err,
+			"pruned events");
+	return store_leave(s, false, r, err);
+}
+
+int store_event_prune(struct store *s, usec_t before, size_t max_rows, const char *actor,
+		      int64_t *ret_deleted, struct cd_error *err)
+{
+	int64_t first = 0, keep = 0, through, deleted = 0;
 	sqlite3_stmt *st = NULL;
 	sqlite3 *db;
 	int r, rc;
 
-	db = store_enter(s, false, &r, err);
-	r = store_prepare(db, "SELECT COALESCE(MAX(id), 0) FROM events", &st, err);
+	if (!actor)
+		return cd_error_set(err, -EINVAL, "prune needs an actor");
+	if (max_rows == 0)
+		max_rows = 10000;
+	db = store_enter(s, true, &r, err);
+	if (!db)
+		return r;
+	r = query_int64(db, "SELECT COALESCE(MIN(id), 0) FROM events", 0, &first, err,
+			"first event id");
+	/* the first event to keep: every id below it is older than the cutoff */
+	if (r >= 0 && first > 0)
+		r = query_int64(db,
+				"SELECT COALESCE(MIN(id), (SELECT MAX(id) + 1 FROM events)) "
+				"FROM events WHERE ts >= ?1",
+				(int64_t)before, &keep, err, "events to keep");
+	if (r < 0 || first == 0 || keep <= first)
+		goto out;
+	through = MIN(keep - 1, first + (int64_t)max_rows - 1);
+	r = query_int64(db, "SELECT COUNT(*) FROM events WHERE id <= ?1", through, &deleted, err,
+			"events to prune");
+	if (r >= 0)
+		r = store_prepare(db,
+				  "INSERT INTO events_pruned (through_id, before_ts, deleted, ts, "
+				  "actor) VALUES (?, ?, ?, ?, ?)",
+				  &st, err);
 	if (r >= 0) {
-		rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW)
-			*ret = sqlite3_column_int64(st, 0);
-		else
-			r = store_map_rc(db, rc, err, "last event id");
+		if (store_bind_int64(st, 1, through) < 0 ||
+		    store_bind_int64(st, 2, (int64_t)before) < 0 ||
+		    store_bind_int64(st, 3, deleted) < 0 ||
+		    store_bind_int64(st, 4, (int64_t)clock_real_usec()) < 0 ||
+		    store_bind_text(st, 5, actor) < 0)
+			r = cd_error_set(err, -ENOMEM, "binding the prune record failed");
+		else if ((rc = sqlite3_step(st)) != SQLITE_DONE)
+			r = store_map_rc(db, rc, err, "record prune");
 	}
-	return store_leave(s, false, r, err);
+	if (r >= 0)
+		r = store_prepare(db, "DELETE FROM events WHERE id <= ?", &st, err);
+	if (r >= 0) {
+		store_bind_int64(st, 1, through);
+		rc = sqlite3_step(st);
+		if (rc != SQLITE_DONE)
+			r = store_map_rc(db, rc, err, "prune events");
+	}
+	if (r >= 0) {
+		char data[128];
+
+		snprintf(data, sizeof(data), "{\"through_id\":%lld,\"deleted\":%lld}",
+			 (long long)through, (long long)deleted);
+		r = store_event_append(s, actor, "events.pruned", "events", data, NULL, err);
+	}
+out:
+	r = store_leave(s, true, r, err);
+	if (r >= 0 && ret_deleted)
+		*ret_deleted = deleted;
+	return r;
 }
 
 void store_event_wake(struct store *s)

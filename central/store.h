@@ -237,6 +237,17 @@ int store_event_append(struct store *s, const char *actor, const char *kind, con
 /* Events with id > after, ascending, at most limit (0 = 1000). */
 int store_event_list(struct store *s, int64_t after, size_t limit, struct store_event **ret,
 		     size_t *ret_n, struct cd_error *err);
+/*
+ * Retention: delete the oldest events, in id order, while they are older than before
+ * (realtime), at most max_rows (0 = 10000) per call, in one transaction that first records the
+ * prune (events_pruned: through which id, the cutoff, how many, who) and appends an
+ * "events.pruned" event. Newer events stay append-only (a trigger refuses anything else).
+ * *ret_deleted (may be NULL) gets the number deleted.
+ */
+int store_event_prune(struct store *s, usec_t before, size_t max_rows, const char *actor,
+		      int64_t *ret_deleted, struct cd_error *err);
+/* Every event with id <= *ret was pruned (0 when nothing ever was). */
+int store_event_pruned_through(struct store *s, int64_t *ret, struct cd_error *err);
 /* Highest event id (0 when none). */
 int store_event_last_id(struct store *s, int64_t *ret, struct cd_error *err);
 /* Wake every store_event_wait() of this process now (each returns 1 if something is new, else 0). */

@@ -211,6 +211,29 @@ const struct store_migration store_migrations[] = {
 		"CREATE INDEX action_queue_ready ON action_queue(not_before, lease_expires);"
 		"DROP TABLE pipelines_migrations;",
 	},
+	{
+		3,
+		"events: retention (pruning through an append-only prune log)",
+		/* Every prune is recorded before it deletes; the delete trigger lets exactly the
+		 * rows at or below the recorded mark go, so the log stays append-only for anything
+		 * newer and a gap in the ids is always explained by a row here. */
+		"CREATE TABLE events_pruned ("
+		"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+		"  through_id INTEGER NOT NULL,"
+		"  before_ts INTEGER NOT NULL,"
+		"  deleted INTEGER NOT NULL,"
+		"  ts INTEGER NOT NULL,"
+		"  actor TEXT NOT NULL);"
+		"CREATE TRIGGER events_pruned_no_update BEFORE UPDATE ON events_pruned"
+		"  BEGIN SELECT RAISE(ABORT, 'the prune log is append-only'); END;"
+		"CREATE TRIGGER events_pruned_no_delete BEFORE DELETE ON events_pruned"
+		"  BEGIN SELECT RAISE(ABORT, 'the prune log is append-only'); END;"
+		"DROP TRIGGER events_no_delete;"
+		"CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+		"  WHEN OLD.id > (SELECT COALESCE(MAX(through_id), 0) FROM events_pruned)"
+		"  BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
+		"CREATE INDEX events_by_ts ON events(ts);",
+	},
 };
 
 const size_t store_migrations_n = ARRAY_SIZE(store_migrations);

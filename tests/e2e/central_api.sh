@@ -357,9 +357,28 @@ if command -v promtool >/dev/null; then
 	check "promtool accepts /metrics" "promtool check metrics <$T/metrics >/dev/null 2>&1 || promtool check metrics <$T/metrics 2>&1 | grep -qv error"
 fi
 TEAM=$(awk '$1=="team:foo_team"{print $2}' "$S/deployd.token")
+req GET "/v1/events?after=0&limit=1" "$ADMIN"
+check "nothing pruned yet: pruned_through 0" "[ \"\$(echo '$body' | jget \"['pruned_through']\")\" = 0 ]" "$body"
 kill -9 "$DPID"
 wait "$DPID" 2>/dev/null
+# Retention: make the three oldest events 2 years old (the update trigger is lifted for the
+# test only), then the restart's first retention pass (90 days) must prune exactly those.
+sqlite3 "$S/deployd.db" "DROP TRIGGER events_no_update;
+UPDATE events SET ts = ts - 63072000000000 WHERE id <= 3;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+  BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
 check "restart after kill -9" "start_deployd" "$(tail -5 "$T/deployd.log" 2>/dev/null)"
+for _ in $(seq 100); do
+	req GET "/v1/events?after=0&limit=1" "$ADMIN"
+	[ "$(echo "$body" | jget "['pruned_through']")" = 3 ] && break
+	sleep 0.1
+done
+check "retention pruned the three old events, and says so" \
+	"[ \"\$(echo '$body' | jget \"['pruned_through']\")\" = 3 ] && [ \"\$(echo '$body' | jget \"['events'][0]['id']\")\" = 4 ]" "$body"
+req GET "/v1/events?after=0&limit=1000" "$ADMIN"
+check "the prune is in the audit log" "echo '$body' | grep -q '\"kind\": *\"events.pruned\"'" "$(echo "$body" | tail -c 300)"
+req GET /metrics "$ADMIN"
+check "/metrics counts the pruned events" "echo '$body' | grep -q '^deployd_events_pruned_total 3$' && echo '$body' | grep -q '^deployd_events_prune_errors_total 0$'" "$(echo "$body" | grep prune)"
 req GET /v1/jobs/us-east/us-east-1/web "$ADMIN"
 check "jobs survive kill -9 (version 3, desired DONE)" "[ $code = 200 ] && [ \"\$(echo '$body' | jget \"['version']\")\" = 3 ] && echo '$body' | grep -q '\"desired\": *\"DONE\"'" "$code $body"
 req GET /v1/jobs "$TEAM"

@@ -136,6 +136,7 @@ static void test_pipelines_keys(void **state)
 	assert_int_equal(c.pipelines_dag_cache_dags, 16);
 	assert_int_equal(c.pipelines_dag_cache_stages, 100000);
 	assert_int_equal(c.pipelines_sandbox_builds, -1);
+	assert_int_equal(c.events_retention_days, 90);
 	assert_null(c.pipelines_artifacts_url);
 	assert_int_equal(
 		deployd_config_parse_text(
@@ -152,7 +153,8 @@ static void test_pipelines_keys(void **state)
 			"pipelines_dag_cache_stages = 250000\n"
 			"pipelines_build_memory = 4G\n"
 			"pipelines_build_storage = 512M # outputs\n"
-			"pipelines_bazel_path = /opt/bazel/bin/bazel\n",
+			"pipelines_bazel_path = /opt/bazel/bin/bazel\n"
+			"events_retention_days = 0 # keep forever\n",
 			&err),
 		0);
 	assert_int_equal(c.n_pipelines_zones, 2);
@@ -173,6 +175,7 @@ static void test_pipelines_keys(void **state)
 	assert_true(c.pipelines_build_memory_bytes == UINT64_C(4) << 30);
 	assert_true(c.pipelines_build_storage_bytes == UINT64_C(512) << 20);
 	assert_string_equal(c.pipelines_bazel_path, "/opt/bazel/bin/bazel");
+	assert_int_equal(c.events_retention_days, 0);
 	deployd_config_release(&c);
 }
 
@@ -205,6 +208,7 @@ static void test_pipelines_errors(void **state)
 		{ "pipelines_dag_cache_stages = 10000001\n", "1..10000000" },
 		{ "pipelines_dag_cache_stages = -5\n", "1..10000000" },
 		{ "pipelines_build_memory = 10M\n", "at least 64M" },
+		{ "events_retention_days = 36501\n", "0..36500" },
 		{ "pipelines_build_storage = lots\n", "at least 64M" },
 		{ "pipelines_bazel_path = /opt/my bazel\n", "a path or a command name" },
 		/* the old pipelines.conf spelling is not a deployd.conf line */

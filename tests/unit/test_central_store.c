@@ -600,6 +600,68 @@ static void test_event_wake(void **state)
 	assert_true(clock_mono_usec() - t0 < 300 * USEC_PER_SEC);
 }
 
+/* Retention: the oldest events older than the cutoff go, at most max_rows a call, recorded in
+ * the prune log and as an event; newer events stay append-only. */
+static void test_event_prune(void **state)
+{
+	_cleanup_store_ struct store *s = open_store();
+	struct store_event *v = NULL;
+	int64_t ids[6], deleted = -1, through = -1;
+	usec_t cutoff;
+	size_t n = 0;
+	sqlite3 *db;
+	char *msg = NULL;
+	int r;
+
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(store_event_append(s, "t", "k", "s", NULL, &ids[i], NULL), 0);
+		clock_sleep_usec(2 * USEC_PER_MSEC); /* distinct timestamps */
+	}
+	assert_int_equal(store_event_list(s, 0, 0, &v, &n, NULL), 0);
+	assert_int_equal(n, 6);
+	cutoff = v[4].ts; /* events 0..3 are older */
+	store_event_list_free(v, n);
+
+	assert_int_equal(store_event_pruned_through(s, &through, NULL), 0);
+	assert_int_equal(through, 0);
+	/* at most 3 per call */
+	assert_int_equal(store_event_prune(s, cutoff, 3, "deployd", &deleted, NULL), 0);
+	assert_int_equal(deleted, 3);
+	assert_int_equal(store_event_pruned_through(s, &through, NULL), 0);
+	assert_int_equal(through, ids[2]);
+	assert_int_equal(store_event_prune(s, cutoff, 3, "deployd", &deleted, NULL), 0);
+	assert_int_equal(deleted, 1);
+	/* nothing older is left */
+	assert_int_equal(store_event_prune(s, cutoff, 3, "deployd", &deleted, NULL), 0);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(store_event_list(s, 0, 0, &v, &n, NULL), 0);
+	/* events 4 and 5, and the two "events.pruned" records */
+	assert_int_equal(n, 4);
+	assert_int_equal(v[0].id, ids[4]);
+	assert_int_equal(v[1].id, ids[5]);
+	assert_string_equal(v[2].kind, "events.pruned");
+	assert_non_null(strstr(v[3].data, "\"deleted\":1"));
+	store_event_list_free(v, n);
+
+	/* anything newer than the prune mark stays append-only, and so does the prune log */
+	db = store_enter(s, true, &r, NULL);
+	assert_non_null(db);
+	assert_int_not_equal(sqlite3_exec(db, "DELETE FROM events", NULL, NULL, &msg), SQLITE_OK);
+	assert_non_null(strstr(msg, "append-only"));
+	sqlite3_free(msg);
+	assert_int_not_equal(sqlite3_exec(db, "UPDATE events SET actor = 'x'", NULL, NULL, NULL),
+			     SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "DELETE FROM events_pruned", NULL, NULL, NULL),
+			     SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "UPDATE events_pruned SET deleted = 0", NULL, NULL,
+					  NULL),
+			     SQLITE_OK);
+	store_leave(s, true, -ECANCELED, NULL);
+	assert_int_equal(store_event_list(s, 0, 0, &v, &n, NULL), 0);
+	assert_int_equal(n, 4);
+	store_event_list_free(v, n);
+}
+
 /* Two connections (two deployd processes sharing one database): writes of one are visible to
  * the other and a write transaction of one makes the other wait, not fail. */
 static void test_two_connections(void **state)
@@ -900,6 +962,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_event_wait, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_wake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_prune, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_connections, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_in_use_not_shared, setup, teardown),
