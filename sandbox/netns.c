@@ -10,9 +10,11 @@
 #include <netlink/route/link/bridge.h>
 #include <netlink/route/link/veth.h>
 #include <netlink/route/route.h>
+#include <net/if.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/fs.h"
@@ -272,6 +274,15 @@ static int bridge_ensure(struct nl_sock *s, const char *name, struct in_addr gw,
 	return 0;
 }
 
+/* The network namespace this process runs in (its nsfs inode), 0 when unknown. Leases record
+ * it: whether a lease's veth still exists can only be judged from the namespace holding it. */
+static unsigned long long own_netns(void)
+{
+	struct stat st;
+
+	return stat("/proc/self/ns/net", &st) == 0 ? (unsigned long long)st.st_ino : 0;
+}
+
 static int lease_acquire(const char *dir, struct in_addr net, uint8_t prefix, const char *ifname,
 			 const char *task_id, struct in_addr *ret, struct cd_error *err)
 {
@@ -299,7 +310,7 @@ static int lease_acquire(const char *dir, struct in_addr net, uint8_t prefix, co
 			return cd_error_set(err, -errno, "cannot create lease %s/%s: %m", dir,
 					    name);
 		}
-		snprintf(line, sizeof(line), "%s %s\n", ifname, task_id);
+		snprintf(line, sizeof(line), "%s %s %llu\n", ifname, task_id, own_netns());
 		r = fs_write_all(fd, line, strlen(line));
 		if (r < 0) {
 			(void)unlinkat(dfd, name, 0);
@@ -456,6 +467,7 @@ int netns_teardown(const struct netns_lease *lease, struct cd_error *err)
 
 int netns_gc(const char *ipam_dir)
 {
+	unsigned long long mine = own_netns();
 	DIR *d;
 	int n = 0;
 
@@ -466,14 +478,22 @@ int netns_gc(const char *ipam_dir)
 		return errno == ENOENT ? 0 : -errno;
 	for (struct dirent *de; (de = readdir(d));) {
 		_cleanup_free_ char *s = NULL;
+		char ifname[IFNAMSIZ] = "", task[128];
+		unsigned long long ns = 0;
 		struct in_addr a;
 
 		if (inet_pton(AF_INET, de->d_name, &a) != 1)
 			continue;
 		if (fs_read_file_at(dirfd(d), de->d_name, 4096, &s, NULL) < 0)
 			continue;
-		s[strcspn(s, " \n")] = '\0';
-		if (s[0] && if_nametoindex(s) != 0)
+		/* "<veth> <task> <netns inode>"; older leases lack the namespace */
+		if (sscanf(s, "%15s %127s %llu", ifname, task, &ns) < 1)
+			ifname[0] = '\0';
+		/* a lease taken in another network namespace: its veth is not visible from
+		 * here, which says nothing about whether it is alive */
+		if (ns && ns != mine)
+			continue;
+		if (ifname[0] && if_nametoindex(ifname) != 0)
 			continue;
 		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
 			n++;

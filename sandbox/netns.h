@@ -75,5 +75,7 @@ int netns_setup_bridge(int netns_fd, pid_t pid, const char *task_id,
 		       struct cd_error *err);
 /* Delete the host veth (its peer goes with it) and release the lease. Idempotent. */
 int netns_teardown(const struct netns_lease *lease, struct cd_error *err);
-/* Remove leases whose host veth no longer exists (leftovers of a crash). Returns how many. */
+/* Remove leases taken in this network namespace whose host veth no longer exists (leftovers of
+ * a crash). Leases of other namespaces (another taskd in its own netns, seen from a deployd
+ * builder) are left alone: their veths are invisible from here. Returns how many. */
 int netns_gc(const char *ipam_dir);

@@ -482,6 +482,52 @@ static void test_subnet_parse(void **state)
 	assert_int_equal(netns_parse_subnet(NULL, &net, &prefix), -EINVAL);
 }
 
+static void write_lease(const char *dir, const char *addr, const char *line)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, addr);
+	assert_int_equal(fs_write_atomic(path, line, strlen(line), 0600), 0);
+}
+
+static bool lease_exists(const char *dir, const char *addr)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, addr);
+	return access(path, F_OK) == 0;
+}
+
+/*
+ * netns_gc() removes leases of this network namespace whose veth is gone, keeps those whose
+ * veth exists, and leaves leases taken in another namespace alone (a deployd builder in the
+ * host namespace must not free the addresses of tasks of a taskd in its own namespace).
+ */
+static void test_netns_gc_scope(void **state)
+{
+	char dir[] = "/tmp/cd-test-ipam.XXXXXX", mine[64], line[128];
+	struct stat st;
+
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(stat("/proc/self/ns/net", &st), 0);
+	snprintf(mine, sizeof(mine), "%llu", (unsigned long long)st.st_ino);
+	snprintf(line, sizeof(line), "cdvgone000001 t1 %s\n", mine);
+	write_lease(dir, "10.9.0.2", line); /* ours, veth gone: removed */
+	snprintf(line, sizeof(line), "lo t2 %s\n", mine);
+	write_lease(dir, "10.9.0.3", line); /* ours, interface exists: kept */
+	snprintf(line, sizeof(line), "cdvgone000002 t3 %llu\n", (unsigned long long)st.st_ino + 1);
+	write_lease(dir, "10.9.0.4", line);		    /* another namespace's: kept */
+	write_lease(dir, "10.9.0.5", "cdvgone000003 t4\n"); /* old format, veth gone: removed */
+	write_lease(dir, "not-an-address", "x\n");	    /* not a lease: kept */
+	assert_int_equal(netns_gc(dir), 2);
+	assert_false(lease_exists(dir, "10.9.0.2"));
+	assert_true(lease_exists(dir, "10.9.0.3"));
+	assert_true(lease_exists(dir, "10.9.0.4"));
+	assert_false(lease_exists(dir, "10.9.0.5"));
+	assert_true(lease_exists(dir, "not-an-address"));
+	assert_int_equal(fs_rm_rf_at(AT_FDCWD, dir), 0);
+}
+
 static void test_net_mode_and_ifname(void **state)
 {
 	enum sandbox_net_mode m;
@@ -776,6 +822,7 @@ int main(void)
 		cmocka_unit_test(test_config_validate),
 		cmocka_unit_test(test_subnet_parse),
 		cmocka_unit_test(test_net_mode_and_ifname),
+		cmocka_unit_test(test_netns_gc_scope),
 		cmocka_unit_test(test_status_parse),
 		cmocka_unit_test(test_seccomp_table),
 		cmocka_unit_test(test_seccomp_profile),
