@@ -67,6 +67,7 @@ struct task {
 	uint64_t slot; /* epoll tag; never reused */
 	struct task_record rec;
 	struct jobspec *spec;
+	char *url;	/* task://region/zone/job/id ("" if the job URL cannot make one) */
 	char *digest;	/* "sha256:..." or NULL */
 	char **mirrors; /* NULL-terminated */
 	char *app_dir;
@@ -152,6 +153,7 @@ static void task_free(struct task *t)
 		return;
 	task_record_release(&t->rec);
 	jobspec_free(t->spec);
+	free(t->url);
 	free(t->digest);
 	strv_free(t->mirrors);
 	free(t->app_dir);
@@ -278,12 +280,9 @@ static void write_usage_value(struct jsonw *w, const char *key, uint64_t v)
 static void task_write(struct jsonw *w, const struct task *t, bool full,
 		       const struct runtime_usage *u)
 {
-	char url[TASK_URL_MAX_LEN + 1] = "";
-
-	(void)task_url(t, url, sizeof(url));
 	jsonw_object_begin(w);
 	jsonw_kstring(w, "task_id", t->rec.task_id);
-	jsonw_kstring(w, "task", url);
+	jsonw_kstring(w, "task", t->url);
 	jsonw_kstring(w, "job", t->rec.job_url);
 	jsonw_kint(w, "index", t->rec.task_index);
 	jsonw_kstring(w, "state", task_state_to_string(t->rec.state));
@@ -1417,6 +1416,15 @@ static int task_parse_doc(struct task *t, struct problem *p)
 {
 	json_t *a;
 
+	if (!t->url) {
+		/* immutable per task: made once, not per reply (parsing the job URL is most of it) */
+		char url[TASK_URL_MAX_LEN + 1] = "";
+
+		(void)task_url(t, url, sizeof(url));
+		t->url = strdup(url);
+		if (!t->url)
+			return -ENOMEM;
+	}
 	if (!t->spec) {
 		struct jobspec *spec = NULL;
 		int r = jobspec_from_string(t->rec.spec_json, strlen(t->rec.spec_json), &spec, p);
