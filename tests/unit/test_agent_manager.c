@@ -764,7 +764,7 @@ static void test_long_poll_wakes_on_shutdown(void **state)
 static void test_restart_reloads_tasks(void **state)
 {
 	struct problem p;
-	json_t *t = NULL;
+	json_t *t = NULL, *before = NULL;
 	struct manager_config mc = { 0 };
 	struct state *st = NULL;
 	struct manager_adopt_stats as;
@@ -776,6 +776,7 @@ static void test_restart_reloads_tasks(void **state)
 			 201);
 	problem_release(&p);
 	json_decref(t);
+	assert_int_equal(get_task("t-5", true, &before), 0);
 	manager_free(mgr);
 	mgr = NULL;
 	snprintf(db, sizeof(db), "%s/taskd.db", tmpdir);
@@ -794,6 +795,12 @@ static void test_restart_reloads_tasks(void **state)
 	assert_int_equal(as.tasks, 1);
 	assert_int_equal(get_task("t-5", false, &t), 0);
 	assert_string_equal(json_string_value(json_object_get(t, "state")), "ERROR");
+	json_decref(t);
+	/* a task loaded from the database reads back exactly as it did before (its URL, spec and
+	 * times are made from the stored row, not kept from the PutTask) */
+	assert_int_equal(get_task("t-5", true, &t), 0);
+	assert_true(json_equal(t, before));
+	json_decref(before);
 	json_decref(t);
 	/* idempotency survives the restart */
 	assert_int_equal(put("{\"task_id\":\"t-5\",\"request_id\":\"q\",\"job\":\"job://r/r-1/"
