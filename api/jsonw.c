@@ -12,7 +12,18 @@ void jsonw_release(struct jsonw *w)
 
 static void add(struct jsonw *w, const char *s, size_t n)
 {
-	if (!w->error && strbuf_add(&w->buf, s, n) < 0)
+	struct strbuf *b = &w->buf;
+
+	if (w->error)
+		return;
+	/* most tokens fit: append in place without strbuf_add()'s bookkeeping */
+	if (b->buf && b->len + n < b->alloc) {
+		memcpy(b->buf + b->len, s, n);
+		b->len += n;
+		b->buf[b->len] = '\0';
+		return;
+	}
+	if (strbuf_add(b, s, n) < 0)
 		w->error = -ENOMEM;
 }
 
