@@ -7,17 +7,6 @@
 
 #include "lib/str.h"
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int http_pct_decode(const char *s, size_t n, bool plus_space, char *out)
 {
 	size_t o = 0;
@@ -30,8 +19,8 @@ int http_pct_decode(const char *s, size_t n, bool plus_space, char *out)
 
 			if (i + 2 >= n)
 				return -EINVAL;
-			hi = hexval(s[i + 1]);
-			lo = hexval(s[i + 2]);
+			hi = unhexchar(s[i + 1]);
+			lo = unhexchar(s[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -EINVAL;
 			c = (char)(hi << 4 | lo);

@@ -8,17 +8,6 @@
 
 #include "lib/str.h"
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 bool cas_hex_valid(const char *s)
 {
 	size_t i;
@@ -45,7 +34,7 @@ int cas_digest_parse(const char *s, char hex[static CAS_HEX_LEN + 1])
 	if (strlen(p) != CAS_HEX_LEN)
 		return -EINVAL;
 	for (i = 0; i < CAS_HEX_LEN; i++) {
-		int v = hexval(p[i]);
+		int v = unhexchar(p[i]);
 
 		if (v < 0)
 			return -EINVAL;

@@ -59,3 +59,15 @@ int parse_i64(const char *s, int64_t *ret);
 int parse_uint(const char *s, unsigned max, unsigned *ret);
 
 /* strdup that aborts the program on ENOMEM is deliberately absent: callers handle -ENOMEM. */
+
+/* The value of one hex digit (either case), -1 when c is not one. */
+static inline int unhexchar(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
