@@ -95,7 +95,7 @@ static int pick(char *copy, const char *role, char **ret_token, struct cd_error 
 	if (bare && role)
 		return cd_error_set(
 			err, -EDOM,
-			"--role %s: the token file holds one token, not '<role> <token>' "
+			"--role '%s': the token file holds one token, not '<role> <token>' "
 			"lines",
 			role);
 	if (bare)
