@@ -10,6 +10,8 @@ DEPS_PKGS += python3 curl
 CHECK_PKGS += nginx
 # bench/taskd: the API benchmark (wrk) and its start-latency baseline (runc)
 CHECK_PKGS += wrk runc
+# the e2e leak checks of taskctl (tests/e2e/lib.sh check_no_leaks; they skip without it)
+CHECK_PKGS += valgrind
 
 $(eval $(call cd_prog,taskd,agent/taskd.c,$(AGENT_LIBS)))
 # taskd-shim is exec'd at every task start and lives as long as its task: everything but libc is
