@@ -125,8 +125,11 @@ void builder_free(struct builder *b)
 	if (!b)
 		return;
 	http_client_free(b->http);
-	if (b->cg)
+	if (b->cg) {
+		/* every build has ended by now (the runners are stopped before the builder) */
+		(void)cg_parent_remove(b->cg, b->cg_parent);
 		cg_system_free(b->cg);
+	}
 	pthread_mutex_destroy(&b->git_lock);
 	free(b->work_dir);
 	free(b->log_dir);

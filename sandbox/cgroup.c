@@ -1031,6 +1031,19 @@ int task_cgroup_kill(const struct task_cgroup *cg, uint64_t timeout_usec)
 	}
 }
 
+int cg_parent_remove(const struct cg_system *sys, const char *parent)
+{
+	int n = 0;
+
+	if (cg_name_validate(parent, true) < 0)
+		return -EINVAL;
+	for (int h = 0; h < _CG_HIER_MAX; h++)
+		/* no retry on EBUSY (unlike a task's cgroup): busy means in use, leave it */
+		if (hier_is_distinct(sys, h) && unlinkat(sys->fd[h], parent, AT_REMOVEDIR) == 0)
+			n++;
+	return n;
+}
+
 int task_cgroup_destroy(struct task_cgroup *cg, struct cd_error *err)
 {
 	for (int h = 0; h < _CG_HIER_MAX; h++)

@@ -174,3 +174,11 @@ int task_cgroup_oom_watch(const struct task_cgroup *cg, int *ret_fd, bool *ret_i
  * strv owned by the caller (strv_free). Used by sandbox_gc() to find leftovers of a crash.
  */
 int cg_list_children(const struct cg_system *sys, const char *parent, char ***ret);
+
+/*
+ * Remove the (last component of the) parent cgroup in every hierarchy where it is empty; one
+ * that still holds task cgroups or processes, or is absent, is left alone. For a launcher done
+ * with its parent (the builder at shutdown), so test runs and uninstalls leave no empty cgroups.
+ * Returns how many directories were removed, -EINVAL for an invalid parent name.
+ */
+int cg_parent_remove(const struct cg_system *sys, const char *parent);

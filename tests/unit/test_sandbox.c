@@ -323,6 +323,14 @@ static void test_create_destroy_fake_tree(void **state)
 	assert_false(exists("memory/cd/prod/t1"));
 	assert_false(exists("unified/cd/prod/t1"));
 	assert_true(exists("memory/cd/prod")); /* the parent stays */
+	/* ... until its launcher removes it; a parent still in use stays */
+	fake("memory/cd/busy/t9", NULL);
+	assert_int_equal(cg_parent_remove(sys, "cd/busy"), 0);
+	assert_true(exists("memory/cd/busy/t9"));
+	assert_int_equal(cg_parent_remove(sys, "../x"), -EINVAL);
+	assert_true(cg_parent_remove(sys, "cd/prod") >= 2);
+	assert_false(exists("memory/cd/prod"));
+	assert_false(exists("unified/cd/prod"));
 
 	/* rollback: the pids hierarchy cannot hold the parent (a file is in the way) */
 	fake("pids/cd", NULL);
