@@ -226,11 +226,8 @@ static void *sender(void *arg)
 		wait = MIN(wait, next_hb > now ? next_hb - now : 0);
 		pthread_mutex_lock(&n->lock);
 		if (!n->stop && !n->kick && wait > 0) {
-			struct timespec ts;
-			usec_t until = clock_mono_usec() + wait;
+			struct timespec ts = clock_timespec_after(CLOCK_MONOTONIC, wait);
 
-			ts.tv_sec = (time_t)(until / USEC_PER_SEC);
-			ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
 			pthread_cond_timedwait(&n->cond, &n->lock, &ts);
 		}
 	}

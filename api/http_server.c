@@ -1408,7 +1408,6 @@ static void *stop_poker_run(void *arg)
 	pthread_mutex_lock(&k->lock);
 	while (!k->done) {
 		struct timespec ts;
-		usec_t until;
 
 		pthread_mutex_unlock(&k->lock);
 		if (k->srv->on_stop)
@@ -1417,9 +1416,7 @@ static void *stop_poker_run(void *arg)
 		pthread_mutex_lock(&k->lock);
 		if (k->done)
 			break;
-		until = clock_mono_usec() + 10 * USEC_PER_MSEC;
-		ts.tv_sec = (time_t)(until / USEC_PER_SEC);
-		ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
+		ts = clock_timespec_after(CLOCK_MONOTONIC, 10 * USEC_PER_MSEC);
 		pthread_cond_timedwait(&k->cond, &k->lock, &ts);
 	}
 	pthread_mutex_unlock(&k->lock);

@@ -163,16 +163,9 @@ void cluster_wake(struct cluster *c)
 
 int cluster_wait(struct cluster *c, usec_t timeout)
 {
-	struct timespec ts;
+	struct timespec ts = clock_timespec_after(CLOCK_MONOTONIC, timeout);
 	int woken;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(timeout / USEC_PER_SEC);
-	ts.tv_nsec += (long)(timeout % USEC_PER_SEC) * 1000;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&c->lock);
 	while (!c->woken)
 		if (pthread_cond_timedwait(&c->cond, &c->lock, &ts) != 0)

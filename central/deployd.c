@@ -513,11 +513,9 @@ void deployd_set_access_log(struct deployd *d,
 /* false when asked to stop while waiting */
 static bool housekeeper_sleep(struct deployd *d, unsigned seconds)
 {
-	struct timespec ts;
+	struct timespec ts = clock_timespec_after(CLOCK_MONOTONIC, (usec_t)seconds * USEC_PER_SEC);
 	bool stop;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += seconds;
 	pthread_mutex_lock(&d->hk_lock);
 	while (!d->housekeeper_stop &&
 	       pthread_cond_timedwait(&d->hk_cond, &d->hk_lock, &ts) != ETIMEDOUT)

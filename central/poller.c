@@ -176,14 +176,9 @@ static void *poller_main(void *arg)
 
 	while (!atomic_load(&p->stopping)) {
 		struct timespec ts;
-		usec_t until;
 
 		(void)poller_poll_once(p, NULL);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		until = (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000 +
-			p->cfg.interval;
-		ts.tv_sec = (time_t)(until / USEC_PER_SEC);
-		ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
+		ts = clock_timespec_after(CLOCK_REALTIME, p->cfg.interval);
 		pthread_mutex_lock(&p->lock);
 		while (!atomic_load(&p->stopping))
 			if (pthread_cond_timedwait(&p->cond, &p->lock, &ts) == ETIMEDOUT)

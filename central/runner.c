@@ -393,13 +393,8 @@ void runner_plan_stats(struct runner *r, uint64_t *ret_hits, uint64_t *ret_plans
 
 static void wait_kick(struct runner *r, usec_t timeout, unsigned *seen)
 {
-	struct timespec ts;
-	usec_t until;
+	struct timespec ts = clock_timespec_after(CLOCK_REALTIME, timeout);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	until = (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000 + timeout;
-	ts.tv_sec = (time_t)(until / USEC_PER_SEC);
-	ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
 	pthread_mutex_lock(&r->lock);
 	while (*seen == r->kicks && !atomic_load(&r->stopping))
 		if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT)

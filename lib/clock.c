@@ -21,6 +21,20 @@ usec_t clock_mono_usec(void)
 	return ts_to_usec(&ts);
 }
 
+struct timespec clock_timespec_after(clockid_t clock, usec_t usec)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	ts.tv_sec += (time_t)(usec / USEC_PER_SEC);
+	ts.tv_nsec += (long)(usec % USEC_PER_SEC) * 1000;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
 usec_t clock_real_usec(void)
 {
 	struct timespec ts;
