@@ -797,14 +797,29 @@ int store_event_append(struct store *s, const char *actor, const char *kind, con
 	return store_leave(s, true, r, err);
 }
 
+static int event_row(sqlite3_stmt *st, void *elem)
+{
+	struct store_event *e = elem;
+
+	e->id = sqlite3_column_int64(st, 0);
+	e->ts = (usec_t)sqlite3_column_int64(st, 1);
+	if (store_col_strdup(st, 2, &e->actor) < 0 || store_col_strdup(st, 3, &e->kind) < 0 ||
+	    store_col_strdup(st, 4, &e->subject) < 0 || store_col_strdup(st, 5, &e->data) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static void event_release(void *elem)
+{
+	store_event_release(elem);
+}
+
 int store_event_list(struct store *s, int64_t after, size_t limit, struct store_event **ret,
 		     size_t *ret_n, struct cd_error *err)
 {
 	sqlite3_stmt *st = NULL;
-	struct store_event *v = NULL;
-	size_t n = 0;
 	sqlite3 *db;
-	int r, rc;
+	int r;
 
 	if (limit == 0)
 		limit = 1000;
@@ -813,39 +828,13 @@ int store_event_list(struct store *s, int64_t after, size_t limit, struct store_
 			  "SELECT id, ts, actor, kind, subject, data FROM events WHERE id > ? "
 			  "ORDER BY id LIMIT ?",
 			  &st, err);
-	if (r >= 0) {
-		store_bind_int64(st, 1, after);
-		store_bind_int64(st, 2, (int64_t)limit);
-	}
-	while (r >= 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct store_event *e;
-		struct store_event *nv = reallocarray(v, n + 1, sizeof(*v));
-
-		if (!nv) {
-			r = cd_error_set(err, -ENOMEM, "out of memory");
-			break;
-		}
-		v = nv;
-		e = &v[n++];
-		memset(e, 0, sizeof(*e));
-		e->id = sqlite3_column_int64(st, 0);
-		e->ts = (usec_t)sqlite3_column_int64(st, 1);
-		if (store_col_strdup(st, 2, &e->actor) < 0 ||
-		    store_col_strdup(st, 3, &e->kind) < 0 ||
-		    store_col_strdup(st, 4, &e->subject) < 0 ||
-		    store_col_strdup(st, 5, &e->data) < 0)
-			r = cd_error_set(err, -ENOMEM, "out of memory");
-	}
-	if (r >= 0 && rc != SQLITE_DONE)
-		r = store_map_rc(db, rc, err, "list events");
-	r = store_leave(s, false, r, err);
-	if (r < 0) {
-		store_event_list_free(v, n);
-		return r;
-	}
-	*ret = v;
-	*ret_n = n;
-	return 0;
+	if (r >= 0 &&
+	    (store_bind_int64(st, 1, after) < 0 || store_bind_int64(st, 2, (int64_t)limit) < 0))
+		r = cd_error_set(err, -EINVAL, "list events: bad parameters");
+	if (r >= 0)
+		r = store_collect(db, st, sizeof(**ret), event_row, event_release, (void **)ret,
+				  ret_n, err, "list events");
+	return store_leave(s, false, r, err);
 }
 
 /* One integer from sql (with ?1 = arg when it has a parameter) on db, already entered. */
@@ -986,13 +975,7 @@ int store_event_wait(struct store *s, int64_t after, usec_t timeout, struct cd_e
 		if (now >= deadline)
 			return 0;
 		slice = MIN(deadline - now, 250 * USEC_PER_MSEC);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += (time_t)(slice / USEC_PER_SEC);
-		ts.tv_nsec += (long)(slice % USEC_PER_SEC) * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = clock_timespec_after(CLOCK_MONOTONIC, slice);
 		pthread_mutex_lock(&s->ev_lock);
 		if (s->ev_committed <= after && s->ev_wakeups == wakeups)
 			pthread_cond_timedwait(&s->ev_cond, &s->ev_lock, &ts);
